@@ -1,0 +1,90 @@
+//! The engine: runs every provider's observe + diff concurrently into one [`Plan`], and
+//! applies it. It knows nothing of any API; modes (`observe`) are enforced here, once, so
+//! no provider can forget them.
+
+use crate::model::{Desired, Mode, ResourceId};
+use crate::plan::{Change, Plan};
+use crate::provider::{DynProvider, PlannedWork, StepOutcome};
+use futures_util::future::join_all;
+
+/// Drives a set of providers.
+pub struct Engine {
+    providers: Vec<Box<dyn DynProvider>>,
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ApplyReport {
+    /// The plan that was applied (observe-mode changes included, marked).
+    pub plan: Plan,
+    /// One outcome per attempted step.
+    pub outcomes: Vec<StepOutcome>,
+}
+
+impl ApplyReport {
+    /// Steps that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &StepOutcome> {
+        self.outcomes.iter().filter(|o| o.error.is_some())
+    }
+
+    /// True when every attempted step succeeded and every provider could observe.
+    pub fn converged(&self) -> bool {
+        self.failures().next().is_none() && self.plan.errors.is_empty()
+    }
+}
+
+impl Engine {
+    /// An engine over these providers.
+    pub fn new(providers: Vec<Box<dyn DynProvider>>) -> Self {
+        Engine { providers }
+    }
+
+    /// Observes and diffs every provider concurrently.
+    pub async fn plan(&self, desired: &Desired) -> Plan {
+        let (plan, _) = self.plan_work(desired).await;
+        plan
+    }
+
+    async fn plan_work<'a>(&'a self, desired: &'a Desired) -> (Plan, Vec<Box<dyn PlannedWork + 'a>>) {
+        let results = join_all(self.providers.iter().map(|p| p.plan(desired))).await;
+        let mut plan = Plan::default();
+        let mut works = Vec::new();
+        for result in results {
+            match result {
+                Ok(work) => {
+                    plan.changes.extend(work.changes().into_iter().map(|mut c| {
+                        c.mode = mode_of(desired, &c.id);
+                        c
+                    }));
+                    plan.conditions.extend(work.conditions());
+                    plan.violations.extend(work.violations());
+                    works.push(work);
+                }
+                Err(e) => plan.errors.push(e.to_string()),
+            }
+        }
+        (plan, works)
+    }
+
+    /// Plans, then applies every change not in observe mode. Providers apply concurrently;
+    /// each orders its own steps by dependency.
+    pub async fn apply(&self, desired: &Desired) -> ApplyReport {
+        let (plan, works) = self.plan_work(desired).await;
+        let enforce = |c: &Change| mode_of(desired, &c.id) == Mode::Enforce;
+        let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        ApplyReport { plan, outcomes }
+    }
+}
+
+/// A change's mode: its resource's effective mode, or the stack's for resources no longer
+/// declared (pruning follows the stack-wide mode).
+fn mode_of(desired: &Desired, id: &ResourceId) -> Mode {
+    match desired.get(id.kind, &id.name) {
+        Some(resource) => desired.effective_mode(resource),
+        None => desired.stack.mode,
+    }
+}

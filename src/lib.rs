@@ -1,0 +1,20 @@
+//! stackwarden keeps a self-hosted Grafana observability stack on AWS exactly as declared.
+//!
+//! The map, top to bottom (arrows point down only):
+//! - [`cli`]: the `stackwarden` commands; the only place errors become exit codes.
+//! - [`engine`]: observe → diff → plan → apply across providers; modes enforced here.
+//! - [`manifest`]: YAML files + environment values → validated [`model::Desired`], every
+//!   error with file:line:col, field path and fix.
+//! - [`policy`]: the security rules, run on desired state (validate) and on live state.
+//! - [`provider`]: one trait, one implementation per world (AWS, Docker, host files).
+//! - [`plan`]: the plan as data: changes, conditions, violations.
+//! - [`model`]: the resource kinds; plain data.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod provider;

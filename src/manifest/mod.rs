@@ -1,0 +1,405 @@
+//! Manifests on disk → a validated [`Desired`]. Loading reports every problem at once, each
+//! located (`file:line:col: Kind/name field.path: message`, then `fix:`); nothing partial is
+//! ever returned, so a broken manifest can never replace the one in force.
+
+mod diagnostic;
+mod schema;
+mod validate;
+pub mod values;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use schema::API_VERSION;
+
+use crate::model::{Desired, Ensure, Kind, Resource, SourceLocation, Spec};
+use schema::Reporter;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use values::Values;
+
+/// The folder under the manifests directory holding per-environment values.
+pub const ENVIRONMENTS_DIR: &str = "environments";
+
+/// Why manifests could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory or a file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No environment was chosen, or an unknown one.
+    #[error("{message}")]
+    Environment {
+        /// What is wrong and which environments exist.
+        message: String,
+    },
+    /// The manifests have problems; all are listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// A validated load.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The desired state.
+    pub desired: Desired,
+    /// How many manifest files were read.
+    pub files: usize,
+}
+
+/// Loads and validates every `*.yaml`/`*.yml` under `dir` (except `environments/`), with
+/// the values of `env`.
+pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
+    let mut diags = Vec::new();
+    let (values, env_name) = load_values(dir, env, &mut diags)?;
+    let files = manifest_files(dir)?;
+    let mut texts = Vec::with_capacity(files.len());
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        texts.push(text);
+    }
+
+    // Parse every document, remembering where each resource came from.
+    let mut docs: Vec<(PathBuf, yaml::Document)> = Vec::new();
+    for (file, text) in files.iter().zip(&texts) {
+        match yaml::parse(text) {
+            Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file.clone(), d))),
+            Err(e) => diags.push(Diagnostic {
+                location: SourceLocation {
+                    file: file.clone(),
+                    line: e.pos.line,
+                    column: e.pos.column,
+                },
+                resource: None,
+                path: None,
+                message: format!("YAML syntax error: {}", e.message),
+                fix: "correct the YAML at this position".to_string(),
+                rule: None,
+            }),
+        }
+    }
+    let mut resources: Vec<(Resource, usize)> = Vec::new();
+    for (i, (file, doc)) in docs.iter().enumerate() {
+        if doc.value.is_null() {
+            continue;
+        }
+        let mut value = doc.value.clone();
+        let mut r = Reporter {
+            file,
+            doc,
+            resource: resource_label(&value),
+            out: &mut diags,
+        };
+        let mut undefined = Vec::new();
+        values.substitute(&mut value, &mut |path, err| undefined.push((path.to_string(), err)));
+        for (path, err) in undefined {
+            let (message, fix) = subst_message(&err, &env_name);
+            r.report(&path, message, fix);
+        }
+        if let Some(mut resource) = schema::read_resource(value, &mut r) {
+            read_sources(&mut resource, file, &values, &mut r);
+            resources.push((resource, i));
+        }
+    }
+
+    let locate = |doc: usize, path: &str| {
+        let (file, d) = &docs[doc];
+        let pos = d.position_of(path);
+        SourceLocation {
+            file: file.clone(),
+            line: pos.line,
+            column: pos.column,
+        }
+    };
+    // Duplicates: the second declaration is the error, pointing at the first.
+    let mut first: BTreeMap<(Kind, String), usize> = BTreeMap::new();
+    let mut unique = Vec::with_capacity(resources.len());
+    for (res, doc) in resources {
+        let key = (res.id.kind, res.id.name.clone());
+        if let Some(prev) = first.get(&key) {
+            diags.push(Diagnostic {
+                location: locate(doc, "metadata.name"),
+                resource: Some(res.id.to_string()),
+                path: Some("metadata.name".to_string()),
+                message: format!("{} is declared twice (first at {})", res.id, locate(*prev, "metadata.name")),
+                fix: "rename one of them or remove the duplicate".to_string(),
+                rule: None,
+            });
+        } else {
+            first.insert(key, doc);
+            unique.push((res, doc));
+        }
+    }
+    let doc_of: BTreeMap<String, usize> = unique.iter().map(|(r, d)| (r.id.to_string(), *d)).collect();
+    let all: Vec<Resource> = unique.into_iter().map(|(r, _)| r).collect();
+    let mut located = Vec::new();
+    let mut locate_finding = |resource: &str, path: &str, message: String, fix: String, rule| {
+        let location = match doc_of.get(resource) {
+            Some(doc) => locate(*doc, path),
+            None => SourceLocation::default(),
+        };
+        located.push(Diagnostic {
+            location,
+            resource: Some(resource.to_string()),
+            path: Some(path.to_string()),
+            message,
+            fix,
+            rule,
+        });
+    };
+    for (id, path, message, fix) in validate::check(&all, Some(&env_name)) {
+        locate_finding(&id.to_string(), &path, message, fix, None);
+    }
+
+    let stacks: Vec<&Resource> = all.iter().filter(|r| r.id.kind == Kind::Stack).collect();
+    let desired = match stacks.as_slice() {
+        [stack] => Some(assemble(stack, &all, &env_name)),
+        [] => {
+            diags.push(Diagnostic {
+                location: SourceLocation { file: dir.to_path_buf(), line: 1, column: 1 },
+                resource: None,
+                path: None,
+                message: "no Stack is declared".to_string(),
+                fix: format!("add a document with `apiVersion: {API_VERSION}` and `kind: Stack`"),
+                rule: None,
+            });
+            None
+        }
+        [_, second, ..] => {
+            let loc = second.source.clone();
+            diags.push(Diagnostic {
+                location: loc,
+                resource: Some(second.id.to_string()),
+                path: None,
+                message: "a second Stack is declared; one manifest set describes one stack".to_string(),
+                fix: "keep one Stack document".to_string(),
+                rule: None,
+            });
+            None
+        }
+    };
+    if let Some(desired) = &desired {
+        for v in crate::policy::check_desired(desired) {
+            locate_finding(&v.resource, &v.path, v.message, v.fix, Some(v.rule));
+        }
+    }
+    diags.extend(located);
+    let mut diags = Diagnostics(diags);
+    diags.sort();
+    match desired {
+        Some(desired) if diags.is_empty() => Ok(Loaded { desired, files: files.len() }),
+        _ => Err(LoadError::Invalid(diags)),
+    }
+}
+
+/// Builds the desired state from a valid resource set.
+fn assemble(stack: &Resource, all: &[Resource], env: &str) -> Desired {
+    let Spec::Stack(stack_spec) = &stack.spec else {
+        unreachable!("assemble is only called with the Stack resource")
+    };
+    let mut resources: Vec<Resource> = all
+        .iter()
+        .filter(|r| r.id.kind != Kind::Stack)
+        .cloned()
+        .map(|mut r| {
+            if !stack_spec.enabled && r.id.kind.is_runtime() {
+                r.ensure = Ensure::Absent;
+            }
+            r
+        })
+        .collect();
+    resources.sort_by(|a, b| a.id.cmp(&b.id));
+    Desired {
+        stack_name: stack.id.name.clone(),
+        stack: stack_spec.clone(),
+        environment: env.to_string(),
+        resources,
+    }
+}
+
+fn resource_label(value: &serde_json::Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let name = value.get("metadata")?.get("name")?.as_str()?;
+    Some(format!("{kind}/{name}"))
+}
+
+fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
+    let file = format!("manifests/{ENVIRONMENTS_DIR}/{env}.yaml");
+    match err {
+        values::SubstError::Undefined(name) => (
+            format!("`${{{name}}}` is not defined for environment `{env}`"),
+            format!("define `{name}` in {file} (or in {ENVIRONMENTS_DIR}/{})", values::DEFAULTS_FILE),
+        ),
+        values::SubstError::Unterminated => (
+            "`${` without a closing `}`".to_string(),
+            "close the reference, or write `$${` for a literal `${`".to_string(),
+        ),
+        values::SubstError::NotScalar(name) => (
+            format!("`${{{name}}}` is a map or list and cannot be placed inside text"),
+            format!("use the whole value alone (`${{{name}}}`), or one of its fields (`${{{name}.x}}`)"),
+        ),
+    }
+}
+
+/// Reads ConfigFile `source:` files (relative to the manifest) into `content`.
+fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &mut Reporter<'_>) {
+    let Spec::ConfigFile(spec) = &mut resource.spec else {
+        return;
+    };
+    let Some(source) = spec.source.clone() else {
+        return;
+    };
+    if spec.content.is_some() {
+        return; // "exactly one of" is reported by validation.
+    }
+    let path = manifest.parent().unwrap_or(Path::new(".")).join(&source);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if spec.template => match values.interpolate(&text) {
+            Ok(text) => spec.content = Some(text),
+            Err(errors) => {
+                for e in errors {
+                    let env = values.get("env").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                    let (message, fix) = subst_message(&e, &env);
+                    r.report("spec.source", format!("in {}: {message}", path.display()), fix);
+                }
+            }
+        },
+        Ok(text) => spec.content = Some(text),
+        Err(e) => r.report(
+            "spec.source",
+            format!("cannot read {}: {e}", path.display()),
+            "give a path relative to this manifest file, e.g. ../dashboards/home.json",
+        ),
+    }
+}
+
+/// Every manifest file, sorted so that output is deterministic.
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Read { path: d.clone(), source })?;
+        for entry in entries {
+            let path = entry.map_err(|source| LoadError::Read { path: d.clone(), source })?.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != ENVIRONMENTS_DIR) {
+                    pending.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads `_defaults.yaml` and `<env>.yaml`; with no `--env`, the only environment if there is
+/// exactly one, else an error listing them.
+fn load_values(dir: &Path, env: Option<&str>, diags: &mut Vec<Diagnostic>) -> Result<(Values, String), LoadError> {
+    let env_dir = dir.join(ENVIRONMENTS_DIR);
+    let mut available: Vec<String> = match std::fs::read_dir(&env_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let stem = name.strip_suffix(".yaml")?;
+                (!stem.starts_with('_')).then(|| stem.to_string())
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    available.sort();
+    let env = match (env, available.as_slice()) {
+        (Some(e), _) if available.iter().any(|a| a == e) => e.to_string(),
+        (Some(e), []) => e.to_string(),
+        (Some(e), list) => {
+            return Err(LoadError::Environment {
+                message: format!(
+                    "no environment `{e}`: {} does not exist\n    fix: pass --env with one of: {}",
+                    env_dir.join(format!("{e}.yaml")).display(),
+                    list.join(", ")
+                ),
+            });
+        }
+        (None, [only]) => only.clone(),
+        (None, []) => "default".to_string(),
+        (None, list) => {
+            return Err(LoadError::Environment {
+                message: format!("several environments exist\n    fix: pass --env with one of: {}", list.join(", ")),
+            });
+        }
+    };
+    let mut read = |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+            Err(source) => return Err(LoadError::Read { path, source }),
+        };
+        match yaml::parse(&text) {
+            Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
+            Ok(_) => {
+                diags.push(Diagnostic {
+                    location: SourceLocation { file: path, line: 1, column: 1 },
+                    resource: None,
+                    path: None,
+                    message: "a values file holds one document".to_string(),
+                    fix: "remove the extra `---` documents".to_string(),
+                    rule: None,
+                });
+                Ok(None)
+            }
+            Err(e) => {
+                diags.push(Diagnostic {
+                    location: SourceLocation { file: path, line: e.pos.line, column: e.pos.column },
+                    resource: None,
+                    path: None,
+                    message: format!("YAML syntax error: {}", e.message),
+                    fix: "correct the YAML at this position".to_string(),
+                    rule: None,
+                });
+                Ok(None)
+            }
+        }
+    };
+    let defaults = read(env_dir.join(values::DEFAULTS_FILE), false)?;
+    let own = if available.is_empty() {
+        None
+    } else {
+        read(env_dir.join(format!("{env}.yaml")), true)?
+    };
+    Ok((Values::new(defaults, own.unwrap_or_default(), &env), env))
+}
+
+/// Fills the run-time values (`${account}`) into a desired state once they are known.
+pub fn fill_runtime(desired: &mut Desired, account: &str) {
+    for r in &mut desired.resources {
+        match &mut r.spec {
+            Spec::Bucket(b) => b.name = values::fill_runtime(&b.name, account),
+            Spec::ConfigFile(f) => {
+                if let Some(c) = &mut f.content {
+                    *c = values::fill_runtime(c, account);
+                }
+            }
+            Spec::Container(c) => {
+                for arg in &mut c.command {
+                    *arg = values::fill_runtime(arg, account);
+                }
+                for v in c.environment.values_mut() {
+                    if let Some(s) = &mut v.value {
+                        *s = values::fill_runtime(s, account);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

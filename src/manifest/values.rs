@@ -1,0 +1,232 @@
+//! Per-environment values: `manifests/environments/_defaults.yaml` overlaid by
+//! `manifests/environments/<env>.yaml`, substituted into manifests as `${name}`.
+//!
+//! A scalar that is exactly `${name}` takes the value's type (`enabled: ${enabled}` is a
+//! bool); inside longer text the value is interpolated. `$${` writes a literal `${`. Names
+//! known only at run time (`${account}`) are left for the engine to fill in.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Values resolved at run time, not from files (the AWS account comes from STS).
+pub const RUNTIME_VALUES: [&str; 1] = ["account"];
+/// The file under `environments/` that every environment starts from.
+pub const DEFAULTS_FILE: &str = "_defaults.yaml";
+
+/// The merged values of one environment.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    root: serde_json::Map<String, Value>,
+}
+
+/// Why a `${…}` could not be substituted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubstError {
+    /// No such value.
+    Undefined(String),
+    /// `${` without a closing `}`.
+    Unterminated,
+    /// A map or list spliced into text.
+    NotScalar(String),
+}
+
+impl Values {
+    /// Builds values from the defaults and the environment's own map, the latter winning, plus
+    /// the built-in `env`.
+    pub fn new(defaults: Option<Value>, env_values: Value, env: &str) -> Values {
+        let mut root = serde_json::Map::new();
+        for layer in [defaults.unwrap_or(Value::Null), env_values] {
+            if let Value::Object(map) = layer {
+                merge(&mut root, map);
+            }
+        }
+        root.insert("env".to_string(), Value::String(env.to_string()));
+        let mut values = Values { root };
+        values.resolve_self_references();
+        values
+    }
+
+    /// A value by dotted name (`images.grafana`).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let mut parts = name.split('.');
+        let mut cur = self.root.get(parts.next()?)?;
+        for part in parts {
+            cur = cur.get(part)?;
+        }
+        Some(cur)
+    }
+
+    /// Values may refer to other values (`bucketName: ${project}-${env}-…`); resolve those
+    /// a few levels deep, which covers any sane layering without risking a cycle.
+    fn resolve_self_references(&mut self) {
+        for _ in 0..4 {
+            let snapshot = self.clone();
+            let mut root = Value::Object(std::mem::take(&mut self.root));
+            snapshot.substitute(&mut root, &mut |_, _| {});
+            if let Value::Object(map) = root {
+                self.root = map;
+            }
+        }
+    }
+
+    /// Substitutes `${…}` in every string of `value`; reports each failure with its path.
+    pub fn substitute(&self, value: &mut Value, on_error: &mut dyn FnMut(&str, SubstError)) {
+        self.substitute_at(value, String::new(), on_error);
+    }
+
+    fn substitute_at(
+        &self,
+        value: &mut Value,
+        path: String,
+        on_error: &mut dyn FnMut(&str, SubstError),
+    ) {
+        match value {
+            Value::String(s) => {
+                if let Some(name) = whole_reference(s) {
+                    if RUNTIME_VALUES.contains(&name) {
+                        return;
+                    }
+                    match self.get(name) {
+                        Some(v) => *value = v.clone(),
+                        None => on_error(&path, SubstError::Undefined(name.to_string())),
+                    }
+                    return;
+                }
+                match self.interpolate(s) {
+                    Ok(text) => *s = text,
+                    Err(errors) => errors.into_iter().for_each(|e| on_error(&path, e)),
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.substitute_at(item, format!("{path}[{i}]"), on_error);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    self.substitute_at(v, p, on_error);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Interpolates `${name}` inside text; runtime names are kept as written.
+    pub fn interpolate(&self, text: &str) -> Result<String, Vec<SubstError>> {
+        let mut out = String::with_capacity(text.len());
+        let mut errors = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${") {
+            if rest[..i].ends_with('$') {
+                // `$${` is an escaped literal `${`.
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                errors.push(SubstError::Unterminated);
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let name = after[..end].trim();
+            if RUNTIME_VALUES.contains(&name) {
+                out.push_str(&rest[i..i + 3 + end]);
+            } else {
+                match self.get(name) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
+                    Some(_) => errors.push(SubstError::NotScalar(name.to_string())),
+                    None => errors.push(SubstError::Undefined(name.to_string())),
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every top-level name, for "did you mean" hints.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.root.keys().cloned().collect()
+    }
+}
+
+fn merge(into: &mut serde_json::Map<String, Value>, from: serde_json::Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn whole_reference(s: &str) -> Option<&str> {
+    let inner = s.strip_prefix("${")?.strip_suffix('}')?;
+    (!inner.contains(['$', '{', '}'])).then(|| inner.trim())
+}
+
+/// Replaces the run-time values (`${account}`) in text.
+pub fn fill_runtime(text: &str, account: &str) -> String {
+    text.replace("${account}", account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values() -> Values {
+        Values::new(
+            Some(json!({"project": "durable-code", "retentionDays": 30, "images": {"grafana": "grafana/grafana:11"}})),
+            json!({"retentionDays": 7, "enabled": true, "bucket": "${project}-${env}-obs-${account}"}),
+            "dev",
+        )
+    }
+
+    #[test]
+    fn whole_scalars_keep_the_value_type_and_env_overrides_defaults() {
+        let mut v = json!({"days": "${retentionDays}", "on": "${enabled}", "img": "${images.grafana}"});
+        values().substitute(&mut v, &mut |p, e| panic!("{p}: {e:?}"));
+        assert_eq!(v, json!({"days": 7, "on": true, "img": "grafana/grafana:11"}));
+    }
+
+    #[test]
+    fn text_is_interpolated_runtime_names_kept_and_escapes_honoured() {
+        let vals = values();
+        assert_eq!(
+            vals.interpolate("${project}-${env}-x").ok(),
+            Some("durable-code-dev-x".to_string())
+        );
+        assert_eq!(
+            vals.get("bucket"),
+            Some(&json!("durable-code-dev-obs-${account}"))
+        );
+        assert_eq!(vals.interpolate("$${HOME}").ok(), Some("${HOME}".to_string()));
+    }
+
+    #[test]
+    fn undefined_values_are_reported_with_their_path() {
+        let mut v = json!({"spec": {"x": ["${nope}"]}});
+        let mut seen = Vec::new();
+        values().substitute(&mut v, &mut |p, e| seen.push((p.to_string(), e)));
+        assert_eq!(
+            seen,
+            vec![("spec.x[0]".to_string(), SubstError::Undefined("nope".to_string()))]
+        );
+    }
+}

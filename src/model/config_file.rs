@@ -1,0 +1,55 @@
+//! `ConfigFile`: a file or directory under the host root.
+
+use serde::{Deserialize, Serialize};
+
+/// `kind: ConfigFile`: a file with content, owner and mode, or a data directory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFileSpec {
+    /// Path relative to the host root (`grafana/grafana.ini`).
+    pub path: String,
+    /// `file` or `directory`.
+    #[serde(rename = "type", default)]
+    pub kind: FileType,
+    /// Inline content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// A repository file, relative to the manifest that names it; the loader reads it into
+    /// `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Substitute `${name}` stack values in the content.
+    #[serde(default)]
+    pub template: bool,
+    /// Owner uid.
+    #[serde(default)]
+    pub owner: u32,
+    /// Group gid.
+    #[serde(default)]
+    pub group: u32,
+    /// Octal permission bits as a string (`"0640"`).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_mode() -> String {
+    "0644".to_string()
+}
+
+impl ConfigFileSpec {
+    /// The mode as bits; validation guarantees it parses.
+    pub fn mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).ok()
+    }
+}
+
+/// Whether a ConfigFile is a regular file or a directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    /// A regular file.
+    #[default]
+    File,
+    /// A directory (content and source are not allowed).
+    Directory,
+}

@@ -1,0 +1,309 @@
+//! The plan: what would change, per resource, as data. Pure: built by providers' `diff`,
+//! printed for people (`Display`) and serialized for machines (`--output json`).
+
+use crate::model::{Mode, ResourceId};
+use serde::Serialize;
+use std::fmt;
+
+/// What happens to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Create it.
+    Create,
+    /// Take over an existing, matching resource that lacks the ownership tags (tag it).
+    Adopt,
+    /// Change it in place.
+    Update,
+    /// Delete and create again (a field that cannot change in place).
+    Replace,
+    /// Delete it.
+    Delete,
+}
+
+impl Action {
+    /// The plan's symbol for this action.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Adopt => "~",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+
+    /// The verb as printed.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Adopt => "adopt",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One field that differs. Values are rendered for display; a sensitive field never carries
+/// its values, only the fact that it differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Field path (`spec.user`, `ingress[tcp/4317 from ecs-tasks-sg]`).
+    pub path: String,
+    /// Live value; `None` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// Desired value; `None` when it should be absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    /// True for secrets: old and new are always `None`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+impl FieldChange {
+    /// A field whose value changes.
+    pub fn changed(path: impl Into<String>, old: impl fmt::Display, new: impl fmt::Display) -> Self {
+        FieldChange {
+            path: path.into(),
+            old: Some(old.to_string()),
+            new: Some(new.to_string()),
+            sensitive: false,
+        }
+    }
+
+    /// A value (a rule, a tag) that must be added.
+    pub fn added(path: impl Into<String>, new: impl fmt::Display) -> Self {
+        FieldChange {
+            path: path.into(),
+            old: None,
+            new: Some(new.to_string()),
+            sensitive: false,
+        }
+    }
+
+    /// A value that must be removed.
+    pub fn removed(path: impl Into<String>, old: impl fmt::Display) -> Self {
+        FieldChange {
+            path: path.into(),
+            old: Some(old.to_string()),
+            new: None,
+            sensitive: false,
+        }
+    }
+
+    /// A secret that differs; its values are never shown.
+    pub fn secret(path: impl Into<String>) -> Self {
+        FieldChange {
+            path: path.into(),
+            old: None,
+            new: None,
+            sensitive: true,
+        }
+    }
+}
+
+/// The planned change to one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The resource.
+    pub id: ResourceId,
+    /// What happens.
+    pub action: Action,
+    /// The fields that differ (empty for plain creates and deletes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// Why (required for replace; e.g. "the instance was terminated").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `observe`: reported as drift, never applied.
+    pub mode: Mode,
+}
+
+impl Change {
+    /// A change with no fields and no reason, in enforce mode.
+    pub fn new(id: ResourceId, action: Action) -> Self {
+        Change {
+            id,
+            action,
+            fields: Vec::new(),
+            reason: None,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// Adds a reason.
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Adds field changes.
+    pub fn with_fields(mut self, fields: Vec<FieldChange>) -> Self {
+        self.fields = fields;
+        self
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.action.symbol(), self.action.verb(), self.id)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " ({reason})")?;
+        }
+        if self.mode == Mode::Observe {
+            f.write_str(" [observe: not applied]")?;
+        }
+        for field in &self.fields {
+            f.write_str("\n    ")?;
+            match (&field.old, &field.new) {
+                _ if field.sensitive => write!(f, "~ {}: value differs", field.path)?,
+                (Some(old), Some(new)) => write!(f, "~ {}: {old} → {new}", field.path)?,
+                (None, Some(new)) => write!(f, "+ {}: {new}", field.path)?,
+                (Some(old), None) => write!(f, "- {}: {old}", field.path)?,
+                (None, None) => write!(f, "~ {}", field.path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A readiness fact about one resource, in the style of Kubernetes conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// The resource.
+    pub id: ResourceId,
+    /// Condition type (`Ready`, `SecretVerified`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A CamelCase reason (`SsmOffline`, `HealthCheckFailing`).
+    pub reason: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// A condition's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConditionStatus {
+    /// Holds.
+    True,
+    /// Does not hold.
+    False,
+    /// Cannot be told.
+    Unknown,
+}
+
+/// A policy rule broken by live state (desired-state violations are validation errors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Rule name (`no-root-containers`).
+    pub rule: &'static str,
+    /// What breaks it (`Container/loki`, or `docker container adhoc` for unmanaged ones).
+    pub resource: String,
+    /// The offending field.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub fix: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {} [policy: {}]\n    fix: {}",
+            self.resource, self.path, self.message, self.rule, self.fix
+        )
+    }
+}
+
+/// A whole plan across providers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Changes in apply order.
+    pub changes: Vec<Change>,
+    /// Conditions of observed resources.
+    pub conditions: Vec<Condition>,
+    /// Policy violations found in live state.
+    pub violations: Vec<Violation>,
+    /// Providers that could not observe, with why (their resources are not planned).
+    pub errors: Vec<String>,
+}
+
+impl Plan {
+    /// True when an apply would change something (observe-mode drift included: it is pending).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Counts by action, for the summary line.
+    pub fn summary(&self) -> String {
+        let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
+        format!(
+            "Plan: {} to create, {} to adopt, {} to update, {} to replace, {} to delete.",
+            count(Action::Create),
+            count(Action::Adopt),
+            count(Action::Update),
+            count(Action::Replace),
+            count(Action::Delete)
+        )
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for change in &self.changes {
+            writeln!(f, "{change}")?;
+        }
+        for v in &self.violations {
+            writeln!(f, "! {v}")?;
+        }
+        for c in &self.conditions {
+            if c.status != ConditionStatus::True {
+                writeln!(
+                    f,
+                    "? {} {}={:?} {}: {}",
+                    c.id, c.kind, c.status, c.reason, c.message
+                )?;
+            }
+        }
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        if self.changes.is_empty() {
+            writeln!(f, "No changes. Live state matches the manifests.")
+        } else {
+            writeln!(f, "{}", self.summary())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    #[test]
+    fn sensitive_fields_never_print_values() {
+        let change = Change::new(ResourceId::new(Kind::Parameter, "admin"), Action::Update)
+            .with_fields(vec![FieldChange::secret("value")]);
+        let text = change.to_string();
+        assert_eq!(text, "~ update Parameter/admin\n    ~ value: value differs");
+        let json = serde_json::to_string(&change).unwrap_or_default();
+        assert!(!json.contains("old") && !json.contains("\"new\""), "{json}");
+    }
+
+    #[test]
+    fn replace_prints_its_reason() {
+        let change = Change::new(ResourceId::new(Kind::Instance, "host"), Action::Replace)
+            .because("user data changed");
+        assert_eq!(
+            change.to_string(),
+            "-/+ replace Instance/host (user data changed)"
+        );
+    }
+}
