@@ -23,13 +23,15 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.location)?;
-        if let Some(resource) = &self.resource {
-            write!(f, " {resource}")?;
+        let subject: Vec<&str> = [self.resource.as_deref(), self.path.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if subject.is_empty() {
+            write!(f, " {}", self.message)?;
+        } else {
+            write!(f, " {}: {}", subject.join(" "), self.message)?;
         }
-        if let Some(path) = &self.path {
-            write!(f, " {path}")?;
-        }
-        write!(f, ": {}", self.message)?;
         if let Some(rule) = self.rule {
             write!(f, " [policy: {rule}]")?;
         }
@@ -54,7 +56,8 @@ impl Diagnostics {
 
     /// Sorts by location so output is stable and reads top to bottom.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+        self.0
+            .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
         self.0.dedup();
     }
 }

@@ -99,7 +99,9 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             out: &mut diags,
         };
         let mut undefined = Vec::new();
-        values.substitute(&mut value, &mut |path, err| undefined.push((path.to_string(), err)));
+        values.substitute(&mut value, &mut |path, err| {
+            undefined.push((path.to_string(), err))
+        });
         for (path, err) in undefined {
             let (message, fix) = subst_message(&err, &env_name);
             r.report(&path, message, fix);
@@ -129,7 +131,11 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
                 location: locate(doc, "metadata.name"),
                 resource: Some(res.id.to_string()),
                 path: Some("metadata.name".to_string()),
-                message: format!("{} is declared twice (first at {})", res.id, locate(*prev, "metadata.name")),
+                message: format!(
+                    "{} is declared twice (first at {})",
+                    res.id,
+                    locate(*prev, "metadata.name")
+                ),
                 fix: "rename one of them or remove the duplicate".to_string(),
                 rule: None,
             });
@@ -138,7 +144,8 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             unique.push((res, doc));
         }
     }
-    let doc_of: BTreeMap<String, usize> = unique.iter().map(|(r, d)| (r.id.to_string(), *d)).collect();
+    let doc_of: BTreeMap<String, usize> =
+        unique.iter().map(|(r, d)| (r.id.to_string(), *d)).collect();
     let all: Vec<Resource> = unique.into_iter().map(|(r, _)| r).collect();
     let mut located = Vec::new();
     let mut locate_finding = |resource: &str, path: &str, message: String, fix: String, rule| {
@@ -164,7 +171,11 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
         [stack] => Some(assemble(stack, &all, &env_name)),
         [] => {
             diags.push(Diagnostic {
-                location: SourceLocation { file: dir.to_path_buf(), line: 1, column: 1 },
+                location: SourceLocation {
+                    file: dir.to_path_buf(),
+                    line: 1,
+                    column: 1,
+                },
                 resource: None,
                 path: None,
                 message: "no Stack is declared".to_string(),
@@ -179,7 +190,8 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
                 location: loc,
                 resource: Some(second.id.to_string()),
                 path: None,
-                message: "a second Stack is declared; one manifest set describes one stack".to_string(),
+                message: "a second Stack is declared; one manifest set describes one stack"
+                    .to_string(),
                 fix: "keep one Stack document".to_string(),
                 rule: None,
             });
@@ -195,7 +207,10 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     let mut diags = Diagnostics(diags);
     diags.sort();
     match desired {
-        Some(desired) if diags.is_empty() => Ok(Loaded { desired, files: files.len() }),
+        Some(desired) if diags.is_empty() => Ok(Loaded {
+            desired,
+            files: files.len(),
+        }),
         _ => Err(LoadError::Invalid(diags)),
     }
 }
@@ -236,7 +251,10 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
     match err {
         values::SubstError::Undefined(name) => (
             format!("`${{{name}}}` is not defined for environment `{env}`"),
-            format!("define `{name}` in {file} (or in {ENVIRONMENTS_DIR}/{})", values::DEFAULTS_FILE),
+            format!(
+                "define `{name}` in {file} (or in {ENVIRONMENTS_DIR}/{})",
+                values::DEFAULTS_FILE
+            ),
         ),
         values::SubstError::Unterminated => (
             "`${` without a closing `}`".to_string(),
@@ -244,7 +262,9 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
         ),
         values::SubstError::NotScalar(name) => (
             format!("`${{{name}}}` is a map or list and cannot be placed inside text"),
-            format!("use the whole value alone (`${{{name}}}`), or one of its fields (`${{{name}.x}}`)"),
+            format!(
+                "use the whole value alone (`${{{name}}}`), or one of its fields (`${{{name}.x}}`)"
+            ),
         ),
     }
 }
@@ -258,7 +278,12 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
         return;
     };
     if spec.content.is_some() {
-        return; // "exactly one of" is reported by validation.
+        r.report(
+            "spec.source",
+            "set exactly one of `content` and `source`",
+            "inline the content, or name a repository file with source:, not both",
+        );
+        return;
     }
     let path = manifest.parent().unwrap_or(Path::new(".")).join(&source);
     match std::fs::read_to_string(&path) {
@@ -266,9 +291,17 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
             Ok(text) => spec.content = Some(text),
             Err(errors) => {
                 for e in errors {
-                    let env = values.get("env").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                    let env = values
+                        .get("env")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?")
+                        .to_string();
                     let (message, fix) = subst_message(&e, &env);
-                    r.report("spec.source", format!("in {}: {message}", path.display()), fix);
+                    r.report(
+                        "spec.source",
+                        format!("in {}: {message}", path.display()),
+                        fix,
+                    );
                 }
             }
         },
@@ -286,9 +319,17 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Read { path: d.clone(), source })?;
+        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Read {
+            path: d.clone(),
+            source,
+        })?;
         for entry in entries {
-            let path = entry.map_err(|source| LoadError::Read { path: d.clone(), source })?.path();
+            let path = entry
+                .map_err(|source| LoadError::Read {
+                    path: d.clone(),
+                    source,
+                })?
+                .path();
             if path.is_dir() {
                 if path.file_name().is_some_and(|n| n != ENVIRONMENTS_DIR) {
                     pending.push(path);
@@ -304,7 +345,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Reads `_defaults.yaml` and `<env>.yaml`; with no `--env`, the only environment if there is
 /// exactly one, else an error listing them.
-fn load_values(dir: &Path, env: Option<&str>, diags: &mut Vec<Diagnostic>) -> Result<(Values, String), LoadError> {
+fn load_values(
+    dir: &Path,
+    env: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(Values, String), LoadError> {
     let env_dir = dir.join(ENVIRONMENTS_DIR);
     let mut available: Vec<String> = match std::fs::read_dir(&env_dir) {
         Ok(entries) => entries
@@ -334,42 +379,54 @@ fn load_values(dir: &Path, env: Option<&str>, diags: &mut Vec<Diagnostic>) -> Re
         (None, []) => "default".to_string(),
         (None, list) => {
             return Err(LoadError::Environment {
-                message: format!("several environments exist\n    fix: pass --env with one of: {}", list.join(", ")),
+                message: format!(
+                    "several environments exist\n    fix: pass --env with one of: {}",
+                    list.join(", ")
+                ),
             });
         }
     };
-    let mut read = |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-            Err(source) => return Err(LoadError::Read { path, source }),
+    let mut read =
+        |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+                Err(source) => return Err(LoadError::Read { path, source }),
+            };
+            match yaml::parse(&text) {
+                Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
+                Ok(_) => {
+                    diags.push(Diagnostic {
+                        location: SourceLocation {
+                            file: path,
+                            line: 1,
+                            column: 1,
+                        },
+                        resource: None,
+                        path: None,
+                        message: "a values file holds one document".to_string(),
+                        fix: "remove the extra `---` documents".to_string(),
+                        rule: None,
+                    });
+                    Ok(None)
+                }
+                Err(e) => {
+                    diags.push(Diagnostic {
+                        location: SourceLocation {
+                            file: path,
+                            line: e.pos.line,
+                            column: e.pos.column,
+                        },
+                        resource: None,
+                        path: None,
+                        message: format!("YAML syntax error: {}", e.message),
+                        fix: "correct the YAML at this position".to_string(),
+                        rule: None,
+                    });
+                    Ok(None)
+                }
+            }
         };
-        match yaml::parse(&text) {
-            Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
-            Ok(_) => {
-                diags.push(Diagnostic {
-                    location: SourceLocation { file: path, line: 1, column: 1 },
-                    resource: None,
-                    path: None,
-                    message: "a values file holds one document".to_string(),
-                    fix: "remove the extra `---` documents".to_string(),
-                    rule: None,
-                });
-                Ok(None)
-            }
-            Err(e) => {
-                diags.push(Diagnostic {
-                    location: SourceLocation { file: path, line: e.pos.line, column: e.pos.column },
-                    resource: None,
-                    path: None,
-                    message: format!("YAML syntax error: {}", e.message),
-                    fix: "correct the YAML at this position".to_string(),
-                    rule: None,
-                });
-                Ok(None)
-            }
-        }
-    };
     let defaults = read(env_dir.join(values::DEFAULTS_FILE), false)?;
     let own = if available.is_empty() {
         None

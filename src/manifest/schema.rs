@@ -73,16 +73,28 @@ pub fn read_resource(value: Value, r: &mut Reporter<'_>) -> Option<Resource> {
             Some(kind) => Some(kind),
             None => {
                 let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-                r.report("kind", format!("unknown kind `{k}`"), fix_for_unknown(&k, &names));
+                r.report(
+                    "kind",
+                    format!("unknown kind `{k}`"),
+                    fix_for_unknown(&k, &names),
+                );
                 None
             }
         },
         Some(_) => {
-            r.report("kind", "kind must be a string", "write e.g. `kind: Container`");
+            r.report(
+                "kind",
+                "kind must be a string",
+                "write e.g. `kind: Container`",
+            );
             None
         }
         None => {
-            r.report("kind", "missing field `kind`", "add `kind:` with one of the resource kinds, e.g. `kind: Container`");
+            r.report(
+                "kind",
+                "missing field `kind`",
+                "add `kind:` with one of the resource kinds, e.g. `kind: Container`",
+            );
             None
         }
     };
@@ -102,7 +114,11 @@ pub fn read_resource(value: Value, r: &mut Reporter<'_>) -> Option<Resource> {
     let metadata: Option<Metadata> = match map.remove("metadata") {
         Some(v) => typed(v, "metadata", r),
         None => {
-            r.report("metadata", "missing field `metadata`", "add `metadata:` with `name:`");
+            r.report(
+                "metadata",
+                "missing field `metadata`",
+                "add `metadata:` with `name:`",
+            );
             None
         }
     };
@@ -110,7 +126,11 @@ pub fn read_resource(value: Value, r: &mut Reporter<'_>) -> Option<Resource> {
     r.resource = Some(format!("{kind}/{}", metadata.name));
     check_name(kind, &metadata.name, r);
     let Some(spec_value) = map.remove("spec") else {
-        r.report("spec", "missing field `spec`", "add the `spec:` of the resource");
+        r.report(
+            "spec",
+            "missing field `spec`",
+            "add the `spec:` of the resource",
+        );
         return None;
     };
     let spec = match kind {
@@ -171,7 +191,11 @@ fn typed<T: DeserializeOwned>(mut value: Value, prefix: &str, r: &mut Reporter<'
             }
             let path = join(prefix, &segments);
             let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
-            r.report(&path, format!("unknown field `{field}`"), fix_for_unknown(&field, &expected));
+            r.report(
+                &path,
+                format!("unknown field `{field}`"),
+                fix_for_unknown(&field, &expected),
+            );
             if !remove_at(&mut value, &segments) {
                 return None;
             }
@@ -180,7 +204,11 @@ fn typed<T: DeserializeOwned>(mut value: Value, prefix: &str, r: &mut Reporter<'
         if let Some(field) = between(&inner, "missing field `", "`") {
             segments.push(field.to_string());
             let path = join(prefix, &segments);
-            r.report(&path, format!("missing field `{field}`"), format!("add `{field}:` to {}", parent(&path)));
+            r.report(
+                &path,
+                format!("missing field `{field}`"),
+                format!("add `{field}:` to {}", parent(&path)),
+            );
             return None;
         }
         let path = join(prefix, &segments);
@@ -201,7 +229,10 @@ fn explain(inner: &str) -> (String, String) {
     if let Some(variant) = between(&message, "unknown variant `", "`") {
         let expected = expected_list(&message);
         let names: Vec<&str> = expected.iter().map(String::as_str).collect();
-        return (format!("unknown value `{variant}`"), fix_for_unknown(variant, &names));
+        return (
+            format!("unknown value `{variant}`"),
+            fix_for_unknown(variant, &names),
+        );
     }
     if let Some(expected) = message.split(", expected ").nth(1) {
         return (message.clone(), format!("write {expected} here"));
@@ -291,7 +322,11 @@ pub fn fix_for_unknown(given: &str, valid: &[&str]) -> String {
     let best = valid
         .iter()
         .map(|v| {
-            let d = if norm(v) == norm(given) { 0 } else { edit_distance(v, given) };
+            let d = if norm(v) == norm(given) {
+                0
+            } else {
+                edit_distance(v, given)
+            };
             (d, *v)
         })
         .min();
@@ -322,8 +357,14 @@ mod tests {
 
     #[test]
     fn misspelt_fields_get_a_suggestion() {
-        assert_eq!(fix_for_unknown("usr", &["user", "image"]), "did you mean `user`?");
-        assert_eq!(fix_for_unknown("security_opt", &["securityOpt"]), "did you mean `securityOpt`?");
+        assert_eq!(
+            fix_for_unknown("usr", &["user", "image"]),
+            "did you mean `user`?"
+        );
+        assert_eq!(
+            fix_for_unknown("security_opt", &["securityOpt"]),
+            "did you mean `securityOpt`?"
+        );
         assert_eq!(
             fix_for_unknown("zzzzzz", &["user", "image"]),
             "remove it, or use one of: user, image"
@@ -332,8 +373,14 @@ mod tests {
 
     #[test]
     fn serde_paths_split_into_segments() {
-        assert_eq!(path_segments("ingress[0].from"), vec!["ingress", "[0]", "from"]);
-        assert_eq!(join("spec", &path_segments("ingress[0].from")), "spec.ingress[0].from");
+        assert_eq!(
+            path_segments("ingress[0].from"),
+            vec!["ingress", "[0]", "from"]
+        );
+        assert_eq!(
+            join("spec", &path_segments("ingress[0].from")),
+            "spec.ingress[0].from"
+        );
         assert_eq!(join("spec", &[]), "spec");
     }
 }

@@ -40,32 +40,57 @@ pub fn check(resources: &[Resource], env: Option<&str>) -> Vec<Finding> {
             Spec::SecurityGroup(s) => {
                 c.reference(id, "spec.vpc", &s.vpc, &[Target::Lookup(LookupType::Vpc)]);
                 for (i, rule) in s.ingress.iter().enumerate() {
-                    c.rule(id, &format!("spec.ingress[{i}]"), "from", rule.protocol, &rule.ports, &rule.from);
+                    c.rule(
+                        id,
+                        &format!("spec.ingress[{i}]"),
+                        "from",
+                        rule.protocol,
+                        &rule.ports,
+                        &rule.from,
+                    );
                 }
                 for (i, rule) in s.egress.iter().enumerate() {
-                    c.rule(id, &format!("spec.egress[{i}]"), "to", rule.protocol, &rule.ports, &rule.to);
+                    c.rule(
+                        id,
+                        &format!("spec.egress[{i}]"),
+                        "to",
+                        rule.protocol,
+                        &rule.ports,
+                        &rule.to,
+                    );
                 }
             }
             Spec::Bucket(s) => {
                 let name = s.name.replace("${account}", "123456789012");
                 let valid = (3..=63).contains(&name.len())
-                    && name
-                        .chars()
-                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.');
+                    && name.chars().all(|ch| {
+                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
+                    });
                 if !valid {
-                    c.finding(id, "spec.name", format!("`{}` is not a valid S3 bucket name", s.name),
-                        "use 3–63 lowercase letters, digits, dashes and dots");
+                    c.finding(
+                        id,
+                        "spec.name",
+                        format!("`{}` is not a valid S3 bucket name", s.name),
+                        "use 3–63 lowercase letters, digits, dashes and dots",
+                    );
                 }
                 let mut prefixes = BTreeSet::new();
                 for (i, rule) in s.lifecycle.iter().enumerate() {
                     if !prefixes.insert(&rule.prefix) {
-                        c.finding(id, &format!("spec.lifecycle[{i}].prefix"),
+                        c.finding(
+                            id,
+                            &format!("spec.lifecycle[{i}].prefix"),
                             format!("prefix `{}` has two lifecycle rules", rule.prefix),
-                            "keep one rule per prefix");
+                            "keep one rule per prefix",
+                        );
                     }
                     if rule.expiration_days == 0 {
-                        c.finding(id, &format!("spec.lifecycle[{i}].expirationDays"),
-                            "expiry of 0 days", "use at least 1 day");
+                        c.finding(
+                            id,
+                            &format!("spec.lifecycle[{i}].expirationDays"),
+                            "expiry of 0 days",
+                            "use at least 1 day",
+                        );
                     }
                 }
             }
@@ -75,31 +100,70 @@ pub fn check(resources: &[Resource], env: Option<&str>) -> Vec<Finding> {
                         "name the environment variable (env:) or the file (file:) holding the secret");
                 }
                 if !s.name.starts_with('/') {
-                    c.finding(id, "spec.name", format!("`{}` is not a path-style parameter name", s.name),
-                        "start the name with `/`, e.g. /durable-code/dev/grafana/admin-password");
+                    c.finding(
+                        id,
+                        "spec.name",
+                        format!("`{}` is not a path-style parameter name", s.name),
+                        "start the name with `/`, e.g. /durable-code/dev/grafana/admin-password",
+                    );
                 }
             }
             Spec::Instance(s) => c.instance(id, s),
             Spec::TargetGroup(s) => {
                 c.reference(id, "spec.vpc", &s.vpc, &[Target::Lookup(LookupType::Vpc)]);
                 for (i, t) in s.targets.iter().enumerate() {
-                    c.reference(id, &format!("spec.targets[{i}].instance"), &t.instance, &[Target::Kind(Kind::Instance)]);
+                    c.reference(
+                        id,
+                        &format!("spec.targets[{i}].instance"),
+                        &t.instance,
+                        &[Target::Kind(Kind::Instance)],
+                    );
                 }
                 if !s.health_check.path.starts_with('/') {
-                    c.finding(id, "spec.healthCheck.path", "health check path must start with `/`", "write e.g. /-/ready");
+                    c.finding(
+                        id,
+                        "spec.healthCheck.path",
+                        "health check path must start with `/`",
+                        "write e.g. /-/ready",
+                    );
                 }
             }
             Spec::ListenerRule(s) => {
-                c.reference(id, "spec.loadBalancer", &s.load_balancer, &[Target::Lookup(LookupType::LoadBalancer)]);
-                c.reference(id, "spec.forwardTo", &s.forward_to, &[Target::Kind(Kind::TargetGroup)]);
+                c.reference(
+                    id,
+                    "spec.loadBalancer",
+                    &s.load_balancer,
+                    &[Target::Lookup(LookupType::LoadBalancer)],
+                );
+                c.reference(
+                    id,
+                    "spec.forwardTo",
+                    &s.forward_to,
+                    &[Target::Kind(Kind::TargetGroup)],
+                );
                 if !(1..=50_000).contains(&s.priority) {
-                    c.finding(id, "spec.priority", format!("priority {} is out of range", s.priority), "use 1–50000");
+                    c.finding(
+                        id,
+                        "spec.priority",
+                        format!("priority {} is out of range", s.priority),
+                        "use 1–50000",
+                    );
                 }
                 if s.path_patterns.is_empty() {
-                    c.finding(id, "spec.pathPatterns", "no path patterns", "list at least one, e.g. /collect");
+                    c.finding(
+                        id,
+                        "spec.pathPatterns",
+                        "no path patterns",
+                        "list at least one, e.g. /collect",
+                    );
                 }
                 if s.listeners.is_empty() {
-                    c.finding(id, "spec.listeners", "no listeners", "list the ALB listener ports, e.g. - port: 80");
+                    c.finding(
+                        id,
+                        "spec.listeners",
+                        "no listeners",
+                        "list the ALB listener ports, e.g. - port: 80",
+                    );
                 }
             }
             Spec::ConfigFile(s) => c.config_file(id, s),
@@ -112,8 +176,15 @@ pub fn check(resources: &[Resource], env: Option<&str>) -> Vec<Finding> {
 }
 
 impl Checker<'_> {
-    fn finding(&mut self, id: &ResourceId, path: &str, message: impl Into<String>, fix: impl Into<String>) {
-        self.out.push((id.clone(), path.to_string(), message.into(), fix.into()));
+    fn finding(
+        &mut self,
+        id: &ResourceId,
+        path: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.out
+            .push((id.clone(), path.to_string(), message.into(), fix.into()));
     }
 
     fn reference(&mut self, id: &ResourceId, path: &str, name: &str, targets: &[Target]) {
@@ -151,24 +222,47 @@ impl Checker<'_> {
             fix_for_unknown(name, &candidates)
                 .replace("remove it, or use one of", "name one that exists")
         };
-        self.finding(id, path, format!("refers to `{name}`, but no {} has that name", wanted.join(" or ")), fix);
+        self.finding(
+            id,
+            path,
+            format!(
+                "refers to `{name}`, but no {} has that name",
+                wanted.join(" or ")
+            ),
+            fix,
+        );
     }
 
     fn stack(&mut self, id: &ResourceId, s: &StackSpec, env: Option<&str>) {
         if let Some(env) = env
             && s.environment != env
         {
-            self.finding(id, "spec.environment",
-                format!("says environment `{}` but the values are for `{env}`", s.environment),
-                "write `environment: ${env}` so it follows --env");
+            self.finding(
+                id,
+                "spec.environment",
+                format!(
+                    "says environment `{}` but the values are for `{env}`",
+                    s.environment
+                ),
+                "write `environment: ${env}` so it follows --env",
+            );
         }
         if s.reconcile_interval.as_secs() < 5 {
-            self.finding(id, "spec.reconcileInterval", "interval under 5s would hammer the AWS APIs", "use 30s or more");
+            self.finding(
+                id,
+                "spec.reconcileInterval",
+                "interval under 5s would hammer the AWS APIs",
+                "use 30s or more",
+            );
         }
         for (i, rcv) in s.alerts.receivers.iter().enumerate() {
             if !(rcv.url.starts_with("http://") || rcv.url.starts_with("https://")) {
-                self.finding(id, &format!("spec.alerts.receivers[{i}].url"),
-                    format!("`{}` is not an http(s) URL", rcv.url), "write e.g. http://127.0.0.1:9093");
+                self.finding(
+                    id,
+                    &format!("spec.alerts.receivers[{i}].url"),
+                    format!("`{}` is not an http(s) URL", rcv.url),
+                    "write e.g. http://127.0.0.1:9093",
+                );
             }
         }
     }
@@ -176,21 +270,43 @@ impl Checker<'_> {
     fn lookup(&mut self, id: &ResourceId, s: &LookupSpec) {
         match s.kind {
             LookupType::Vpc if s.tags.is_empty() => {
-                self.finding(id, "spec.tags", "a vpc lookup needs tags", "add e.g. tags: {Name: durable-code-dev-vpc}");
+                self.finding(
+                    id,
+                    "spec.tags",
+                    "a vpc lookup needs tags",
+                    "add e.g. tags: {Name: durable-code-dev-vpc}",
+                );
             }
             LookupType::Subnet => {
                 if s.tags.is_empty() {
-                    self.finding(id, "spec.tags", "a subnet lookup needs tags", "add e.g. tags: {Tier: private}");
+                    self.finding(
+                        id,
+                        "spec.tags",
+                        "a subnet lookup needs tags",
+                        "add e.g. tags: {Tier: private}",
+                    );
                 }
                 match &s.vpc {
-                    Some(vpc) => self.reference(id, "spec.vpc", vpc, &[Target::Lookup(LookupType::Vpc)]),
-                    None => self.finding(id, "spec.vpc", "a subnet lookup needs the vpc it lives in", "add `vpc:` naming the vpc Lookup"),
+                    Some(vpc) => {
+                        self.reference(id, "spec.vpc", vpc, &[Target::Lookup(LookupType::Vpc)])
+                    }
+                    None => self.finding(
+                        id,
+                        "spec.vpc",
+                        "a subnet lookup needs the vpc it lives in",
+                        "add `vpc:` naming the vpc Lookup",
+                    ),
                 }
             }
             LookupType::SecurityGroup | LookupType::LoadBalancer | LookupType::InstanceProfile
                 if s.name.is_none() =>
             {
-                self.finding(id, "spec.name", format!("a {} lookup needs a name", s.kind.as_str()), "add `name:` as in the naming contract");
+                self.finding(
+                    id,
+                    "spec.name",
+                    format!("a {} lookup needs a name", s.kind.as_str()),
+                    "add `name:` as in the naming contract",
+                );
             }
             _ => {}
         }
@@ -201,66 +317,160 @@ impl Checker<'_> {
         }
     }
 
-    fn rule(&mut self, id: &ResourceId, path: &str, side: &str, protocol: Protocol, ports: &[u16], peer: &Peer) {
+    fn rule(
+        &mut self,
+        id: &ResourceId,
+        path: &str,
+        side: &str,
+        protocol: Protocol,
+        ports: &[u16],
+        peer: &Peer,
+    ) {
         match (protocol, ports.is_empty()) {
-            (Protocol::All, false) => self.finding(id, &format!("{path}.ports"), "protocol `all` covers every port", "remove ports, or use tcp/udp"),
-            (Protocol::Tcp | Protocol::Udp, true) => self.finding(id, &format!("{path}.ports"), "no ports", "list the ports, e.g. ports: [4317]"),
+            (Protocol::All, false) => self.finding(
+                id,
+                &format!("{path}.ports"),
+                "protocol `all` covers every port",
+                "remove ports, or use tcp/udp",
+            ),
+            (Protocol::Tcp | Protocol::Udp, true) => self.finding(
+                id,
+                &format!("{path}.ports"),
+                "no ports",
+                "list the ports, e.g. ports: [4317]",
+            ),
             _ => {}
         }
         if ports.contains(&0) {
             self.finding(id, &format!("{path}.ports"), "port 0", "use ports 1–65535");
         }
         match (&peer.security_group, &peer.cidr) {
-            (Some(sg), None) => self.reference(id, &format!("{path}.{side}.securityGroup"), sg,
-                &[Target::Kind(Kind::SecurityGroup), Target::Lookup(LookupType::SecurityGroup)]),
+            (Some(sg), None) => self.reference(
+                id,
+                &format!("{path}.{side}.securityGroup"),
+                sg,
+                &[
+                    Target::Kind(Kind::SecurityGroup),
+                    Target::Lookup(LookupType::SecurityGroup),
+                ],
+            ),
             (None, Some(cidr)) => {
                 if !valid_cidr(cidr) {
-                    self.finding(id, &format!("{path}.{side}.cidr"), format!("`{cidr}` is not a CIDR block"), "write e.g. 10.0.0.0/16");
+                    self.finding(
+                        id,
+                        &format!("{path}.{side}.cidr"),
+                        format!("`{cidr}` is not a CIDR block"),
+                        "write e.g. 10.0.0.0/16",
+                    );
                 }
             }
-            _ => self.finding(id, &format!("{path}.{side}"), "set exactly one of `securityGroup` and `cidr`",
-                "name a security group (preferred) or a CIDR block"),
+            _ => self.finding(
+                id,
+                &format!("{path}.{side}"),
+                "set exactly one of `securityGroup` and `cidr`",
+                "name a security group (preferred) or a CIDR block",
+            ),
         }
     }
 
     fn instance(&mut self, id: &ResourceId, s: &InstanceSpec) {
-        self.reference(id, "spec.subnet", &s.subnet, &[Target::Lookup(LookupType::Subnet)]);
-        self.reference(id, "spec.instanceProfile", &s.instance_profile, &[Target::Lookup(LookupType::InstanceProfile)]);
+        self.reference(
+            id,
+            "spec.subnet",
+            &s.subnet,
+            &[Target::Lookup(LookupType::Subnet)],
+        );
+        self.reference(
+            id,
+            "spec.instanceProfile",
+            &s.instance_profile,
+            &[Target::Lookup(LookupType::InstanceProfile)],
+        );
         for (i, sg) in s.security_groups.iter().enumerate() {
-            self.reference(id, &format!("spec.securityGroups[{i}]"), sg,
-                &[Target::Kind(Kind::SecurityGroup), Target::Lookup(LookupType::SecurityGroup)]);
+            self.reference(
+                id,
+                &format!("spec.securityGroups[{i}]"),
+                sg,
+                &[
+                    Target::Kind(Kind::SecurityGroup),
+                    Target::Lookup(LookupType::SecurityGroup),
+                ],
+            );
         }
         if s.security_groups.is_empty() {
-            self.finding(id, "spec.securityGroups", "no security groups", "name the observability SecurityGroup");
+            self.finding(
+                id,
+                "spec.securityGroups",
+                "no security groups",
+                "name the observability SecurityGroup",
+            );
         }
         if s.ami.id.is_some() == s.ami.ssm_parameter.is_some() {
-            self.finding(id, "spec.ami", "set exactly one of `id` and `ssmParameter`",
-                "remove spec.ami to use the newest Amazon Linux 2023, or pin `id: ami-…`");
+            self.finding(
+                id,
+                "spec.ami",
+                "set exactly one of `id` and `ssmParameter`",
+                "remove spec.ami to use the newest Amazon Linux 2023, or pin `id: ami-…`",
+            );
         }
         let hop = s.metadata_options.http_put_response_hop_limit;
         if !(1..=64).contains(&hop) {
-            self.finding(id, "spec.metadataOptions.httpPutResponseHopLimit", format!("hop limit {hop} is out of range"), "use 2 so containers reach IMDS");
+            self.finding(
+                id,
+                "spec.metadataOptions.httpPutResponseHopLimit",
+                format!("hop limit {hop} is out of range"),
+                "use 2 so containers reach IMDS",
+            );
         }
         if s.root_volume.size_gib < 8 {
-            self.finding(id, "spec.rootVolume.sizeGib", "root volume under 8 GiB cannot hold Amazon Linux", "use 30");
+            self.finding(
+                id,
+                "spec.rootVolume.sizeGib",
+                "root volume under 8 GiB cannot hold Amazon Linux",
+                "use 30",
+            );
         }
     }
 
     fn config_file(&mut self, id: &ResourceId, s: &ConfigFileSpec) {
         let p = std::path::Path::new(&s.path);
-        if s.path.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            self.finding(id, "spec.path", format!("`{}` must be a relative path inside the host root", s.path),
-                "write it relative to the host root, e.g. grafana/grafana.ini, without `..`");
+        if s.path.is_empty()
+            || p.is_absolute()
+            || p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            self.finding(
+                id,
+                "spec.path",
+                format!("`{}` must be a relative path inside the host root", s.path),
+                "write it relative to the host root, e.g. grafana/grafana.ini, without `..`",
+            );
         }
         match s.mode_bits() {
             Some(bits) if bits <= 0o7777 => {}
-            _ => self.finding(id, "spec.mode", format!("`{}` is not an octal file mode", s.mode), "quote an octal mode, e.g. \"0640\""),
+            _ => self.finding(
+                id,
+                "spec.mode",
+                format!("`{}` is not an octal file mode", s.mode),
+                "quote an octal mode, e.g. \"0640\"",
+            ),
         }
         match (s.kind, s.content.is_some(), s.source.is_some()) {
-            (FileType::Directory, false, false) | (FileType::File, true, false) | (FileType::File, false, true) => {}
-            (FileType::Directory, _, _) => self.finding(id, "spec.content", "a directory has no content", "remove content and source"),
-            (FileType::File, _, _) => self.finding(id, "spec", "set exactly one of `content` and `source`",
-                "inline the content, or name a repository file with source:"),
+            // The loader reads `source` into `content` (and reports both being set), so a file
+            // is valid here when it has content.
+            (FileType::Directory, false, false) | (FileType::File, true, _) => {}
+            (FileType::Directory, _, _) => self.finding(
+                id,
+                "spec.content",
+                "a directory has no content",
+                "remove content and source",
+            ),
+            (FileType::File, false, _) => self.finding(
+                id,
+                "spec",
+                "a file needs `content` or `source`",
+                "inline the content, or name a repository file with source:",
+            ),
         }
     }
 
@@ -272,53 +482,111 @@ impl Checker<'_> {
                 None => numeric(user),
             };
             if !ok {
-                self.finding(id, "spec.user", format!("`{user}` is not a numeric uid[:gid]"),
-                    "write numeric ids, e.g. \"10001:10001\" (images here have no /etc/passwd)");
+                self.finding(
+                    id,
+                    "spec.user",
+                    format!("`{user}` is not a numeric uid[:gid]"),
+                    "write numeric ids, e.g. \"10001:10001\" (images here have no /etc/passwd)",
+                );
             }
         }
         if let Some(allow) = &s.allow_root
             && allow.reason.trim().is_empty()
         {
-            self.finding(id, "spec.allowRoot.reason", "an exception to the no-root rule needs a reason", "say why this container must run as root");
+            self.finding(
+                id,
+                "spec.allowRoot.reason",
+                "an exception to the no-root rule needs a reason",
+                "say why this container must run as root",
+            );
         }
         if s.memory.0 < (4 << 20) {
-            self.finding(id, "spec.memory", format!("memory limit {} is below Docker's 4M minimum", s.memory), "set a limit such as 384M");
+            self.finding(
+                id,
+                "spec.memory",
+                format!("memory limit {} is below Docker's 4M minimum", s.memory),
+                "set a limit such as 384M",
+            );
         }
         if let Some(hc) = &s.health_check
             && hc.test.is_empty()
         {
-            self.finding(id, "spec.healthCheck.test", "empty health check", "write e.g. [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:3100/ready]");
+            self.finding(
+                id,
+                "spec.healthCheck.test",
+                "empty health check",
+                "write e.g. [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:3100/ready]",
+            );
         }
         for (name, v) in &s.environment {
             let path = format!("spec.environment.{name}");
             match (&v.value, &v.from_parameter) {
                 (Some(_), None) => {}
-                (None, Some(p)) => self.reference(id, &format!("{path}.fromParameter"), p, &[Target::Kind(Kind::Parameter)]),
-                _ => self.finding(id, &path, "set exactly one of `value` and `fromParameter`", "write value: … or fromParameter: <Parameter name>"),
+                (None, Some(p)) => self.reference(
+                    id,
+                    &format!("{path}.fromParameter"),
+                    p,
+                    &[Target::Kind(Kind::Parameter)],
+                ),
+                _ => self.finding(
+                    id,
+                    &path,
+                    "set exactly one of `value` and `fromParameter`",
+                    "write value: … or fromParameter: <Parameter name>",
+                ),
             }
         }
         for (i, m) in s.mounts.iter().enumerate() {
             let path = format!("spec.mounts[{i}]");
-            let set = [m.config_file.is_some(), m.host_path.is_some(), m.volume.is_some()];
+            let set = [
+                m.config_file.is_some(),
+                m.host_path.is_some(),
+                m.volume.is_some(),
+            ];
             if set.iter().filter(|b| **b).count() != 1 {
-                self.finding(id, &path, "set exactly one of `configFile`, `hostPath` and `volume`", "name a ConfigFile, a path under the host root, or a volume");
+                self.finding(
+                    id,
+                    &path,
+                    "set exactly one of `configFile`, `hostPath` and `volume`",
+                    "name a ConfigFile, a path under the host root, or a volume",
+                );
             }
             if let Some(cf) = &m.config_file {
-                self.reference(id, &format!("{path}.configFile"), cf, &[Target::Kind(Kind::ConfigFile)]);
+                self.reference(
+                    id,
+                    &format!("{path}.configFile"),
+                    cf,
+                    &[Target::Kind(Kind::ConfigFile)],
+                );
             }
             if !m.target.starts_with('/') {
-                self.finding(id, &format!("{path}.target"), "mount target must be absolute", "write e.g. /etc/loki/config.yaml");
+                self.finding(
+                    id,
+                    &format!("{path}.target"),
+                    "mount target must be absolute",
+                    "write e.g. /etc/loki/config.yaml",
+                );
             }
         }
         for (i, d) in s.depends_on.iter().enumerate() {
             let path = format!("spec.dependsOn[{i}].container");
             self.reference(id, &path, &d.container, &[Target::Kind(Kind::Container)]);
             if d.condition == crate::model::DependsOnCondition::Healthy
-                && let Some(Spec::Container(dep)) = self.by_id.get(&(Kind::Container, d.container.as_str())).map(|r| &r.spec)
+                && let Some(Spec::Container(dep)) = self
+                    .by_id
+                    .get(&(Kind::Container, d.container.as_str()))
+                    .map(|r| &r.spec)
                 && dep.health_check.is_none()
             {
-                self.finding(id, &path, format!("waits for `{}` to be healthy, but it has no health check", d.container),
-                    "give that container a healthCheck, or use condition: started");
+                self.finding(
+                    id,
+                    &path,
+                    format!(
+                        "waits for `{}` to be healthy, but it has no health check",
+                        d.container
+                    ),
+                    "give that container a healthCheck, or use condition: started",
+                );
             }
         }
     }
@@ -343,7 +611,10 @@ impl Checker<'_> {
         let deps: BTreeMap<&str, Vec<&str>> = resources
             .iter()
             .filter_map(|r| match &r.spec {
-                Spec::Container(c) => Some((r.id.name.as_str(), c.depends_on.iter().map(|d| d.container.as_str()).collect())),
+                Spec::Container(c) => Some((
+                    r.id.name.as_str(),
+                    c.depends_on.iter().map(|d| d.container.as_str()).collect(),
+                )),
                 _ => None,
             })
             .collect();
@@ -354,9 +625,12 @@ impl Checker<'_> {
                     if next == start {
                         let mut cycle = trail.clone();
                         cycle.push(next);
-                        self.finding(&ResourceId::new(Kind::Container, *start), "spec.dependsOn",
+                        self.finding(
+                            &ResourceId::new(Kind::Container, *start),
+                            "spec.dependsOn",
                             format!("start order has a cycle: {}", cycle.join(" → ")),
-                            "remove one dependsOn entry of the cycle");
+                            "remove one dependsOn entry of the cycle",
+                        );
                         return;
                     }
                     if !trail.contains(next) && trail.len() < deps.len() {

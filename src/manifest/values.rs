@@ -192,7 +192,9 @@ mod tests {
 
     fn values() -> Values {
         Values::new(
-            Some(json!({"project": "durable-code", "retentionDays": 30, "images": {"grafana": "grafana/grafana:11"}})),
+            Some(
+                json!({"project": "durable-code", "retentionDays": 30, "images": {"grafana": "grafana/grafana:11"}}),
+            ),
             json!({"retentionDays": 7, "enabled": true, "bucket": "${project}-${env}-obs-${account}"}),
             "dev",
         )
@@ -200,9 +202,13 @@ mod tests {
 
     #[test]
     fn whole_scalars_keep_the_value_type_and_env_overrides_defaults() {
-        let mut v = json!({"days": "${retentionDays}", "on": "${enabled}", "img": "${images.grafana}"});
+        let mut v =
+            json!({"days": "${retentionDays}", "on": "${enabled}", "img": "${images.grafana}"});
         values().substitute(&mut v, &mut |p, e| panic!("{p}: {e:?}"));
-        assert_eq!(v, json!({"days": 7, "on": true, "img": "grafana/grafana:11"}));
+        assert_eq!(
+            v,
+            json!({"days": 7, "on": true, "img": "grafana/grafana:11"})
+        );
     }
 
     #[test]
@@ -216,7 +222,10 @@ mod tests {
             vals.get("bucket"),
             Some(&json!("durable-code-dev-obs-${account}"))
         );
-        assert_eq!(vals.interpolate("$${HOME}").ok(), Some("${HOME}".to_string()));
+        assert_eq!(
+            vals.interpolate("$${HOME}").ok(),
+            Some("${HOME}".to_string())
+        );
     }
 
     #[test]
@@ -226,7 +235,10 @@ mod tests {
         values().substitute(&mut v, &mut |p, e| seen.push((p.to_string(), e)));
         assert_eq!(
             seen,
-            vec![("spec.x[0]".to_string(), SubstError::Undefined("nope".to_string()))]
+            vec![(
+                "spec.x[0]".to_string(),
+                SubstError::Undefined("nope".to_string())
+            )]
         );
     }
 }

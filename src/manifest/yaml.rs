@@ -112,9 +112,7 @@ impl Builder {
             None => Some(String::new()),
             Some(Frame::Map { key: None, .. }) => None,
             Some(Frame::Map {
-                path,
-                key: Some(k),
-                ..
+                path, key: Some(k), ..
             }) => Some(join(path, k)),
             Some(Frame::Seq { path, items, .. }) => {
                 let p = format!("{path}[{}]", items.len());
@@ -284,7 +282,10 @@ mod tests {
         );
         assert_eq!(d.value["spec"]["user"], Value::String("0".into()));
         assert_eq!(d.value["spec"]["ports"][0]["container"], Value::from(80));
-        assert_eq!(d.position_of("spec.user.deeper"), Pos { line: 3, column: 3 });
+        assert_eq!(
+            d.position_of("spec.user.deeper"),
+            Pos { line: 3, column: 3 }
+        );
     }
 
     #[test]

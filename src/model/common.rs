@@ -116,7 +116,11 @@ impl MemSize {
             "k" | "kb" | "ki" => 1 << 10,
             "m" | "mb" | "mi" => 1 << 20,
             "g" | "gb" | "gi" => 1 << 30,
-            _ => return Err(format!("`{s}` has an unknown unit `{unit}`: use b, k, M or G")),
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{unit}`: use b, k, M or G"
+                ));
+            }
         };
         n.checked_mul(mult)
             .map(MemSize)

@@ -118,7 +118,8 @@ pub struct Mount {
     /// A ConfigFile by manifest name: its checksum is part of the container's config hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
-    /// A path relative to the host root.
+    /// A path relative to the host root (created if missing), or an absolute system path
+    /// such as `/proc` (mounted as given, never created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
     /// A named Docker volume.

@@ -18,12 +18,15 @@ pub use container::{
 };
 pub use lookup::{LookupSpec, LookupType};
 pub use network::{
-    IngressRule, EgressRule, InstanceSpec, ListenerRef, ListenerRuleSpec, MetadataOptions, Peer,
-    Protocol, RootVolume, AmiSource, SecurityGroupSpec, Target, TargetGroupSpec, HealthCheckSpec,
-    HttpTokens,
+    AmiSource, EgressRule, HealthCheckSpec, HttpTokens, IngressRule, InstanceSpec, ListenerRef,
+    ListenerRuleSpec, MetadataOptions, Peer, Protocol, RootVolume, SecurityGroupSpec, Target,
+    TargetGroupSpec,
 };
 pub use stack::{HostSpec, Receiver, ReceiverType, StackSpec};
-pub use storage::{BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ParameterSpec, PublicAccessBlock, SecretSource, ParameterType};
+pub use storage::{
+    BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ParameterSpec, ParameterType,
+    PublicAccessBlock, SecretSource,
+};
 
 use serde::Serialize;
 
@@ -217,7 +220,10 @@ impl Desired {
     /// The tags every AWS resource stackwarden creates carries (the ownership contract).
     pub fn ownership_tags(&self) -> Tags {
         let mut tags = Tags::new();
-        tags.insert(common::MANAGED_BY_TAG.to_string(), common::MANAGED_BY_VALUE.to_string());
+        tags.insert(
+            common::MANAGED_BY_TAG.to_string(),
+            common::MANAGED_BY_VALUE.to_string(),
+        );
         tags.insert(common::STACK_TAG.to_string(), self.stack_name.clone());
         tags
     }
