@@ -45,7 +45,10 @@ impl Engine {
         plan
     }
 
-    async fn plan_work<'a>(&'a self, desired: &'a Desired) -> (Plan, Vec<Box<dyn PlannedWork + 'a>>) {
+    async fn plan_work<'a>(
+        &'a self,
+        desired: &'a Desired,
+    ) -> (Plan, Vec<Box<dyn PlannedWork + 'a>>) {
         let results = join_all(self.providers.iter().map(|p| p.plan(desired))).await;
         let mut plan = Plan::default();
         let mut works = Vec::new();

@@ -64,7 +64,11 @@ pub struct FieldChange {
 
 impl FieldChange {
     /// A field whose value changes.
-    pub fn changed(path: impl Into<String>, old: impl fmt::Display, new: impl fmt::Display) -> Self {
+    pub fn changed(
+        path: impl Into<String>,
+        old: impl fmt::Display,
+        new: impl fmt::Display,
+    ) -> Self {
         FieldChange {
             path: path.into(),
             old: Some(old.to_string()),
@@ -148,7 +152,13 @@ impl Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.action.symbol(), self.action.verb(), self.id)?;
+        write!(
+            f,
+            "{} {} {}",
+            self.action.symbol(),
+            self.action.verb(),
+            self.id
+        )?;
         if let Some(reason) = &self.reason {
             write!(f, " ({reason})")?;
         }

@@ -19,22 +19,58 @@ const HOST_RESERVE: MemSize = MemSize(1 << 30);
 
 /// Every rule, with what it protects against (`stackwarden validate` documents them).
 pub const RULES: [(&str, &str); 13] = [
-    ("no-root-containers", "containers run as a non-root numeric user unless allowRoot gives a reason"),
+    (
+        "no-root-containers",
+        "containers run as a non-root numeric user unless allowRoot gives a reason",
+    ),
     ("no-privileged-containers", "no container runs privileged"),
-    ("no-new-privileges", "every container sets security_opt no-new-privileges"),
-    ("no-open-ingress", "no security-group ingress from 0.0.0.0/0 or ::/0"),
-    ("no-grafana-ingress", "no security-group ingress at all to Grafana's port"),
-    ("grafana-not-behind-alb", "Grafana is reached only through SSM port-forwarding, never the ALB"),
-    ("faro-cors-not-wildcard", "the Faro receiver's CORS origins are the app's domain, not *"),
-    ("faro-max-payload", "the Faro receiver accepts at most 4 MiB per request"),
-    ("no-default-grafana-password", "Grafana's admin password comes from the SSM SecureString parameter"),
+    (
+        "no-new-privileges",
+        "every container sets security_opt no-new-privileges",
+    ),
+    (
+        "no-open-ingress",
+        "no security-group ingress from 0.0.0.0/0 or ::/0",
+    ),
+    (
+        "no-grafana-ingress",
+        "no security-group ingress at all to Grafana's port",
+    ),
+    (
+        "grafana-not-behind-alb",
+        "Grafana is reached only through SSM port-forwarding, never the ALB",
+    ),
+    (
+        "faro-cors-not-wildcard",
+        "the Faro receiver's CORS origins are the app's domain, not *",
+    ),
+    (
+        "faro-max-payload",
+        "the Faro receiver accepts at most 4 MiB per request",
+    ),
+    (
+        "no-default-grafana-password",
+        "Grafana's admin password comes from the SSM SecureString parameter",
+    ),
     ("imdsv2-required", "the instance requires IMDSv2 tokens"),
-    ("bucket-public-access-block", "all four S3 public-access-block flags are on"),
+    (
+        "bucket-public-access-block",
+        "all four S3 public-access-block flags are on",
+    ),
     ("bucket-encryption", "the bucket has default encryption"),
-    ("memory-budget", "container memory limits fit the host budget, which leaves the OS room"),
+    (
+        "memory-budget",
+        "container memory limits fit the host budget, which leaves the OS room",
+    ),
 ];
 
-fn violation(rule: &'static str, resource: &str, path: &str, message: String, fix: &str) -> Violation {
+fn violation(
+    rule: &'static str,
+    resource: &str,
+    path: &str,
+    message: String,
+    fix: &str,
+) -> Violation {
     Violation {
         rule,
         resource: resource.to_string(),
@@ -199,7 +235,12 @@ pub fn check_alloy_config(resource: &str, spec: &ConfigFileSpec) -> Vec<Violatio
             ));
         }
         if let Some(rest) = line.strip_prefix("max_allowed_payload_size") {
-            payload = Some(rest.trim_start_matches([' ', '=']).trim().trim_matches('"').to_string());
+            payload = Some(
+                rest.trim_start_matches([' ', '='])
+                    .trim()
+                    .trim_matches('"')
+                    .to_string(),
+            );
         }
     }
     let fix = "set max_allowed_payload_size = \"4MiB\" in the faro.receiver server block";
@@ -403,10 +444,16 @@ mod tests {
 
     #[test]
     fn no_new_privileges_accepts_every_docker_spelling() {
-        for s in ["no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"] {
+        for s in [
+            "no-new-privileges",
+            "no-new-privileges:true",
+            "no-new-privileges=true",
+        ] {
             assert!(has_no_new_privileges(&[s.to_string()]), "{s}");
         }
-        assert!(!has_no_new_privileges(&["no-new-privileges:false".to_string()]));
+        assert!(!has_no_new_privileges(&[
+            "no-new-privileges:false".to_string()
+        ]));
         assert!(!has_no_new_privileges(&[]));
     }
 

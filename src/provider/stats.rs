@@ -47,7 +47,11 @@ impl Stats {
     /// Total calls of one kind.
     pub fn total(&self, kind: CallKind) -> u64 {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.values().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+        calls
+            .values()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Total calls of one kind to one service.
