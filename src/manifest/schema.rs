@@ -175,14 +175,13 @@ fn check_name(kind: Kind, name: &str, r: &mut Reporter<'_>) {
 /// Deserializes `value` as `T`, reporting every unknown field (dropping each and retrying)
 /// and the first other error, at paths under `prefix`.
 fn typed<T: DeserializeOwned>(mut value: Value, prefix: &str, r: &mut Reporter<'_>) -> Option<T> {
-    let mut clean = true;
-    // Each retry removes one unknown field; a document has far fewer than this.
+    // Each retry removes one unknown field (already reported), so that the rest of the
+    // document is still checked; a document has far fewer fields than this.
     for _ in 0..256 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => return clean.then_some(t),
+            Ok(t) => return Some(t),
             Err(e) => e,
         };
-        clean = false;
         let inner = err.inner().to_string();
         let mut segments = path_segments(&err.path().to_string());
         if let Some((field, expected)) = unknown_field(&inner) {
@@ -236,6 +235,10 @@ fn explain(inner: &str) -> (String, String) {
     }
     if let Some(expected) = message.split(", expected ").nth(1) {
         return (message.clone(), format!("write {expected} here"));
+    }
+    // Our own parse errors (sizes, durations) end with ": <how to write it>".
+    if let Some((problem, hint)) = message.split_once(": ") {
+        return (problem.to_string(), hint.to_string());
     }
     (message, "correct the value".to_string())
 }

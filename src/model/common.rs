@@ -110,7 +110,7 @@ impl MemSize {
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{s}` is not a memory size such as 768M or 3G"))?;
+            .map_err(|_| format!("`{s}` is not a memory size: write a size such as 768M or 3G"))?;
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" | "ki" => 1 << 10,
@@ -178,7 +178,9 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("`{s}` is not a duration such as 30s or 5m ({e})"))
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}): write e.g. 30s or 5m"
+            ))
         })
     }
 
