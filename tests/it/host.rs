@@ -1,0 +1,558 @@
+//! The host provider against the real Docker engine and a temp host root: the local stack is
+//! created from empty, a second run writes nothing, and each drift is repaired by ONE apply
+//! (the plan shows it before, nothing after). Drift is made with bollard directly, as a
+//! person with `docker` would.
+
+use crate::support::docker::{self as dk, STUB_IMAGE};
+use bollard::Docker;
+use serde_json::{Value, json};
+use stackwarden::engine::Engine;
+use stackwarden::model::{
+    ConfigFileSpec, ContainerSpec, Desired, Ensure, Kind, Mode, ParameterSpec, Resource,
+    ResourceId, SourceLocation, Spec, StackSpec,
+};
+use stackwarden::plan::{Action, Plan};
+use stackwarden::provider::host::HostProvider;
+use stackwarden::provider::{CallKind, Stats};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const STACK: &str = "observability";
+/// The eight services, their stub health endpoint and memory limit (architecture.md).
+const SERVICES: [(&str, u16, &str, &str); 8] = [
+    ("mimir", 9009, "/ready", "768M"),
+    ("loki", 3100, "/ready", "384M"),
+    ("tempo", 3200, "/ready", "384M"),
+    ("pyroscope", 4040, "/ready", "384M"),
+    ("node-exporter", 9100, "/metrics", "64M"),
+    ("cadvisor", 8080, "/healthz", "128M"),
+    ("alloy", 12345, "/-/ready", "384M"),
+    ("grafana", 3001, "/api/health", "384M"),
+];
+const LOKI_CONFIG: &str = "server:\n  http_listen_port: 3100\n";
+const UNMANAGED: &str = "sw-test-unmanaged-root";
+const BROKEN: &str = "broken";
+
+/// The host root shared by the tests of this process (tests are serialized by the lock, and
+/// a shared root lets each start from the converged state instead of rebuilding it).
+fn host_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("stackwarden-host-it-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("host root can be created");
+        std::fs::write(root.join("admin-password"), "s3cret-for-tests\n").expect("secret file");
+        root
+    })
+}
+
+fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
+    Resource {
+        id: ResourceId::new(kind, name),
+        spec,
+        ensure: Ensure::Present,
+        mode: Mode::Enforce,
+        source: SourceLocation::default(),
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+}
+
+fn container(name: &str, port: u16, path: &str, memory: &str, extra: Value) -> Resource {
+    let mut spec = json!({
+        "image": STUB_IMAGE,
+        "user": "10001:10001",
+        "securityOpt": ["no-new-privileges"],
+        "capDrop": ["ALL"],
+        "readOnlyRootFilesystem": true,
+        "network": "none",
+        "memory": memory,
+        "restart": "unless-stopped",
+        "healthCheck": {
+            "test": ["CMD", "/bin/wget", "-q", "-O", "/dev/null", format!("http://127.0.0.1:{port}{path}")],
+            "interval": "1s", "timeout": "1s", "retries": 3
+        }
+    });
+    merge(&mut spec, extra);
+    let spec: ContainerSpec = serde_json::from_value(spec).expect("container spec");
+    resource(Kind::Container, name, Spec::Container(Box::new(spec)))
+}
+
+fn config_file(name: &str, spec: Value) -> Resource {
+    let spec: ConfigFileSpec = serde_json::from_value(spec).expect("config file spec");
+    resource(Kind::ConfigFile, name, Spec::ConfigFile(spec))
+}
+
+/// The local stack as the shipped `local` environment declares it (a small, faithful copy
+/// until the shipped manifests can be loaded here).
+fn local_desired() -> Desired {
+    let root = host_root();
+    let stack: StackSpec = serde_json::from_value(json!({
+        "project": "durable-code", "environment": "local", "region": "us-east-1",
+        "enabled": true, "domain": "app.example.com",
+        "host": {"instanceType": "t3.medium", "memoryBudget": "3G", "root": root}
+    }))
+    .expect("stack spec");
+    let backends = json!([
+        {"container": "mimir", "condition": "healthy"},
+        {"container": "loki", "condition": "healthy"},
+        {"container": "tempo", "condition": "healthy"},
+        {"container": "pyroscope", "condition": "healthy"},
+        {"container": "node-exporter", "condition": "started"},
+        {"container": "cadvisor", "condition": "started"}
+    ]);
+    let mut resources = vec![
+        config_file("loki-config", json!({"path": "loki/config.yaml", "content": LOKI_CONFIG,
+            "owner": 10001, "group": 10001, "mode": "0640"})),
+        config_file("loki-data", json!({"path": "loki/data", "type": "directory",
+            "owner": 10001, "group": 10001, "mode": "0750"})),
+        config_file("grafana-ini", json!({"path": "grafana/grafana.ini",
+            "content": "[server]\nroot_url = %(protocol)s://%(domain)s/grafana/\n",
+            "owner": 10001, "group": 10001, "mode": "0640"})),
+    ];
+    let param: ParameterSpec = serde_json::from_value(json!({
+        "name": "/durable-code/local/grafana/admin-password",
+        "valueFrom": {"file": root.join("admin-password")}
+    }))
+    .expect("parameter spec");
+    resources.push(resource(Kind::Parameter, "grafana-admin-password", Spec::Parameter(param)));
+    for (name, port, path, memory) in SERVICES {
+        let extra = match name {
+            "loki" => json!({"mounts": [
+                {"configFile": "loki-config", "target": "/etc/loki/config.yaml", "readOnly": true},
+                {"hostPath": "loki/data", "target": "/loki"}
+            ]}),
+            "cadvisor" => json!({
+                "user": null,
+                "allowRoot": {"reason": "cAdvisor reads every container's cgroup stats"},
+                "devices": [{"hostPath": "/dev/kmsg"}]
+            }),
+            "alloy" => json!({"dependsOn": backends}),
+            "grafana" => json!({
+                "environment": {
+                    "GF_SERVER_HTTP_PORT": {"value": "3001"},
+                    "GF_SECURITY_ADMIN_PASSWORD": {"fromParameter": "grafana-admin-password"}
+                },
+                "mounts": [{"configFile": "grafana-ini", "target": "/etc/grafana/grafana.ini", "readOnly": true}],
+                "dependsOn": [{"container": "alloy", "condition": "healthy"}]
+            }),
+            _ => json!({}),
+        };
+        resources.push(container(name, port, path, memory, extra));
+    }
+    resources.sort_by(|a, b| a.id.cmp(&b.id));
+    Desired {
+        stack_name: STACK.to_string(),
+        stack,
+        environment: "local".to_string(),
+        resources,
+    }
+}
+
+/// One test's view of the host: the lock, an engine over a fresh HostProvider, the desired
+/// state and the Docker client for making drift.
+struct Host {
+    _lock: dk::Exclusive,
+    docker: Docker,
+    engine: Engine,
+    stats: Arc<Stats>,
+    desired: Desired,
+}
+
+impl Host {
+    async fn new(desired: Desired) -> Host {
+        let lock = dk::exclusive().await;
+        let docker = dk::docker().await;
+        dk::remove(&docker, UNMANAGED).await;
+        let stats = Arc::new(Stats::default());
+        let provider = HostProvider::connect(host_root().to_path_buf(), stats.clone())
+            .await
+            .expect("the host provider connects");
+        Host {
+            _lock: lock,
+            docker,
+            engine: Engine::new(vec![Box::new(provider)]),
+            stats,
+            desired,
+        }
+    }
+
+    /// The local stack, converged (from whatever the previous test left).
+    async fn converged() -> Host {
+        let host = Host::new(local_desired()).await;
+        let report = host.engine.apply(&host.desired).await;
+        assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
+        host.assert_no_changes().await;
+        host
+    }
+
+    async fn plan(&self) -> Plan {
+        let plan = self.engine.plan(&self.desired).await;
+        assert!(plan.errors.is_empty(), "observe failed: {:?}", plan.errors);
+        plan
+    }
+
+    async fn assert_no_changes(&self) {
+        let plan = self.plan().await;
+        assert!(plan.changes.is_empty(), "expected no changes, plan:\n{plan}");
+    }
+
+    /// Asserts the plan shows `action` on `id` (with a field at `path`, if given), then
+    /// applies once and asserts nothing is left to do.
+    async fn repair(&self, id: &str, action: Action, path: Option<&str>) {
+        let plan = self.plan().await;
+        let change = plan
+            .changes
+            .iter()
+            .find(|c| c.id.to_string() == id)
+            .unwrap_or_else(|| panic!("the plan does not show {id}:\n{plan}"));
+        assert_eq!(change.action, action, "plan:\n{plan}");
+        if let Some(path) = path {
+            assert!(
+                change.fields.iter().any(|f| f.path == path),
+                "{id} shows no change of {path}:\n{plan}"
+            );
+        }
+        let report = self.engine.apply(&self.desired).await;
+        assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
+        self.assert_no_changes().await;
+    }
+}
+
+fn user_of(c: &bollard::models::ContainerInspectResponse) -> String {
+    c.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default()
+}
+
+fn running(c: &bollard::models::ContainerInspectResponse) -> bool {
+    c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
+    let host = Host::new(local_desired()).await;
+    let names: Vec<&str> = SERVICES.iter().map(|s| s.0).collect();
+    dk::cleanup(&host.docker, STACK, &names).await;
+    let _ = std::fs::remove_dir_all(host_root().join("loki"));
+
+    let plan = host.plan().await;
+    let creates = plan.changes.iter().filter(|c| c.action == Action::Create).count();
+    assert_eq!(creates, 8 + 3, "8 containers and 3 files to create:\n{plan}");
+
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
+    for (name, _, _, _) in SERVICES {
+        let c = dk::inspect(&host.docker, name).await;
+        assert!(running(&c), "{name} is not running");
+        let labels = c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+        assert_eq!(labels.get("stackwarden.stack").map(String::as_str), Some(STACK));
+        let hc = c.host_config.clone().unwrap_or_default();
+        assert_eq!(hc.privileged, Some(false), "{name}");
+        assert!(hc.security_opt.unwrap_or_default().iter().any(|o| o == "no-new-privileges"), "{name}");
+        assert!(hc.memory.unwrap_or(0) > 0, "{name} has no memory limit");
+        if name != "cadvisor" {
+            assert_eq!(user_of(&c), "10001:10001", "{name}");
+        }
+    }
+    let plan = host.plan().await;
+    assert!(plan.changes.is_empty(), "{plan}");
+    let ours: Vec<_> = plan.violations.iter().filter(|v| v.resource.starts_with("Container/")).collect();
+    assert!(ours.is_empty(), "the stack's containers break policy: {ours:?}");
+    let loki_config = host_root().join("loki/config.yaml");
+    assert_eq!(std::fs::read_to_string(&loki_config).expect("loki config"), LOKI_CONFIG);
+    let data = std::fs::metadata(host_root().join("loki/data")).expect("loki data dir");
+    assert_eq!((data.uid(), data.mode() & 0o7777), (10001, 0o750));
+}
+
+#[tokio::test]
+async fn second_apply_writes_nothing() {
+    let host = Host::converged().await;
+    host.stats.reset();
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.outcomes.is_empty(), "{:#?}", report.outcomes);
+    assert_eq!(host.stats.service_total("docker", CallKind::Write), 0, "{}", host.stats);
+    assert_eq!(host.stats.service_total("files", CallKind::Write), 0, "{}", host.stats);
+    assert!(host.stats.service_total("docker", CallKind::Read) > 0, "observe read nothing");
+}
+
+#[tokio::test]
+async fn drift_container_removed_is_recreated() {
+    let host = Host::converged().await;
+    dk::remove(&host.docker, "loki").await;
+    host.repair("Container/loki", Action::Create, None).await;
+    assert!(running(&dk::inspect(&host.docker, "loki").await));
+}
+
+#[tokio::test]
+async fn drift_container_stopped_is_started() {
+    let host = Host::converged().await;
+    dk::stop(&host.docker, "tempo").await;
+    host.repair("Container/tempo", Action::Update, Some("state")).await;
+    assert!(running(&dk::inspect(&host.docker, "tempo").await));
+}
+
+#[tokio::test]
+async fn drift_container_recreated_as_root_is_replaced() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "mimir", true, |b| b.user = Some("0".into())).await;
+    let plan = host.plan().await;
+    assert!(
+        plan.violations.iter().any(|v| v.rule == "no-root-containers" && v.resource == "Container/mimir"),
+        "no violation reported:\n{plan}"
+    );
+    host.repair("Container/mimir", Action::Replace, Some("spec.user")).await;
+    assert_eq!(user_of(&dk::inspect(&host.docker, "mimir").await), "10001:10001");
+}
+
+#[tokio::test]
+async fn drift_container_created_privileged_is_replaced() {
+    let host = Host::converged().await;
+    // Created, not started: this engine refuses to start privileged containers.
+    dk::recreate_by_hand(&host.docker, "node-exporter", false, |b| {
+        if let Some(hc) = b.host_config.as_mut() {
+            hc.privileged = Some(true);
+        }
+    })
+    .await;
+    host.repair("Container/node-exporter", Action::Replace, Some("spec.privileged")).await;
+    let c = dk::inspect(&host.docker, "node-exporter").await;
+    assert_eq!(c.host_config.and_then(|h| h.privileged), Some(false));
+    assert!(running(&dk::inspect(&host.docker, "node-exporter").await));
+}
+
+#[tokio::test]
+async fn drift_memory_limit_removed_is_restored() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "pyroscope", true, |b| {
+        if let Some(hc) = b.host_config.as_mut() {
+            hc.memory = None;
+            hc.memory_swap = None;
+        }
+    })
+    .await;
+    host.repair("Container/pyroscope", Action::Replace, Some("spec.memory")).await;
+    let c = dk::inspect(&host.docker, "pyroscope").await;
+    assert_eq!(c.host_config.and_then(|h| h.memory), Some(384 << 20));
+}
+
+#[tokio::test]
+async fn drift_no_new_privileges_dropped_is_restored() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "alloy", true, |b| {
+        if let Some(hc) = b.host_config.as_mut() {
+            hc.security_opt = None;
+        }
+    })
+    .await;
+    host.repair("Container/alloy", Action::Replace, Some("spec.securityOpt")).await;
+    let c = dk::inspect(&host.docker, "alloy").await;
+    let opts = c.host_config.and_then(|h| h.security_opt).unwrap_or_default();
+    assert_eq!(opts, ["no-new-privileges"]);
+}
+
+#[tokio::test]
+async fn drift_capability_added_is_removed() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "tempo", true, |b| {
+        if let Some(hc) = b.host_config.as_mut() {
+            hc.cap_add = Some(vec!["NET_ADMIN".into()]);
+        }
+    })
+    .await;
+    host.repair("Container/tempo", Action::Replace, Some("spec.capAdd")).await;
+    let c = dk::inspect(&host.docker, "tempo").await;
+    assert!(c.host_config.and_then(|h| h.cap_add).unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn drift_config_file_edited_is_rewritten_and_its_container_restarted() {
+    let host = Host::converged().await;
+    let before = dk::inspect(&host.docker, "loki").await.id;
+    let grafana_before = dk::inspect(&host.docker, "grafana").await.id;
+    let path = host_root().join("loki/config.yaml");
+    std::fs::write(&path, "server:\n  http_listen_port: 9999 # edited by hand\n").expect("edit");
+    let plan = host.plan().await;
+    let loki = plan.changes.iter().find(|c| c.id.to_string() == "Container/loki");
+    assert!(
+        loki.is_some_and(|c| c.action == Action::Replace),
+        "the container mounting the file is not rolled:\n{plan}"
+    );
+    host.repair("ConfigFile/loki-config", Action::Update, Some("spec.content")).await;
+    assert_eq!(std::fs::read_to_string(&path).expect("loki config"), LOKI_CONFIG);
+    let after = dk::inspect(&host.docker, "loki").await.id;
+    assert_ne!(before, after, "loki was not restarted");
+    assert_eq!(
+        grafana_before,
+        dk::inspect(&host.docker, "grafana").await.id,
+        "a container not mounting the file was restarted"
+    );
+}
+
+#[tokio::test]
+async fn drift_config_file_mode_changed_is_restored() {
+    let host = Host::converged().await;
+    let path = host_root().join("grafana/grafana.ini");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    host.repair("ConfigFile/grafana-ini", Action::Update, Some("spec.mode")).await;
+    let mode = std::fs::metadata(&path).expect("stat").mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+}
+
+#[tokio::test]
+async fn drift_config_file_owner_changed_is_restored() {
+    let host = Host::converged().await;
+    let path = host_root().join("loki/data");
+    std::os::unix::fs::chown(&path, Some(0), Some(0)).expect("chown");
+    host.repair("ConfigFile/loki-data", Action::Update, Some("spec.owner")).await;
+    let meta = std::fs::metadata(&path).expect("stat");
+    assert_eq!((meta.uid(), meta.gid()), (10001, 10001));
+}
+
+#[tokio::test]
+async fn unmanaged_root_container_is_reported_and_left_alone() {
+    let host = Host::converged().await;
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(STUB_IMAGE.into()),
+        user: Some("0".into()),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptions {
+        name: Some(UNMANAGED.into()),
+        ..Default::default()
+    };
+    let id = host.docker.create_container(Some(opts), body).await.expect("create unmanaged").id;
+    let plan = host.plan().await;
+    let resource = format!("docker container {UNMANAGED}");
+    for rule in ["no-root-containers", "no-new-privileges"] {
+        assert!(
+            plan.violations.iter().any(|v| v.rule == rule && v.resource == resource),
+            "{rule} not reported for {resource}:\n{plan}"
+        );
+    }
+    assert!(plan.changes.is_empty(), "an unmanaged container was planned:\n{plan}");
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.outcomes.is_empty(), "{:#?}", report.outcomes);
+    assert_eq!(dk::inspect(&host.docker, UNMANAGED).await.id.as_deref(), Some(id.as_str()));
+    dk::remove(&host.docker, UNMANAGED).await;
+}
+
+#[tokio::test]
+async fn image_that_cannot_be_pulled_fails_its_container_only() {
+    let mut desired = local_desired();
+    desired.resources.push(container(
+        BROKEN,
+        8080,
+        "/healthz",
+        "64M",
+        json!({"image": "stackwarden/does-not-exist:nope"}),
+    ));
+    let host = Host::new(desired).await;
+    dk::remove(&host.docker, "loki").await; // drift elsewhere must still be repaired
+    let report = host.engine.apply(&host.desired).await;
+    let failed: Vec<_> = report.failures().map(|o| o.change.id.to_string()).collect();
+    assert_eq!(failed, [format!("Container/{BROKEN}")], "{:#?}", report.outcomes);
+    let error = report.failures().next().and_then(|o| o.error.clone()).unwrap_or_default();
+    assert!(error.contains("stackwarden/does-not-exist:nope"), "{error}");
+    assert!(running(&dk::inspect(&host.docker, "loki").await), "the rest did not converge");
+    let plan = host.plan().await;
+    assert!(
+        plan.conditions.iter().any(|c| c.id.name == BROKEN && c.reason == "ImageNotPresent"),
+        "{plan}"
+    );
+    let others: Vec<_> = plan.changes.iter().filter(|c| c.id.name != BROKEN).collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[tokio::test]
+async fn unreadable_secret_fails_only_the_container_that_needs_it() {
+    let mut desired = local_desired();
+    for r in &mut desired.resources {
+        if let Spec::Parameter(p) = &mut r.spec {
+            p.value_from.file = Some(host_root().join("no-such-secret").display().to_string());
+        }
+    }
+    let host = Host::new(desired).await;
+    dk::remove(&host.docker, "grafana").await;
+    let report = host.engine.apply(&host.desired).await;
+    let failed: Vec<_> = report.failures().map(|o| o.change.id.to_string()).collect();
+    assert_eq!(failed, ["Container/grafana"], "{:#?}", report.outcomes);
+    let error = report.failures().next().and_then(|o| o.error.clone()).unwrap_or_default();
+    assert!(error.contains("GF_SECURITY_ADMIN_PASSWORD") && error.contains("no-such-secret"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
+}
+
+#[tokio::test]
+async fn secret_values_never_appear_in_plans() {
+    let host = Host::converged().await;
+    // Someone sets another password on the container by hand.
+    dk::recreate_by_hand(&host.docker, "grafana", true, |b| {
+        let env = b.env.get_or_insert_with(Vec::new);
+        env.retain(|e| !e.starts_with("GF_SECURITY_ADMIN_PASSWORD="));
+        env.push("GF_SECURITY_ADMIN_PASSWORD=admin".into());
+    })
+    .await;
+    let plan = host.plan().await;
+    let text = format!("{plan}");
+    let json = serde_json::to_string(&plan).expect("plan serializes");
+    for shown in [&text, &json] {
+        assert!(!shown.contains("s3cret") && !shown.contains("=admin"), "{shown}");
+    }
+    host.repair("Container/grafana", Action::Replace, Some("spec.environment.GF_SECURITY_ADMIN_PASSWORD"))
+        .await;
+}
+
+#[tokio::test]
+async fn disabled_stack_removes_containers_and_keeps_files() {
+    let host = Host::converged().await;
+    let mut disabled = local_desired();
+    disabled.stack.enabled = false;
+    for r in &mut disabled.resources {
+        if r.id.kind == Kind::Container {
+            r.ensure = Ensure::Absent;
+        }
+    }
+    let report = host.engine.apply(&disabled).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    assert_eq!(report.outcomes.len(), 8, "{:#?}", report.outcomes);
+    for (name, _, _, _) in SERVICES {
+        let gone = host.docker.inspect_container(name, None).await.is_err();
+        assert!(gone, "{name} still exists");
+    }
+    assert!(host_root().join("loki/config.yaml").exists(), "files must stay");
+    assert!(host.engine.plan(&disabled).await.changes.is_empty());
+    // Enabled again: everything comes back.
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    host.assert_no_changes().await;
+}
+
+#[tokio::test]
+async fn events_report_container_drift_at_once() {
+    let host = Host::converged().await;
+    let stats = Arc::new(Stats::default());
+    let mut events = stackwarden::provider::host::watch_events(host.docker.clone(), STACK.into(), stats);
+    // Subscribing takes a moment; drift made before it is replayed (`since`), so no sleep.
+    dk::remove(&host.docker, "cadvisor").await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|a: &String| a == "destroy") {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(stackwarden::provider::host::HostEvent::Container { action, name, .. })) if name == "cadvisor" => {
+                seen.push(action)
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("no destroy event for cadvisor; saw {seen:?}"),
+        }
+    }
+    assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+}

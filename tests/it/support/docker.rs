@@ -1,0 +1,170 @@
+//! The real Docker engine for the host tests. Container names are fixed service names, so
+//! every Docker test holds one global lock (in-process async mutex + a file lock across test
+//! processes) and cleans up the stack's containers first. An unreachable engine FAILS the
+//! test: `scripts/dev-env up` starts one.
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The local stub image (`scripts/dev-env image`).
+pub const STUB_IMAGE: &str = "stackwarden/stub:local";
+
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held for the length of one Docker test.
+pub struct Exclusive {
+    _inner: tokio::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+/// Takes the global Docker-test lock (waits for other tests, in this process and others).
+pub async fn exclusive() -> Exclusive {
+    let inner = LOCK.lock().await;
+    let path = std::env::temp_dir().join("stackwarden-docker-tests.lock");
+    let file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::create(&path).expect("lock file can be created");
+        file.lock().expect("lock file can be locked");
+        file
+    })
+    .await
+    .expect("lock task runs");
+    Exclusive {
+        _inner: inner,
+        _file: file,
+    }
+}
+
+/// A client of the engine on the default socket; panics (fails the test) when none answers.
+pub async fn docker() -> Docker {
+    let docker = Docker::connect_with_local_defaults()
+        .expect("a Docker engine socket exists (run scripts/dev-env up)");
+    let docker = docker
+        .negotiate_version()
+        .await
+        .expect("the Docker engine answers (run scripts/dev-env up)");
+    docker
+        .inspect_image(STUB_IMAGE)
+        .await
+        .expect("the stub image exists (run scripts/dev-env image)");
+    docker
+}
+
+/// Removes, by force, every container carrying `stackwarden.stack=<stack>` and every
+/// container with one of `names`.
+pub async fn cleanup(docker: &Docker, stack: &str, names: &[&str]) {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), vec![format!("stackwarden.stack={stack}")]);
+    let opts = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let mut ids: Vec<String> = docker
+        .list_containers(Some(opts))
+        .await
+        .expect("containers can be listed")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    ids.extend(names.iter().map(|n| n.to_string()));
+    for id in ids {
+        remove(docker, &id).await;
+    }
+}
+
+/// Removes a container by force; a missing one is fine.
+pub async fn remove(docker: &Docker, name: &str) {
+    let opts = bollard::query_parameters::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    match docker.remove_container(name, Some(opts)).await {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => panic!("removing container {name}: {e}"),
+    }
+}
+
+/// Inspects a container that must exist.
+pub async fn inspect(docker: &Docker, name: &str) -> ContainerInspectResponse {
+    docker
+        .inspect_container(name, None)
+        .await
+        .unwrap_or_else(|e| panic!("inspecting container {name}: {e}"))
+}
+
+/// Recreates container `name` by hand the way a person would with `docker run`: same image,
+/// environment, labels (the stack label and config hash copied) and host config, changed by
+/// `edit`; started only when `start` (this engine refuses to start privileged containers).
+pub async fn recreate_by_hand(
+    docker: &Docker,
+    name: &str,
+    start: bool,
+    edit: impl FnOnce(&mut ContainerCreateBody),
+) {
+    let old = inspect(docker, name).await;
+    let config = old.config.clone().unwrap_or_default();
+    let mut body = ContainerCreateBody {
+        hostname: config.hostname,
+        user: config.user,
+        env: config.env,
+        cmd: config.cmd,
+        image: config.image,
+        labels: config.labels,
+        healthcheck: config.healthcheck,
+        host_config: old.host_config.clone(),
+        ..Default::default()
+    };
+    edit(&mut body);
+    remove(docker, name).await;
+    let opts = bollard::query_parameters::CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name} by hand: {e}"));
+    if start {
+        docker
+            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .unwrap_or_else(|e| panic!("starting {name} by hand: {e}"));
+    }
+}
+
+/// Stops a container (the stub ends on SIGTERM at once).
+pub async fn stop(docker: &Docker, name: &str) {
+    let opts = bollard::query_parameters::StopContainerOptions {
+        t: Some(5),
+        signal: None,
+    };
+    docker
+        .stop_container(name, Some(opts))
+        .await
+        .unwrap_or_else(|e| panic!("stopping {name}: {e}"));
+}
+
+/// Polls a container until `done` holds on its inspect, or fails after `limit`.
+pub async fn wait_for(
+    docker: &Docker,
+    name: &str,
+    limit: Duration,
+    done: impl Fn(&ContainerInspectResponse) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done(&inspect(docker, name).await) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "container {name} did not reach the expected state within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
