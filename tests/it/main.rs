@@ -1,5 +1,6 @@
 //! stackwarden's integration tests: one binary, one module per area. They talk to real
 //! servers (moto, dockerd) the way users' runs do.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 mod aws;
 mod host;
