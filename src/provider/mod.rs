@@ -2,6 +2,7 @@
 //! same three verbs: `observe` (read-only, batched), `diff` (pure) and `apply` (one change at a
 //! time, idempotent). The engine drives them through [`DynProvider`] and knows no API.
 
+pub mod aws;
 pub mod host;
 pub mod stats;
 

@@ -1,0 +1,504 @@
+//! The AWS provider: EC2 (security groups, the instance, lookups), ELBv2 (target group,
+//! listener rules), S3 (the bucket) and SSM (the parameter, reachability). `observe` reads with
+//! batched describe calls, `diff` is pure (one module per service holds its diff and its unit
+//! tests), `apply` runs steps phase by phase in dependency order. It writes only to resources
+//! carrying the ownership tags, and never to lookups.
+
+pub mod calls;
+mod ec2;
+mod elbv2;
+mod s3;
+mod ssm;
+
+use crate::model::{Desired, Kind, LookupSpec, LookupType, Tags};
+use crate::plan::{Action, Change};
+use crate::provider::{Provider, ProviderError, ProviderPlan, Stats, Step, StepOutcome};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures_util::future::join_all;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use ec2::{InstanceOp, LiveGroup, LiveInstance, SecurityGroupOp};
+pub use elbv2::{ElbObserved, ListenerRuleOp, TargetGroupOp};
+pub use s3::{BucketOp, LiveBucket};
+pub use ssm::{LiveParameter, ParameterOp, Secret, SecretRead, SsmReach};
+
+/// The provider's name in logs and errors.
+const NAME: &str = "aws";
+/// How long looked-up VPC and subnet ids are reused: long enough for a daemon's cycles to skip
+/// them, short enough that re-tagged infrastructure is seen within minutes.
+const LOOKUP_TTL: Duration = Duration::from_secs(300);
+
+/// A failed AWS call or an unusable answer, naming the operation and the resource.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// An API call failed.
+    #[error("{operation} on {resource} failed: {message}")]
+    Call {
+        /// The API operation.
+        operation: &'static str,
+        /// The resource it was for.
+        resource: String,
+        /// The error code, when the service sent one.
+        code: Option<String>,
+        /// The cause chain.
+        message: String,
+    },
+    /// Something needed is missing or not usable (a lookup found nothing, a secret is unset).
+    #[error("{resource}: {message}")]
+    Invalid {
+        /// The resource.
+        resource: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AwsError {
+    /// Wraps an SDK error, keeping its code for callers that treat some codes as success.
+    pub fn call<E>(operation: &'static str, resource: impl Into<String>, err: E) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        AwsError::Call {
+            operation,
+            resource: resource.into(),
+            code: err.code().map(str::to_string),
+            message: DisplayErrorContext(&err).to_string(),
+        }
+    }
+
+    /// An error that is not an API failure.
+    pub fn invalid(resource: impl Into<String>, message: impl Into<String>) -> AwsError {
+        AwsError::Invalid {
+            resource: resource.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The service's error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Call { code, .. } => code.as_deref(),
+            AwsError::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Live AWS state of everything the desired state names, and of what this stack owns.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The account of the credentials in use.
+    pub account: String,
+    /// Security groups by group name (managed and looked-up ones).
+    pub groups: BTreeMap<String, LiveGroup>,
+    /// Instances not terminated.
+    pub instances: Vec<LiveInstance>,
+    /// Whether SSM sees each instance, by instance id.
+    pub ssm: HashMap<String, SsmReach>,
+    /// Buckets by manifest name (`None`: it does not exist).
+    pub buckets: BTreeMap<String, Option<LiveBucket>>,
+    /// Parameters by manifest name (`None`: it does not exist).
+    pub parameters: BTreeMap<String, Option<LiveParameter>>,
+    /// The desired secret values, by Parameter manifest name (read at observe: diff does no I/O).
+    pub secrets: BTreeMap<String, SecretRead>,
+    /// Target groups, listeners and rules.
+    pub elb: ElbObserved,
+}
+
+/// One typed write, per kind.
+#[derive(Debug)]
+pub enum Op {
+    /// See [`SecurityGroupOp`].
+    SecurityGroup(SecurityGroupOp),
+    /// See [`BucketOp`].
+    Bucket(BucketOp),
+    /// See [`ParameterOp`].
+    Parameter(ParameterOp),
+    /// See [`InstanceOp`].
+    Instance(InstanceOp),
+    /// See [`TargetGroupOp`].
+    TargetGroup(TargetGroupOp),
+    /// See [`ListenerRuleOp`].
+    ListenerRule(ListenerRuleOp),
+}
+
+/// Ids learnt during an apply (a created group's id is needed by the instance, the instance's by
+/// the target group, the target group's ARN by the rules), seeded from observed state.
+#[derive(Debug, Default)]
+pub(crate) struct Resolved {
+    /// Group ids by group name.
+    pub groups: Mutex<HashMap<String, String>>,
+    /// Instance ids by Instance manifest name.
+    pub instances: Mutex<HashMap<String, String>>,
+    /// Target group ARNs by target group name.
+    pub target_groups: Mutex<HashMap<String, String>>,
+}
+
+impl Resolved {
+    fn get(map: &Mutex<HashMap<String, String>>, key: &str) -> Option<String> {
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn set(map: &Mutex<HashMap<String, String>>, key: &str, value: String) {
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), value);
+    }
+}
+
+/// Looked-up network ids, cached for [`LOOKUP_TTL`].
+#[derive(Debug, Clone, Default)]
+struct NetworkCache {
+    vpcs: HashMap<String, String>,
+    subnets: HashMap<String, Vec<String>>,
+}
+
+/// The AWS provider: service clients, call statistics and small caches.
+pub struct AwsProvider {
+    ec2: aws_sdk_ec2::Client,
+    elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    s3: aws_sdk_s3::Client,
+    ssm: aws_sdk_ssm::Client,
+    sts: aws_sdk_sts::Client,
+    stats: Arc<Stats>,
+    account: Mutex<Option<String>>,
+    /// Groups described by `account_id()`, handed to the next observe so the plan that follows
+    /// does not describe them twice.
+    prefetched_groups: Mutex<Option<Vec<aws_sdk_ec2::types::SecurityGroup>>>,
+    network: Mutex<Option<(Instant, NetworkCache)>>,
+}
+
+impl std::fmt::Debug for AwsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsProvider").finish_non_exhaustive()
+    }
+}
+
+/// The SDK's default chain (AWS_REGION, credentials, AWS_ENDPOINT_URL), with `region` as the
+/// fallback region.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
+    let chain = aws_config::meta::region::RegionProviderChain::default_provider()
+        .or_else(aws_config::Region::new(region.to_string()));
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(chain)
+        .load()
+        .await
+}
+
+impl AwsProvider {
+    /// Builds the service clients from an SDK config (S3 gets force_path_style(true) when an
+    /// endpoint URL is set).
+    pub fn new(config: &aws_config::SdkConfig, stats: Arc<Stats>) -> AwsProvider {
+        let counter = calls::CallCounter::new(stats.clone());
+        let ec2 = aws_sdk_ec2::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        let elbv2 = aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        // A host-name endpoint would otherwise get virtual-host buckets (bucket.localhost).
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .force_path_style(config.endpoint_url().is_some())
+            .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        let sts = aws_sdk_sts::config::Builder::from(config)
+            .interceptor(counter)
+            .build();
+        AwsProvider {
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(elbv2),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            sts: aws_sdk_sts::Client::from_conf(sts),
+            stats,
+            account: Mutex::new(None),
+            prefetched_groups: Mutex::new(None),
+            network: Mutex::new(None),
+        }
+    }
+
+    /// The call statistics this provider records into.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The account of the credentials in use (fills `${account}` in bucket names). Read from the
+    /// owner of the security groups the next observe needs anyway; STS only when there are none.
+    pub async fn account_id(&self) -> Result<String, ProviderError> {
+        if let Some(a) = self
+            .account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(a);
+        }
+        let groups = ec2::describe_groups(&self.ec2)
+            .await
+            .map_err(|e| ProviderError::new(NAME, e))?;
+        let owner = groups.iter().find_map(|g| g.owner_id().map(str::to_string));
+        *self
+            .prefetched_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(groups);
+        let account = match owner {
+            Some(a) => a,
+            None => {
+                let out = self.sts.get_caller_identity().send().await.map_err(|e| {
+                    ProviderError::new(NAME, AwsError::call("GetCallerIdentity", "account", e))
+                })?;
+                out.account().map(str::to_string).ok_or_else(|| {
+                    ProviderError::new(NAME, "GetCallerIdentity returned no account")
+                })?
+            }
+        };
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.clone());
+        Ok(account)
+    }
+
+    async fn groups(&self) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
+        let pre = self
+            .prefetched_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match pre {
+            Some(g) => Ok(g),
+            None => ec2::describe_groups(&self.ec2).await,
+        }
+    }
+
+    /// VPC and subnet ids of the lookups, read only when something is created (cached).
+    async fn network(&self, desired: &Desired) -> Result<NetworkCache, AwsError> {
+        if let Some((at, cache)) = self
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            && at.elapsed() < LOOKUP_TTL
+        {
+            return Ok(cache);
+        }
+        let cache = ec2::lookup_network(&self.ec2, desired).await?;
+        *self.network.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), cache.clone()));
+        Ok(cache)
+    }
+
+    async fn observe_all(&self, desired: &Desired) -> Result<Observed, AwsError> {
+        let buckets = join_all(desired.buckets().map(|(r, b)| {
+            let name = r.id.name.clone();
+            async move { (name, s3::observe_bucket(&self.s3, &b.name).await) }
+        }));
+        let params = join_all(desired.parameters().map(|(r, p)| {
+            let name = r.id.name.clone();
+            let secret = ssm::read_secret(&p.value_from);
+            async move {
+                let live = ssm::observe_parameter(&self.ssm, &p.name, &secret).await;
+                (name, live, secret)
+            }
+        }));
+        let needs_ec2 = desired.security_groups().next().is_some()
+            || desired.instances().next().is_some()
+            || desired
+                .lookups()
+                .any(|(_, l)| l.kind == LookupType::SecurityGroup);
+        let groups = async {
+            if needs_ec2 {
+                self.groups().await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let instances = async {
+            if desired.instances().next().is_some() {
+                ec2::describe_instances(&self.ec2).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let elb = elbv2::observe(&self.elbv2, desired);
+        let (groups, instances, elb, buckets, params) =
+            tokio::join!(groups, instances, elb, buckets, params);
+        let groups = groups?;
+        let instances = instances?;
+        let elb = elb?;
+        let mut observed = Observed {
+            groups: ec2::live_groups(&groups),
+            instances,
+            elb,
+            ..Observed::default()
+        };
+        if let Some(owner) = groups.iter().find_map(|g| g.owner_id()) {
+            observed.account = owner.to_string();
+            *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner.to_string());
+        }
+        for (name, live) in buckets {
+            observed.buckets.insert(name, live?);
+        }
+        for (name, live, secret) in params {
+            observed.parameters.insert(name.clone(), live?);
+            observed.secrets.insert(name, secret);
+        }
+        let running: Vec<String> = observed
+            .instances
+            .iter()
+            .filter(|i| i.state == "running")
+            .filter(|i| ec2::owned(&i.tags, desired))
+            .map(|i| i.id.clone())
+            .collect();
+        if !running.is_empty() {
+            observed.ssm = ssm::reachability(&self.ssm, &running).await;
+        }
+        Ok(observed)
+    }
+
+    async fn apply_step(&self, ctx: &ApplyCtx<'_>, step: Step<Op>) -> StepOutcome {
+        let change = step.change.clone();
+        let mut error = None;
+        for op in step.ops {
+            let result = match op {
+                Op::SecurityGroup(op) => ec2::apply_group(self, ctx, &change, op).await,
+                Op::Instance(op) => ec2::apply_instance(self, ctx, &change, op).await,
+                Op::Bucket(op) => s3::apply(&self.s3, ctx.desired, &change, op).await,
+                Op::Parameter(op) => ssm::apply(&self.ssm, ctx, &change, op).await,
+                Op::TargetGroup(op) => elbv2::apply_target_group(self, ctx, &change, op).await,
+                Op::ListenerRule(op) => elbv2::apply_rule(self, ctx, &change, op).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(resource = %change.id, error = %e, "apply step failed");
+                error = Some(format!("{}: {e}", change.id));
+                break;
+            }
+        }
+        if error.is_none() {
+            tracing::info!(resource = %change.id, action = change.action.verb(), "applied");
+        }
+        StepOutcome { change, error }
+    }
+}
+
+/// What every apply op can read: the desired state, observed state and ids learnt so far.
+pub(crate) struct ApplyCtx<'a> {
+    pub desired: &'a Desired,
+    pub observed: &'a Observed,
+    pub resolved: Resolved,
+}
+
+/// The phase of a step: deletions of dependents first, then the base, then what builds on it.
+fn phase(change: &Change) -> u8 {
+    match (change.action, change.id.kind) {
+        (Action::Delete, Kind::ListenerRule) => 0,
+        (Action::Delete, Kind::TargetGroup) => 1,
+        (Action::Delete, Kind::Instance) => 2,
+        (_, Kind::SecurityGroup | Kind::Bucket | Kind::Parameter | Kind::Lookup) => 3,
+        (_, Kind::Instance) => 4,
+        (_, Kind::TargetGroup) => 5,
+        (_, Kind::ListenerRule) => 6,
+        _ => 7,
+    }
+}
+
+/// A Lookup by manifest name.
+pub(crate) fn lookup<'a>(desired: &'a Desired, name: &str) -> Option<&'a LookupSpec> {
+    desired
+        .lookups()
+        .find(|(r, _)| r.id.name == name)
+        .map(|(_, l)| l)
+}
+
+/// The group name a manifest reference (SecurityGroup or securityGroup Lookup) stands for.
+pub(crate) fn group_name_of(desired: &Desired, manifest_name: &str) -> Option<String> {
+    if let Some((_, sg)) = desired
+        .security_groups()
+        .find(|(r, _)| r.id.name == manifest_name)
+    {
+        return Some(sg.name.clone());
+    }
+    lookup(desired, manifest_name).and_then(|l| l.name.clone())
+}
+
+/// Desired tags of a resource: the ownership tags plus its own.
+pub(crate) fn desired_tags(desired: &Desired, own: &Tags) -> Tags {
+    let mut tags = own.clone();
+    tags.extend(desired.ownership_tags());
+    tags
+}
+
+/// Tags that are missing or differ (extra live tags are not drift: AWS and people add some).
+pub(crate) fn tag_changes(want: &Tags, live: &Tags) -> Vec<crate::plan::FieldChange> {
+    want.iter()
+        .filter(|(k, v)| live.get(*k) != Some(*v))
+        .map(|(k, v)| match live.get(k) {
+            Some(old) => crate::plan::FieldChange::changed(format!("tags.{k}"), old, v),
+            None => crate::plan::FieldChange::added(format!("tags.{k}"), v),
+        })
+        .collect()
+}
+
+/// True when live tags carry this stack's ownership tags.
+pub(crate) fn is_owned(live: &Tags, desired: &Desired) -> bool {
+    desired
+        .ownership_tags()
+        .iter()
+        .all(|(k, v)| live.get(k) == Some(v))
+}
+
+impl Provider for AwsProvider {
+    type Observed = Observed;
+    type Op = Op;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn observe(&self, desired: &Desired) -> Result<Observed, ProviderError> {
+        self.observe_all(desired)
+            .await
+            .map_err(|e| ProviderError::new(NAME, e))
+    }
+
+    fn diff(&self, desired: &Desired, observed: &Observed) -> ProviderPlan<Op> {
+        let mut plan = ProviderPlan::default();
+        ec2::diff_groups(desired, observed, &mut plan);
+        s3::diff(desired, observed, &mut plan);
+        ssm::diff(desired, observed, &mut plan);
+        let replaced = ec2::diff_instances(desired, observed, &mut plan);
+        elbv2::diff(desired, observed, &replaced, &mut plan);
+        plan.steps.sort_by_key(|s| phase(&s.change));
+        plan
+    }
+
+    async fn apply(
+        &self,
+        desired: &Desired,
+        observed: &Observed,
+        steps: Vec<Step<Op>>,
+    ) -> Vec<StepOutcome> {
+        let ctx = ApplyCtx {
+            desired,
+            observed,
+            resolved: ec2::seed_resolved(desired, observed),
+        };
+        let mut by_phase: BTreeMap<u8, Vec<Step<Op>>> = BTreeMap::new();
+        for step in steps {
+            by_phase.entry(phase(&step.change)).or_default().push(step);
+        }
+        let mut outcomes = Vec::new();
+        for (_, steps) in by_phase {
+            // Steps of one phase are independent of each other: run them concurrently.
+            let done = join_all(steps.into_iter().map(|s| self.apply_step(&ctx, s))).await;
+            outcomes.extend(done);
+        }
+        outcomes
+    }
+}
