@@ -1,10 +1,17 @@
 //! The `stackwarden` command line: parses arguments, runs one command, returns the exit code.
 //! The only module that turns errors into exit codes and text for people.
 
-use crate::manifest::{self, LoadError};
+use crate::engine::{ApplyReport, Engine};
+use crate::manifest;
+use crate::model::{Desired, Mode};
+use crate::provider::aws::{self, AwsProvider};
+use crate::provider::host::HostProvider;
+use crate::provider::{DynProvider, Stats};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Keeps a self-hosted Grafana observability stack on AWS exactly as declared.
 #[derive(Debug, Parser)]
@@ -54,6 +61,9 @@ pub struct PlanArgs {
     /// Root of the host's config files (defaults to the Stack's host.root).
     #[arg(long)]
     pub host_root: Option<PathBuf>,
+    /// Which worlds to cover.
+    #[arg(long, value_enum, default_value_t = Scope::All)]
+    pub scope: Scope,
 }
 
 /// Options of run.
@@ -76,12 +86,25 @@ pub enum Output {
     Json,
 }
 
+/// Which worlds plan and apply cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    /// AWS and the host.
+    All,
+    /// AWS only (CI, where the host's Docker engine is not at hand).
+    Aws,
+    /// The host only: containers and files (on the instance itself).
+    Host,
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(common) => validate(&common),
-        Command::Plan(_) | Command::Apply(_) | Command::Run(_) => {
-            eprintln!("stackwarden: not implemented yet");
+        Command::Plan(args) => converge(&args, false).await,
+        Command::Apply(args) => converge(&args, true).await,
+        Command::Run(_) => {
+            eprintln!("stackwarden run: the daemon is not implemented yet; use plan or apply");
             ExitCode::from(1)
         }
     }
@@ -103,12 +126,133 @@ fn validate(common: &Common) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            report_load_error(&e);
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn report_load_error(e: &LoadError) {
-    eprintln!("{e}");
+/// Exit codes of `plan` (architecture.md, CLI contract).
+mod exit {
+    pub const NO_CHANGES: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const CHANGES_PENDING: u8 = 2;
+}
+
+/// `plan` (apply = false) and `apply`.
+async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
+    let mut desired = match manifest::load(&args.common.manifests, args.common.env.as_deref()) {
+        Ok(loaded) => loaded.desired,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let stats = Arc::new(Stats::default());
+    let engine = match build_engine(args, &mut desired, &stats).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("stackwarden: {e:#}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let code = if apply {
+        let report = engine.apply(&desired).await;
+        print_apply(&report, args.output);
+        if report.converged() {
+            exit::NO_CHANGES
+        } else {
+            exit::ERROR
+        }
+    } else {
+        let plan = engine.plan(&desired).await;
+        match args.output {
+            Output::Text => print!("{plan}"),
+            Output::Json => println!("{}", to_json(&plan)),
+        }
+        if !plan.errors.is_empty() {
+            exit::ERROR
+        } else if plan.has_changes() {
+            exit::CHANGES_PENDING
+        } else {
+            exit::NO_CHANGES
+        }
+    };
+    if args.stats {
+        eprint!("{stats}");
+    }
+    ExitCode::from(code)
+}
+
+/// Connects the providers the scope asks for and fills the run-time values they supply.
+async fn build_engine(
+    args: &PlanArgs,
+    desired: &mut Desired,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<Engine> {
+    let mut providers: Vec<Box<dyn DynProvider>> = Vec::new();
+    if args.scope != Scope::Host {
+        let config = aws::sdk_config(&desired.stack.region).await;
+        let provider = AwsProvider::new(&config, stats.clone());
+        let account = provider
+            .account_id()
+            .await
+            .context("finding the AWS account of the credentials in use")?;
+        manifest::fill_runtime(desired, &account);
+        providers.push(Box::new(provider));
+    }
+    if args.scope != Scope::Aws {
+        let root = args
+            .host_root
+            .clone()
+            .unwrap_or_else(|| desired.stack.host.root.clone());
+        let provider = HostProvider::connect(root, stats.clone())
+            .await
+            .context("connecting to the Docker engine (DOCKER_HOST)")?;
+        providers.push(Box::new(provider));
+    }
+    Ok(Engine::new(providers))
+}
+
+fn print_apply(report: &ApplyReport, output: Output) {
+    if output == Output::Json {
+        println!("{}", to_json(report));
+        return;
+    }
+    let plan = &report.plan;
+    for e in &plan.errors {
+        println!("error: {e}");
+    }
+    for v in &plan.violations {
+        println!("! {v}");
+    }
+    for c in plan.changes.iter().filter(|c| c.mode == Mode::Observe) {
+        println!("{c}");
+    }
+    for o in &report.outcomes {
+        match &o.error {
+            None => println!("{} ... done", o.change),
+            Some(e) => println!("{} ... FAILED: {e}", o.change),
+        }
+    }
+    let failed: Vec<String> = report.failures().map(|o| o.change.id.to_string()).collect();
+    if !failed.is_empty() {
+        println!(
+            "Apply failed: {} of {} changes failed ({}).",
+            failed.len(),
+            report.outcomes.len(),
+            failed.join(", ")
+        );
+    } else if !plan.errors.is_empty() {
+        println!("Apply incomplete: some providers could not observe live state.");
+    } else if report.outcomes.is_empty() {
+        println!("No changes. Live state matches the manifests.");
+    } else {
+        println!("Apply complete: {} changes applied.", report.outcomes.len());
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing our own plain data cannot fail; an empty object is the safe fallback.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".to_string())
 }
