@@ -230,9 +230,15 @@ fn print_apply(report: &ApplyReport, output: Output) {
         println!("{c}");
     }
     for o in &report.outcomes {
+        // The outcome belongs on the change's headline; its field lines follow.
+        let text = o.change.to_string();
+        let (head, fields) = text.split_once('\n').unwrap_or((&text, ""));
         match &o.error {
-            None => println!("{} ... done", o.change),
-            Some(e) => println!("{} ... FAILED: {e}", o.change),
+            None => println!("{head} ... done"),
+            Some(e) => println!("{head} ... FAILED: {e}"),
+        }
+        if !fields.is_empty() {
+            println!("{fields}");
         }
     }
     let failed: Vec<String> = report.failures().map(|o| o.change.id.to_string()).collect();
