@@ -1,0 +1,649 @@
+//! The AWS provider against a real moto server, seeded like the local world, with the shipped
+//! manifests (`--env local`). Drift is made with the SDK directly, as a person would with the
+//! console; each drift must show in a plan, be repaired by ONE apply, and be gone after.
+
+use crate::support::moto::Moto;
+use stackwarden::engine::{ApplyReport, Engine};
+use stackwarden::model::{Desired, Ensure, Kind, Spec};
+use stackwarden::plan::{Action, Plan};
+use stackwarden::provider::aws::AwsProvider;
+use stackwarden::provider::{CallKind, Stats};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The Grafana admin password the tests put in the parameter's value file.
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// One seeded moto, the shipped local manifests, SDK clients for making drift.
+struct World {
+    _moto: Moto,
+    _secret_dir: tempfile::TempDir,
+    config: aws_config::SdkConfig,
+    stats: Arc<Stats>,
+    desired: Desired,
+    ec2: aws_sdk_ec2::Client,
+    elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    s3: aws_sdk_s3::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl World {
+    async fn new() -> World {
+        let moto = Moto::start().await;
+        let config = moto.sdk_config().await;
+        let stats = Arc::new(Stats::default());
+        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
+            .expect("the shipped manifests load for local")
+            .desired;
+        let provider = AwsProvider::new(&config, stats.clone());
+        let account = provider.account_id().await.expect("account id");
+        stackwarden::manifest::fill_runtime(&mut desired, &account);
+        // The value comes from a file: tests must not set process environment variables.
+        let secret_dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = secret_dir.path().join("admin-password");
+        std::fs::write(&secret_file, format!("{PASSWORD}\n")).expect("secret file");
+        for r in &mut desired.resources {
+            if let Spec::Parameter(p) = &mut r.spec {
+                p.value_from.env = None;
+                p.value_from.file = Some(secret_file.display().to_string());
+            }
+        }
+        let s3_conf = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        World {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            _moto: moto,
+            _secret_dir: secret_dir,
+            config,
+            stats,
+            desired,
+        }
+    }
+
+    /// A fresh provider per run, as one CLI invocation has.
+    fn engine(&self) -> Engine {
+        Engine::new(vec![Box::new(AwsProvider::new(&self.config, self.stats.clone()))])
+    }
+
+    async fn plan(&self) -> Plan {
+        let plan = self.engine().plan(&self.desired).await;
+        assert!(plan.errors.is_empty(), "plan errors: {:?}", plan.errors);
+        plan
+    }
+
+    async fn apply(&self) -> ApplyReport {
+        let report = self.engine().apply(&self.desired).await;
+        let failures: Vec<_> = report.failures().collect();
+        assert!(failures.is_empty(), "apply failed: {failures:#?}");
+        assert!(report.converged(), "not converged: {:?}", report.plan.errors);
+        report
+    }
+
+    /// Applies from empty and checks that nothing is left to do.
+    async fn converged() -> World {
+        let world = World::new().await;
+        world.apply().await;
+        let plan = world.plan().await;
+        assert!(!plan.has_changes(), "pending after the first apply:\n{plan}");
+        world
+    }
+
+    /// The drift shows in a plan (with `expect` in its text), one apply repairs it, and the
+    /// next plan is empty.
+    async fn assert_repaired(&self, expect: &str) -> Plan {
+        let before = self.plan().await;
+        let text = before.to_string();
+        assert!(before.has_changes(), "the drift is not seen:\n{text}");
+        assert!(text.contains(expect), "the plan does not name `{expect}`:\n{text}");
+        self.apply().await;
+        let after = self.plan().await;
+        assert!(!after.has_changes(), "still pending after one apply:\n{after}");
+        before
+    }
+
+    fn resource_name(&self, kind: Kind) -> String {
+        let r = self.desired.resources.iter().find(|r| r.id.kind == kind).expect("declared");
+        match &r.spec {
+            Spec::SecurityGroup(s) => s.name.clone(),
+            Spec::Bucket(s) => s.name.clone(),
+            Spec::Parameter(s) => s.name.clone(),
+            Spec::Instance(s) => s.name.clone(),
+            Spec::TargetGroup(s) => s.name.clone(),
+            _ => r.id.name.clone(),
+        }
+    }
+
+    async fn group_id(&self, name: &str) -> String {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(name).build())
+            .send()
+            .await
+            .expect("describe groups");
+        out.security_groups()[0].group_id().expect("id").to_string()
+    }
+
+    async fn instance(&self) -> aws_sdk_ec2::types::Instance {
+        let name = self.resource_name(Kind::Instance);
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Name").values(name).build())
+            .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").build())
+            .send()
+            .await
+            .expect("describe instances");
+        let all: Vec<_> = out.reservations().iter().flat_map(|r| r.instances()).cloned().collect();
+        assert_eq!(all.len(), 1, "exactly one running instance: {all:?}");
+        all[0].clone()
+    }
+
+    async fn target_group_arn(&self) -> String {
+        let out = self
+            .elbv2
+            .describe_target_groups()
+            .names(self.resource_name(Kind::TargetGroup))
+            .send()
+            .await
+            .expect("describe target groups");
+        out.target_groups()[0].target_group_arn().expect("arn").to_string()
+    }
+
+    async fn listener_rule(&self) -> aws_sdk_elasticloadbalancingv2::types::Rule {
+        let lb = self
+            .elbv2
+            .describe_load_balancers()
+            .names("durable-code-local-alb")
+            .send()
+            .await
+            .expect("alb");
+        let lb_arn = lb.load_balancers()[0].load_balancer_arn().expect("arn").to_string();
+        let listeners = self.elbv2.describe_listeners().load_balancer_arn(lb_arn).send().await.expect("listeners");
+        let listener = listeners.listeners().iter().find(|l| l.port() == Some(80)).expect("port 80");
+        let rules = self
+            .elbv2
+            .describe_rules()
+            .listener_arn(listener.listener_arn().expect("arn"))
+            .send()
+            .await
+            .expect("rules");
+        rules.rules().iter().find(|r| r.priority() == Some("91")).expect("rule 91").clone()
+    }
+
+    async fn ingress_rule_id(&self, port: i32) -> String {
+        let gid = self.group_id(&self.resource_name(Kind::SecurityGroup)).await;
+        let rules = self
+            .ec2
+            .describe_security_group_rules()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(gid).build())
+            .send()
+            .await
+            .expect("rules");
+        rules
+            .security_group_rules()
+            .iter()
+            .find(|r| r.is_egress() == Some(false) && r.from_port() == Some(port))
+            .and_then(|r| r.security_group_rule_id())
+            .expect("rule on port")
+            .to_string()
+    }
+
+    fn set_enabled(&mut self, enabled: bool) {
+        self.desired.stack.enabled = enabled;
+        for r in &mut self.desired.resources {
+            if r.id.kind.is_runtime() {
+                r.ensure = if enabled { Ensure::Present } else { Ensure::Absent };
+            }
+        }
+    }
+}
+
+fn has(plan: &Plan, kind: Kind, action: Action) -> bool {
+    plan.changes.iter().any(|c| c.id.kind == kind && c.action == action)
+}
+
+#[tokio::test]
+async fn from_empty_apply_creates_every_aws_resource_and_a_second_apply_writes_nothing() {
+    let world = World::new().await;
+    let plan = world.plan().await;
+    for kind in [
+        Kind::SecurityGroup,
+        Kind::Bucket,
+        Kind::Parameter,
+        Kind::Instance,
+        Kind::TargetGroup,
+        Kind::ListenerRule,
+    ] {
+        assert!(has(&plan, kind, Action::Create), "no create of {kind}:\n{plan}");
+    }
+    world.apply().await;
+    let instance = world.instance().await;
+    let meta = instance.metadata_options().expect("metadata options");
+    assert_eq!(meta.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(meta.http_put_response_hop_limit(), Some(2));
+    assert!(instance.iam_instance_profile().and_then(|p| p.arn()).is_some_and(|a| a.ends_with("/durable-code-local-observability")));
+    let tags: Vec<_> = instance.tags().iter().filter_map(|t| t.key()).collect();
+    assert!(tags.contains(&"ManagedBy") && tags.contains(&"stackwarden:stack"), "{tags:?}");
+    let health = world
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(world.target_group_arn().await)
+        .send()
+        .await
+        .expect("health");
+    let ids: Vec<_> = health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
+    assert_eq!(ids, vec![instance.instance_id().expect("id")]);
+
+    world.stats.reset();
+    let report = world.engine().apply(&world.desired).await;
+    assert!(report.plan.changes.is_empty(), "{}", report.plan);
+    assert_eq!(world.stats.total(CallKind::Write), 0, "a second apply wrote:\n{}", world.stats);
+}
+
+#[tokio::test]
+async fn a_steady_state_plan_makes_at_most_fifteen_calls_and_no_write() {
+    let world = World::converged().await;
+    world.stats.reset();
+    // As the CLI does: the account first (for the bucket name), then the plan.
+    let provider = AwsProvider::new(&world.config, world.stats.clone());
+    let account = provider.account_id().await.expect("account");
+    assert_eq!(account, "123456789012");
+    let engine = Engine::new(vec![Box::new(provider)]);
+    let plan = engine.plan(&world.desired).await;
+    assert!(!plan.has_changes(), "{plan}");
+    let reads = world.stats.total(CallKind::Read);
+    let writes = world.stats.total(CallKind::Write);
+    eprintln!("steady-state plan:\n{}", world.stats);
+    assert_eq!(writes, 0, "{}", world.stats);
+    assert!(reads <= 15, "{} reads:\n{}", reads, world.stats);
+}
+
+#[tokio::test]
+async fn the_instance_reports_ssm_reachability_as_a_condition_only() {
+    let world = World::converged().await;
+    let plan = world.plan().await;
+    let ready = plan
+        .conditions
+        .iter()
+        .find(|c| c.id.kind == Kind::Instance && c.kind == "Ready")
+        .expect("a Ready condition on the instance");
+    // moto has no DescribeInstanceInformation: the answer is Unknown, not a failure.
+    assert_eq!(ready.reason, "SsmUnavailable", "{ready:?}");
+    assert!(!plan.has_changes());
+}
+
+#[tokio::test]
+async fn drift_revoked_ingress_rule_is_restored() {
+    let world = World::converged().await;
+    let gid = world.group_id(&world.resource_name(Kind::SecurityGroup)).await;
+    let rule = world.ingress_rule_id(4040).await;
+    world
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(&gid)
+        .security_group_rule_ids(rule)
+        .send()
+        .await
+        .expect("revoke");
+    world.assert_repaired("+ ingress[tcp/4040 sg:durable-code-local-ecs-tasks-sg]").await;
+}
+
+#[tokio::test]
+async fn drift_extra_open_ingress_rule_is_revoked() {
+    let world = World::converged().await;
+    let gid = world.group_id(&world.resource_name(Kind::SecurityGroup)).await;
+    world
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&gid)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .expect("authorize");
+    let plan = world.assert_repaired("- ingress[tcp/22 0.0.0.0/0]").await;
+    assert!(plan.violations.iter().any(|v| v.rule == "no-open-ingress"), "{plan}");
+}
+
+#[tokio::test]
+async fn drift_changed_rule_port_is_restored() {
+    let world = World::converged().await;
+    let gid = world.group_id(&world.resource_name(Kind::SecurityGroup)).await;
+    let ecs = world.group_id("durable-code-local-ecs-tasks-sg").await;
+    let rule = world.ingress_rule_id(4040).await;
+    world
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(&gid)
+        .security_group_rule_ids(rule)
+        .send()
+        .await
+        .expect("revoke");
+    world
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&gid)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(4041)
+                .to_port(4041)
+                .user_id_group_pairs(aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(ecs).description("Pyroscope profiles from ECS tasks").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("authorize");
+    let plan = world.assert_repaired("- ingress[tcp/4041 sg:durable-code-local-ecs-tasks-sg]").await;
+    assert!(plan.to_string().contains("+ ingress[tcp/4040"), "{plan}");
+}
+
+#[tokio::test]
+async fn drift_block_public_acls_off_is_restored() {
+    let world = World::converged().await;
+    world
+        .s3
+        .put_public_access_block()
+        .bucket(world.resource_name(Kind::Bucket))
+        .public_access_block_configuration(
+            aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+                .block_public_acls(false)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("put pab");
+    let plan = world.assert_repaired("publicAccessBlock.blockPublicAcls: false → true").await;
+    assert!(plan.violations.iter().any(|v| v.rule == "bucket-public-access-block"));
+}
+
+#[tokio::test]
+async fn drift_deleted_lifecycle_configuration_is_restored() {
+    let world = World::converged().await;
+    world
+        .s3
+        .delete_bucket_lifecycle()
+        .bucket(world.resource_name(Kind::Bucket))
+        .send()
+        .await
+        .expect("delete lifecycle");
+    world.assert_repaired("lifecycle: (none) →").await;
+}
+
+#[tokio::test]
+async fn drift_changed_retention_days_is_restored() {
+    let world = World::converged().await;
+    let rules = ["mimir/", "loki/", "tempo/", "pyroscope/"]
+        .iter()
+        .map(|p| {
+            aws_sdk_s3::types::LifecycleRule::builder()
+                .id(format!("expire-{}", p.trim_end_matches('/')))
+                .filter(aws_sdk_s3::types::LifecycleRuleFilter::builder().prefix(*p).build())
+                .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .expiration(aws_sdk_s3::types::LifecycleExpiration::builder().days(30).build())
+                .build()
+                .expect("rule")
+        })
+        .collect();
+    world
+        .s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(world.resource_name(Kind::Bucket))
+        .lifecycle_configuration(
+            aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                .set_rules(Some(rules))
+                .build()
+                .expect("conf"),
+        )
+        .send()
+        .await
+        .expect("put lifecycle");
+    world.assert_repaired("loki/:30d").await;
+}
+
+#[tokio::test]
+async fn drift_removed_encryption_is_restored() {
+    let world = World::converged().await;
+    world
+        .s3
+        .delete_bucket_encryption()
+        .bucket(world.resource_name(Kind::Bucket))
+        .send()
+        .await
+        .expect("delete encryption");
+    world.assert_repaired("encryption: none → AES256").await;
+}
+
+async fn set_metadata(world: &World, tokens: &str, hops: i32) {
+    let id = world.instance().await.instance_id().expect("id").to_string();
+    world
+        .ec2
+        .modify_instance_metadata_options()
+        .instance_id(id)
+        .http_tokens(tokens.into())
+        .http_put_response_hop_limit(hops)
+        .http_endpoint("enabled".into())
+        .instance_metadata_tags("enabled".into())
+        .send()
+        .await
+        .expect("modify metadata");
+}
+
+#[tokio::test]
+async fn drift_optional_http_tokens_is_repaired_in_place() {
+    let world = World::converged().await;
+    let before = world.instance().await.instance_id().map(str::to_string);
+    set_metadata(&world, "optional", 2).await;
+    let plan = world.assert_repaired("metadataOptions.httpTokens: optional → required").await;
+    assert!(plan.violations.iter().any(|v| v.rule == "imdsv2-required"), "{plan}");
+    assert!(has(&plan, Kind::Instance, Action::Update));
+    assert_eq!(world.instance().await.instance_id().map(str::to_string), before, "the instance was replaced");
+}
+
+#[tokio::test]
+async fn drift_hop_limit_one_is_repaired_in_place() {
+    let world = World::converged().await;
+    set_metadata(&world, "required", 1).await;
+    world.assert_repaired("metadataOptions.httpPutResponseHopLimit: 1 → 2").await;
+    let meta = world.instance().await.metadata_options().cloned().expect("meta");
+    assert_eq!(meta.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(meta.instance_metadata_tags().map(|t| t.as_str()), Some("enabled"));
+}
+
+#[tokio::test]
+async fn drift_disassociated_instance_profile_is_reassociated() {
+    let world = World::converged().await;
+    let id = world.instance().await.instance_id().expect("id").to_string();
+    let assoc = world
+        .ec2
+        .describe_iam_instance_profile_associations()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-id").values(&id).build())
+        .send()
+        .await
+        .expect("associations");
+    let assoc_id = assoc.iam_instance_profile_associations()[0].association_id().expect("id").to_string();
+    world
+        .ec2
+        .disassociate_iam_instance_profile()
+        .association_id(assoc_id)
+        .send()
+        .await
+        .expect("disassociate");
+    world.assert_repaired("+ instanceProfile: durable-code-local-observability").await;
+    assert_eq!(world.instance().await.instance_id(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn drift_terminated_instance_is_recreated_and_registered() {
+    let world = World::converged().await;
+    let old = world.instance().await.instance_id().expect("id").to_string();
+    world.ec2.terminate_instances().instance_ids(&old).send().await.expect("terminate");
+    let plan = world.assert_repaired("the instance was terminated").await;
+    assert!(has(&plan, Kind::Instance, Action::Create));
+    let new = world.instance().await.instance_id().expect("id").to_string();
+    assert_ne!(new, old);
+    let health = world
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(world.target_group_arn().await)
+        .send()
+        .await
+        .expect("health");
+    let ids: Vec<_> = health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
+    assert_eq!(ids, vec![new.as_str()]);
+}
+
+#[tokio::test]
+async fn drift_deregistered_target_is_registered() {
+    let world = World::converged().await;
+    let id = world.instance().await.instance_id().expect("id").to_string();
+    world
+        .elbv2
+        .deregister_targets()
+        .target_group_arn(world.target_group_arn().await)
+        .targets(aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(&id).port(12347).build())
+        .send()
+        .await
+        .expect("deregister");
+    world.assert_repaired("+ targets[observability:12347]").await;
+}
+
+#[tokio::test]
+async fn drift_changed_listener_rule_path_is_restored() {
+    let world = World::converged().await;
+    let rule = world.listener_rule().await;
+    world
+        .elbv2
+        .modify_rule()
+        .rule_arn(rule.rule_arn().expect("arn"))
+        .conditions(
+            aws_sdk_elasticloadbalancingv2::types::RuleCondition::builder()
+                .field("path-pattern")
+                .path_pattern_config(aws_sdk_elasticloadbalancingv2::types::PathPatternConditionConfig::builder().values("/grafana/*").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("modify rule");
+    world.assert_repaired("listener:80.pathPatterns: /grafana/* → /collect,/collect/*").await;
+}
+
+#[tokio::test]
+async fn drift_deleted_listener_rule_is_recreated() {
+    let world = World::converged().await;
+    let rule = world.listener_rule().await;
+    world.elbv2.delete_rule().rule_arn(rule.rule_arn().expect("arn")).send().await.expect("delete rule");
+    world.assert_repaired("+ listener:80").await;
+}
+
+#[tokio::test]
+async fn drift_overwritten_parameter_is_restored_without_showing_the_value() {
+    let world = World::converged().await;
+    let name = world.resource_name(Kind::Parameter);
+    world
+        .ssm
+        .put_parameter()
+        .name(&name)
+        .value("admin")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("overwrite");
+    let plan = world.assert_repaired("~ value: value differs").await;
+    let json = serde_json::to_string(&plan).expect("json");
+    for text in [plan.to_string(), json] {
+        assert!(!text.contains(PASSWORD) && !text.contains("admin\""), "{text}");
+    }
+    let live = world.ssm.get_parameter().name(&name).with_decryption(true).send().await.expect("get");
+    assert_eq!(live.parameter().and_then(|p| p.value()), Some(PASSWORD));
+}
+
+#[tokio::test]
+async fn an_unset_secret_leaves_an_existing_parameter_alone_and_says_so() {
+    let mut world = World::converged().await;
+    for r in &mut world.desired.resources {
+        if let Spec::Parameter(p) = &mut r.spec {
+            p.value_from.file = None;
+            p.value_from.env = Some("STACKWARDEN_TEST_VARIABLE_THAT_IS_NEVER_SET".into());
+        }
+    }
+    let plan = world.plan().await;
+    assert!(!plan.has_changes(), "{plan}");
+    let c = plan.conditions.iter().find(|c| c.id.kind == Kind::Parameter).expect("a condition");
+    assert_eq!(c.reason, "ValueUnverified");
+    assert!(c.message.contains("STACKWARDEN_TEST_VARIABLE_THAT_IS_NEVER_SET"), "{c:?}");
+}
+
+#[tokio::test]
+async fn creating_a_parameter_without_its_secret_fails_naming_the_variable() {
+    let mut world = World::new().await;
+    for r in &mut world.desired.resources {
+        if let Spec::Parameter(p) = &mut r.spec {
+            p.value_from.file = None;
+            p.value_from.env = Some("STACKWARDEN_TEST_VARIABLE_THAT_IS_NEVER_SET".into());
+        }
+    }
+    let report = world.engine().apply(&world.desired).await;
+    let failed: Vec<_> = report.failures().collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let error = failed[0].error.clone().unwrap_or_default();
+    assert!(error.contains("Parameter/") && error.contains("STACKWARDEN_TEST_VARIABLE_THAT_IS_NEVER_SET"), "{error}");
+}
+
+#[tokio::test]
+async fn disabling_removes_the_runtime_and_keeps_the_base_and_enabling_restores_it_with_the_data() {
+    let mut world = World::converged().await;
+    let bucket = world.resource_name(Kind::Bucket);
+    world
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("mimir/blocks/01")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"samples"))
+        .send()
+        .await
+        .expect("put object");
+
+    world.set_enabled(false);
+    let plan = world.plan().await;
+    for kind in [Kind::Instance, Kind::TargetGroup, Kind::ListenerRule] {
+        assert!(has(&plan, kind, Action::Delete), "no delete of {kind}:\n{plan}");
+    }
+    for kind in [Kind::Bucket, Kind::SecurityGroup, Kind::Parameter] {
+        assert!(!plan.changes.iter().any(|c| c.id.kind == kind), "{kind} touched:\n{plan}");
+    }
+    world.apply().await;
+    let after = world.plan().await;
+    assert!(!after.has_changes(), "{after}");
+    let groups = world
+        .elbv2
+        .describe_target_groups()
+        .send()
+        .await
+        .expect("target groups");
+    assert!(groups.target_groups().is_empty(), "target group kept");
+    world.group_id(&world.resource_name(Kind::SecurityGroup)).await;
+
+    world.set_enabled(true);
+    let plan = world.plan().await;
+    for kind in [Kind::Instance, Kind::TargetGroup, Kind::ListenerRule] {
+        assert!(has(&plan, kind, Action::Create), "no create of {kind}:\n{plan}");
+    }
+    world.apply().await;
+    assert!(!world.plan().await.has_changes());
+    world.instance().await;
+    let object = world.s3.get_object().bucket(&bucket).key("mimir/blocks/01").send().await.expect("the object survived");
+    let body = object.body.collect().await.expect("body").into_bytes();
+    assert_eq!(&body[..], b"samples");
+}

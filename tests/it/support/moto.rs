@@ -1,0 +1,104 @@
+//! A real moto server per test, on a free loopback port, seeded with the pre-existing world
+//! (scripts/seed-world) and killed on drop. Clients are built for its endpoint explicitly:
+//! tests never touch the process environment (they run in parallel threads).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long moto may take to start answering (it imports all of boto on start).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running, seeded moto server.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("bound address").port()
+}
+
+fn moto_server_binary() -> String {
+    for candidate in ["/root/.pyenv/shims/moto_server", "moto_server"] {
+        if candidate == "moto_server" || Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    "moto_server".to_string()
+}
+
+impl Moto {
+    /// Starts moto and seeds the local world of durable-code (VPC, subnets, ALB with its HTTP
+    /// listener, the ALB and ECS-tasks groups, the instance profile).
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(moto_server_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts (pip install 'moto[server]==5.2.1')");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "moto_server did not answer on port {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let endpoint = moto.endpoint.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("python3")
+                .args([
+                    "scripts/seed-world",
+                    "--endpoint-url",
+                    &endpoint,
+                    "--project",
+                    "durable-code",
+                    "--env",
+                    "local",
+                    "--region",
+                    "us-east-1",
+                ])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .output()
+        })
+        .await
+        .expect("seed task runs")
+        .expect("scripts/seed-world runs");
+        assert!(
+            out.status.success(),
+            "seed-world failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        moto
+    }
+
+    /// An SDK config for this server: static test credentials, us-east-1, its endpoint.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+}
