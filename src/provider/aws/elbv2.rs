@@ -1024,12 +1024,20 @@ pub async fn apply_target_group(
         }
         TargetGroupOp::Deregister { name, id, port } => {
             let spec = tg_spec(ctx.desired, &name)?;
-            c.deregister_targets()
+            let result = c
+                .deregister_targets()
                 .target_group_arn(tg_arn(ctx, spec)?)
                 .targets(TargetDescription::builder().id(id).port(port).build())
                 .send()
                 .await
-                .map_err(|e| AwsError::call("DeregisterTargets", &res, e))?;
+                .map_err(|e| AwsError::call("DeregisterTargets", &res, e));
+            match result {
+                // A terminated instance is no target any more: deregistering it is done.
+                Err(e) if e.code() == Some("InvalidTarget") => {}
+                other => {
+                    other?;
+                }
+            }
         }
     }
     Ok(())

@@ -66,7 +66,13 @@ impl AwsError {
             operation,
             resource: resource.into(),
             code: err.code().map(str::to_string),
-            message: DisplayErrorContext(&err).to_string(),
+            // The service's code and message say it best; the full chain (with the raw
+            // response) only when there is none, e.g. a connection error.
+            message: match (err.code(), err.message()) {
+                (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                (Some(code), None) => code.to_string(),
+                _ => DisplayErrorContext(&err).to_string(),
+            },
         }
     }
 
