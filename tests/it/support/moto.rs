@@ -55,10 +55,16 @@ impl Moto {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "moto_server did not answer on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let endpoint = moto.endpoint.clone();
