@@ -5,11 +5,11 @@
 
 use crate::support::docker::{self as dk, STUB_IMAGE};
 use bollard::Docker;
-use serde_json::{Value, json};
+use serde_json::json;
 use stackwarden::engine::Engine;
 use stackwarden::model::{
-    ConfigFileSpec, ContainerSpec, Desired, Ensure, Kind, Mode, ParameterSpec, Resource,
-    ResourceId, SourceLocation, Spec, StackSpec,
+    ConfigFileSpec, ContainerSpec, Desired, Ensure, Kind, Mode, Resource, ResourceId,
+    SourceLocation, Spec,
 };
 use stackwarden::plan::{Action, Plan};
 use stackwarden::provider::host::HostProvider;
@@ -20,31 +20,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const STACK: &str = "observability";
-/// The eight services, their stub health endpoint and memory limit (architecture.md).
-const SERVICES: [(&str, u16, &str, &str); 8] = [
-    ("mimir", 9009, "/ready", "768M"),
-    ("loki", 3100, "/ready", "384M"),
-    ("tempo", 3200, "/ready", "384M"),
-    ("pyroscope", 4040, "/ready", "384M"),
-    ("node-exporter", 9100, "/metrics", "64M"),
-    ("cadvisor", 8080, "/healthz", "128M"),
-    ("alloy", 12345, "/-/ready", "384M"),
-    ("grafana", 3001, "/api/health", "384M"),
-];
-const LOKI_CONFIG: &str = "server:\n  http_listen_port: 3100\n";
 const UNMANAGED: &str = "sw-test-unmanaged-root";
 const BROKEN: &str = "broken";
+const SECRET: &str = "s3cret-for-tests";
 
 /// The host root shared by the tests of this process (tests are serialized by the lock, and
-/// a shared root lets each start from the converged state instead of rebuilding it).
+/// a shared root lets each start from the converged state instead of rebuilding it). Roots
+/// left by earlier runs whose process is gone are removed.
 fn host_root() -> &'static Path {
     static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("stackwarden-host-it-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix("stackwarden-host-it-")
+                    && !Path::new("/proc").join(pid).exists()
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let root = tmp.join(format!("stackwarden-host-it-{}", std::process::id()));
         std::fs::create_dir_all(&root).expect("host root can be created");
-        std::fs::write(root.join("admin-password"), "s3cret-for-tests\n").expect("secret file");
         root
     })
+}
+
+/// The secret file the tests point the Grafana admin password Parameter at (a test cannot
+/// set environment variables: `unsafe` is forbidden).
+/// Written once: tests build their desired state concurrently (before taking the lock), and
+/// a rewrite would let another test's observe read a half-written secret.
+fn secret_file() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = host_root().join("admin-password");
+        std::fs::write(&path, format!("{SECRET}\n")).expect("secret file");
+        path
+    })
+    .clone()
 }
 
 fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
@@ -57,101 +71,53 @@ fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
     }
 }
 
-fn merge(base: &mut Value, extra: Value) {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-}
-
-fn container(name: &str, port: u16, path: &str, memory: &str, extra: Value) -> Resource {
-    let mut spec = json!({
-        "image": STUB_IMAGE,
+/// A stub container beyond the shipped ones (for failure cases).
+fn extra_container(name: &str, image: &str) -> Resource {
+    let spec: ContainerSpec = serde_json::from_value(json!({
+        "image": image,
         "user": "10001:10001",
         "securityOpt": ["no-new-privileges"],
-        "capDrop": ["ALL"],
-        "readOnlyRootFilesystem": true,
         "network": "none",
-        "memory": memory,
-        "restart": "unless-stopped",
-        "healthCheck": {
-            "test": ["CMD", "/bin/wget", "-q", "-O", "/dev/null", format!("http://127.0.0.1:{port}{path}")],
-            "interval": "1s", "timeout": "1s", "retries": 3
-        }
-    });
-    merge(&mut spec, extra);
-    let spec: ContainerSpec = serde_json::from_value(spec).expect("container spec");
+        "memory": "64M"
+    }))
+    .expect("container spec");
     resource(Kind::Container, name, Spec::Container(Box::new(spec)))
 }
 
-fn config_file(name: &str, spec: Value) -> Resource {
-    let spec: ConfigFileSpec = serde_json::from_value(spec).expect("config file spec");
-    resource(Kind::ConfigFile, name, Spec::ConfigFile(spec))
+/// The shipped manifests, environment `local`, with the admin password read from a file.
+fn local_desired() -> Desired {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let mut desired = stackwarden::manifest::load(&dir, Some("local"))
+        .unwrap_or_else(|e| panic!("the shipped manifests load: {e}"))
+        .desired;
+    let secret = secret_file();
+    for r in &mut desired.resources {
+        if let Spec::Parameter(p) = &mut r.spec {
+            p.value_from.env = None;
+            p.value_from.file = Some(secret.display().to_string());
+        }
+    }
+    assert_eq!(desired.stack_name, STACK);
+    desired
 }
 
-/// The local stack as the shipped `local` environment declares it (a small, faithful copy
-/// until the shipped manifests can be loaded here).
-fn local_desired() -> Desired {
-    let root = host_root();
-    let stack: StackSpec = serde_json::from_value(json!({
-        "project": "durable-code", "environment": "local", "region": "us-east-1",
-        "enabled": true, "domain": "app.example.com",
-        "host": {"instanceType": "t3.medium", "memoryBudget": "3G", "root": root}
-    }))
-    .expect("stack spec");
-    let backends = json!([
-        {"container": "mimir", "condition": "healthy"},
-        {"container": "loki", "condition": "healthy"},
-        {"container": "tempo", "condition": "healthy"},
-        {"container": "pyroscope", "condition": "healthy"},
-        {"container": "node-exporter", "condition": "started"},
-        {"container": "cadvisor", "condition": "started"}
-    ]);
-    let mut resources = vec![
-        config_file("loki-config", json!({"path": "loki/config.yaml", "content": LOKI_CONFIG,
-            "owner": 10001, "group": 10001, "mode": "0640"})),
-        config_file("loki-data", json!({"path": "loki/data", "type": "directory",
-            "owner": 10001, "group": 10001, "mode": "0750"})),
-        config_file("grafana-ini", json!({"path": "grafana/grafana.ini",
-            "content": "[server]\nroot_url = %(protocol)s://%(domain)s/grafana/\n",
-            "owner": 10001, "group": 10001, "mode": "0640"})),
-    ];
-    let param: ParameterSpec = serde_json::from_value(json!({
-        "name": "/durable-code/local/grafana/admin-password",
-        "valueFrom": {"file": root.join("admin-password")}
-    }))
-    .expect("parameter spec");
-    resources.push(resource(Kind::Parameter, "grafana-admin-password", Spec::Parameter(param)));
-    for (name, port, path, memory) in SERVICES {
-        let extra = match name {
-            "loki" => json!({"mounts": [
-                {"configFile": "loki-config", "target": "/etc/loki/config.yaml", "readOnly": true},
-                {"hostPath": "loki/data", "target": "/loki"}
-            ]}),
-            "cadvisor" => json!({
-                "user": null,
-                "allowRoot": {"reason": "cAdvisor reads every container's cgroup stats"},
-                "devices": [{"hostPath": "/dev/kmsg"}]
-            }),
-            "alloy" => json!({"dependsOn": backends}),
-            "grafana" => json!({
-                "environment": {
-                    "GF_SERVER_HTTP_PORT": {"value": "3001"},
-                    "GF_SECURITY_ADMIN_PASSWORD": {"fromParameter": "grafana-admin-password"}
-                },
-                "mounts": [{"configFile": "grafana-ini", "target": "/etc/grafana/grafana.ini", "readOnly": true}],
-                "dependsOn": [{"container": "alloy", "condition": "healthy"}]
-            }),
-            _ => json!({}),
-        };
-        resources.push(container(name, port, path, memory, extra));
-    }
-    resources.sort_by(|a, b| a.id.cmp(&b.id));
-    Desired {
-        stack_name: STACK.to_string(),
-        stack,
-        environment: "local".to_string(),
-        resources,
-    }
+fn services(desired: &Desired) -> Vec<String> {
+    desired
+        .containers()
+        .map(|(r, _)| r.id.name.clone())
+        .collect()
+}
+
+fn file_spec<'d>(desired: &'d Desired, name: &str) -> &'d ConfigFileSpec {
+    desired
+        .config_files()
+        .find(|(r, _)| r.id.name == name)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("ConfigFile/{name} is declared"))
+}
+
+fn file_path(desired: &Desired, name: &str) -> PathBuf {
+    host_root().join(&file_spec(desired, name).path)
 }
 
 /// One test's view of the host: the lock, an engine over a fresh HostProvider, the desired
@@ -199,7 +165,10 @@ impl Host {
 
     async fn assert_no_changes(&self) {
         let plan = self.plan().await;
-        assert!(plan.changes.is_empty(), "expected no changes, plan:\n{plan}");
+        assert!(
+            plan.changes.is_empty(),
+            "expected no changes, plan:\n{plan}"
+        );
     }
 
     /// Asserts the plan shows `action` on `id` (with a field at `path`, if given), then
@@ -225,7 +194,10 @@ impl Host {
 }
 
 fn user_of(c: &bollard::models::ContainerInspectResponse) -> String {
-    c.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default()
+    c.config
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .unwrap_or_default()
 }
 
 fn running(c: &bollard::models::ContainerInspectResponse) -> bool {
@@ -235,37 +207,96 @@ fn running(c: &bollard::models::ContainerInspectResponse) -> bool {
 #[tokio::test]
 async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
     let host = Host::new(local_desired()).await;
-    let names: Vec<&str> = SERVICES.iter().map(|s| s.0).collect();
-    dk::cleanup(&host.docker, STACK, &names).await;
-    let _ = std::fs::remove_dir_all(host_root().join("loki"));
+    let names = services(&host.desired);
+    assert_eq!(names.len(), 8, "{names:?}");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    dk::cleanup(&host.docker, STACK, &refs).await;
+    for entry in std::fs::read_dir(host_root()).expect("host root").flatten() {
+        if entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path()).expect("host root can be emptied");
+        }
+    }
 
     let plan = host.plan().await;
-    let creates = plan.changes.iter().filter(|c| c.action == Action::Create).count();
-    assert_eq!(creates, 8 + 3, "8 containers and 3 files to create:\n{plan}");
+    let files = host.desired.config_files().count();
+    let creates = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Create)
+        .count();
+    assert_eq!(
+        creates,
+        8 + files,
+        "every container and file to create:\n{plan}"
+    );
 
     let report = host.engine.apply(&host.desired).await;
     assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
-    for (name, _, _, _) in SERVICES {
+    for (res, spec) in host.desired.containers() {
+        let name = res.id.name.as_str();
         let c = dk::inspect(&host.docker, name).await;
         assert!(running(&c), "{name} is not running");
-        let labels = c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
-        assert_eq!(labels.get("stackwarden.stack").map(String::as_str), Some(STACK));
+        let health = c
+            .state
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.status);
+        assert_eq!(
+            health,
+            Some(bollard::models::HealthStatusEnum::HEALTHY),
+            "{name}"
+        );
+        let labels = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            labels.get("stackwarden.stack").map(String::as_str),
+            Some(STACK)
+        );
         let hc = c.host_config.clone().unwrap_or_default();
         assert_eq!(hc.privileged, Some(false), "{name}");
-        assert!(hc.security_opt.unwrap_or_default().iter().any(|o| o == "no-new-privileges"), "{name}");
-        assert!(hc.memory.unwrap_or(0) > 0, "{name} has no memory limit");
-        if name != "cadvisor" {
-            assert_eq!(user_of(&c), "10001:10001", "{name}");
-        }
+        assert!(
+            hc.security_opt
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o == "no-new-privileges"),
+            "{name}"
+        );
+        assert_eq!(hc.memory, i64::try_from(spec.memory.0).ok(), "{name}");
+        assert_eq!(user_of(&c), spec.user.clone().unwrap_or_default(), "{name}");
     }
     let plan = host.plan().await;
     assert!(plan.changes.is_empty(), "{plan}");
-    let ours: Vec<_> = plan.violations.iter().filter(|v| v.resource.starts_with("Container/")).collect();
-    assert!(ours.is_empty(), "the stack's containers break policy: {ours:?}");
-    let loki_config = host_root().join("loki/config.yaml");
-    assert_eq!(std::fs::read_to_string(&loki_config).expect("loki config"), LOKI_CONFIG);
-    let data = std::fs::metadata(host_root().join("loki/data")).expect("loki data dir");
-    assert_eq!((data.uid(), data.mode() & 0o7777), (10001, 0o750));
+    let ours: Vec<_> = plan
+        .violations
+        .iter()
+        .filter(|v| v.resource.starts_with("Container/"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "the stack's containers break policy: {ours:?}"
+    );
+    for (res, spec) in host.desired.config_files() {
+        let path = host_root().join(&spec.path);
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", res.id));
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (spec.owner, spec.group),
+            "{}",
+            res.id
+        );
+        assert_eq!(Some(meta.mode() & 0o7777), spec.mode_bits(), "{}", res.id);
+        if let Some(content) = &spec.content {
+            assert_eq!(
+                &std::fs::read_to_string(&path).expect("content"),
+                content,
+                "{}",
+                res.id
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -274,9 +305,22 @@ async fn second_apply_writes_nothing() {
     host.stats.reset();
     let report = host.engine.apply(&host.desired).await;
     assert!(report.outcomes.is_empty(), "{:#?}", report.outcomes);
-    assert_eq!(host.stats.service_total("docker", CallKind::Write), 0, "{}", host.stats);
-    assert_eq!(host.stats.service_total("files", CallKind::Write), 0, "{}", host.stats);
-    assert!(host.stats.service_total("docker", CallKind::Read) > 0, "observe read nothing");
+    assert_eq!(
+        host.stats.service_total("docker", CallKind::Write),
+        0,
+        "{}",
+        host.stats
+    );
+    assert_eq!(
+        host.stats.service_total("files", CallKind::Write),
+        0,
+        "{}",
+        host.stats
+    );
+    assert!(
+        host.stats.service_total("docker", CallKind::Read) > 0,
+        "observe read nothing"
+    );
 }
 
 #[tokio::test]
@@ -291,7 +335,8 @@ async fn drift_container_removed_is_recreated() {
 async fn drift_container_stopped_is_started() {
     let host = Host::converged().await;
     dk::stop(&host.docker, "tempo").await;
-    host.repair("Container/tempo", Action::Update, Some("state")).await;
+    host.repair("Container/tempo", Action::Update, Some("state"))
+        .await;
     assert!(running(&dk::inspect(&host.docker, "tempo").await));
 }
 
@@ -301,11 +346,17 @@ async fn drift_container_recreated_as_root_is_replaced() {
     dk::recreate_by_hand(&host.docker, "mimir", true, |b| b.user = Some("0".into())).await;
     let plan = host.plan().await;
     assert!(
-        plan.violations.iter().any(|v| v.rule == "no-root-containers" && v.resource == "Container/mimir"),
+        plan.violations
+            .iter()
+            .any(|v| v.rule == "no-root-containers" && v.resource == "Container/mimir"),
         "no violation reported:\n{plan}"
     );
-    host.repair("Container/mimir", Action::Replace, Some("spec.user")).await;
-    assert_eq!(user_of(&dk::inspect(&host.docker, "mimir").await), "10001:10001");
+    host.repair("Container/mimir", Action::Replace, Some("spec.user"))
+        .await;
+    assert_eq!(
+        user_of(&dk::inspect(&host.docker, "mimir").await),
+        "10001:10001"
+    );
 }
 
 #[tokio::test]
@@ -318,7 +369,12 @@ async fn drift_container_created_privileged_is_replaced() {
         }
     })
     .await;
-    host.repair("Container/node-exporter", Action::Replace, Some("spec.privileged")).await;
+    host.repair(
+        "Container/node-exporter",
+        Action::Replace,
+        Some("spec.privileged"),
+    )
+    .await;
     let c = dk::inspect(&host.docker, "node-exporter").await;
     assert_eq!(c.host_config.and_then(|h| h.privileged), Some(false));
     assert!(running(&dk::inspect(&host.docker, "node-exporter").await));
@@ -334,7 +390,8 @@ async fn drift_memory_limit_removed_is_restored() {
         }
     })
     .await;
-    host.repair("Container/pyroscope", Action::Replace, Some("spec.memory")).await;
+    host.repair("Container/pyroscope", Action::Replace, Some("spec.memory"))
+        .await;
     let c = dk::inspect(&host.docker, "pyroscope").await;
     assert_eq!(c.host_config.and_then(|h| h.memory), Some(384 << 20));
 }
@@ -348,9 +405,13 @@ async fn drift_no_new_privileges_dropped_is_restored() {
         }
     })
     .await;
-    host.repair("Container/alloy", Action::Replace, Some("spec.securityOpt")).await;
+    host.repair("Container/alloy", Action::Replace, Some("spec.securityOpt"))
+        .await;
     let c = dk::inspect(&host.docker, "alloy").await;
-    let opts = c.host_config.and_then(|h| h.security_opt).unwrap_or_default();
+    let opts = c
+        .host_config
+        .and_then(|h| h.security_opt)
+        .unwrap_or_default();
     assert_eq!(opts, ["no-new-privileges"]);
 }
 
@@ -363,9 +424,15 @@ async fn drift_capability_added_is_removed() {
         }
     })
     .await;
-    host.repair("Container/tempo", Action::Replace, Some("spec.capAdd")).await;
+    host.repair("Container/tempo", Action::Replace, Some("spec.capAdd"))
+        .await;
     let c = dk::inspect(&host.docker, "tempo").await;
-    assert!(c.host_config.and_then(|h| h.cap_add).unwrap_or_default().is_empty());
+    assert!(
+        c.host_config
+            .and_then(|h| h.cap_add)
+            .unwrap_or_default()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -373,16 +440,32 @@ async fn drift_config_file_edited_is_rewritten_and_its_container_restarted() {
     let host = Host::converged().await;
     let before = dk::inspect(&host.docker, "loki").await.id;
     let grafana_before = dk::inspect(&host.docker, "grafana").await.id;
-    let path = host_root().join("loki/config.yaml");
-    std::fs::write(&path, "server:\n  http_listen_port: 9999 # edited by hand\n").expect("edit");
+    let path = file_path(&host.desired, "loki-config");
+    std::fs::write(
+        &path,
+        "server:\n  http_listen_port: 9999 # edited by hand\n",
+    )
+    .expect("edit");
     let plan = host.plan().await;
-    let loki = plan.changes.iter().find(|c| c.id.to_string() == "Container/loki");
+    let loki = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "Container/loki");
     assert!(
         loki.is_some_and(|c| c.action == Action::Replace),
         "the container mounting the file is not rolled:\n{plan}"
     );
-    host.repair("ConfigFile/loki-config", Action::Update, Some("spec.content")).await;
-    assert_eq!(std::fs::read_to_string(&path).expect("loki config"), LOKI_CONFIG);
+    host.repair(
+        "ConfigFile/loki-config",
+        Action::Update,
+        Some("spec.content"),
+    )
+    .await;
+    let want = file_spec(&host.desired, "loki-config")
+        .content
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(std::fs::read_to_string(&path).expect("loki config"), want);
     let after = dk::inspect(&host.docker, "loki").await.id;
     assert_ne!(before, after, "loki was not restarted");
     assert_eq!(
@@ -395,9 +478,10 @@ async fn drift_config_file_edited_is_rewritten_and_its_container_restarted() {
 #[tokio::test]
 async fn drift_config_file_mode_changed_is_restored() {
     let host = Host::converged().await;
-    let path = host_root().join("grafana/grafana.ini");
+    let path = file_path(&host.desired, "grafana-ini");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    host.repair("ConfigFile/grafana-ini", Action::Update, Some("spec.mode")).await;
+    host.repair("ConfigFile/grafana-ini", Action::Update, Some("spec.mode"))
+        .await;
     let mode = std::fs::metadata(&path).expect("stat").mode() & 0o7777;
     assert_eq!(mode, 0o640);
 }
@@ -405,9 +489,10 @@ async fn drift_config_file_mode_changed_is_restored() {
 #[tokio::test]
 async fn drift_config_file_owner_changed_is_restored() {
     let host = Host::converged().await;
-    let path = host_root().join("loki/data");
+    let path = file_path(&host.desired, "loki-data");
     std::os::unix::fs::chown(&path, Some(0), Some(0)).expect("chown");
-    host.repair("ConfigFile/loki-data", Action::Update, Some("spec.owner")).await;
+    host.repair("ConfigFile/loki-data", Action::Update, Some("spec.owner"))
+        .await;
     let meta = std::fs::metadata(&path).expect("stat");
     assert_eq!((meta.uid(), meta.gid()), (10001, 10001));
 }
@@ -428,46 +513,73 @@ async fn unmanaged_root_container_is_reported_and_left_alone() {
         name: Some(UNMANAGED.into()),
         ..Default::default()
     };
-    let id = host.docker.create_container(Some(opts), body).await.expect("create unmanaged").id;
+    let id = host
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .expect("create unmanaged")
+        .id;
     let plan = host.plan().await;
     let resource = format!("docker container {UNMANAGED}");
     for rule in ["no-root-containers", "no-new-privileges"] {
         assert!(
-            plan.violations.iter().any(|v| v.rule == rule && v.resource == resource),
+            plan.violations
+                .iter()
+                .any(|v| v.rule == rule && v.resource == resource),
             "{rule} not reported for {resource}:\n{plan}"
         );
     }
-    assert!(plan.changes.is_empty(), "an unmanaged container was planned:\n{plan}");
+    assert!(
+        plan.changes.is_empty(),
+        "an unmanaged container was planned:\n{plan}"
+    );
     let report = host.engine.apply(&host.desired).await;
     assert!(report.outcomes.is_empty(), "{:#?}", report.outcomes);
-    assert_eq!(dk::inspect(&host.docker, UNMANAGED).await.id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        dk::inspect(&host.docker, UNMANAGED).await.id.as_deref(),
+        Some(id.as_str())
+    );
     dk::remove(&host.docker, UNMANAGED).await;
 }
 
 #[tokio::test]
 async fn image_that_cannot_be_pulled_fails_its_container_only() {
     let mut desired = local_desired();
-    desired.resources.push(container(
-        BROKEN,
-        8080,
-        "/healthz",
-        "64M",
-        json!({"image": "stackwarden/does-not-exist:nope"}),
-    ));
+    desired
+        .resources
+        .push(extra_container(BROKEN, "stackwarden/does-not-exist:nope"));
     let host = Host::new(desired).await;
     dk::remove(&host.docker, "loki").await; // drift elsewhere must still be repaired
     let report = host.engine.apply(&host.desired).await;
     let failed: Vec<_> = report.failures().map(|o| o.change.id.to_string()).collect();
-    assert_eq!(failed, [format!("Container/{BROKEN}")], "{:#?}", report.outcomes);
-    let error = report.failures().next().and_then(|o| o.error.clone()).unwrap_or_default();
+    assert_eq!(
+        failed,
+        [format!("Container/{BROKEN}")],
+        "{:#?}",
+        report.outcomes
+    );
+    let error = report
+        .failures()
+        .next()
+        .and_then(|o| o.error.clone())
+        .unwrap_or_default();
     assert!(error.contains("stackwarden/does-not-exist:nope"), "{error}");
-    assert!(running(&dk::inspect(&host.docker, "loki").await), "the rest did not converge");
+    assert!(
+        running(&dk::inspect(&host.docker, "loki").await),
+        "the rest did not converge"
+    );
     let plan = host.plan().await;
     assert!(
-        plan.conditions.iter().any(|c| c.id.name == BROKEN && c.reason == "ImageNotPresent"),
+        plan.conditions
+            .iter()
+            .any(|c| c.id.name == BROKEN && c.reason == "ImageNotPresent"),
         "{plan}"
     );
-    let others: Vec<_> = plan.changes.iter().filter(|c| c.id.name != BROKEN).collect();
+    let others: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.id.name != BROKEN)
+        .collect();
     assert!(others.is_empty(), "{others:?}");
 }
 
@@ -484,9 +596,16 @@ async fn unreadable_secret_fails_only_the_container_that_needs_it() {
     let report = host.engine.apply(&host.desired).await;
     let failed: Vec<_> = report.failures().map(|o| o.change.id.to_string()).collect();
     assert_eq!(failed, ["Container/grafana"], "{:#?}", report.outcomes);
-    let error = report.failures().next().and_then(|o| o.error.clone()).unwrap_or_default();
-    assert!(error.contains("GF_SECURITY_ADMIN_PASSWORD") && error.contains("no-such-secret"), "{error}");
-    assert!(!error.contains("s3cret"), "{error}");
+    let error = report
+        .failures()
+        .next()
+        .and_then(|o| o.error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.contains("GF_SECURITY_ADMIN_PASSWORD") && error.contains("no-such-secret"),
+        "{error}"
+    );
+    assert!(!error.contains(SECRET), "{error}");
 }
 
 #[tokio::test]
@@ -503,10 +622,17 @@ async fn secret_values_never_appear_in_plans() {
     let text = format!("{plan}");
     let json = serde_json::to_string(&plan).expect("plan serializes");
     for shown in [&text, &json] {
-        assert!(!shown.contains("s3cret") && !shown.contains("=admin"), "{shown}");
+        assert!(
+            !shown.contains(SECRET) && !shown.contains("=admin"),
+            "{shown}"
+        );
     }
-    host.repair("Container/grafana", Action::Replace, Some("spec.environment.GF_SECURITY_ADMIN_PASSWORD"))
-        .await;
+    host.repair(
+        "Container/grafana",
+        Action::Replace,
+        Some("spec.environment.GF_SECURITY_ADMIN_PASSWORD"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -522,11 +648,14 @@ async fn disabled_stack_removes_containers_and_keeps_files() {
     let report = host.engine.apply(&disabled).await;
     assert!(report.converged(), "{:#?}", report.outcomes);
     assert_eq!(report.outcomes.len(), 8, "{:#?}", report.outcomes);
-    for (name, _, _, _) in SERVICES {
-        let gone = host.docker.inspect_container(name, None).await.is_err();
+    for name in services(&host.desired) {
+        let gone = host.docker.inspect_container(&name, None).await.is_err();
         assert!(gone, "{name} still exists");
     }
-    assert!(host_root().join("loki/config.yaml").exists(), "files must stay");
+    assert!(
+        file_path(&host.desired, "loki-config").exists(),
+        "files must stay"
+    );
     assert!(host.engine.plan(&disabled).await.changes.is_empty());
     // Enabled again: everything comes back.
     let report = host.engine.apply(&host.desired).await;
@@ -538,16 +667,17 @@ async fn disabled_stack_removes_containers_and_keeps_files() {
 async fn events_report_container_drift_at_once() {
     let host = Host::converged().await;
     let stats = Arc::new(Stats::default());
-    let mut events = stackwarden::provider::host::watch_events(host.docker.clone(), STACK.into(), stats);
+    let mut events =
+        stackwarden::provider::host::watch_events(host.docker.clone(), STACK.into(), stats);
     // Subscribing takes a moment; drift made before it is replayed (`since`), so no sleep.
     dk::remove(&host.docker, "cadvisor").await;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen.iter().any(|a: &String| a == "destroy") {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(stackwarden::provider::host::HostEvent::Container { action, name, .. })) if name == "cadvisor" => {
-                seen.push(action)
-            }
+            Ok(Some(stackwarden::provider::host::HostEvent::Container {
+                action, name, ..
+            })) if name == "cadvisor" => seen.push(action),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => panic!("no destroy event for cadvisor; saw {seen:?}"),
         }

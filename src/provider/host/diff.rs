@@ -24,7 +24,7 @@ pub fn binds(desired: &Desired, host_root: &Path, spec: &ContainerSpec) -> Vec<S
                 let (_, f) = desired.config_files().find(|(r, _)| r.id.name == *file)?;
                 files::resolve(host_root, &f.path).display().to_string()
             } else if let Some(path) = &m.host_path {
-                files::resolve(host_root, path).display().to_string()
+                files::host_path(host_root, path).display().to_string()
             } else {
                 m.volume.clone()?
             };
@@ -35,7 +35,12 @@ pub fn binds(desired: &Desired, host_root: &Path, spec: &ContainerSpec) -> Vec<S
 }
 
 /// The config hash a declared container must carry.
-pub fn desired_hash(desired: &Desired, host_root: &Path, name: &str, spec: &ContainerSpec) -> String {
+pub fn desired_hash(
+    desired: &Desired,
+    host_root: &Path,
+    name: &str,
+    spec: &ContainerSpec,
+) -> String {
     let mounted: BTreeMap<String, String> = spec
         .mounts
         .iter()
@@ -51,7 +56,10 @@ pub fn desired_hash(desired: &Desired, host_root: &Path, name: &str, spec: &Cont
 /// The full label set of a declared container.
 pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<String, String> {
     let mut labels = spec.labels.clone();
-    labels.insert(crate::model::ownership::STACK_LABEL.to_string(), desired.stack_name.clone());
+    labels.insert(
+        crate::model::ownership::STACK_LABEL.to_string(),
+        desired.stack_name.clone(),
+    );
     labels.insert(HASH_LABEL.to_string(), hash.to_string());
     labels
 }
@@ -61,17 +69,29 @@ pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<S
 pub fn levels(desired: &Desired) -> BTreeMap<String, usize> {
     let deps: BTreeMap<&str, Vec<&str>> = desired
         .containers()
-        .map(|(r, s)| (r.id.name.as_str(), s.depends_on.iter().map(|d| d.container.as_str()).collect()))
+        .map(|(r, s)| {
+            (
+                r.id.name.as_str(),
+                s.depends_on.iter().map(|d| d.container.as_str()).collect(),
+            )
+        })
         .collect();
     fn depth<'a>(n: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, seen: usize) -> usize {
         if seen > deps.len() {
             return 0;
         }
         deps.get(n)
-            .map(|ds| ds.iter().map(|d| 1 + depth(d, deps, seen + 1)).max().unwrap_or(0))
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| 1 + depth(d, deps, seen + 1))
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     }
-    deps.keys().map(|n| (n.to_string(), depth(n, &deps, 0))).collect()
+    deps.keys()
+        .map(|n| (n.to_string(), depth(n, &deps, 0)))
+        .collect()
 }
 
 fn ready(id: &ResourceId, status: ConditionStatus, reason: &str, message: String) -> Condition {
@@ -85,7 +105,10 @@ fn ready(id: &ResourceId, status: ConditionStatus, reason: &str, message: String
 }
 
 fn short(s: &str) -> &str {
-    s.strip_prefix("sha256:").unwrap_or(s).get(..12).unwrap_or(s)
+    s.strip_prefix("sha256:")
+        .unwrap_or(s)
+        .get(..12)
+        .unwrap_or(s)
 }
 
 /// Plans the host. Pure.
@@ -106,10 +129,17 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
                 FileType::File => HostOp::WriteFile { file: name.clone() },
                 FileType::Directory => HostOp::MakeDirectory { file: name.clone() },
             };
-            let action = if live == FileState::Missing { Action::Create } else { Action::Replace };
+            let action = if live == FileState::Missing {
+                Action::Create
+            } else {
+                Action::Replace
+            };
             (action, vec![op])
         } else if drift.content {
-            (Action::Update, vec![HostOp::WriteFile { file: name.clone() }])
+            (
+                Action::Update,
+                vec![HostOp::WriteFile { file: name.clone() }],
+            )
         } else {
             let mut ops = Vec::new();
             if drift.owner {
@@ -136,16 +166,27 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
         .filter(|c| c.stack() == Some(desired.stack_name.as_str()))
         .map(|c| (c.name.as_str(), c))
         .collect();
-    let by_name: BTreeMap<&str, &LiveContainer> =
-        obs.containers.iter().map(|c| (c.name.as_str(), c)).collect();
+    let by_name: BTreeMap<&str, &LiveContainer> = obs
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
 
     // Removals: owned containers no longer declared, and declared ones of a disabled stack.
     for live in owned.values() {
         let declared = desired.get(Kind::Container, &live.name);
         if declared.is_none_or(|r| r.ensure == Ensure::Absent) {
-            let reason = if declared.is_some() { "the stack is disabled" } else { "no longer declared" };
+            let reason = if declared.is_some() {
+                "the stack is disabled"
+            } else {
+                "no longer declared"
+            };
             out.steps.push(Step {
-                change: Change::new(ResourceId::new(Kind::Container, live.name.clone()), Action::Delete).because(reason),
+                change: Change::new(
+                    ResourceId::new(Kind::Container, live.name.clone()),
+                    Action::Delete,
+                )
+                .because(reason),
                 ops: vec![HostOp::RemoveContainer {
                     name: live.name.clone(),
                     id: live.id.clone(),
@@ -156,26 +197,49 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
 
     // Containers in start order (depth, then name: deterministic).
     let levels = levels(desired);
-    let mut declared: Vec<_> = desired.containers().filter(|(r, _)| r.ensure == Ensure::Present).collect();
-    declared.sort_by_key(|(r, _)| (levels.get(&r.id.name).copied().unwrap_or(0), r.id.name.clone()));
+    let mut declared: Vec<_> = desired
+        .containers()
+        .filter(|(r, _)| r.ensure == Ensure::Present)
+        .collect();
+    declared.sort_by_key(|(r, _)| {
+        (
+            levels.get(&r.id.name).copied().unwrap_or(0),
+            r.id.name.clone(),
+        )
+    });
     for (res, spec) in declared {
         let name = res.id.name.as_str();
         let image_id = obs.images.get(&spec.image).cloned().flatten();
-        let mut prepare = vec![HostOp::EnsureImage { image: spec.image.clone() }];
-        if !BUILTIN_NETWORKS.contains(&spec.network.as_str()) && !obs.networks.contains(&spec.network) {
-            prepare.push(HostOp::EnsureNetwork { network: spec.network.clone() });
+        let mut prepare = vec![HostOp::EnsureImage {
+            image: spec.image.clone(),
+        }];
+        if !BUILTIN_NETWORKS.contains(&spec.network.as_str())
+            && !obs.networks.contains(&spec.network)
+        {
+            prepare.push(HostOp::EnsureNetwork {
+                network: spec.network.clone(),
+            });
         }
         let launch = [
-            HostOp::CreateContainer { name: name.to_string() },
-            HostOp::StartContainer { name: name.to_string() },
-            HostOp::WaitReady { name: name.to_string() },
+            HostOp::CreateContainer {
+                name: name.to_string(),
+            },
+            HostOp::StartContainer {
+                name: name.to_string(),
+            },
+            HostOp::WaitReady {
+                name: name.to_string(),
+            },
         ];
         if image_id.is_none() {
             out.conditions.push(ready(
                 &res.id,
                 ConditionStatus::False,
                 "ImageNotPresent",
-                format!("image {} is not present on the engine; apply will try to pull it", spec.image),
+                format!(
+                    "image {} is not present on the engine; apply will try to pull it",
+                    spec.image
+                ),
             ));
         }
         let Some(live) = by_name.get(name) else {
@@ -192,17 +256,26 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
                 &res.id,
                 ConditionStatus::False,
                 "NameConflict",
-                format!("a container named {name} exists without label {}={}; it is left alone", crate::model::ownership::STACK_LABEL, desired.stack_name),
+                format!(
+                    "a container named {name} exists without label {}={}; it is left alone",
+                    crate::model::ownership::STACK_LABEL,
+                    desired.stack_name
+                ),
             ));
             continue;
         }
 
         let hash = desired_hash(desired, host_root, name, spec);
-        let mut fields = compare(&desired_view(spec, &binds(desired, host_root, spec)), &live.view);
+        let mut fields = compare(
+            &desired_view(spec, &binds(desired, host_root, spec)),
+            &live.view,
+        );
         match &image_id {
-            Some(id) if *id != live.image_id => {
-                fields.push(FieldChange::changed("spec.image", short(&live.image_id), format!("{} ({})", spec.image, short(id))))
-            }
+            Some(id) if *id != live.image_id => fields.push(FieldChange::changed(
+                "spec.image",
+                short(&live.image_id),
+                format!("{} ({})", spec.image, short(id)),
+            )),
             None => fields.push(FieldChange::changed(
                 "spec.image",
                 short(&live.image_id),
@@ -218,7 +291,9 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
             ));
         }
         for (var, value) in &spec.environment {
-            let Some(param) = &value.from_parameter else { continue };
+            let Some(param) = &value.from_parameter else {
+                continue;
+            };
             // Only a secret we can read can be verified; an unreadable one is reported when
             // (and only when) the container must be created.
             if let Some(Ok(secret)) = obs.secrets.get(param)
@@ -262,9 +337,17 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
                     &res.id,
                     ConditionStatus::False,
                     "HealthCheckFailing",
-                    format!("health check failing: {}", live.health_output.as_deref().unwrap_or("no output")),
+                    format!(
+                        "health check failing: {}",
+                        live.health_output.as_deref().unwrap_or("no output")
+                    ),
                 ),
-                Some("starting") => ready(&res.id, ConditionStatus::Unknown, "HealthCheckStarting", "health check has not passed yet".into()),
+                Some("starting") => ready(
+                    &res.id,
+                    ConditionStatus::Unknown,
+                    "HealthCheckStarting",
+                    "health check has not passed yet".into(),
+                ),
                 _ => ready(&res.id, ConditionStatus::True, "Running", "running".into()),
             }),
             "created" | "exited" => out.steps.push(Step {
@@ -276,8 +359,12 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
                         "it was never started".to_string()
                     }),
                 ops: vec![
-                    HostOp::StartContainer { name: name.to_string() },
-                    HostOp::WaitReady { name: name.to_string() },
+                    HostOp::StartContainer {
+                        name: name.to_string(),
+                    },
+                    HostOp::WaitReady {
+                        name: name.to_string(),
+                    },
                 ],
             }),
             other => out.conditions.push(ready(
@@ -293,13 +380,19 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
     // ones, which are reported and never touched. Other stacks' containers are theirs.
     for live in &obs.containers {
         match live.stack() {
-            None => out
-                .violations
-                .extend(crate::policy::check_container(&format!("docker container {}", live.name), &live.as_spec(None))),
+            None => out.violations.extend(crate::policy::check_container(
+                &format!("docker container {}", live.name),
+                &live.as_spec(None),
+            )),
             Some(stack) if stack == desired.stack_name => {
-                let allow = desired.containers().find(|(r, _)| r.id.name == live.name).and_then(|(_, s)| s.allow_root.clone());
-                out.violations
-                    .extend(crate::policy::check_container(&format!("Container/{}", live.name), &live.as_spec(allow)));
+                let allow = desired
+                    .containers()
+                    .find(|(r, _)| r.id.name == live.name)
+                    .and_then(|(_, s)| s.allow_root.clone());
+                out.violations.extend(crate::policy::check_container(
+                    &format!("Container/{}", live.name),
+                    &live.as_spec(allow),
+                ));
             }
             Some(_) => {}
         }

@@ -52,7 +52,11 @@ pub fn normalize_caps(caps: &[String]) -> Vec<String> {
         .map(|c| {
             let up = c.trim().to_ascii_uppercase();
             let bare = up.strip_prefix("CAP_").unwrap_or(&up);
-            if bare == "ALL" { "ALL".to_string() } else { format!("CAP_{bare}") }
+            if bare == "ALL" {
+                "ALL".to_string()
+            } else {
+                format!("CAP_{bare}")
+            }
         })
         .collect();
     out.sort();
@@ -95,7 +99,11 @@ pub fn normalize_security_opt(opts: &[String], privileged: bool) -> Vec<String> 
 /// options are sorted.
 pub fn normalize_bind(bind: &str) -> String {
     let mut parts = bind.splitn(3, ':');
-    let (src, dst, opts) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next());
+    let (src, dst, opts) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next(),
+    );
     let mut opts: Vec<&str> = opts
         .unwrap_or("")
         .split(',')
@@ -111,7 +119,11 @@ pub fn normalize_bind(bind: &str) -> String {
 }
 
 fn device_string(host: &str, container: &str, perms: &str) -> String {
-    let container = if container.is_empty() { host } else { container };
+    let container = if container.is_empty() {
+        host
+    } else {
+        container
+    };
     let perms = if perms.is_empty() { "rwm" } else { perms };
     format!("{host}:{container}:{perms}")
 }
@@ -213,7 +225,11 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
     for m in host.mounts.unwrap_or_default() {
         let src = m.source.unwrap_or_default();
         let dst = m.target.unwrap_or_default();
-        let ro = if m.read_only.unwrap_or(false) { ":ro" } else { "" };
+        let ro = if m.read_only.unwrap_or(false) {
+            ":ro"
+        } else {
+            ""
+        };
         binds.push(normalize_bind(&format!("{src}:{dst}{ro}")));
     }
     binds.sort();
@@ -248,7 +264,12 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
     let health = state.health.as_ref();
     LiveContainer {
         id: c.id.clone().unwrap_or_default(),
-        name: c.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         status: state.status.map(|s| s.to_string()).unwrap_or_default(),
         health: health
@@ -268,7 +289,10 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
             privileged,
             cap_add: normalize_caps(&host.cap_add.unwrap_or_default()),
             cap_drop: normalize_caps(&host.cap_drop.unwrap_or_default()),
-            security_opt: normalize_security_opt(&host.security_opt.unwrap_or_default(), privileged),
+            security_opt: normalize_security_opt(
+                &host.security_opt.unwrap_or_default(),
+                privileged,
+            ),
             devices,
             memory: host.memory.unwrap_or(0),
             read_only: host.readonly_rootfs.unwrap_or(false),
@@ -285,7 +309,13 @@ pub fn desired_view(spec: &ContainerSpec, binds: &[String]) -> SecurityView {
     let mut devices: Vec<String> = spec
         .devices
         .iter()
-        .map(|d| device_string(&d.host_path, d.container_path.as_deref().unwrap_or(""), &d.permissions))
+        .map(|d| {
+            device_string(
+                &d.host_path,
+                d.container_path.as_deref().unwrap_or(""),
+                &d.permissions,
+            )
+        })
         .collect();
     devices.sort();
     let mut binds: Vec<String> = binds.iter().map(|b| normalize_bind(b)).collect();
@@ -310,7 +340,11 @@ fn show_list(v: &[String]) -> String {
 }
 
 fn show_user(u: &str) -> String {
-    if u.is_empty() { "\"\" (root)".to_string() } else { format!("\"{u}\"") }
+    if u.is_empty() {
+        "\"\" (root)".to_string()
+    } else {
+        format!("\"{u}\"")
+    }
 }
 
 fn show_mem(m: i64) -> String {
@@ -330,20 +364,56 @@ pub fn compare(desired: &SecurityView, live: &SecurityView) -> Vec<FieldChange> 
         }
     };
     field("spec.user", show_user(&live.user), show_user(&desired.user));
-    field("spec.privileged", live.privileged.to_string(), desired.privileged.to_string());
-    field("spec.capAdd", show_list(&live.cap_add), show_list(&desired.cap_add));
-    field("spec.capDrop", show_list(&live.cap_drop), show_list(&desired.cap_drop));
-    field("spec.securityOpt", show_list(&live.security_opt), show_list(&desired.security_opt));
-    field("spec.devices", show_list(&live.devices), show_list(&desired.devices));
-    field("spec.memory", show_mem(live.memory), show_mem(desired.memory));
+    field(
+        "spec.privileged",
+        live.privileged.to_string(),
+        desired.privileged.to_string(),
+    );
+    field(
+        "spec.capAdd",
+        show_list(&live.cap_add),
+        show_list(&desired.cap_add),
+    );
+    field(
+        "spec.capDrop",
+        show_list(&live.cap_drop),
+        show_list(&desired.cap_drop),
+    );
+    field(
+        "spec.securityOpt",
+        show_list(&live.security_opt),
+        show_list(&desired.security_opt),
+    );
+    field(
+        "spec.devices",
+        show_list(&live.devices),
+        show_list(&desired.devices),
+    );
+    field(
+        "spec.memory",
+        show_mem(live.memory),
+        show_mem(desired.memory),
+    );
     field(
         "spec.readOnlyRootFilesystem",
         live.read_only.to_string(),
         desired.read_only.to_string(),
     );
-    field("spec.network", live.network.clone(), desired.network.clone());
-    field("spec.mounts", show_list(&live.binds), show_list(&desired.binds));
-    field("spec.restart", live.restart.clone(), desired.restart.clone());
+    field(
+        "spec.network",
+        live.network.clone(),
+        desired.network.clone(),
+    );
+    field(
+        "spec.mounts",
+        show_list(&live.binds),
+        show_list(&desired.binds),
+    );
+    field(
+        "spec.restart",
+        live.restart.clone(),
+        desired.restart.clone(),
+    );
     out
 }
 
@@ -377,12 +447,14 @@ pub fn create_body(
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for p in &spec.ports {
             let key = format!("{}/{}", p.container, p.protocol);
-            bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
-                PortBinding {
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
                     host_ip: Some(p.host_ip.clone()),
                     host_port: Some(p.host.unwrap_or(p.container).to_string()),
-                },
-            );
+                });
         }
         (Some(bindings.keys().cloned().collect()), Some(bindings))
     } else {
@@ -409,21 +481,31 @@ pub fn create_body(
                     .iter()
                     .map(|d| DeviceMapping {
                         path_on_host: Some(d.host_path.clone()),
-                        path_in_container: Some(d.container_path.clone().unwrap_or_else(|| d.host_path.clone())),
+                        path_in_container: Some(
+                            d.container_path
+                                .clone()
+                                .unwrap_or_else(|| d.host_path.clone()),
+                        ),
                         cgroup_permissions: Some(d.permissions.clone()),
                     })
                     .collect()
             }),
             readonly_rootfs: Some(spec.read_only_root_filesystem),
-            tmpfs: (!spec.tmpfs.is_empty())
-                .then(|| spec.tmpfs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                spec.tmpfs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
             binds: (!binds.is_empty()).then(|| binds.to_vec()),
             network_mode: Some(spec.network.clone()),
             port_bindings: bindings,
             restart_policy: Some(DockerRestart {
                 name: Some(match spec.restart {
                     crate::model::RestartPolicy::No => RestartPolicyNameEnum::NO,
-                    crate::model::RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    crate::model::RestartPolicy::UnlessStopped => {
+                        RestartPolicyNameEnum::UNLESS_STOPPED
+                    }
                     crate::model::RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
                     crate::model::RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
                 }),
@@ -453,7 +535,10 @@ impl DockerError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.source,
-            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            }
         )
     }
 }
@@ -469,10 +554,14 @@ pub struct Client {
 
 impl Client {
     fn record(&self, operation: &str) {
-        self.stats.record("docker", operation, CallKind::of_operation(operation));
+        self.stats
+            .record("docker", operation, CallKind::of_operation(operation));
     }
 
-    fn err<'a>(operation: &'static str, target: &'a str) -> impl FnOnce(bollard::errors::Error) -> DockerError + 'a {
+    fn err<'a>(
+        operation: &'static str,
+        target: &'a str,
+    ) -> impl FnOnce(bollard::errors::Error) -> DockerError + 'a {
         move |source| DockerError {
             operation,
             target: target.to_string(),
@@ -548,7 +637,11 @@ impl Client {
     }
 
     /// Creates a bridge network.
-    pub async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+    pub async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
         self.record("CreateNetwork");
         let req = bollard::models::NetworkCreateRequest {
             name: name.to_string(),
@@ -564,7 +657,11 @@ impl Client {
     }
 
     /// Creates a container; returns its id.
-    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, DockerError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, DockerError> {
         self.record("CreateContainer");
         let opts = bollard::query_parameters::CreateContainerOptions {
             name: Some(name.to_string()),
@@ -581,7 +678,10 @@ impl Client {
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
         self.record("StartContainer");
         self.docker
-            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(Self::err("StartContainer", name))
     }
@@ -622,18 +722,34 @@ mod tests {
 
     #[test]
     fn capabilities_compare_in_any_spelling() {
-        assert_eq!(normalize_caps(&s(&["net_admin", "CAP_SYSLOG", "all"])), s(&["ALL", "CAP_NET_ADMIN", "CAP_SYSLOG"]));
-        assert_eq!(normalize_caps(&s(&["NET_ADMIN"])), normalize_caps(&s(&["CAP_NET_ADMIN"])));
+        assert_eq!(
+            normalize_caps(&s(&["net_admin", "CAP_SYSLOG", "all"])),
+            s(&["ALL", "CAP_NET_ADMIN", "CAP_SYSLOG"])
+        );
+        assert_eq!(
+            normalize_caps(&s(&["NET_ADMIN"])),
+            normalize_caps(&s(&["CAP_NET_ADMIN"]))
+        );
     }
 
     #[test]
     fn every_no_new_privileges_spelling_is_one() {
-        for spelling in ["no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"] {
-            assert_eq!(normalize_security_opt(&s(&[spelling]), false), s(&["no-new-privileges"]));
+        for spelling in [
+            "no-new-privileges",
+            "no-new-privileges:true",
+            "no-new-privileges=true",
+        ] {
+            assert_eq!(
+                normalize_security_opt(&s(&[spelling]), false),
+                s(&["no-new-privileges"])
+            );
         }
         assert!(normalize_security_opt(&s(&["no-new-privileges:false"]), false).is_empty());
         assert!(normalize_security_opt(&s(&["label=disable"]), true).is_empty());
-        assert_eq!(normalize_security_opt(&s(&["label:disable"]), false), s(&["label=disable"]));
+        assert_eq!(
+            normalize_security_opt(&s(&["label:disable"]), false),
+            s(&["label=disable"])
+        );
     }
 
     #[test]
@@ -645,9 +761,18 @@ mod tests {
 
     #[test]
     fn images_split_into_repo_and_tag() {
-        assert_eq!(split_image("stackwarden/stub:local"), ("stackwarden/stub", "local"));
-        assert_eq!(split_image("grafana/grafana"), ("grafana/grafana", "latest"));
-        assert_eq!(split_image("localhost:5000/x"), ("localhost:5000/x", "latest"));
+        assert_eq!(
+            split_image("stackwarden/stub:local"),
+            ("stackwarden/stub", "local")
+        );
+        assert_eq!(
+            split_image("grafana/grafana"),
+            ("grafana/grafana", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/x"),
+            ("localhost:5000/x", "latest")
+        );
     }
 
     #[test]
@@ -704,8 +829,19 @@ mod tests {
         live.privileged = true;
         live.security_opt.clear();
         live.memory = 0;
-        let paths: Vec<String> = compare(&desired, &live).into_iter().map(|f| f.path).collect();
-        assert_eq!(paths, ["spec.user", "spec.privileged", "spec.securityOpt", "spec.memory"]);
+        let paths: Vec<String> = compare(&desired, &live)
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.user",
+                "spec.privileged",
+                "spec.securityOpt",
+                "spec.memory"
+            ]
+        );
         desired.cap_add = s(&["CAP_NET_ADMIN"]);
         assert!(compare(&desired, &desired.clone()).is_empty());
     }

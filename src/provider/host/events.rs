@@ -66,7 +66,10 @@ pub fn watch_events(docker: Docker, stack: String, stats: Arc<Stats>) -> mpsc::R
             first = false;
             let mut filters: HashMap<String, Vec<String>> = HashMap::new();
             filters.insert("type".into(), vec!["container".into()]);
-            filters.insert("event".into(), ACTIONS.iter().map(|a| a.to_string()).collect());
+            filters.insert(
+                "event".into(),
+                ACTIONS.iter().map(|a| a.to_string()).collect(),
+            );
             filters.insert("label".into(), vec![format!("{STACK_LABEL}={stack}")]);
             let opts = bollard::query_parameters::EventsOptions {
                 since: Some(since.to_string()),

@@ -72,6 +72,16 @@ pub fn resolve(host_root: &Path, relative: &str) -> PathBuf {
     host_root.join(relative.trim_start_matches('/'))
 }
 
+/// The source of a `hostPath` mount: an absolute path is the host's own (`/proc`, `/sys` for
+/// the exporters); a relative one lives under the host root like the config files.
+pub fn host_path(host_root: &Path, path: &str) -> PathBuf {
+    if path.starts_with('/') {
+        PathBuf::from(path)
+    } else {
+        host_root.join(path)
+    }
+}
+
 /// Reads what is at `path` without following symlinks.
 pub fn observe(path: &Path) -> Result<FileState, FileError> {
     let read_err = |source| FileError::Read {
@@ -135,13 +145,23 @@ pub fn diff(spec: &ConfigFileSpec, live: &FileState) -> FileDrift {
     let want_mode = spec.mode_bits().unwrap_or(0o644);
     let mut drift = FileDrift::default();
     let (uid, gid, mode) = match (spec.kind, live) {
-        (FileType::File, FileState::File { sha256, uid, gid, mode }) => {
+        (
+            FileType::File,
+            FileState::File {
+                sha256,
+                uid,
+                gid,
+                mode,
+            },
+        ) => {
             let want = desired_sha256(spec);
             if *sha256 != want {
                 drift.content = true;
-                drift
-                    .fields
-                    .push(FieldChange::changed("spec.content", short(sha256), short(&want)));
+                drift.fields.push(FieldChange::changed(
+                    "spec.content",
+                    short(sha256),
+                    short(&want),
+                ));
             }
             (*uid, *gid, *mode)
         }
@@ -170,7 +190,10 @@ pub fn diff(spec: &ConfigFileSpec, live: &FileState) -> FileDrift {
     drift
 }
 
-fn write_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+fn write_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FileError + 'a {
     move |source| FileError::Write {
         op,
         path: path.to_path_buf(),
@@ -181,7 +204,13 @@ fn write_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error
 /// Replaces `path` atomically with `content`, owned `uid:gid` with `mode`: a temp file in
 /// the same directory gets the final owner and mode first, then is renamed over the target,
 /// so a reader (or a container restart) never sees a partial or wrongly-owned file.
-pub fn write_atomic(path: &Path, content: &[u8], uid: u32, gid: u32, mode: u32) -> Result<(), FileError> {
+pub fn write_atomic(
+    path: &Path,
+    content: &[u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<(), FileError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(write_err("creating directory", dir))?;
     let name = path
@@ -217,7 +246,8 @@ pub fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
 
 /// Sets permission bits.
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), FileError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(write_err("chmod", path))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(write_err("chmod", path))
 }
 
 #[cfg(test)]
@@ -275,7 +305,10 @@ mod tests {
 
     #[test]
     fn absolute_paths_stay_under_the_root() {
-        assert_eq!(resolve(Path::new("/r"), "/etc/passwd"), PathBuf::from("/r/etc/passwd"));
+        assert_eq!(
+            resolve(Path::new("/r"), "/etc/passwd"),
+            PathBuf::from("/r/etc/passwd")
+        );
     }
 
     #[test]

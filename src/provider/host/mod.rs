@@ -140,9 +140,11 @@ fn read_secret(spec: &crate::model::ParameterSpec) -> Result<String, String> {
         };
     }
     if let Some(path) = &spec.value_from.file {
-        return std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|e| format!("cannot read secret file {path}: {e}"));
+        return match std::fs::read_to_string(path) {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim_end_matches(['\n', '\r']).to_string()),
+            Ok(_) => Err(format!("secret file {path} is empty")),
+            Err(e) => Err(format!("cannot read secret file {path}: {e}")),
+        };
     }
     Err("the Parameter names no value source".to_string())
 }
@@ -150,8 +152,12 @@ fn read_secret(spec: &crate::model::ParameterSpec) -> Result<String, String> {
 impl HostProvider {
     /// Connects to DOCKER_HOST (unix://) or the default socket, negotiating the API version
     /// (engine here is API 1.41).
-    pub async fn connect(host_root: PathBuf, stats: Arc<Stats>) -> Result<HostProvider, ProviderError> {
-        let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?;
+    pub async fn connect(
+        host_root: PathBuf,
+        stats: Arc<Stats>,
+    ) -> Result<HostProvider, ProviderError> {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?;
         stats.record("docker", "GetVersion", CallKind::Read);
         // bollard speaks API 1.53 by default; versioned calls to an older engine fail, so
         // settle on the engine's version once.
@@ -180,7 +186,8 @@ impl HostProvider {
     }
 
     fn record_file(&self, operation: &str) {
-        self.stats.record("files", operation, CallKind::of_operation(operation));
+        self.stats
+            .record("files", operation, CallKind::of_operation(operation));
     }
 
     async fn observe_containers(&self) -> Result<Vec<LiveContainer>, ProviderError> {
@@ -204,7 +211,10 @@ impl HostProvider {
             .ok_or_else(|| format!("Container/{name} is not declared"))
     }
 
-    fn file_spec<'d>(desired: &'d Desired, name: &str) -> Result<&'d crate::model::ConfigFileSpec, String> {
+    fn file_spec<'d>(
+        desired: &'d Desired,
+        name: &str,
+    ) -> Result<&'d crate::model::ConfigFileSpec, String> {
         desired
             .config_files()
             .find(|(r, _)| r.id.name == name)
@@ -213,26 +223,44 @@ impl HostProvider {
     }
 
     /// Runs one operation; the error is a sentence for people.
-    async fn run_op(&self, desired: &Desired, observed: &HostObserved, op: &HostOp) -> Result<(), String> {
+    async fn run_op(
+        &self,
+        desired: &Desired,
+        observed: &HostObserved,
+        op: &HostOp,
+    ) -> Result<(), String> {
         let s = |e: &dyn fmt::Display| e.to_string();
         match op {
             HostOp::WriteFile { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec.mode_bits().ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec
+                    .mode_bits()
+                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
                 if let Ok(meta) = std::fs::symlink_metadata(&path)
                     && meta.is_dir()
                 {
-                    return Err(format!("{} is a directory; remove it by hand, stackwarden does not delete directories", path.display()));
+                    return Err(format!(
+                        "{} is a directory; remove it by hand, stackwarden does not delete directories",
+                        path.display()
+                    ));
                 }
                 self.record_file("WriteFile");
-                files::write_atomic(&path, spec.content.as_deref().unwrap_or("").as_bytes(), spec.owner, spec.group, mode)
-                    .map_err(|e| s(&e))
+                files::write_atomic(
+                    &path,
+                    spec.content.as_deref().unwrap_or("").as_bytes(),
+                    spec.owner,
+                    spec.group,
+                    mode,
+                )
+                .map_err(|e| s(&e))
             }
             HostOp::MakeDirectory { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec.mode_bits().ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec
+                    .mode_bits()
+                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
                 self.record_file("CreateDirectory");
                 files::make_dir(&path).map_err(|e| s(&e))?;
                 self.record_file("SetOwner");
@@ -243,13 +271,21 @@ impl HostProvider {
             HostOp::SetOwner { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 self.record_file("SetOwner");
-                files::set_owner(&files::resolve(&self.host_root, &spec.path), spec.owner, spec.group).map_err(|e| s(&e))
+                files::set_owner(
+                    &files::resolve(&self.host_root, &spec.path),
+                    spec.owner,
+                    spec.group,
+                )
+                .map_err(|e| s(&e))
             }
             HostOp::SetMode { file } => {
                 let spec = Self::file_spec(desired, file)?;
-                let mode = spec.mode_bits().ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec
+                    .mode_bits()
+                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
                 self.record_file("SetMode");
-                files::set_mode(&files::resolve(&self.host_root, &spec.path), mode).map_err(|e| s(&e))
+                files::set_mode(&files::resolve(&self.host_root, &spec.path), mode)
+                    .map_err(|e| s(&e))
             }
             HostOp::EnsureImage { image } => {
                 if observed.images.get(image).is_some_and(Option::is_some) {
@@ -257,17 +293,35 @@ impl HostProvider {
                 }
                 match tokio::time::timeout(PULL_TIMEOUT, self.client.pull(image)).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!("image {image} is not present and cannot be pulled: {}", e.source)),
-                    Err(_) => Err(format!("pulling image {image} took longer than {}s", PULL_TIMEOUT.as_secs())),
+                    Ok(Err(e)) => Err(format!(
+                        "image {image} is not present and cannot be pulled: {}",
+                        e.source
+                    )),
+                    Err(_) => Err(format!(
+                        "pulling image {image} took longer than {}s",
+                        PULL_TIMEOUT.as_secs()
+                    )),
                 }
             }
             HostOp::EnsureNetwork { network } => {
-                if self.client.networks().await.map_err(|e| s(&e))?.contains(network) {
+                if self
+                    .client
+                    .networks()
+                    .await
+                    .map_err(|e| s(&e))?
+                    .contains(network)
+                {
                     return Ok(());
                 }
                 let mut labels = BTreeMap::new();
-                labels.insert(crate::model::ownership::STACK_LABEL.to_string(), desired.stack_name.clone());
-                self.client.create_network(network, &labels).await.map_err(|e| s(&e))
+                labels.insert(
+                    crate::model::ownership::STACK_LABEL.to_string(),
+                    desired.stack_name.clone(),
+                );
+                self.client
+                    .create_network(network, &labels)
+                    .await
+                    .map_err(|e| s(&e))
             }
             HostOp::RemoveContainer { id, .. } => self.client.remove(id).await.map_err(|e| s(&e)),
             HostOp::CreateContainer { name } => {
@@ -278,8 +332,16 @@ impl HostProvider {
                         (Some(v), _) => v.clone(),
                         (None, Some(param)) => match observed.secrets.get(param) {
                             Some(Ok(secret)) => secret.clone(),
-                            Some(Err(why)) => return Err(format!("environment {var} (from Parameter/{param}): {why}")),
-                            None => return Err(format!("environment {var}: Parameter/{param} is not declared")),
+                            Some(Err(why)) => {
+                                return Err(format!(
+                                    "environment {var} (from Parameter/{param}): {why}"
+                                ));
+                            }
+                            None => {
+                                return Err(format!(
+                                    "environment {var}: Parameter/{param} is not declared"
+                                ));
+                            }
                         },
                         (None, None) => String::new(),
                     };
@@ -287,10 +349,11 @@ impl HostProvider {
                 }
                 let binds = diff::binds(desired, &self.host_root, spec);
                 // A missing bind source would be created by the engine as root 0755 (or,
-                // for a file, as a directory): make hostPath directories ourselves.
+                // for a file, as a directory): make hostPath directories under the root
+                // ourselves. Absolute ones are the host's own (`/proc`) and never created.
                 for m in &spec.mounts {
-                    if let Some(p) = &m.host_path {
-                        let path = files::resolve(&self.host_root, p);
+                    if let Some(p) = m.host_path.as_deref().filter(|p| !p.starts_with('/')) {
+                        let path = files::host_path(&self.host_root, p);
                         if !path.exists() {
                             self.record_file("CreateDirectory");
                             files::make_dir(&path).map_err(|e| s(&e))?;
@@ -300,7 +363,11 @@ impl HostProvider {
                 let hash = diff::desired_hash(desired, &self.host_root, name, spec);
                 let labels = diff::labels(desired, spec, &hash);
                 let body = docker::create_body(name, spec, &env, &binds, &labels);
-                self.client.create(name, body).await.map(|_| ()).map_err(|e| s(&e))
+                self.client
+                    .create(name, body)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| s(&e))
             }
             HostOp::StartContainer { name } => self.client.start(name).await.map_err(|e| s(&e)),
             HostOp::WaitReady { name } => {
@@ -315,7 +382,9 @@ impl HostProvider {
         let limit = spec
             .health_check
             .as_ref()
-            .map(|h| h.start_period + (h.interval + h.timeout) * (h.retries + 1) + Duration::from_secs(5))
+            .map(|h| {
+                h.start_period + (h.interval + h.timeout) * (h.retries + 1) + Duration::from_secs(5)
+            })
             .unwrap_or(Duration::ZERO)
             .min(READY_CAP);
         let started = Instant::now();
@@ -327,7 +396,10 @@ impl HostProvider {
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("container {name} vanished after it was started"))?;
             if !live.is_running() {
-                let mut why = format!("container {name} is {} (exit code {})", live.status, live.exit_code);
+                let mut why = format!(
+                    "container {name} is {} (exit code {})",
+                    live.status, live.exit_code
+                );
                 if !live.error.is_empty() {
                     why.push_str(&format!(": {}", live.error));
                 }
@@ -344,13 +416,21 @@ impl HostProvider {
                 _ => {}
             }
             if started.elapsed() >= limit {
-                return Err(format!("container {name} is not healthy after {}s", limit.as_secs()));
+                return Err(format!(
+                    "container {name} is not healthy after {}s",
+                    limit.as_secs()
+                ));
             }
             tokio::time::sleep(READY_POLL).await;
         }
     }
 
-    async fn run_step(&self, desired: &Desired, observed: &HostObserved, step: Step<HostOp>) -> StepOutcome {
+    async fn run_step(
+        &self,
+        desired: &Desired,
+        observed: &HostObserved,
+        step: Step<HostOp>,
+    ) -> StepOutcome {
         for op in &step.ops {
             if let Err(error) = self.run_op(desired, observed, op).await {
                 tracing::warn!(resource = %step.change.id, ?op, %error, "host step failed");
@@ -380,27 +460,42 @@ impl Provider for HostProvider {
         let mut obs = HostObserved::default();
         for (res, spec) in desired.config_files() {
             self.record_file("InspectFile");
-            let state = files::observe(&files::resolve(&self.host_root, &spec.path)).map_err(provider_err)?;
+            let state = files::observe(&files::resolve(&self.host_root, &spec.path))
+                .map_err(provider_err)?;
             obs.files.insert(res.id.name.clone(), state);
         }
-        let images: BTreeSet<&str> = desired.containers().map(|(_, s)| s.image.as_str()).collect();
+        let images: BTreeSet<&str> = desired
+            .containers()
+            .map(|(_, s)| s.image.as_str())
+            .collect();
         let (containers, image_ids) = tokio::join!(
             self.observe_containers(),
             join_all(images.iter().map(|i| self.client.image_id(i)))
         );
         obs.containers = containers?;
         for (image, id) in images.iter().zip(image_ids) {
-            obs.images.insert(image.to_string(), id.map_err(provider_err)?);
+            obs.images
+                .insert(image.to_string(), id.map_err(provider_err)?);
         }
         let custom_network = desired
             .containers()
             .any(|(_, s)| !matches!(s.network.as_str(), "none" | "host" | "bridge" | "default"));
         if custom_network {
-            obs.networks = self.client.networks().await.map_err(provider_err)?.into_iter().collect();
+            obs.networks = self
+                .client
+                .networks()
+                .await
+                .map_err(provider_err)?
+                .into_iter()
+                .collect();
         }
         let params: BTreeSet<&str> = desired
             .containers()
-            .flat_map(|(_, s)| s.environment.values().filter_map(|v| v.from_parameter.as_deref()))
+            .flat_map(|(_, s)| {
+                s.environment
+                    .values()
+                    .filter_map(|v| v.from_parameter.as_deref())
+            })
             .collect();
         for (res, spec) in desired.parameters() {
             if params.contains(res.id.name.as_str()) {
@@ -414,15 +509,31 @@ impl Provider for HostProvider {
         diff::plan(desired, &self.host_root, observed)
     }
 
-    async fn apply(&self, desired: &Desired, observed: &HostObserved, steps: Vec<Step<HostOp>>) -> Vec<StepOutcome> {
+    async fn apply(
+        &self,
+        desired: &Desired,
+        observed: &HostObserved,
+        steps: Vec<Step<HostOp>>,
+    ) -> Vec<StepOutcome> {
         let mut outcomes = Vec::with_capacity(steps.len());
-        let (file_steps, rest): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.change.id.kind == Kind::ConfigFile);
+        let (file_steps, rest): (Vec<_>, Vec<_>) = steps
+            .into_iter()
+            .partition(|s| s.change.id.kind == Kind::ConfigFile);
         // Files one by one (cheap, and containers read them), then removals together.
         for step in file_steps {
             outcomes.push(self.run_step(desired, observed, step).await);
         }
-        let (removals, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.change.action == Action::Delete);
-        outcomes.extend(join_all(removals.into_iter().map(|s| self.run_step(desired, observed, s))).await);
+        let (removals, rest): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|s| s.change.action == Action::Delete);
+        outcomes.extend(
+            join_all(
+                removals
+                    .into_iter()
+                    .map(|s| self.run_step(desired, observed, s)),
+            )
+            .await,
+        );
         // Containers level by level: a level starts once the one before is running and
         // healthy (or has failed: a dependent still starts, its services retry, and the
         // failure is reported on the dependency's own step).
@@ -433,7 +544,14 @@ impl Provider for HostProvider {
             by_level.entry(level).or_default().push(step);
         }
         for (_, steps) in by_level {
-            outcomes.extend(join_all(steps.into_iter().map(|s| self.run_step(desired, observed, s))).await);
+            outcomes.extend(
+                join_all(
+                    steps
+                        .into_iter()
+                        .map(|s| self.run_step(desired, observed, s)),
+                )
+                .await,
+            );
         }
         outcomes
     }

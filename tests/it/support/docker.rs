@@ -6,7 +6,6 @@
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The local stub image (`scripts/dev-env image`).
 pub const STUB_IMAGE: &str = "stackwarden/stub:local";
@@ -55,7 +54,10 @@ pub async fn docker() -> Docker {
 /// container with one of `names`.
 pub async fn cleanup(docker: &Docker, stack: &str, names: &[&str]) {
     let mut filters = HashMap::new();
-    filters.insert("label".to_string(), vec![format!("stackwarden.stack={stack}")]);
+    filters.insert(
+        "label".to_string(),
+        vec![format!("stackwarden.stack={stack}")],
+    );
     let opts = bollard::query_parameters::ListContainersOptions {
         all: true,
         filters: Some(filters),
@@ -131,7 +133,10 @@ pub async fn recreate_by_hand(
         .unwrap_or_else(|e| panic!("creating {name} by hand: {e}"));
     if start {
         docker
-            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .unwrap_or_else(|e| panic!("starting {name} by hand: {e}"));
     }
@@ -147,24 +152,4 @@ pub async fn stop(docker: &Docker, name: &str) {
         .stop_container(name, Some(opts))
         .await
         .unwrap_or_else(|e| panic!("stopping {name}: {e}"));
-}
-
-/// Polls a container until `done` holds on its inspect, or fails after `limit`.
-pub async fn wait_for(
-    docker: &Docker,
-    name: &str,
-    limit: Duration,
-    done: impl Fn(&ContainerInspectResponse) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if done(&inspect(docker, name).await) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "container {name} did not reach the expected state within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
