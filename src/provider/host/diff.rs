@@ -399,3 +399,294 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        ConfigFileSpec, Mode, ParameterSpec, Resource, SourceLocation, Spec, StackSpec,
+    };
+    use serde_json::json;
+
+    const ROOT: &str = "/srv/obs";
+    const IMAGE_ID: &str = "sha256:0123456789abcdef";
+
+    fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
+        Resource {
+            id: ResourceId::new(kind, name),
+            spec,
+            ensure: Ensure::Present,
+            mode: Mode::Enforce,
+            source: SourceLocation::default(),
+        }
+    }
+
+    /// One file mounted by one container, which takes a secret from a Parameter.
+    fn desired() -> Desired {
+        let stack: Result<StackSpec, _> = serde_json::from_value(json!({
+            "project": "p", "environment": "local", "region": "us-east-1", "enabled": true,
+            "domain": "localhost", "host": {"instanceType": "t3.medium", "memoryBudget": "3G"}
+        }));
+        let file: Result<ConfigFileSpec, _> = serde_json::from_value(json!({
+            "path": "svc/config.yaml", "content": "a: 1\n", "owner": 10001, "group": 10001, "mode": "0640"
+        }));
+        let param: Result<ParameterSpec, _> = serde_json::from_value(json!({
+            "name": "/p/local/secret", "valueFrom": {"env": "SECRET"}
+        }));
+        let svc: Result<ContainerSpec, _> = serde_json::from_value(json!({
+            "image": "stub:local", "user": "10001:10001", "securityOpt": ["no-new-privileges"],
+            "memory": "64M", "environment": {"PASSWORD": {"fromParameter": "secret"}},
+            "mounts": [{"configFile": "cfg", "target": "/etc/svc.yaml", "readOnly": true}]
+        }));
+        let (Ok(stack), Ok(file), Ok(param), Ok(svc)) = (stack, file, param, svc) else {
+            panic!("test specs parse");
+        };
+        Desired {
+            stack_name: "obs".into(),
+            stack,
+            environment: "local".into(),
+            resources: vec![
+                resource(Kind::Parameter, "secret", Spec::Parameter(param)),
+                resource(Kind::ConfigFile, "cfg", Spec::ConfigFile(file)),
+                resource(Kind::Container, "svc", Spec::Container(Box::new(svc))),
+            ],
+        }
+    }
+
+    fn spec_of(d: &Desired) -> &ContainerSpec {
+        d.containers()
+            .map(|(_, s)| s)
+            .next()
+            .unwrap_or_else(|| panic!("one container"))
+    }
+
+    /// What the host looks like right after a successful apply of [`desired`].
+    fn converged(d: &Desired) -> HostObserved {
+        let root = Path::new(ROOT);
+        let spec = spec_of(d);
+        let hash = desired_hash(d, root, "svc", spec);
+        let mut env = BTreeMap::new();
+        env.insert("PASSWORD".to_string(), "pw".to_string());
+        let live = LiveContainer {
+            id: "c1".into(),
+            name: "svc".into(),
+            labels: labels(d, spec, &hash),
+            status: "running".into(),
+            image_id: IMAGE_ID.into(),
+            view: desired_view(spec, &binds(d, root, spec)),
+            env: super::super::docker::Env(env),
+            ..Default::default()
+        };
+        let mut obs = HostObserved::default();
+        obs.files.insert(
+            "cfg".into(),
+            FileState::File {
+                sha256: crate::provider::host::hash::sha256_hex(b"a: 1\n"),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o640,
+            },
+        );
+        obs.containers.push(live);
+        obs.images
+            .insert("stub:local".into(), Some(IMAGE_ID.into()));
+        obs.secrets.0.insert("secret".into(), Ok("pw".into()));
+        obs
+    }
+
+    fn run(d: &Desired, obs: &HostObserved) -> ProviderPlan<HostOp> {
+        plan(d, Path::new(ROOT), obs)
+    }
+
+    fn summary(p: &ProviderPlan<HostOp>) -> Vec<String> {
+        p.steps
+            .iter()
+            .map(|s| format!("{} {}", s.change.action.verb(), s.change.id))
+            .collect()
+    }
+
+    #[test]
+    fn a_converged_host_plans_nothing() {
+        let d = desired();
+        let p = run(&d, &converged(&d));
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert!(p.violations.is_empty(), "{:?}", p.violations);
+    }
+
+    #[test]
+    fn an_empty_host_gets_files_before_containers() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.files.clear();
+        obs.containers.clear();
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["create ConfigFile/cfg", "create Container/svc"]
+        );
+        assert!(matches!(p.steps[1].ops[0], HostOp::EnsureImage { .. }));
+    }
+
+    #[test]
+    fn a_root_copy_with_copied_labels_is_replaced() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].view.user = "0".into();
+        obs.containers[0].view.privileged = true;
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["replace Container/svc"]);
+        let paths: Vec<&str> = p.steps[0]
+            .change
+            .fields
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(paths, ["spec.user", "spec.privileged"]);
+        assert!(matches!(&p.steps[0].ops[1], HostOp::RemoveContainer { id, .. } if id == "c1"));
+        let rules: Vec<&str> = p.violations.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["no-root-containers", "no-privileged-containers"]);
+    }
+
+    #[test]
+    fn a_file_edited_on_disk_is_rewritten_and_rolls_its_container() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.files.insert(
+            "cfg".into(),
+            FileState::File {
+                sha256: "edited".into(),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o640,
+            },
+        );
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["update ConfigFile/cfg", "replace Container/svc"]
+        );
+        let reason = p.steps[1].change.reason.clone().unwrap_or_default();
+        assert!(reason.contains("ConfigFile/cfg"), "{reason}");
+    }
+
+    #[test]
+    fn a_mode_change_is_fixed_in_place_without_a_restart() {
+        let d = desired();
+        let mut obs = converged(&d);
+        if let Some(FileState::File { mode, .. }) = obs.files.get_mut("cfg") {
+            *mode = 0o666;
+        }
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["update ConfigFile/cfg"]);
+        assert_eq!(p.steps[0].ops, [HostOp::SetMode { file: "cfg".into() }]);
+    }
+
+    #[test]
+    fn a_stopped_container_is_started_not_recreated() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].status = "exited".into();
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["update Container/svc"]);
+        assert!(matches!(p.steps[0].ops[0], HostOp::StartContainer { .. }));
+    }
+
+    #[test]
+    fn a_different_secret_is_shown_without_its_value() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0]
+            .env
+            .0
+            .insert("PASSWORD".into(), "admin".into());
+        let p = run(&d, &obs);
+        let field = &p.steps[0].change.fields[0];
+        assert!(field.sensitive && field.old.is_none() && field.new.is_none());
+        // An unreadable secret cannot be verified: no change is made up for it.
+        obs.secrets.0.insert("secret".into(), Err("unset".into()));
+        assert!(run(&d, &obs).steps.is_empty());
+    }
+
+    #[test]
+    fn unmanaged_containers_are_reported_and_never_planned() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers.push(LiveContainer {
+            id: "x".into(),
+            name: "adhoc".into(),
+            status: "running".into(),
+            ..Default::default()
+        });
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty());
+        let found: Vec<(&str, &str)> = p
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.resource.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("no-root-containers", "docker container adhoc"),
+                ("no-new-privileges", "docker container adhoc")
+            ]
+        );
+    }
+
+    #[test]
+    fn undeclared_and_disabled_containers_are_deleted_files_stay() {
+        let mut d = desired();
+        let mut obs = converged(&d);
+        let mut stray = obs.containers[0].clone();
+        stray.name = "old".into();
+        stray.id = "c0".into();
+        obs.containers.push(stray);
+        for r in &mut d.resources {
+            if r.id.kind.is_runtime() {
+                r.ensure = Ensure::Absent;
+            }
+        }
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["delete Container/old", "delete Container/svc"]
+        );
+    }
+
+    #[test]
+    fn a_missing_image_is_a_condition_and_a_changed_image_a_replace() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.images
+            .insert("stub:local".into(), Some("sha256:fedcba9876543210".into()));
+        assert_eq!(summary(&run(&d, &obs)), ["replace Container/svc"]);
+        obs.containers.clear();
+        obs.images.insert("stub:local".into(), None);
+        let p = run(&d, &obs);
+        assert!(p.conditions.iter().any(|c| c.reason == "ImageNotPresent"));
+    }
+
+    #[test]
+    fn start_order_follows_depends_on() {
+        let mut d = desired();
+        let later: Result<ContainerSpec, _> = serde_json::from_value(json!({
+            "image": "stub:local", "user": "1:1", "securityOpt": ["no-new-privileges"], "memory": "8M",
+            "dependsOn": [{"container": "svc", "condition": "healthy"}]
+        }));
+        let Ok(later) = later else {
+            panic!("spec parses")
+        };
+        d.resources.insert(
+            0,
+            resource(Kind::Container, "aaa", Spec::Container(Box::new(later))),
+        );
+        let levels = levels(&d);
+        assert_eq!((levels["svc"], levels["aaa"]), (0, 1));
+        let mut obs = converged(&d);
+        obs.containers.clear();
+        assert_eq!(
+            summary(&run(&d, &obs)),
+            ["create Container/svc", "create Container/aaa"]
+        );
+    }
+}
