@@ -150,7 +150,9 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
             }
             (Action::Update, ops)
         };
-        if drift.missing || drift.content {
+        // Only a file's content is read by a running service; a directory's creation or an
+        // owner/mode fix needs no restart.
+        if spec.kind == FileType::File && (drift.missing || drift.content) {
             rolled.insert(name.clone());
         }
         let mut change = Change::new(res.id.clone(), action).with_fields(drift.fields);

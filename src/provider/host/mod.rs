@@ -156,6 +156,16 @@ impl HostProvider {
         host_root: PathBuf,
         stats: Arc<Stats>,
     ) -> Result<HostProvider, ProviderError> {
+        // bollard's local connect silently falls back to the default socket for a tcp://
+        // DOCKER_HOST: refuse instead of talking to an engine the user did not name.
+        if let Ok(host) = std::env::var("DOCKER_HOST")
+            && !host.is_empty()
+            && !host.starts_with("unix://")
+        {
+            return Err(provider_err(format!(
+                "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock"
+            )));
+        }
         let docker = bollard::Docker::connect_with_local_defaults()
             .map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?;
         stats.record("docker", "GetVersion", CallKind::Read);
