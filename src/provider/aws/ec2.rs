@@ -1040,15 +1040,54 @@ pub async fn describe_groups(
     }
 }
 
-/// Every instance of the region that is not long gone, paginated.
-pub async fn describe_instances(
+/// The instances this stack owns (any state, so a terminated one explains a re-create), plus,
+/// only when a declared instance has no owned one, the instances carrying its Name tag (the
+/// adoption candidates). Filtering server-side keeps a steady state at one call however many
+/// instances the region runs.
+pub async fn observe_instances(
     client: &aws_sdk_ec2::Client,
+    desired: &Desired,
+) -> Result<Vec<LiveInstance>, AwsError> {
+    let owned = Filter::builder()
+        .name(format!("tag:{}", crate::model::ownership::STACK_TAG))
+        .values(&desired.stack_name)
+        .build();
+    let mut found = describe_instances(client, owned).await?;
+    let missing: Vec<String> = desired
+        .instances()
+        .filter(|(r, _)| r.ensure == Ensure::Present)
+        .map(|(_, s)| s.name.clone())
+        .filter(|name| {
+            !found.iter().any(|i| {
+                i.tags.get("Name") == Some(name) && LIVE_STATES.contains(&i.state.as_str())
+            })
+        })
+        .collect();
+    if !missing.is_empty() {
+        let by_name = Filter::builder()
+            .name("tag:Name")
+            .set_values(Some(missing))
+            .build();
+        for i in describe_instances(client, by_name).await? {
+            if !found.iter().any(|f| f.id == i.id) {
+                found.push(i);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The instances matching one filter, paginated.
+async fn describe_instances(
+    client: &aws_sdk_ec2::Client,
+    filter: Filter,
 ) -> Result<Vec<LiveInstance>, AwsError> {
     let mut out = Vec::new();
     let mut token = None;
     loop {
         let resp = client
             .describe_instances()
+            .filters(filter.clone())
             .set_next_token(token)
             .max_results(1000)
             .send()

@@ -327,7 +327,7 @@ impl AwsProvider {
         };
         let instances = async {
             if desired.instances().next().is_some() {
-                ec2::describe_instances(&self.ec2).await
+                ec2::observe_instances(&self.ec2, desired).await
             } else {
                 Ok(Vec::new())
             }
