@@ -71,7 +71,7 @@ impl AwsError {
             message: match (err.code(), err.message()) {
                 (Some(code), Some(msg)) => format!("{code}: {msg}"),
                 (Some(code), None) => code.to_string(),
-                _ => DisplayErrorContext(&err).to_string(),
+                _ => without_debug_dump(&DisplayErrorContext(&err).to_string()).to_string(),
             },
         }
     }
@@ -506,5 +506,48 @@ impl Provider for AwsProvider {
             outcomes.extend(done);
         }
         outcomes
+    }
+}
+
+/// The SDK's error context ends with a `Debug` dump of the error (`(ResponseError(…raw
+/// response, headers…))`): useful in a debugger, noise in a plan or a status page.
+fn without_debug_dump(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(" (") {
+        let at = from + i;
+        let rest = &text[at + 2..];
+        let ident: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let starts_upper = ident.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+        let opens = rest[ident.len()..].starts_with(['(', '{']);
+        if starts_upper && opens {
+            return &text[..at];
+        }
+        from = at + 2;
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::without_debug_dump;
+
+    #[test]
+    fn sdk_debug_dumps_are_cut_and_causes_kept() {
+        assert_eq!(
+            without_debug_dump(
+                "response error: HTTP 500 (ResponseError(ResponseError { raw: x }))"
+            ),
+            "response error: HTTP 500"
+        );
+        assert_eq!(
+            without_debug_dump(
+                "dispatch failure: client error (Connect): refused (os error 111) (DispatchFailure(x))"
+            ),
+            "dispatch failure: client error (Connect): refused (os error 111)"
+        );
+        assert_eq!(without_debug_dump("plain"), "plain");
     }
 }
