@@ -29,7 +29,12 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let moto = Moto::start().await;
+        World::seeded(&[]).await
+    }
+
+    /// A world whose pre-existing infrastructure is seeded with extra seed-world flags.
+    async fn seeded(extra: &[&str]) -> World {
+        let moto = Moto::start_seeded(extra).await;
         let config = moto.sdk_config().await;
         let stats = Arc::new(Stats::default());
         let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
@@ -986,4 +991,45 @@ async fn changed_user_data_replaces_the_instance_and_says_why() {
         .expect("id")
         .to_string();
     assert_ne!(new, old);
+}
+
+#[tokio::test]
+async fn with_an_https_listener_the_faro_rule_is_on_both_listeners() {
+    let world = World::seeded(&["--https-listener"]).await;
+    world.apply().await;
+    let plan = world.plan().await;
+    assert!(!plan.has_changes(), "pending after one apply:\n{plan}");
+    let lbs = world
+        .elbv2
+        .describe_load_balancers()
+        .names("durable-code-local-alb")
+        .send()
+        .await
+        .expect("describe load balancers");
+    let lb_arn = lbs.load_balancers()[0]
+        .load_balancer_arn()
+        .expect("arn")
+        .to_string();
+    let listeners = world
+        .elbv2
+        .describe_listeners()
+        .load_balancer_arn(lb_arn)
+        .send()
+        .await
+        .expect("describe listeners");
+    let mut ports_with_rule = Vec::new();
+    for l in listeners.listeners() {
+        let rules = world
+            .elbv2
+            .describe_rules()
+            .listener_arn(l.listener_arn().expect("listener arn"))
+            .send()
+            .await
+            .expect("describe rules");
+        if rules.rules().iter().any(|r| r.priority() == Some("91")) {
+            ports_with_rule.push(l.port().unwrap_or_default());
+        }
+    }
+    ports_with_rule.sort();
+    assert_eq!(ports_with_rule, vec![80, 443]);
 }

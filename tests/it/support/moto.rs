@@ -42,6 +42,11 @@ impl Moto {
     /// Starts moto and seeds the local world of durable-code (VPC, subnets, ALB with its HTTP
     /// listener, the ALB and ECS-tasks groups, the instance profile).
     pub async fn start() -> Moto {
+        Moto::start_seeded(&[]).await
+    }
+
+    /// As [`Moto::start`], with extra seed-world flags (`--https-listener`).
+    pub async fn start_seeded(extra: &[&str]) -> Moto {
         let port = free_port();
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -68,6 +73,7 @@ impl Moto {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let endpoint = moto.endpoint.clone();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let out = tokio::task::spawn_blocking(move || {
             Command::new("python3")
                 .args([
@@ -81,6 +87,7 @@ impl Moto {
                     "--region",
                     "us-east-1",
                 ])
+                .args(&extra)
                 .env("AWS_ACCESS_KEY_ID", "testing")
                 .env("AWS_SECRET_ACCESS_KEY", "testing")
                 .output()
