@@ -34,7 +34,7 @@ impl World {
 
     /// A world whose pre-existing infrastructure is seeded with extra seed-world flags.
     async fn seeded(extra: &[&str]) -> World {
-        let moto = Moto::start_seeded(extra).await;
+        let moto = Moto::start(extra).await;
         let config = moto.sdk_config().await;
         let stats = Arc::new(Stats::default());
         let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))

@@ -41,12 +41,8 @@ fn moto_server_binary() -> String {
 impl Moto {
     /// Starts moto and seeds the local world of durable-code (VPC, subnets, ALB with its HTTP
     /// listener, the ALB and ECS-tasks groups, the instance profile).
-    pub async fn start() -> Moto {
-        Moto::start_seeded(&[]).await
-    }
-
-    /// As [`Moto::start`], with extra seed-world flags (`--https-listener`).
-    pub async fn start_seeded(extra: &[&str]) -> Moto {
+    /// `extra` are further seed-world flags (`--https-listener`).
+    pub async fn start(extra: &[&str]) -> Moto {
         let port = free_port();
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
