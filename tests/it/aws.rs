@@ -1033,3 +1033,28 @@ async fn with_an_https_listener_the_faro_rule_is_on_both_listeners() {
     ports_with_rule.sort();
     assert_eq!(ports_with_rule, vec![80, 443]);
 }
+
+#[tokio::test]
+async fn changed_target_group_port_replaces_the_group_and_recreates_its_rule() {
+    let mut world = World::converged().await;
+    let old_arn = world.target_group_arn().await;
+    for r in &mut world.desired.resources {
+        if let Spec::TargetGroup(tg) = &mut r.spec {
+            tg.port = 12348;
+        }
+    }
+    let plan = world
+        .assert_repaired("-/+ replace TargetGroup/faro (protocol and port cannot change in place")
+        .await;
+    assert!(has(&plan, Kind::TargetGroup, Action::Replace));
+    assert!(has(&plan, Kind::ListenerRule, Action::Create));
+    let new_arn = world.target_group_arn().await;
+    assert_ne!(new_arn, old_arn);
+    let rule = world.listener_rule().await;
+    let forwards: Vec<&str> = rule
+        .actions()
+        .iter()
+        .filter_map(|a| a.target_group_arn())
+        .collect();
+    assert_eq!(forwards, vec![new_arn.as_str()]);
+}

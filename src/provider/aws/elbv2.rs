@@ -574,18 +574,21 @@ pub fn diff(
     plan: &mut ProviderPlan<Op>,
 ) {
     let resolved = super::ec2::seed_resolved(desired, observed);
-    diff_target_groups(desired, observed, fresh, &resolved, plan);
-    diff_rules(desired, observed, plan);
+    let replaced = diff_target_groups(desired, observed, fresh, &resolved, plan);
+    diff_rules(desired, observed, &replaced, plan);
 }
 
+/// Plans target groups; returns the names of those being replaced, whose rules must be
+/// re-created.
 fn diff_target_groups(
     desired: &Desired,
     observed: &Observed,
     fresh: &HashSet<String>,
     resolved: &Resolved,
     plan: &mut ProviderPlan<Op>,
-) {
+) -> HashSet<String> {
     let elb = &observed.elb;
+    let mut replaced = HashSet::new();
     for (r, spec) in desired.target_groups() {
         let live = elb.target_groups.iter().find(|t| t.name == spec.name);
         let name = r.id.name.clone();
@@ -618,6 +621,13 @@ fn diff_target_groups(
             continue;
         };
         let owned = is_owned(&l.tags, desired);
+        let moved =
+            !spec.protocol.eq_ignore_ascii_case(&l.protocol) || i32::from(spec.port) != l.port;
+        if moved && owned {
+            plan.steps.push(replace_target_group(r, spec, l, elb));
+            replaced.insert(spec.name.clone());
+            continue;
+        }
         let mut fields = Vec::new();
         let mut ops = Vec::new();
         let tf = tag_changes(&desired_tags(desired, &spec.tags), &l.tags);
@@ -625,9 +635,8 @@ fn diff_target_groups(
             fields.extend(tf);
             ops.push(TargetGroupOp::Tag { name: name.clone() });
         }
-        if !spec.protocol.eq_ignore_ascii_case(&l.protocol) || i32::from(spec.port) != l.port {
-            // Protocol and port are fixed at creation; a changed one is reported, the
-            // group must be replaced by hand (rules point at it).
+        if moved {
+            // Not ours to replace: report it; adopting the group first makes it replaceable.
             fields.push(FieldChange::changed(
                 "protocol/port",
                 format!("{}:{}", l.protocol, l.port),
@@ -725,6 +734,56 @@ fn diff_target_groups(
             });
         }
     }
+    replaced
+}
+
+/// Protocol and port are fixed when a target group is created: delete the rules that forward
+/// to it (ELBv2 refuses to delete a group in use), delete it, create it anew and register its
+/// targets; the rules are re-created in the next phase.
+fn replace_target_group(
+    r: &crate::model::Resource,
+    spec: &crate::model::TargetGroupSpec,
+    live: &LiveTargetGroup,
+    elb: &ElbObserved,
+) -> Step<Op> {
+    let name = r.id.name.clone();
+    let mut ops: Vec<Op> = elb
+        .rules
+        .values()
+        .flatten()
+        .filter(|x| x.forward.iter().any(|tg| tg == &spec.name))
+        .map(|x| {
+            Op::ListenerRule(ListenerRuleOp::Delete {
+                rule: x.arn.clone(),
+            })
+        })
+        .collect();
+    ops.push(Op::TargetGroup(TargetGroupOp::Delete {
+        arn: live.arn.clone(),
+    }));
+    ops.push(Op::TargetGroup(TargetGroupOp::Create {
+        name: name.clone(),
+    }));
+    ops.push(Op::TargetGroup(TargetGroupOp::Attributes {
+        name: name.clone(),
+    }));
+    ops.extend(spec.targets.iter().map(|t| {
+        Op::TargetGroup(TargetGroupOp::Register {
+            name: name.clone(),
+            instance: t.instance.clone(),
+            port: t.port,
+        })
+    }));
+    Step {
+        change: Change::new(r.id.clone(), Action::Replace)
+            .because("protocol and port cannot change in place; its listener rules are re-created")
+            .with_fields(vec![FieldChange::changed(
+                "protocol/port",
+                format!("{}:{}", live.protocol, live.port),
+                format!("{}:{}", spec.protocol, spec.port),
+            )]),
+        ops,
+    }
 }
 
 fn want_paths(spec: &ListenerRuleSpec) -> Vec<String> {
@@ -738,7 +797,12 @@ fn want_paths(spec: &ListenerRuleSpec) -> Vec<String> {
     p
 }
 
-fn diff_rules(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>) {
+fn diff_rules(
+    desired: &Desired,
+    observed: &Observed,
+    replaced: &HashSet<String>,
+    plan: &mut ProviderPlan<Op>,
+) {
     let elb = &observed.elb;
     // (listener ARN, priority) of every declared, present rule: the others that we own go.
     let mut declared: HashSet<(String, String)> = HashSet::new();
@@ -776,10 +840,12 @@ fn diff_rules(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op
                 continue;
             };
             let prio = spec.priority.to_string();
+            // A rule forwarding to a replaced group is deleted with it, so it is created anew.
             let live = elb
                 .rules
                 .get(listener)
-                .and_then(|rs| rs.iter().find(|x| x.priority == prio));
+                .and_then(|rs| rs.iter().find(|x| x.priority == prio))
+                .filter(|x| !x.forward.iter().any(|tg| replaced.contains(tg)));
             if r.ensure == Ensure::Absent {
                 if let Some(x) = live.filter(|x| is_owned(&x.tags, desired)) {
                     action = Action::Delete;
