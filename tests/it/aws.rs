@@ -386,18 +386,7 @@ async fn the_instance_reports_ssm_reachability_as_a_condition_only() {
 #[tokio::test]
 async fn drift_revoked_ingress_rule_is_restored() {
     let world = World::converged().await;
-    let gid = world
-        .group_id(&world.resource_name(Kind::SecurityGroup))
-        .await;
-    let rule = world.ingress_rule_id(4040).await;
-    world
-        .ec2
-        .revoke_security_group_ingress()
-        .group_id(&gid)
-        .security_group_rule_ids(rule)
-        .send()
-        .await
-        .expect("revoke");
+    revoke_pyroscope_rule(&world).await;
     world
         .assert_repaired("+ ingress[tcp/4040 sg:durable-code-local-ecs-tasks-sg]")
         .await;
@@ -1057,4 +1046,70 @@ async fn changed_target_group_port_replaces_the_group_and_recreates_its_rule() {
         .filter_map(|a| a.target_group_arn())
         .collect();
     assert_eq!(forwards, vec![new_arn.as_str()]);
+}
+
+/// Revokes the Pyroscope ingress rule by hand: drift on the security group.
+async fn revoke_pyroscope_rule(world: &World) {
+    let gid = world
+        .group_id(&world.resource_name(Kind::SecurityGroup))
+        .await;
+    let rule = world.ingress_rule_id(4040).await;
+    world
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(&gid)
+        .security_group_rule_ids(rule)
+        .send()
+        .await
+        .expect("revoke");
+}
+
+#[tokio::test]
+async fn observe_mode_reports_drift_and_never_writes() {
+    let mut world = World::converged().await;
+    revoke_pyroscope_rule(&world).await;
+    world.desired.stack.mode = stackwarden::model::Mode::Observe;
+    world.stats.reset();
+    let report = world.apply().await;
+    assert_eq!(world.stats.total(CallKind::Write), 0, "{}", world.stats);
+    assert!(report.outcomes.is_empty(), "{:?}", report.outcomes);
+    let drift = report
+        .plan
+        .changes
+        .iter()
+        .find(|c| c.id.kind == Kind::SecurityGroup)
+        .expect("the drift is reported");
+    assert_eq!(drift.mode, stackwarden::model::Mode::Observe);
+    assert!(
+        drift.to_string().contains("[observe: not applied]"),
+        "{drift}"
+    );
+    // Still pending: observe mode never repairs.
+    assert!(world.plan().await.has_changes());
+}
+
+#[tokio::test]
+async fn observe_mode_on_one_resource_leaves_it_and_repairs_the_rest() {
+    let mut world = World::converged().await;
+    revoke_pyroscope_rule(&world).await;
+    world
+        .s3
+        .delete_bucket_encryption()
+        .bucket(world.resource_name(Kind::Bucket))
+        .send()
+        .await
+        .expect("delete encryption");
+    for r in &mut world.desired.resources {
+        if r.id.kind == Kind::SecurityGroup {
+            r.mode = stackwarden::model::Mode::Observe;
+        }
+    }
+    world.apply().await;
+    let plan = world.plan().await;
+    let pending: Vec<String> = plan.changes.iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(
+        pending,
+        vec!["SecurityGroup/observability".to_string()],
+        "{plan}"
+    );
 }
