@@ -72,18 +72,7 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     for (file, text) in files.iter().zip(&texts) {
         match yaml::parse(text) {
             Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file.clone(), d))),
-            Err(e) => diags.push(Diagnostic {
-                location: SourceLocation {
-                    file: file.clone(),
-                    line: e.pos.line,
-                    column: e.pos.column,
-                },
-                resource: None,
-                path: None,
-                message: format!("YAML syntax error: {}", e.message),
-                fix: "correct the YAML at this position".to_string(),
-                rule: None,
-            }),
+            Err(e) => diags.push(syntax_error(file, &e)),
         }
     }
     let mut resources: Vec<(Resource, usize)> = Vec::new();
@@ -411,18 +400,7 @@ fn load_values(
                     Ok(None)
                 }
                 Err(e) => {
-                    diags.push(Diagnostic {
-                        location: SourceLocation {
-                            file: path,
-                            line: e.pos.line,
-                            column: e.pos.column,
-                        },
-                        resource: None,
-                        path: None,
-                        message: format!("YAML syntax error: {}", e.message),
-                        fix: "correct the YAML at this position".to_string(),
-                        rule: None,
-                    });
+                    diags.push(syntax_error(&path, &e));
                     Ok(None)
                 }
             }
@@ -458,5 +436,20 @@ pub fn fill_runtime(desired: &mut Desired, account: &str) {
             }
             _ => {}
         }
+    }
+}
+
+fn syntax_error(file: &Path, e: &yaml::SyntaxError) -> Diagnostic {
+    Diagnostic {
+        location: SourceLocation {
+            file: file.to_path_buf(),
+            line: e.pos.line,
+            column: e.pos.column,
+        },
+        resource: None,
+        path: None,
+        message: format!("YAML syntax error: {}", e.message),
+        fix: "correct the YAML at this position".to_string(),
+        rule: None,
     }
 }
