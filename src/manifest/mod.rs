@@ -173,14 +173,15 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             });
             None
         }
-        [_, second, ..] => {
-            let loc = second.source.clone();
+        [first, second, ..] => {
             diags.push(Diagnostic {
-                location: loc,
+                location: second.source.clone(),
                 resource: Some(second.id.to_string()),
                 path: None,
-                message: "a second Stack is declared; one manifest set describes one stack"
-                    .to_string(),
+                message: format!(
+                    "a second Stack is declared (the first is {} at {}); one manifest set describes one stack",
+                    first.id, first.source
+                ),
                 fix: "keep one Stack document".to_string(),
                 rule: None,
             });

@@ -198,3 +198,75 @@ fn all_problems_are_reported_at_once_across_files() {
         "{stderr}"
     );
 }
+
+/// Rewrites one line of the base fixture's stack.yaml in a case directory.
+fn edit_base_stack(tmp: &tempfile::TempDir, from: &str, to: &str) {
+    let path = tmp.path().join("manifests/stack.yaml");
+    let text = std::fs::read_to_string(&path).expect("read stack.yaml");
+    assert!(text.contains(from), "the base fixture has `{from}`");
+    std::fs::write(&path, text.replace(from, to)).expect("write stack.yaml");
+}
+
+#[test]
+fn a_budget_leaving_the_os_under_a_gigabyte_is_a_policy_violation() {
+    let tmp = with_case("");
+    edit_base_stack(&tmp, "memoryBudget: 3G", "memoryBudget: 3584M");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    let expect = "manifests/stack.yaml:15:5: Stack/demo spec.host.memoryBudget: a budget of 3584M leaves the OS less than 1G of the t3.medium's 4G [policy: memory-budget]";
+    assert!(stderr.contains(expect), "missing `{expect}` in:\n{stderr}");
+}
+
+#[test]
+fn a_stack_pinned_to_another_environment_is_rejected() {
+    let tmp = with_case("");
+    edit_base_stack(&tmp, "environment: ${env}", "environment: prod");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    let expect = "manifests/stack.yaml:8:3: Stack/demo spec.environment: says environment `prod` but the values are for `test`";
+    assert!(stderr.contains(expect), "missing `{expect}` in:\n{stderr}");
+    assert!(
+        stderr.contains("fix: write `environment: ${env}`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn manifests_without_a_stack_say_what_to_add() {
+    let tmp = with_case("");
+    std::fs::remove_file(tmp.path().join("manifests/stack.yaml")).expect("remove stack.yaml");
+    std::fs::write(
+        tmp.path().join("manifests/only.yaml"),
+        "apiVersion: stackwarden.io/v1\nkind: Lookup\nmetadata:\n  name: vpc\nspec:\n  type: vpc\n  tags: { Name: x }\n",
+    )
+    .expect("write only.yaml");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("manifests:1:1: no Stack is declared"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("fix: add a document with `apiVersion: stackwarden.io/v1` and `kind: Stack`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_environment_lists_the_known_ones() {
+    let out = stackwarden(&repo(), &["validate", "--env", "qa"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("no environment `qa`: manifests/environments/qa.yaml does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: pass --env with one of: dev, local, prod, staging"),
+        "{stderr}"
+    );
+}
