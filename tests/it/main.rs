@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 mod aws;
+mod cli;
 mod host;
 mod manifests;
 mod support;
