@@ -1,0 +1,60 @@
+//! The layering the source tree promises (style.md): the model, the plan and the policy are
+//! plain data and pure functions, and the engine knows no API. A forbidden import fails here.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read source dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn assert_free_of(module: &str, forbidden: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(module);
+    let files = rust_files(&dir);
+    assert!(!files.is_empty(), "src/{module} has no files");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read source");
+        for word in forbidden {
+            assert!(
+                !text.contains(word),
+                "{} mentions `{word}`: src/{module} must stay free of it",
+                file.display()
+            );
+        }
+    }
+}
+
+const WORLDS: [&str; 5] = [
+    "aws_sdk",
+    "aws_config",
+    "bollard",
+    "axum",
+    "crate::provider",
+];
+
+#[test]
+fn model_plan_and_policy_are_pure() {
+    let effects = [
+        &WORLDS[..],
+        &["tokio", "std::fs", "std::net", "std::process"],
+    ]
+    .concat();
+    for module in ["model", "plan", "policy"] {
+        assert_free_of(module, &effects);
+    }
+}
+
+#[test]
+fn the_engine_knows_no_api() {
+    assert_free_of("engine", &WORLDS[..4]);
+}
