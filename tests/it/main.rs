@@ -6,5 +6,6 @@ mod architecture;
 mod aws;
 mod cli;
 mod host;
+mod local_world;
 mod manifests;
 mod support;

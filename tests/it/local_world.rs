@@ -5,13 +5,13 @@
 //! 127.0.0.1:$STACKWARDEN_MOTO_PORT (default 5000) and a Docker engine on
 //! /var/run/docker.sock, installing them if missing. They leave it running.
 
+use crate::support::moto::Moto;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -105,56 +105,13 @@ fn dev_env_second_run_changes_nothing() {
     );
 }
 
-/// A moto server of the test's own, so seeding starts from nothing; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto");
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !moto_answers(port) {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not answer on port {port}"
-            );
-            sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn seed_world(moto: &Moto) -> String {
-    let output = run(Command::new(script("seed-world")).args([
+#[tokio::test]
+async fn seed_world_is_idempotent() {
+    // A moto server of the test's own, seeded once (with the HTTPS listener) as it starts.
+    let moto = Moto::start(&["--https-listener"]).await;
+    let again = run(Command::new(script("seed-world")).args([
         "--endpoint-url",
-        &format!("http://127.0.0.1:{}", moto.port),
+        &moto.endpoint,
         "--project",
         "durable-code",
         "--env",
@@ -163,28 +120,10 @@ fn seed_world(moto: &Moto) -> String {
         "us-east-1",
         "--https-listener",
     ]));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[test]
-fn seed_world_is_idempotent() {
-    // Installs moto (and boto3) if this machine lacks them.
-    dev_env_up();
-    let moto = Moto::start();
-
-    let first = seed_world(&moto);
-    assert!(
-        first.contains("created vpc durable-code-local-vpc"),
-        "first run:\n{first}"
-    );
-    assert!(
-        first.contains("created listener HTTPS:443"),
-        "first run:\n{first}"
-    );
-    let second = seed_world(&moto);
+    let stdout = String::from_utf8_lossy(&again.stdout);
     assert_eq!(
-        second.trim_end(),
+        stdout.trim_end(),
         "seed-world: 0 created",
-        "second run created things"
+        "the second run created things"
     );
 }
