@@ -109,18 +109,7 @@ fn dev_env_second_run_changes_nothing() {
 async fn seed_world_is_idempotent() {
     // A moto server of the test's own, seeded once (with the HTTPS listener) as it starts.
     let moto = Moto::start(&["--https-listener"]).await;
-    let again = run(Command::new(script("seed-world")).args([
-        "--endpoint-url",
-        &moto.endpoint,
-        "--project",
-        "durable-code",
-        "--env",
-        "local",
-        "--region",
-        "us-east-1",
-        "--https-listener",
-    ]));
-    let stdout = String::from_utf8_lossy(&again.stdout);
+    let stdout = moto.seed(&["--https-listener"]).await;
     assert_eq!(
         stdout.trim_end(),
         "seed-world: 0 created",

@@ -68,7 +68,13 @@ impl Moto {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let endpoint = moto.endpoint.clone();
+        moto.seed(extra).await;
+        moto
+    }
+
+    /// Runs scripts/seed-world against this server (idempotent) and returns what it printed.
+    pub async fn seed(&self, extra: &[&str]) -> String {
+        let endpoint = self.endpoint.clone();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let out = tokio::task::spawn_blocking(move || {
             Command::new("python3")
@@ -96,7 +102,7 @@ impl Moto {
             "seed-world failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        moto
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// An SDK config for this server: static test credentials, us-east-1, its endpoint.
