@@ -114,6 +114,11 @@ fn validate(common: &Common) -> ExitCode {
     match manifest::load(&common.manifests, common.env.as_deref()) {
         Ok(loaded) => {
             let d = &loaded.desired;
+            let grafana = crate::grafana::check(d);
+            if !grafana.diagnostics.is_empty() {
+                eprintln!("{}", manifest::Diagnostics(grafana.diagnostics));
+                return ExitCode::from(1);
+            }
             println!(
                 "{}: valid for environment `{}`: Stack/{} and {} resources in {} files, all {} policy rules pass",
                 common.manifests.display(),
@@ -122,6 +127,10 @@ fn validate(common: &Common) -> ExitCode {
                 d.resources.len(),
                 loaded.files,
                 crate::policy::RULES.len()
+            );
+            println!(
+                "grafana: {} dashboards ({} panels), {} alert rules, {} queries checked against the series catalogue",
+                grafana.dashboards, grafana.panels, grafana.rules, grafana.queries
             );
             ExitCode::SUCCESS
         }

@@ -5,6 +5,8 @@
 //! - [`engine`]: observe → diff → plan → apply across providers; modes enforced here.
 //! - [`manifest`]: YAML files + environment values → validated [`model::Desired`], every
 //!   error with file:line:col, field path and fix.
+//! - [`grafana`]: the dashboards, datasources and alerting the manifests ship, checked against
+//!   the series catalogue before anything reaches the host.
 //! - [`policy`]: the security rules, run on desired state (validate) and on live state.
 //! - [`provider`]: one trait, one implementation per world (AWS, Docker, host files).
 //! - [`plan`]: the plan as data: changes, conditions, violations.
@@ -13,6 +15,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod grafana;
 pub mod manifest;
 pub mod model;
 pub mod plan;
