@@ -85,7 +85,7 @@ pub fn check(
             Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file, d.value))),
             Err(e) => sink.report_line(
                 file,
-                e.pos.line,
+                (e.pos.line, e.pos.column),
                 "",
                 format!("YAML syntax error: {}", e.message),
                 "correct the YAML at this position",
@@ -334,7 +334,7 @@ fn check_receiver(file: &ContentFile<'_>, path: &str, r: &Value, sink: &mut Sink
             && !is_env_reference(v)
         {
             // Never echo the value: it may be the secret itself.
-            sink.report(file, &format!("{path}.settings.{key}"), format!("the {kind} `{key}` is written into the file; it is a secret and would be committed"), format!("set `{key}: $GRAFANA_{}` and give Grafana that environment variable", key.to_ascii_uppercase()));
+            sink.report(file, &format!("{path}.settings.{key}"), format!("the {kind} `{key}` is written into the file; it is a secret and would be committed"), format!("set `{key}: $GRAFANA_{}_{}` and give Grafana that environment variable", kind.to_ascii_uppercase().replace('-', "_"), key.to_ascii_uppercase()));
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn check(
             ),
             Err(e) => sink.report_line(
                 file,
-                e.line(),
+                (e.line(), e.column()),
                 "",
                 format!("JSON syntax error: {e}"),
                 "correct the JSON at this position",

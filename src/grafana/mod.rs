@@ -135,7 +135,7 @@ impl Sink {
     pub fn report_line(
         &mut self,
         file: &ContentFile<'_>,
-        line: usize,
+        (line, column): (usize, usize),
         path: &str,
         message: impl Into<String>,
         fix: impl Into<String>,
@@ -144,10 +144,10 @@ impl Sink {
             location: SourceLocation {
                 file: file.file.clone(),
                 line,
-                column: 1,
+                column,
             },
             resource: Some(file.resource.clone()),
-            path: Some(path.to_string()),
+            path: (!path.is_empty()).then(|| path.to_string()),
             message: message.into(),
             fix: fix.into(),
             rule: None,
@@ -223,14 +223,21 @@ pub fn check(desired: &Desired) -> Report {
         return report;
     }
 
-    let catalogue_path = dashboards
-        .first()
+    // The first dashboard directory that keeps a catalogue (the shipped one is dashboards/).
+    let candidates: Vec<PathBuf> = dashboards
+        .iter()
         .map(|d| {
             d.file
                 .parent()
                 .unwrap_or(Path::new(""))
                 .join(CATALOGUE_FILE)
         })
+        .collect();
+    let catalogue_path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .or(candidates.first())
+        .cloned()
         .unwrap_or_else(|| PathBuf::from("dashboards").join(CATALOGUE_FILE));
     let catalogue_text = std::fs::read_to_string(&catalogue_path);
     let catalogue = match &catalogue_text {

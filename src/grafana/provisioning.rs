@@ -57,7 +57,7 @@ fn parse_yaml(file: &ContentFile<'_>, sink: &mut Sink) -> Option<Value> {
         Err(e) => {
             sink.report_line(
                 file,
-                e.pos.line,
+                (e.pos.line, e.pos.column),
                 "",
                 format!("YAML syntax error: {}", e.message),
                 "correct the YAML at this position",
@@ -327,7 +327,7 @@ pub fn check_ini(file: &ContentFile<'_>, sink: &mut Sink) {
         match get(s, k) {
             Some((v, line)) if !ok(v) => sink.report_line(
                 file,
-                *line,
+                (*line, 1),
                 &path,
                 format!("is `{v}`; {why}"),
                 format!("set `{k} = {want}` in [{s}]"),
@@ -335,7 +335,7 @@ pub fn check_ini(file: &ContentFile<'_>, sink: &mut Sink) {
             Some(_) => {}
             None => sink.report_line(
                 file,
-                1,
+                (1, 1),
                 &path,
                 format!("is not set; {why}"),
                 format!("add `{k} = {want}` under [{s}]"),
@@ -380,6 +380,6 @@ pub fn check_ini(file: &ContentFile<'_>, sink: &mut Sink) {
         );
     }
     if let Some((_, line)) = get("security", "admin_password") {
-        sink.report_line(file, *line, "[security] admin_password", "grafana.ini sets admin_password; the admin password never lives in a file in the repository", "remove it: the container reads the password from GF_SECURITY_ADMIN_PASSWORD__FILE, filled from the SSM parameter");
+        sink.report_line(file, (*line, 1), "[security] admin_password", "grafana.ini sets admin_password; the admin password never lives in a file in the repository", "remove it: the container reads the password from GF_SECURITY_ADMIN_PASSWORD__FILE, filled from the SSM parameter");
     }
 }

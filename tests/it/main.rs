@@ -5,6 +5,7 @@
 mod architecture;
 mod aws;
 mod cli;
+mod grafana;
 mod host;
 mod local_world;
 mod manifests;
