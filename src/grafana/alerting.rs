@@ -486,6 +486,17 @@ fn check_routing(
                 .collect()
         })
         .unwrap_or_default();
+    for (k, v) in &labels {
+        // Grafana expands `$NAME` from its environment in rule labels (not in annotations).
+        if v.replace("$$", "").contains('$') {
+            sink.report(
+                file,
+                &format!("{path}.labels.{k}"),
+                format!("label `{k}` contains `$`, which Grafana replaces with an environment variable when it provisions the rule"),
+                "write `$$` for a literal `$`, or move the template into an annotation",
+            );
+        }
+    }
     match labels.get("severity") {
         None => sink.report(
             file,

@@ -298,6 +298,12 @@ const CASES: &[Case] = &[
         "name a declared contact point",
     ),
     case(
+        "alerting-label-template-interpolated.yaml",
+        Place::Alerting,
+        "case/alerting-label-template-interpolated.yaml:16:11: ConfigFile/case groups[0].rules[0].labels.resource: label `resource` contains `$`",
+        "write `$$` for a literal `$`",
+    ),
+    case(
         "alerting-unknown-top-level-key.yaml",
         Place::Alerting,
         "case/alerting-unknown-top-level-key.yaml:3:1: ConfigFile/case contactpoints: unknown top-level key `contactpoints`",
