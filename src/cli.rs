@@ -119,6 +119,9 @@ fn validate(common: &Common) -> ExitCode {
                 eprintln!("{}", manifest::Diagnostics(grafana.diagnostics));
                 return ExitCode::from(1);
             }
+            for w in &grafana.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: valid for environment `{}`: Stack/{} and {} resources in {} files, all {} policy rules pass",
                 common.manifests.display(),

@@ -10,13 +10,42 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How much was checked.
-#[derive(Debug, Default, Clone, Copy)]
+/// How much was checked, and what the contact points expect from Grafana's environment.
+#[derive(Debug, Default, Clone)]
 pub struct Stats {
     /// Rules.
     pub rules: usize,
     /// Rule queries.
     pub queries: usize,
+    /// Environment variables the contact points expand.
+    pub env_refs: Vec<EnvRef>,
+}
+
+/// One `$NAME` a contact point setting expands at provisioning.
+#[derive(Debug, Clone)]
+pub struct EnvRef {
+    /// The variable.
+    pub name: String,
+    /// Where it is used.
+    pub location: crate::model::SourceLocation,
+    /// `ConfigFile/<name>`.
+    pub resource: String,
+    /// YAML path of the setting.
+    pub path: String,
+}
+
+/// The variable a setting names, when it is `$NAME`, `${NAME}` or `$__env{NAME}`.
+pub fn env_name(v: &str) -> Option<&str> {
+    let v = v.trim();
+    if !is_env_reference(v) || v.starts_with("$__file{") {
+        return None;
+    }
+    let inner = v
+        .strip_prefix("$__env{")
+        .or_else(|| v.strip_prefix("${"))
+        .and_then(|i| i.strip_suffix('}'))
+        .or_else(|| v.strip_prefix('$'))?;
+    Some(inner)
 }
 
 /// Severities the notification policies route.
@@ -126,7 +155,20 @@ pub fn check(
                 );
             }
             for (j, r) in receivers.iter().enumerate() {
-                check_receiver(file, &format!("{path}.receivers[{j}]"), r, sink);
+                let rpath = format!("{path}.receivers[{j}]");
+                check_receiver(file, &rpath, r, sink);
+                let settings = r.get("settings").and_then(Value::as_object);
+                for (k, v) in settings.into_iter().flatten() {
+                    if let Some(name) = v.as_str().and_then(env_name) {
+                        let path = format!("{rpath}.settings.{k}");
+                        stats.env_refs.push(EnvRef {
+                            name: name.to_string(),
+                            location: file.locate(&path),
+                            resource: file.resource.clone(),
+                            path,
+                        });
+                    }
+                }
             }
         }
     }

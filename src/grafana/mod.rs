@@ -32,6 +32,8 @@ pub const DATASOURCES_DIR: &str = "grafana/provisioning/datasources/";
 pub const PROVIDERS_DIR: &str = "grafana/provisioning/dashboards/";
 /// Host path of grafana.ini.
 pub const GRAFANA_INI: &str = "grafana/grafana.ini";
+/// The Container that runs Grafana (the policy module uses the same name).
+pub const GRAFANA_CONTAINER: &str = "grafana";
 /// The catalogue's file name, beside the dashboards.
 pub const CATALOGUE_FILE: &str = "catalogue.yaml";
 
@@ -48,6 +50,9 @@ pub struct Report {
     pub queries: usize,
     /// Alert rules checked.
     pub rules: usize,
+    /// Wiring that lives outside the Grafana content (the grafana Container's mounts and
+    /// environment): reported, but it does not make the content invalid.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// One content file: where it comes from in the repository, its text, and where each path is.
@@ -268,12 +273,89 @@ pub fn check(desired: &Desired) -> Report {
     let stats = alerting::check(&alerting, &ds, &catalogue, &mut sink);
     report.rules = stats.rules;
     report.queries += stats.queries;
+    report.warnings = wiring(desired, &stats.env_refs);
+    report
+        .warnings
+        .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
 
     let mut diags = sink.out;
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();
     report.diagnostics = diags;
     report
+}
+
+/// Where the grafana container expects a content file from the host root (`grafana/…`).
+pub fn container_target(host_path: &str) -> String {
+    match host_path.strip_prefix("grafana/dashboards/") {
+        Some(rest) => format!("/var/lib/grafana/dashboards/{rest}"),
+        None => format!(
+            "/etc/grafana/{}",
+            host_path.strip_prefix("grafana/").unwrap_or(host_path)
+        ),
+    }
+}
+
+/// Content the grafana container would never see (not mounted), and environment variables
+/// the contact points expand that the container does not set.
+fn wiring(desired: &Desired, env_refs: &[alerting::EnvRef]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let Some((grafana, container)) = desired
+        .containers()
+        .find(|(r, _)| r.id.name == GRAFANA_CONTAINER)
+    else {
+        return out;
+    };
+    for (r, f) in desired.config_files() {
+        let p = f.path.as_str();
+        let content = [DASHBOARDS_DIR, ALERTING_DIR, DATASOURCES_DIR, PROVIDERS_DIR]
+            .iter()
+            .any(|d| p.starts_with(d))
+            || p == GRAFANA_INI;
+        let mounted = container.mounts.iter().any(|m| {
+            m.config_file.as_deref() == Some(r.id.name.as_str())
+                || m.host_path
+                    .as_deref()
+                    .is_some_and(|h| p.starts_with(&format!("{}/", h.trim_end_matches('/'))))
+        });
+        if content && !mounted {
+            out.push(Diagnostic {
+                location: r.source.clone(),
+                resource: Some(r.id.to_string()),
+                path: Some("spec.path".to_string()),
+                message: format!(
+                    "{} does not mount it, so Grafana never sees {p}",
+                    grafana.id
+                ),
+                fix: format!(
+                    "add `- {{ configFile: {}, target: {}, readOnly: true }}` to {} spec.mounts",
+                    r.id.name,
+                    container_target(p),
+                    grafana.id
+                ),
+                rule: None,
+            });
+        }
+    }
+    for e in env_refs {
+        if !container.environment.contains_key(&e.name) {
+            out.push(Diagnostic {
+                location: e.location.clone(),
+                resource: Some(e.resource.clone()),
+                path: Some(e.path.clone()),
+                message: format!(
+                    "expands ${} from Grafana's environment, which {} does not set (Grafana would provision an empty value)",
+                    e.name, grafana.id
+                ),
+                fix: format!(
+                    "set {} spec.environment.{} (from a Parameter when it is a secret)",
+                    grafana.id, e.name
+                ),
+                rule: None,
+            });
+        }
+    }
+    out
 }
 
 /// Lexically resolves `.` and `..` so messages name `dashboards/home.json`, not

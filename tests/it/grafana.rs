@@ -454,6 +454,45 @@ fn a_secret_written_into_a_contact_point_is_never_echoed() {
     assert!(!all.contains("hooks.slack.com"), "the value leaked: {all}");
 }
 
+/// Wiring outside the content (the grafana Container's mounts and environment) is a warning:
+/// the content is valid, but Grafana would not see the file or would get an empty setting.
+#[test]
+fn content_grafana_cannot_see_is_a_warning_naming_the_mount_and_variable_to_add() {
+    let tmp = repo_copy();
+    std::fs::create_dir_all(tmp.path().join("case")).expect("case dir");
+    std::fs::copy(
+        repo().join("dashboards/stackwarden.json"),
+        tmp.path().join("case/extra.json"),
+    )
+    .expect("copy dashboard");
+    let extra = std::fs::read_to_string(tmp.path().join("case/extra.json"))
+        .expect("read")
+        .replace("\"uid\": \"stackwarden\"", "\"uid\": \"extra\"");
+    std::fs::write(tmp.path().join("case/extra.json"), extra).expect("write");
+    std::fs::write(
+        tmp.path().join("case/pager.yaml"),
+        "apiVersion: 1\ncontactPoints:\n  - orgId: 1\n    name: pager\n    receivers:\n      - uid: pager\n        type: webhook\n        settings:\n          url: $CASE_PAGER_URL\n",
+    )
+    .expect("write contact point");
+    std::fs::write(
+        tmp.path().join("manifests/host/case.yaml"),
+        "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-dashboard\nspec:\n  path: grafana/dashboards/extra.json\n  source: ../../case/extra.json\n---\napiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-pager\nspec:\n  path: grafana/provisioning/alerting/pager.yaml\n  source: ../../case/pager.yaml\n",
+    )
+    .expect("write case manifest");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "dev"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: manifests/host/case.yaml:4:3: ConfigFile/case-dashboard spec.path: Container/grafana does not mount it")
+            && stderr.contains("fix: add `- { configFile: case-dashboard, target: /var/lib/grafana/dashboards/extra.json, readOnly: true }` to Container/grafana spec.mounts"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: case/pager.yaml:9:11: ConfigFile/case-pager contactPoints[0].receivers[0].settings.url: expands $CASE_PAGER_URL from Grafana's environment, which Container/grafana does not set"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn shipped_grafana_content_validates_for_every_environment() {
     for env in ["dev", "staging", "prod", "local"] {
