@@ -840,6 +840,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_variable_of_a_reference_is_its_name() {
+        assert_eq!(env_name("$SLACK_URL"), Some("SLACK_URL"));
+        assert_eq!(env_name("${SLACK_URL}"), Some("SLACK_URL"));
+        assert_eq!(env_name("$__env{SLACK_URL}"), Some("SLACK_URL"));
+        assert_eq!(env_name("$__file{/run/secrets/x}"), None);
+        assert_eq!(env_name("http://127.0.0.1:9093"), None);
+    }
+
     fn route(receiver: &str, m: &[(&str, &str, &str)], cont: bool, routes: Vec<Route>) -> Route {
         Route {
             receiver: (!receiver.is_empty()).then(|| receiver.to_string()),

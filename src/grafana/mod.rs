@@ -464,6 +464,22 @@ mod tests {
     }
 
     #[test]
+    fn content_goes_where_the_grafana_container_reads_it() {
+        assert_eq!(
+            container_target("grafana/dashboards/home.json"),
+            "/var/lib/grafana/dashboards/home.json"
+        );
+        assert_eq!(
+            container_target("grafana/provisioning/alerting/rules.yaml"),
+            "/etc/grafana/provisioning/alerting/rules.yaml"
+        );
+        assert_eq!(
+            container_target("grafana/grafana.ini"),
+            "/etc/grafana/grafana.ini"
+        );
+    }
+
+    #[test]
     fn durations_parse_like_grafana() {
         assert_eq!(
             parse_duration("5m"),
