@@ -1,6 +1,7 @@
 //! Grafana content specifications: the shipped dashboards and alerting validate; every broken
 //! file in tests/fixtures/grafana is rejected with its file, line, JSON pointer or YAML path,
-//! message and fix; the SLO burn-rate rules behave under `promtool test rules`; and every
+//! message and fix; the SLO burn-rate rules, and the host and stackwarden rules, behave under
+//! `promtool test rules` (the rule file is generated from alerting/rules.yaml); and every
 //! dashboard panel query returns data from a real Prometheus (Debian `prometheus`, loopback)
 //! loaded with the sample in tests/fixtures/grafana-sample. LogQL, TraceQL and profile
 //! queries have no server here: `validate` checks them against the catalogue instead.
@@ -775,6 +776,126 @@ fn slo_burn_rate_rules_page_at_14_4x_stay_quiet_at_1x_and_clear_when_the_burn_st
     println!("{text}");
     assert!(out.status.success(), "promtool test rules failed:\n{text}");
     assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// Runs `promtool test rules` on `tests` against the shipped rules of every group.
+fn promtool_test(tests: &Value) -> String {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("rules.json"),
+        prometheus_rule_file(None).to_string(),
+    )
+    .expect("write rules");
+    std::fs::write(tmp.path().join("tests.json"), tests.to_string()).expect("write tests");
+    let out = Command::new(tool("promtool"))
+        .args(["test", "rules", "tests.json"])
+        .current_dir(tmp.path())
+        .output()
+        .expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool test rules failed:\n{text}");
+    text
+}
+
+#[test]
+fn stackwarden_and_host_rules_fire_on_their_signals_and_stay_quiet_otherwise() {
+    let sw = r#"job="stackwarden", instance="127.0.0.1:9464""#;
+    let node = r#"job="prometheus.scrape.node", instance="node-exporter:9100""#;
+    let at = |t: &str, alert: &str, exp: Value| json!({"eval_time": t, "alertname": alert, "exp_alerts": exp});
+    let alert = |labels: Value| json!([{ "exp_labels": labels }]);
+    let tests = json!({
+        "rule_files": ["rules.json"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                // Up for 10 minutes, then down: the page comes 2 minutes (for) later.
+                "name": "the daemon down: up == 0",
+                "interval": "1m",
+                "input_series": [{"series": format!("up{{{sw}}}"), "values": "1x10 0x10"}],
+                "alert_rule_test": [
+                    at("9m", "stackwarden-down", none()),
+                    at("14m", "stackwarden-down", alert(json!({"severity": "critical"}))),
+                ],
+            },
+            {
+                // Never scraped at all: absent() pages.
+                "name": "the daemon down: never scraped",
+                "interval": "1m",
+                "input_series": [{"series": format!("stackwarden_leader{{{sw}}}"), "values": "1x10"}],
+                "alert_rule_test": [
+                    at("5m", "stackwarden-down", alert(json!({"severity": "critical", "job": "stackwarden"}))),
+                ],
+            },
+            {
+                // Container/loki drifts from the test's t=0 on and is never repaired; the
+                // security group drifted too but is not drifting any more.
+                "name": "drift standing for more than 15 minutes",
+                "interval": "1m",
+                "input_series": [
+                    {"series": format!(r#"stackwarden_drift{{{sw}, kind="Container", name="loki"}}"#), "values": "1x30"},
+                    {"series": format!(r#"stackwarden_drift_since_timestamp_seconds{{{sw}, kind="Container", name="loki"}}"#), "values": "0x30"},
+                    {"series": format!(r#"stackwarden_drift{{{sw}, kind="SecurityGroup", name="sg"}}"#), "values": "0x30"},
+                    {"series": format!(r#"stackwarden_drift_since_timestamp_seconds{{{sw}, kind="SecurityGroup", name="sg"}}"#), "values": "0x30"},
+                ],
+                "alert_rule_test": [
+                    at("14m", "stackwarden-drift-standing", none()),
+                    at("17m", "stackwarden-drift-standing", alert(json!({"severity": "warning", "kind": "Container", "name": "loki"}))),
+                ],
+            },
+            {
+                "name": "policy violations on live state",
+                "interval": "1m",
+                "input_series": [
+                    {"series": format!(r#"stackwarden_policy_violations{{{sw}, rule="no-root-containers"}}"#), "values": "0x5 1x10"},
+                    {"series": format!(r#"stackwarden_policy_violations{{{sw}, rule="imdsv2-required"}}"#), "values": "0x15"},
+                ],
+                "alert_rule_test": [
+                    at("5m", "stackwarden-policy-violations", none()),
+                    at("12m", "stackwarden-policy-violations", alert(json!({"severity": "critical", "rule": "no-root-containers"}))),
+                ],
+            },
+            {
+                // Every pass fails from minute 10: the last success stays at 600 s.
+                "name": "reconciles failing for more than 15 minutes",
+                "interval": "1m",
+                "input_series": [
+                    {"series": format!(r#"stackwarden_reconcile_total{{{sw}, result="success", trigger="resync"}}"#), "values": "0+2x10 20x30"},
+                    {"series": format!(r#"stackwarden_reconcile_total{{{sw}, result="error", trigger="resync"}}"#), "values": "0x10 1+2x30"},
+                    {"series": format!("stackwarden_last_success_timestamp_seconds{{{sw}}}"), "values": "0+60x10 600x30"},
+                ],
+                "alert_rule_test": [
+                    at("20m", "stackwarden-reconcile-failing", none()),
+                    at("32m", "stackwarden-reconcile-failing", alert(json!({"severity": "critical"}))),
+                ],
+            },
+            {
+                // 4 GiB host: 95% used from minute 10; the disk 97% full from minute 10.
+                "name": "host memory and disk saturation",
+                "interval": "1m",
+                "input_series": [
+                    {"series": format!("node_memory_MemTotal_bytes{{{node}}}"), "values": "4000000000x40"},
+                    {"series": format!("node_memory_MemAvailable_bytes{{{node}}}"), "values": "2000000000x10 200000000x30"},
+                    {"series": format!(r#"node_filesystem_size_bytes{{{node}, device="/dev/nvme0n1p1", fstype="xfs", mountpoint="/"}}"#), "values": "100x40"},
+                    {"series": format!(r#"node_filesystem_avail_bytes{{{node}, device="/dev/nvme0n1p1", fstype="xfs", mountpoint="/"}}"#), "values": "50x10 3x30"},
+                    {"series": format!(r#"node_filesystem_size_bytes{{{node}, device="tmpfs", fstype="tmpfs", mountpoint="/run"}}"#), "values": "100x40"},
+                    {"series": format!(r#"node_filesystem_avail_bytes{{{node}, device="tmpfs", fstype="tmpfs", mountpoint="/run"}}"#), "values": "1x40"},
+                ],
+                "alert_rule_test": [
+                    at("9m", "host-memory-saturation", none()),
+                    at("25m", "host-memory-saturation", alert(json!({"severity": "warning"}))),
+                    at("9m", "host-disk-full", none()),
+                    // tmpfs is 99% full and ignored.
+                    at("20m", "host-disk-full", alert(json!({"severity": "critical", "job": "prometheus.scrape.node", "instance": "node-exporter:9100", "device": "/dev/nvme0n1p1", "fstype": "xfs", "mountpoint": "/"}))),
+                ],
+            },
+        ],
+    });
+    let text = promtool_test(&tests);
+    println!("{text}");
 }
 
 // ---------------------------------------------------------------------------------------------
