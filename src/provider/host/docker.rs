@@ -189,14 +189,16 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_default();
     let mut namespaces = BTreeMap::new();
-    for (kind, mode, default) in [
-        ("pid", host.pid_mode.clone(), ""),
-        ("ipc", host.ipc_mode.clone(), "private"),
-        ("uts", host.uts_mode.clone(), ""),
-        ("userns", host.userns_mode.clone(), ""),
+    // The engine's own defaults: IPC is `private` (or `shareable` on engines configured the
+    // older way); only a mode that joins another namespace (`host`, `container:…`) counts.
+    for (kind, mode, defaults) in [
+        ("pid", host.pid_mode.clone(), &[][..]),
+        ("ipc", host.ipc_mode.clone(), &["private", "shareable"][..]),
+        ("uts", host.uts_mode.clone(), &[][..]),
+        ("userns", host.userns_mode.clone(), &[][..]),
     ] {
         let mode = mode.unwrap_or_default();
-        if !mode.is_empty() && mode != default {
+        if !mode.is_empty() && !defaults.contains(&mode.as_str()) {
             namespaces.insert(kind.to_string(), mode);
         }
     }

@@ -460,8 +460,16 @@ impl HostProvider {
         let mut last = String::from("no probe ran");
         loop {
             let live = self.running_or_why(name).await?;
-            if live.health.as_deref() == Some("healthy") {
-                return Ok(());
+            match live.health.as_deref() {
+                Some("healthy") => return Ok(()),
+                // Docker's verdict after its retries: no point probing on.
+                Some("unhealthy") => {
+                    return Err(format!(
+                        "container {name} fails its health check: {}",
+                        live.health_output.as_deref().unwrap_or("no output")
+                    ));
+                }
+                _ => {}
             }
             if let Some(cmd) = &probe {
                 let timeout = if check.timeout.is_zero() {

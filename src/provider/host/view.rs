@@ -231,9 +231,11 @@ pub fn port_string(host_ip: &str, host_port: &str, container: &str) -> String {
     format!("{ip}:{host_port}->{container}")
 }
 
-/// The memory-swap limit as compared: the engine stores twice the memory when it is unset.
+/// The memory-swap limit as compared: the engine stores twice the memory when it is unset,
+/// and -1 when the kernel cannot limit swap (it warns and drops the limit), so both count as
+/// unset; any other value was set by someone.
 pub fn normalize_swap(memory: i64, swap: i64) -> i64 {
-    if swap == 0 || (memory > 0 && swap == 2 * memory) {
+    if swap == 0 || swap == -1 || (memory > 0 && swap == 2 * memory) {
         0
     } else {
         swap
@@ -318,7 +320,8 @@ mod tests {
     fn swap_left_to_the_engine_equals_unset() {
         assert_eq!(normalize_swap(1 << 20, 2 << 20), 0);
         assert_eq!(normalize_swap(1 << 20, 0), 0);
-        assert_eq!(normalize_swap(1 << 20, -1), -1);
+        assert_eq!(normalize_swap(1 << 20, -1), 0);
+        assert_eq!(normalize_swap(1 << 20, 3 << 20), 3 << 20);
     }
 
     #[test]

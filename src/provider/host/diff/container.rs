@@ -458,7 +458,7 @@ mod tests {
                 v.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
             };
             memory => "spec.memory", |v| v.memory = 0;
-            memory_swap => "HostConfig.MemorySwap", |v| v.memory_swap = -1;
+            memory_swap => "HostConfig.MemorySwap", |v| v.memory_swap = 1 << 30;
             cpu => "HostConfig.Cpu", |v| v.cpu.push("shares=2048".into());
             pids_limit => "HostConfig.PidsLimit", |v| v.pids_limit = 10;
             oom_kill_disable => "HostConfig.OomKillDisable", |v| v.oom_kill_disable = true;
