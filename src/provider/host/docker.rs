@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The engine's /dev/shm size when none is given (64 MiB).
+const DEFAULT_SHM_SIZE: i64 = 64 << 20;
+
 /// The label recording the identity of each mount source at creation (see
 /// [`ContainerView::mount_sources`]).
 pub const MOUNTS_LABEL: &str = "stackwarden.mount-sources";
@@ -272,6 +275,8 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
             namespaces,
             group_add: sorted(host.group_add.unwrap_or_default()),
             sysctls: host.sysctls.unwrap_or_default().into_iter().collect(),
+            device_cgroup_rules: sorted(host.device_cgroup_rules.unwrap_or_default()),
+            runtime: host.runtime.filter(|r| r != "runc").unwrap_or_default(),
             memory,
             memory_swap: normalize_swap(memory, host.memory_swap.unwrap_or(0)),
             cpu,
@@ -291,12 +296,19 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
                     })
                     .collect(),
             ),
+            oom_score_adj: host.oom_score_adj.unwrap_or(0),
+            shm_size: host
+                .shm_size
+                .filter(|s| *s != DEFAULT_SHM_SIZE)
+                .unwrap_or(0),
+            cgroup_parent: host.cgroup_parent.unwrap_or_default(),
             binds: sorted(binds),
             mount_sources,
             tmpfs: host.tmpfs.unwrap_or_default().into_iter().collect(),
             volumes_from: sorted(host.volumes_from.unwrap_or_default()),
             network: host.network_mode.unwrap_or_default(),
             ports: sorted(ports),
+            publish_all_ports: host.publish_all_ports.unwrap_or(false),
             extra_hosts: sorted(host.extra_hosts.unwrap_or_default()),
             dns: host.dns.unwrap_or_default(),
             restart,

@@ -48,6 +48,10 @@ pub struct ContainerView {
     pub group_add: Vec<String>,
     /// Namespaced kernel parameters.
     pub sysctls: BTreeMap<String, String>,
+    /// Device cgroup rules (`c 1:3 rwm`): device access without a device mapping.
+    pub device_cgroup_rules: Vec<String>,
+    /// OCI runtime; `""` for the engine's default (`runc`).
+    pub runtime: String,
     /// Memory limit in bytes (0 = none).
     pub memory: i64,
     /// Memory + swap limit; 0 for the engine's default (unset, or twice the memory).
@@ -60,6 +64,12 @@ pub struct ContainerView {
     pub oom_kill_disable: bool,
     /// Resource limits as `name=soft:hard`, sorted.
     pub ulimits: Vec<String>,
+    /// OOM score adjustment.
+    pub oom_score_adj: i64,
+    /// /dev/shm size in bytes; 0 for the engine's default (64 MiB).
+    pub shm_size: i64,
+    /// Parent cgroup; `""` for the engine's default.
+    pub cgroup_parent: String,
     /// Bind mounts and volumes as `source:target[:opts]`, sorted.
     pub binds: Vec<String>,
     /// Mount target → identity (`dev:inode`) of its source under the host root when the
@@ -74,6 +84,8 @@ pub struct ContainerView {
     pub network: String,
     /// Published ports as `hostIp:hostPort->port/proto`, sorted.
     pub ports: Vec<String>,
+    /// Every exposed port published on a random host port (`-P`).
+    pub publish_all_ports: bool,
     /// Extra `/etc/hosts` entries.
     pub extra_hosts: Vec<String>,
     /// DNS servers.

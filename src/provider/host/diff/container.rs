@@ -86,18 +86,24 @@ pub fn desired_view(
         namespaces: BTreeMap::new(),
         group_add: Vec::new(),
         sysctls: BTreeMap::new(),
+        device_cgroup_rules: Vec::new(),
+        runtime: String::new(),
         memory,
         memory_swap: 0,
         cpu: Vec::new(),
         pids_limit: 0,
         oom_kill_disable: false,
         ulimits: Vec::new(),
+        oom_score_adj: 0,
+        shm_size: 0,
+        cgroup_parent: String::new(),
         binds: sorted(binds.iter().map(|b| normalize_bind(b)).collect()),
         mount_sources,
         tmpfs: spec.tmpfs.clone(),
         volumes_from: Vec::new(),
         network: spec.network.clone(),
         ports: sorted(ports),
+        publish_all_ports: false,
         extra_hosts: Vec::new(),
         dns: Vec::new(),
         restart: spec.restart.as_docker().to_string(),
@@ -213,6 +219,14 @@ fn security(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
     );
     field(out, "HostConfig.GroupAdd", &l.group_add, &d.group_add, list);
     field(out, "HostConfig.Sysctls", &l.sysctls, &d.sysctls, map);
+    field(
+        out,
+        "HostConfig.DeviceCgroupRules",
+        &l.device_cgroup_rules,
+        &d.device_cgroup_rules,
+        list,
+    );
+    field(out, "HostConfig.Runtime", &l.runtime, &d.runtime, plain);
 }
 
 fn process(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
@@ -274,6 +288,21 @@ fn resources(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
         plain,
     );
     field(out, "HostConfig.Ulimits", &l.ulimits, &d.ulimits, list);
+    field(
+        out,
+        "HostConfig.OomScoreAdj",
+        &l.oom_score_adj,
+        &d.oom_score_adj,
+        plain,
+    );
+    field(out, "HostConfig.ShmSize", &l.shm_size, &d.shm_size, mem);
+    field(
+        out,
+        "HostConfig.CgroupParent",
+        &l.cgroup_parent,
+        &d.cgroup_parent,
+        plain,
+    );
 }
 
 fn storage(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
@@ -313,6 +342,13 @@ fn storage(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
 fn network(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
     field(out, "spec.network", &l.network, &d.network, plain);
     field(out, "spec.ports", &l.ports, &d.ports, list);
+    field(
+        out,
+        "HostConfig.PublishAllPorts",
+        &l.publish_all_ports,
+        &d.publish_all_ports,
+        plain,
+    );
     field(
         out,
         "HostConfig.ExtraHosts",
@@ -392,18 +428,24 @@ mod tests {
             namespaces: BTreeMap::new(),
             group_add: vec![],
             sysctls: BTreeMap::new(),
+            device_cgroup_rules: vec![],
+            runtime: String::new(),
             memory: 384 << 20,
             memory_swap: 0,
             cpu: vec![],
             pids_limit: 0,
             oom_kill_disable: false,
             ulimits: vec![],
+            oom_score_adj: 0,
+            shm_size: 0,
+            cgroup_parent: String::new(),
             binds: s(&["/r/grafana/grafana.ini:/etc/grafana/grafana.ini:ro"]),
             mount_sources: m(&[("/etc/grafana/grafana.ini", "2049:77")]),
             tmpfs: BTreeMap::new(),
             volumes_from: vec![],
             network: "none".into(),
             ports: vec![],
+            publish_all_ports: false,
             extra_hosts: vec![],
             dns: vec![],
             restart: "unless-stopped".into(),
@@ -457,12 +499,19 @@ mod tests {
             sysctls => "HostConfig.Sysctls", |v| {
                 v.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
             };
+            device_cgroup_rules => "HostConfig.DeviceCgroupRules", |v| {
+                v.device_cgroup_rules.push("c *:* rwm".into());
+            };
+            runtime => "HostConfig.Runtime", |v| v.runtime = "runsc".into();
             memory => "spec.memory", |v| v.memory = 0;
             memory_swap => "HostConfig.MemorySwap", |v| v.memory_swap = 1 << 30;
             cpu => "HostConfig.Cpu", |v| v.cpu.push("shares=2048".into());
             pids_limit => "HostConfig.PidsLimit", |v| v.pids_limit = 10;
             oom_kill_disable => "HostConfig.OomKillDisable", |v| v.oom_kill_disable = true;
             ulimits => "HostConfig.Ulimits", |v| v.ulimits.push("nofile=1:1".into());
+            oom_score_adj => "HostConfig.OomScoreAdj", |v| v.oom_score_adj = -1000;
+            shm_size => "HostConfig.ShmSize", |v| v.shm_size = 1 << 30;
+            cgroup_parent => "HostConfig.CgroupParent", |v| v.cgroup_parent = "/escape".into();
             binds => "spec.mounts", |v| v.binds.push("/:/host".into());
             mount_sources => "spec.mounts[/etc/grafana/grafana.ini].source", |v| {
                 v.mount_sources.insert("/etc/grafana/grafana.ini".into(), "2049:78".into());
@@ -474,6 +523,7 @@ mod tests {
             network => "spec.network", |v| v.network = "host".into();
             ports => "spec.ports", |v| v.ports.push("0.0.0.0:3001->3001/tcp".into());
             extra_hosts => "HostConfig.ExtraHosts", |v| v.extra_hosts.push("x:1.2.3.4".into());
+            publish_all_ports => "HostConfig.PublishAllPorts", |v| v.publish_all_ports = true;
             dns => "HostConfig.Dns", |v| v.dns.push("8.8.8.8".into());
             restart => "spec.restart", |v| v.restart = "no".into();
             health => "spec.healthCheck", |v| v.health = None;
