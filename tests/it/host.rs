@@ -1041,3 +1041,47 @@ fn a_docker_socket_that_never_answers_fails_plan_with_an_error_naming_it() {
     );
     assert!(text.contains("no answer within"), "{text}");
 }
+
+#[tokio::test]
+async fn a_linked_parent_directory_is_never_written_through() {
+    let host = Host::converged().await;
+    let secret = file_path(&host.desired, "grafana-admin-password");
+    let parent = secret.parent().expect("parent").to_path_buf();
+    // A person replaces secrets/ with a link to a directory holding a file of that name.
+    let victim = host_root().join("victim-parent");
+    let _ = std::fs::remove_dir_all(&victim);
+    std::fs::create_dir(&victim).expect("victim dir");
+    let bait = victim.join("grafana-admin-password");
+    std::fs::write(&bait, "bait").expect("bait");
+    std::fs::set_permissions(&bait, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::remove_dir_all(&parent).expect("remove secrets/");
+    std::os::unix::fs::symlink(&victim, &parent).expect("link secrets/");
+
+    let plan = host.plan().await;
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.id.to_string() == "ConfigFile/grafana-admin-password"),
+        "a file behind a linked parent passes for ours:\n{plan}"
+    );
+    let report = host.engine.apply(&host.desired).await;
+    let failed: Vec<String> = report.failures().map(|o| o.change.id.to_string()).collect();
+    assert!(
+        failed.contains(&"ConfigFile/grafana-admin-password".to_string()),
+        "{:#?}",
+        report.outcomes
+    );
+    let error = report
+        .failures()
+        .find_map(|o| o.error.clone())
+        .unwrap_or_default();
+    assert!(error.contains("refusing to write through"), "{error}");
+    let meta = std::fs::metadata(&bait).expect("bait");
+    assert_eq!(std::fs::read_to_string(&bait).expect("bait"), "bait");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o644));
+    // Once the link is gone, one apply restores everything.
+    std::fs::remove_file(&parent).expect("unlink");
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    host.assert_no_changes().await;
+}

@@ -131,6 +131,18 @@ pub fn observe(path: &Path) -> Result<FileState, FileError> {
     }
 }
 
+/// Reads what is at `path` under `root`; a symlinked directory on the way there counts as
+/// a symlink at the path itself: `symlink_metadata` only spares the last component, and what
+/// lies behind a linked parent is not ours to judge or fix.
+pub fn observe_under(root: &Path, path: &Path) -> Result<FileState, FileError> {
+    match check_parents(root, path) {
+        Err(FileError::NotADirectory { path: parent }) => Ok(FileState::Symlink {
+            target: format!("a linked parent directory, {}", parent.display()),
+        }),
+        _ => observe(path),
+    }
+}
+
 /// The identity (`dev:inode`) of what is at `path`, not following a symlink; `missing`
 /// when nothing is there. A bind mount holds the inode it was given: a new identity means
 /// the container still sees the old one.
@@ -311,6 +323,10 @@ mod tests {
             Err(FileError::NotADirectory { .. })
         ));
         assert!(check_parents(&root, &root.join("loki/loki.yaml")).is_ok());
+        assert!(matches!(
+            observe_under(&root, &path)?,
+            FileState::Symlink { .. }
+        ));
         Ok(())
     }
 }

@@ -328,22 +328,20 @@ impl HostProvider {
             }
             HostOp::SetOwner { file } => {
                 let spec = Self::file_spec(desired, file)?;
+                let path = files::resolve(&self.host_root, &spec.path);
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
                 self.record_file("SetOwner");
-                files::set_owner(
-                    &files::resolve(&self.host_root, &spec.path),
-                    spec.owner,
-                    spec.group,
-                )
-                .map_err(|e| s(&e))
+                files::set_owner(&path, spec.owner, spec.group).map_err(|e| s(&e))
             }
             HostOp::SetMode { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let mode = spec
                     .mode_bits()
                     .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                let path = files::resolve(&self.host_root, &spec.path);
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
                 self.record_file("SetMode");
-                files::set_mode(&files::resolve(&self.host_root, &spec.path), mode)
-                    .map_err(|e| s(&e))
+                files::set_mode(&path, mode).map_err(|e| s(&e))
             }
             HostOp::EnsureImage { image } => {
                 if diff_image_found(observed, image) {
@@ -398,6 +396,11 @@ impl HostProvider {
                             files::make_dir(&path).map_err(|e| s(&e))?;
                         }
                     }
+                }
+                // The engine resolves bind sources through symlinks: none may hide in the
+                // path of a source under the root.
+                for source in diff::managed_sources(desired, &self.host_root, spec) {
+                    files::check_parents(&self.host_root, &source).map_err(|e| s(&e))?;
                 }
                 // A missing ConfigFile (its write failed) would become a root-owned directory
                 // made by the engine, which then blocks the file for good: refuse instead.
@@ -622,8 +625,11 @@ impl Provider for HostProvider {
         let mut obs = HostObserved::default();
         for (res, spec) in desired.config_files() {
             self.record_file("InspectFile");
-            let state = files::observe(&files::resolve(&self.host_root, &spec.path))
-                .map_err(provider_err)?;
+            let state = files::observe_under(
+                &self.host_root,
+                &files::resolve(&self.host_root, &spec.path),
+            )
+            .map_err(provider_err)?;
             obs.files.insert(res.id.name.clone(), state);
         }
         for (_, spec) in desired.containers() {
