@@ -463,16 +463,16 @@ impl HostProvider {
         let mut last = String::from("no probe ran");
         loop {
             let live = self.running_or_why(name).await?;
-            match live.health.as_deref() {
-                Some("healthy") => return Ok(()),
-                // Docker's verdict after its retries: no point probing on.
-                Some("unhealthy") => {
-                    return Err(format!(
-                        "container {name} fails its health check: {}",
-                        live.health_output.as_deref().unwrap_or("no output")
-                    ));
-                }
-                _ => {}
+            if live.health.as_deref() == Some("healthy") {
+                return Ok(());
+            }
+            // Docker's `unhealthy` may be stale (probes failed while the container was
+            // paused or stopped): with a probe of our own, only the probe decides.
+            if probe.is_none() && live.health.as_deref() == Some("unhealthy") {
+                return Err(format!(
+                    "container {name} fails its health check: {}",
+                    live.health_output.as_deref().unwrap_or("no output")
+                ));
             }
             if let Some(cmd) = &probe {
                 let timeout = if check.timeout.is_zero() {
