@@ -61,6 +61,7 @@ impl Engine {
                     }));
                     plan.conditions.extend(work.conditions());
                     plan.violations.extend(work.violations());
+                    plan.errors.extend(work.errors());
                     works.push(work);
                 }
                 Err(e) => plan.errors.push(e.to_string()),

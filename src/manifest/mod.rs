@@ -430,9 +430,7 @@ pub fn fill_runtime(desired: &mut Desired, account: &str) {
                     *arg = values::fill_runtime(arg, account);
                 }
                 for v in c.environment.values_mut() {
-                    if let Some(s) = &mut v.value {
-                        *s = values::fill_runtime(s, account);
-                    }
+                    v.value = values::fill_runtime(&v.value, account);
                 }
             }
             _ => {}

@@ -455,6 +455,23 @@ impl Checker<'_> {
                 "quote an octal mode, e.g. \"0640\"",
             ),
         }
+        if let Some(param) = &s.from_parameter {
+            self.reference(
+                id,
+                "spec.fromParameter",
+                param,
+                &[Target::Kind(Kind::Parameter)],
+            );
+            if s.kind == FileType::Directory || s.content.is_some() || s.source.is_some() {
+                self.finding(
+                    id,
+                    "spec.fromParameter",
+                    "a secret file takes its whole content from the Parameter",
+                    "remove content, source and type: directory from this ConfigFile",
+                );
+            }
+            return;
+        }
         match (s.kind, s.content.is_some(), s.source.is_some()) {
             // The loader reads `source` into `content` (and reports both being set), so a file
             // is valid here when it has content.
@@ -517,24 +534,6 @@ impl Checker<'_> {
                 "empty health check",
                 "write e.g. [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:3100/ready]",
             );
-        }
-        for (name, v) in &s.environment {
-            let path = format!("spec.environment.{name}");
-            match (&v.value, &v.from_parameter) {
-                (Some(_), None) => {}
-                (None, Some(p)) => self.reference(
-                    id,
-                    &format!("{path}.fromParameter"),
-                    p,
-                    &[Target::Kind(Kind::Parameter)],
-                ),
-                _ => self.finding(
-                    id,
-                    &path,
-                    "set exactly one of `value` and `fromParameter`",
-                    "write value: … or fromParameter: <Parameter name>",
-                ),
-            }
         }
         for (i, m) in s.mounts.iter().enumerate() {
             let path = format!("spec.mounts[{i}]");

@@ -18,6 +18,11 @@ pub struct ConfigFileSpec {
     /// `content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A Parameter by manifest name whose value is the file's whole content: a secret. It is
+    /// read at apply time, written with the file's owner and mode, compared by digest only,
+    /// and never shown (a plan says "value differs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_parameter: Option<String>,
     /// Substitute `${name}` stack values in the content.
     #[serde(default)]
     pub template: bool,
@@ -37,6 +42,11 @@ fn default_mode() -> String {
 }
 
 impl ConfigFileSpec {
+    /// True when the content is a secret (it comes from a Parameter).
+    pub fn is_secret(&self) -> bool {
+        self.from_parameter.is_some()
+    }
+
     /// The mode as bits; validation guarantees it parses.
     pub fn mode_bits(&self) -> Option<u32> {
         u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).ok()

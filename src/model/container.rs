@@ -14,7 +14,10 @@ pub struct ContainerSpec {
     /// Arguments (Docker `Cmd`).
     #[serde(default)]
     pub command: Vec<String>,
-    /// Environment variables; values may come from a Parameter.
+    /// Environment variables, literal values only: a container's environment is readable by
+    /// anyone who can `docker inspect` it and is logged by Docker clients, so a secret reaches
+    /// a container as a file (a ConfigFile `fromParameter`, mounted read-only, named by a
+    /// `<VAR>__FILE` variable), never here.
     #[serde(default)]
     pub environment: BTreeMap<String, EnvValue>,
     /// `uid:gid`, numeric. Unset means root, which policy rejects unless `allowRoot` says why.
@@ -81,16 +84,13 @@ pub struct RootAllowance {
     pub reason: String,
 }
 
-/// An environment variable's value.
+/// An environment variable's value (`{ value: … }`). There is deliberately no way to take
+/// one from a Parameter: secrets go through files (see [`ContainerSpec::environment`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvValue {
-    /// A literal value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// A Parameter by manifest name: the secret is read at apply time and never printed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_parameter: Option<String>,
+    /// The literal value.
+    pub value: String,
 }
 
 /// A device mapping.

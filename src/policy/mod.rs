@@ -337,7 +337,7 @@ pub fn check_desired(desired: &Desired) -> Vec<Violation> {
                     &r.id.to_string(),
                     "spec.content",
                     "sets a literal Grafana admin_password".to_string(),
-                    "remove admin_password from the file; pass GF_SECURITY_ADMIN_PASSWORD from the Parameter (environment.fromParameter)",
+                    "remove admin_password from the file; pass the password as a file (a ConfigFile fromParameter and GF_SECURITY_ADMIN_PASSWORD__FILE)",
                 ));
             }
         }
@@ -373,20 +373,34 @@ fn check_grafana(desired: &Desired, out: &mut Vec<Violation>) {
         ));
     }
     for (r, c) in desired.containers().filter(|(r, _)| r.id.name == "grafana") {
-        let admin = c.environment.get("GF_SECURITY_ADMIN_PASSWORD");
-        let message = match admin {
-            None => "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin",
-            Some(v) if v.from_parameter.is_none() => {
-                "sets GF_SECURITY_ADMIN_PASSWORD to a literal value"
-            }
-            Some(_) => continue,
+        // The password reaches Grafana as a file mounted from a secret ConfigFile; a literal
+        // in the environment is both a default-password risk and readable by `docker inspect`.
+        let from_secret_file = c
+            .environment
+            .get("GF_SECURITY_ADMIN_PASSWORD__FILE")
+            .is_some_and(|v| {
+                c.mounts.iter().any(|m| {
+                    m.target == v.value
+                        && m.config_file.as_ref().is_some_and(|f| {
+                            desired
+                                .config_files()
+                                .any(|(fr, fs)| fr.id.name == *f && fs.is_secret())
+                        })
+                })
+            });
+        let message = if c.environment.contains_key("GF_SECURITY_ADMIN_PASSWORD") {
+            "sets GF_SECURITY_ADMIN_PASSWORD to a literal value"
+        } else if !from_secret_file {
+            "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin"
+        } else {
+            continue;
         };
         out.push(violation(
             "no-default-grafana-password",
             &r.id.to_string(),
             "spec.environment",
             message.to_string(),
-            "set environment.GF_SECURITY_ADMIN_PASSWORD.fromParameter to the admin-password Parameter",
+            "mount a ConfigFile with fromParameter: <admin-password Parameter> read-only and set GF_SECURITY_ADMIN_PASSWORD__FILE to its target",
         ));
     }
 }

@@ -52,6 +52,9 @@ pub struct ProviderPlan<Op> {
     pub conditions: Vec<Condition>,
     /// Policy violations in live state.
     pub violations: Vec<Violation>,
+    /// What blocks a declared resource and needs a person (a name held by something that
+    /// is not ours): plan and apply report it and exit non-zero.
+    pub errors: Vec<String>,
 }
 
 impl<Op> Default for ProviderPlan<Op> {
@@ -60,6 +63,7 @@ impl<Op> Default for ProviderPlan<Op> {
             steps: Vec::new(),
             conditions: Vec::new(),
             violations: Vec::new(),
+            errors: Vec::new(),
         }
     }
 }
@@ -110,6 +114,8 @@ pub trait PlannedWork: Send + Sync {
     fn conditions(&self) -> Vec<Condition>;
     /// Live policy violations.
     fn violations(&self) -> Vec<Violation>;
+    /// Blocked resources, for people.
+    fn errors(&self) -> Vec<String>;
     /// Applies the steps whose change `select` accepts.
     fn apply<'s>(
         self: Box<Self>,
@@ -148,6 +154,10 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
 
     fn violations(&self) -> Vec<Violation> {
         self.plan.violations.clone()
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.plan.errors.clone()
     }
 
     fn apply<'s>(

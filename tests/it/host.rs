@@ -204,6 +204,30 @@ fn running(c: &bollard::models::ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
 
+/// Polls Docker's own health status for a while (its probes run on their interval).
+async fn docker_health_becomes_healthy(docker: &Docker, name: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let health = dk::inspect(docker, name)
+            .await
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.status);
+        if health == Some(bollard::models::HealthStatusEnum::HEALTHY) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn env_of(c: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+    c.config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
     let host = Host::new(local_desired()).await;
@@ -236,15 +260,10 @@ async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
         let name = res.id.name.as_str();
         let c = dk::inspect(&host.docker, name).await;
         assert!(running(&c), "{name} is not running");
-        let health = c
-            .state
-            .as_ref()
-            .and_then(|s| s.health.as_ref())
-            .and_then(|h| h.status);
-        assert_eq!(
-            health,
-            Some(bollard::models::HealthStatusEnum::HEALTHY),
-            "{name}"
+        // Apply waited for the service's own probe; Docker's check follows on its interval.
+        assert!(
+            docker_health_becomes_healthy(&host.docker, name).await,
+            "{name}: Docker's own health check never passed"
         );
         let labels = c
             .config
@@ -288,14 +307,16 @@ async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
             res.id
         );
         assert_eq!(Some(meta.mode() & 0o7777), spec.mode_bits(), "{}", res.id);
-        if let Some(content) = &spec.content {
-            assert_eq!(
-                &std::fs::read_to_string(&path).expect("content"),
-                content,
-                "{}",
-                res.id
-            );
-        }
+        let want = spec
+            .content
+            .clone()
+            .or_else(|| spec.is_secret().then(|| SECRET.into()));
+        assert_eq!(
+            std::fs::read_to_string(&path).ok(),
+            want.filter(|_| meta.is_file()),
+            "{}",
+            res.id
+        );
     }
 }
 
@@ -584,7 +605,7 @@ async fn image_that_cannot_be_pulled_fails_its_container_only() {
 }
 
 #[tokio::test]
-async fn unreadable_secret_fails_only_the_container_that_needs_it() {
+async fn unreadable_secret_fails_only_its_file_and_the_container_mounting_it() {
     let mut desired = local_desired();
     for r in &mut desired.resources {
         if let Spec::Parameter(p) = &mut r.spec {
@@ -592,47 +613,99 @@ async fn unreadable_secret_fails_only_the_container_that_needs_it() {
         }
     }
     let host = Host::new(desired).await;
+    let secret_path = file_path(&host.desired, "grafana-admin-password");
+    let _ = std::fs::remove_file(&secret_path);
     dk::remove(&host.docker, "grafana").await;
+    dk::remove(&host.docker, "loki").await; // drift elsewhere must still be repaired
     let report = host.engine.apply(&host.desired).await;
     let failed: Vec<_> = report.failures().map(|o| o.change.id.to_string()).collect();
-    assert_eq!(failed, ["Container/grafana"], "{:#?}", report.outcomes);
-    let error = report
-        .failures()
-        .next()
-        .and_then(|o| o.error.clone())
-        .unwrap_or_default();
-    assert!(
-        error.contains("GF_SECURITY_ADMIN_PASSWORD") && error.contains("no-such-secret"),
-        "{error}"
+    assert_eq!(
+        failed,
+        ["ConfigFile/grafana-admin-password", "Container/grafana"],
+        "{:#?}",
+        report.outcomes
     );
-    assert!(!error.contains(SECRET), "{error}");
+    let errors: Vec<String> = report.failures().filter_map(|o| o.error.clone()).collect();
+    assert!(errors[0].contains("no-such-secret"), "{errors:?}");
+    assert!(
+        errors[1].contains("ConfigFile/grafana-admin-password is missing"),
+        "{errors:?}"
+    );
+    assert!(!format!("{errors:?}").contains(SECRET), "{errors:?}");
+    assert!(running(&dk::inspect(&host.docker, "loki").await));
+    // The engine never made a directory of the missing file's path.
+    assert!(std::fs::symlink_metadata(&secret_path).is_err());
+}
+
+#[tokio::test]
+async fn grafana_admin_password_reaches_grafana_as_a_file_never_in_its_environment() {
+    let host = Host::converged().await;
+    let grafana = dk::inspect(&host.docker, "grafana").await;
+    let env = env_of(&grafana);
+    assert!(
+        !format!("{env:?}").contains(SECRET),
+        "the secret is in the environment: {env:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|e| e == "GF_SECURITY_ADMIN_PASSWORD__FILE=/run/secrets/grafana-admin-password"),
+        "{env:?}"
+    );
+    let path = file_path(&host.desired, "grafana-admin-password");
+    let meta = std::fs::symlink_metadata(&path).expect("the secret file exists");
+    assert!(meta.is_file());
+    assert_eq!(meta.mode() & 0o7777, 0o400);
+    assert_eq!((meta.uid(), meta.gid()), (10001, 10001));
+    assert_eq!(std::fs::read_to_string(&path).expect("secret"), SECRET);
+    // Mounted as one read-only file, outside every directory the container mounts.
+    let binds = grafana
+        .host_config
+        .clone()
+        .and_then(|h| h.binds)
+        .unwrap_or_default();
+    let secret_bind = format!("{}:/run/secrets/grafana-admin-password:ro", path.display());
+    assert!(binds.contains(&secret_bind), "{binds:?}");
+    for b in &binds {
+        let source = b.split(':').next().unwrap_or("");
+        if Path::new(source).is_dir() {
+            assert!(!path.starts_with(source), "{source} exposes the secret");
+        }
+    }
+    let inspect_text = serde_json::to_string(&grafana).expect("inspect serializes");
+    assert!(
+        !inspect_text.contains(SECRET),
+        "docker inspect shows the secret"
+    );
 }
 
 #[tokio::test]
 async fn secret_values_never_appear_in_plans() {
     let host = Host::converged().await;
-    // Someone sets another password on the container by hand.
+    // Someone sets another password on the container by hand, and in the file too.
     dk::recreate_by_hand(&host.docker, "grafana", true, |b| {
-        let env = b.env.get_or_insert_with(Vec::new);
-        env.retain(|e| !e.starts_with("GF_SECURITY_ADMIN_PASSWORD="));
-        env.push("GF_SECURITY_ADMIN_PASSWORD=admin".into());
+        b.env
+            .get_or_insert_with(Vec::new)
+            .push("GF_SECURITY_ADMIN_PASSWORD=admin".into());
     })
     .await;
+    let path = file_path(&host.desired, "grafana-admin-password");
+    std::fs::write(&path, "hand-set-password").expect("edit the secret by hand");
     let plan = host.plan().await;
     let text = format!("{plan}");
     let json = serde_json::to_string(&plan).expect("plan serializes");
     for shown in [&text, &json] {
-        assert!(
-            !shown.contains(SECRET) && !shown.contains("=admin"),
-            "{shown}"
-        );
+        for secret in [SECRET, "=admin", ": admin", "hand-set-password"] {
+            assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+        }
     }
+    assert!(text.contains("spec.content: value differs"), "{text}");
     host.repair(
         "Container/grafana",
         Action::Replace,
         Some("spec.environment.GF_SECURITY_ADMIN_PASSWORD"),
     )
     .await;
+    assert_eq!(std::fs::read_to_string(&path).expect("secret"), SECRET);
 }
 
 #[tokio::test]
@@ -685,4 +758,330 @@ async fn events_report_container_drift_at_once() {
     assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
     let report = host.engine.apply(&host.desired).await;
     assert!(report.converged(), "{:#?}", report.outcomes);
+}
+
+/// Runs the stackwarden binary on the host scope of the shipped `local` manifests, against
+/// this process's host root, with the tests' admin password.
+fn stackwarden(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let root = host_root().display().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_stackwarden"))
+        .args(args)
+        .args(["--env", "local", "--scope", "host", "--host-root", &root])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("the stackwarden binary runs")
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn apply_at_trace_level_prints_no_secret_anywhere() {
+    let host = Host::converged().await;
+    // Recreating Grafana makes the Docker client log its create and inspect bodies.
+    dk::remove(&host.docker, "grafana").await;
+    let out = stackwarden(
+        &["apply"],
+        &[("STACKWARDEN_LOG", "trace"), ("RUST_LOG", "trace")],
+    );
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("request:"),
+        "the trace shows no Docker request bodies, so it proves nothing"
+    );
+    assert!(!text.contains(SECRET), "the secret is in the output");
+    assert!(
+        text.contains("creating Container/grafana"),
+        "apply printed no step record:\n{text}"
+    );
+    host.assert_no_changes().await;
+}
+
+#[tokio::test]
+async fn drift_environment_variable_added_by_hand_is_removed() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "grafana", true, |b| {
+        b.env
+            .get_or_insert_with(Vec::new)
+            .push("GF_AUTH_ANONYMOUS_ENABLED=true".into());
+    })
+    .await;
+    host.repair(
+        "Container/grafana",
+        Action::Replace,
+        Some("spec.environment.GF_AUTH_ANONYMOUS_ENABLED"),
+    )
+    .await;
+    let env = env_of(&dk::inspect(&host.docker, "grafana").await);
+    assert!(
+        !env.iter()
+            .any(|e| e.starts_with("GF_AUTH_ANONYMOUS_ENABLED")),
+        "{env:?}"
+    );
+}
+
+#[tokio::test]
+async fn drift_entrypoint_changed_is_restored() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "loki", true, |b| {
+        b.entrypoint = Some(vec!["/bin/sh".into(), "-c".into(), "exec /stub".into()]);
+    })
+    .await;
+    host.repair("Container/loki", Action::Replace, Some("Config.Entrypoint"))
+        .await;
+    let c = dk::inspect(&host.docker, "loki").await;
+    assert_eq!(
+        c.config.and_then(|c| c.entrypoint).unwrap_or_default(),
+        ["/stub"]
+    );
+}
+
+#[tokio::test]
+async fn drift_health_check_removed_is_restored() {
+    let host = Host::converged().await;
+    dk::recreate_by_hand(&host.docker, "tempo", true, |b| {
+        b.healthcheck = Some(bollard::models::HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        });
+    })
+    .await;
+    host.repair("Container/tempo", Action::Replace, Some("spec.healthCheck"))
+        .await;
+    let c = dk::inspect(&host.docker, "tempo").await;
+    let test = c
+        .config
+        .and_then(|c| c.healthcheck)
+        .and_then(|h| h.test)
+        .unwrap_or_default();
+    assert_eq!(test.first().map(String::as_str), Some("CMD"), "{test:?}");
+}
+
+#[tokio::test]
+async fn drift_container_paused_is_unpaused() {
+    let host = Host::converged().await;
+    let before = dk::inspect(&host.docker, "pyroscope").await.id;
+    host.docker
+        .pause_container("pyroscope")
+        .await
+        .expect("pause pyroscope");
+    host.repair("Container/pyroscope", Action::Update, Some("state"))
+        .await;
+    let c = dk::inspect(&host.docker, "pyroscope").await;
+    assert!(running(&c) && !c.state.and_then(|s| s.paused).unwrap_or(true));
+    assert_eq!(c.id, before, "unpausing must not recreate");
+}
+
+#[tokio::test]
+async fn drift_data_directory_replaced_by_a_symlink_is_restored_without_following_it() {
+    let host = Host::converged().await;
+    let before = dk::inspect(&host.docker, "loki").await.id;
+    let data = file_path(&host.desired, "loki-data");
+    // The link points at a directory stackwarden must never chown or chmod.
+    let victim = host_root().join("victim");
+    let _ = std::fs::remove_dir_all(&victim);
+    std::fs::create_dir(&victim).expect("victim dir");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::remove_dir_all(&data).expect("remove the data directory");
+    std::os::unix::fs::symlink(&victim, &data).expect("plant the symlink");
+    let plan = host.plan().await;
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.id.to_string() == "Container/loki" && c.action == Action::Replace),
+        "the container writing into the linked directory is not rolled:\n{plan}"
+    );
+    host.repair("ConfigFile/loki-data", Action::Replace, Some("spec.type"))
+        .await;
+    let meta = std::fs::symlink_metadata(&data).expect("data dir");
+    assert!(meta.is_dir(), "the symlink is still there");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (10001, 0o750));
+    let victim_meta = std::fs::metadata(&victim).expect("victim");
+    assert_eq!(
+        (victim_meta.uid(), victim_meta.mode() & 0o7777),
+        (0, 0o700),
+        "the link's target was changed"
+    );
+    assert_ne!(dk::inspect(&host.docker, "loki").await.id, before);
+}
+
+#[tokio::test]
+async fn drift_data_directory_deleted_and_recreated_restarts_its_container() {
+    let host = Host::converged().await;
+    let before = dk::inspect(&host.docker, "tempo").await.id;
+    let data = file_path(&host.desired, "tempo-data");
+    std::fs::remove_dir_all(&data).expect("remove");
+    std::fs::create_dir(&data).expect("recreate");
+    std::os::unix::fs::chown(&data, Some(10001), Some(10001)).expect("chown");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let plan = host.plan().await;
+    assert!(
+        !plan.changes.iter().any(|c| c.id.kind == Kind::ConfigFile),
+        "the directory itself is as declared:\n{plan}"
+    );
+    host.repair(
+        "Container/tempo",
+        Action::Replace,
+        Some("spec.mounts[/data].source"),
+    )
+    .await;
+    assert_ne!(dk::inspect(&host.docker, "tempo").await.id, before);
+}
+
+/// Puts a stub container named `name`, not created by stackwarden, with `labels`.
+async fn impostor(docker: &Docker, name: &str, labels: &[(&str, &str)]) -> String {
+    dk::remove(docker, name).await;
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(STUB_IMAGE.into()),
+        user: Some("10001:10001".into()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptions {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(opts), body)
+        .await
+        .expect("create the impostor")
+        .id
+}
+
+#[tokio::test]
+async fn a_declared_name_held_by_an_unmanaged_container_fails_plan_and_apply() {
+    let host = Host::converged().await;
+    let id = impostor(&host.docker, "loki", &[]).await;
+    let plan = host.engine.plan(&host.desired).await;
+    assert!(
+        plan.errors
+            .iter()
+            .any(|e| e.contains("Container/loki") && e.contains("does not manage")),
+        "{:?}\n{plan}",
+        plan.errors
+    );
+    let report = host.engine.apply(&host.desired).await;
+    assert!(!report.converged(), "apply claims convergence");
+    let out = stackwarden(&["plan"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("Container/loki"));
+    let out = stackwarden(&["apply"], &[]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("Live state matches"), "{text}");
+    // It still holds, untouched.
+    assert_eq!(
+        dk::inspect(&host.docker, "loki").await.id.as_deref(),
+        Some(id.as_str())
+    );
+    dk::remove(&host.docker, "loki").await;
+}
+
+#[tokio::test]
+async fn a_declared_name_held_by_another_stack_is_an_error_naming_the_owner() {
+    let host = Host::converged().await;
+    let id = impostor(&host.docker, "mimir", &[("stackwarden.stack", "billing")]).await;
+    let plan = host.engine.plan(&host.desired).await;
+    assert!(
+        plan.errors
+            .iter()
+            .any(|e| e.contains("Container/mimir") && e.contains("`billing`")),
+        "{:?}",
+        plan.errors
+    );
+    let out = stackwarden(&["apply"], &[]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("billing"), "{text}");
+    assert_eq!(
+        dk::inspect(&host.docker, "mimir").await.id.as_deref(),
+        Some(id.as_str()),
+        "another stack's container was touched"
+    );
+    dk::remove(&host.docker, "mimir").await;
+}
+
+#[test]
+fn a_docker_socket_that_never_answers_fails_plan_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    // Accept every connection and keep it open without a word.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let host = format!("unix://{}", socket.display());
+    let out = stackwarden(&["plan"], &[("DOCKER_HOST", host.as_str())]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&host),
+        "the error does not name the socket: {text}"
+    );
+    assert!(text.contains("no answer within"), "{text}");
+}
+
+#[tokio::test]
+async fn a_linked_parent_directory_is_never_written_through() {
+    let host = Host::converged().await;
+    let secret = file_path(&host.desired, "grafana-admin-password");
+    let parent = secret.parent().expect("parent").to_path_buf();
+    // A person replaces secrets/ with a link to a directory holding a file of that name.
+    let victim = host_root().join("victim-parent");
+    let _ = std::fs::remove_dir_all(&victim);
+    std::fs::create_dir(&victim).expect("victim dir");
+    let bait = victim.join("grafana-admin-password");
+    std::fs::write(&bait, "bait").expect("bait");
+    std::fs::set_permissions(&bait, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::remove_dir_all(&parent).expect("remove secrets/");
+    std::os::unix::fs::symlink(&victim, &parent).expect("link secrets/");
+
+    let plan = host.plan().await;
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.id.to_string() == "ConfigFile/grafana-admin-password"),
+        "a file behind a linked parent passes for ours:\n{plan}"
+    );
+    let report = host.engine.apply(&host.desired).await;
+    let failed: Vec<String> = report.failures().map(|o| o.change.id.to_string()).collect();
+    assert!(
+        failed.contains(&"ConfigFile/grafana-admin-password".to_string()),
+        "{:#?}",
+        report.outcomes
+    );
+    let error = report
+        .failures()
+        .find_map(|o| o.error.clone())
+        .unwrap_or_default();
+    assert!(error.contains("refusing to write through"), "{error}");
+    let meta = std::fs::metadata(&bait).expect("bait");
+    assert_eq!(std::fs::read_to_string(&bait).expect("bait"), "bait");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o644));
+    // Once the link is gone, one apply restores everything.
+    std::fs::remove_file(&parent).expect("unlink");
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    host.assert_no_changes().await;
 }

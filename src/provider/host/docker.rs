@@ -1,153 +1,40 @@
-//! Containers on the Docker engine: the normalized view of a live container (from inspect),
-//! the same view of a desired one, their field-by-field comparison, the create body, and the
-//! thin client calls (each recorded in [`Stats`]). Normalization follows docker-notes.md:
-//! null = [] = {}, `""` = `no` restart, capabilities upper-cased with `CAP_`, every
-//! spelling of no-new-privileges, MemorySwap ignored, image compared by id.
+//! The Docker engine: thin client calls (each with a deadline, each recorded in [`Stats`]),
+//! the normalization of inspect responses into [`ContainerView`] (docker-notes.md, "Inspect
+//! shapes") and the create body. The comparison with the manifests is `diff`'s.
 
-use super::hash::HASH_LABEL;
+use super::view::{
+    ContainerView, Env, device_string, env_map, health_view, normalize_bind, normalize_caps,
+    normalize_security_opt, normalize_swap, port_string, sorted,
+};
 use crate::model::ownership::STACK_LABEL;
 use crate::model::{ContainerSpec, HealthCheck};
-use crate::plan::FieldChange;
 use crate::provider::{CallKind, Stats};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, DeviceMapping, HealthConfig, HostConfig,
-    PortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+    ImageInspect, PortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The security-relevant settings of a container, normalized so that equal means equal.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SecurityView {
-    /// `Config.User`; `""` is root.
-    pub user: String,
-    /// Privileged mode.
-    pub privileged: bool,
-    /// Added capabilities, `CAP_X` upper-case, sorted.
-    pub cap_add: Vec<String>,
-    /// Dropped capabilities, same form.
-    pub cap_drop: Vec<String>,
-    /// Security options, normalized and sorted.
-    pub security_opt: Vec<String>,
-    /// Devices as `host:container:perms`, sorted.
-    pub devices: Vec<String>,
-    /// Memory limit in bytes (0 = none).
-    pub memory: i64,
-    /// Read-only root file system.
-    pub read_only: bool,
-    /// Network mode.
-    pub network: String,
-    /// Bind mounts and volumes as `source:target[:opts]`, sorted.
-    pub binds: Vec<String>,
-    /// Restart policy, Docker spelling (`no` for unset).
-    pub restart: String,
-}
+/// The engine's /dev/shm size when none is given (64 MiB).
+const DEFAULT_SHM_SIZE: i64 = 64 << 20;
 
-/// Normalizes capability names: `net_admin`, `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `ALL` stays.
-pub fn normalize_caps(caps: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = caps
-        .iter()
-        .map(|c| {
-            let up = c.trim().to_ascii_uppercase();
-            let bare = up.strip_prefix("CAP_").unwrap_or(&up);
-            if bare == "ALL" {
-                "ALL".to_string()
-            } else {
-                format!("CAP_{bare}")
-            }
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
+/// The label recording the identity of each mount source at creation (see
+/// [`ContainerView::mount_sources`]).
+pub const MOUNTS_LABEL: &str = "stackwarden.mount-sources";
 
-/// Normalizes security options: every spelling of no-new-privileges (`:true`, `=true`) is
-/// one; `label=disable` is dropped when privileged (the engine adds it by itself then).
-pub fn normalize_security_opt(opts: &[String], privileged: bool) -> Vec<String> {
-    let mut out: Vec<String> = opts
-        .iter()
-        .filter_map(|o| {
-            let o = o.trim();
-            let (key, value) = match o.find([':', '=']) {
-                Some(i) => (&o[..i], Some(&o[i + 1..])),
-                None => (o, None),
-            };
-            if key == "no-new-privileges" {
-                return match value {
-                    None | Some("true") => Some("no-new-privileges".to_string()),
-                    Some(_) => None,
-                };
-            }
-            if privileged && key == "label" && value == Some("disable") {
-                return None;
-            }
-            Some(match value {
-                Some(v) => format!("{key}={v}"),
-                None => key.to_string(),
-            })
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Normalizes a bind string: `src:dst`, `src:dst:ro`; `rw` and empty options vanish, other
-/// options are sorted.
-pub fn normalize_bind(bind: &str) -> String {
-    let mut parts = bind.splitn(3, ':');
-    let (src, dst, opts) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next(),
-    );
-    let mut opts: Vec<&str> = opts
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty() && *o != "rw")
-        .collect();
-    opts.sort_unstable();
-    if opts.is_empty() {
-        format!("{src}:{dst}")
-    } else {
-        format!("{src}:{dst}:{}", opts.join(","))
-    }
-}
-
-fn device_string(host: &str, container: &str, perms: &str) -> String {
-    let container = if container.is_empty() {
-        host
-    } else {
-        container
-    };
-    let perms = if perms.is_empty() { "rwm" } else { perms };
-    format!("{host}:{container}:{perms}")
-}
-
-/// Environment values, kept out of `Debug` output: they may hold secrets.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Env(pub BTreeMap<String, String>);
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-/// A container as observed, normalized.
+/// A container as observed: its identity and state, and its settings normalized.
 #[derive(Debug, Clone, Default)]
 pub struct LiveContainer {
     /// Engine id.
     pub id: String,
     /// Name without the leading `/`.
     pub name: String,
-    /// Labels.
+    /// Every label, as on the engine (the view holds the comparable subset).
     pub labels: BTreeMap<String, String>,
-    /// `running`, `exited`, `created`, …
+    /// `running`, `exited`, `created`, `paused`, …
     pub status: String,
     /// `healthy`, `unhealthy`, `starting`; `None` without a health check.
     pub health: Option<String>,
@@ -157,12 +44,8 @@ pub struct LiveContainer {
     pub exit_code: i64,
     /// The engine's error for the last start, if any.
     pub error: String,
-    /// Image id (`sha256:…`).
-    pub image_id: String,
-    /// Security-relevant settings.
-    pub view: SecurityView,
-    /// The environment (secrets compared in memory, never shown).
-    pub env: Env,
+    /// The settings, normalized.
+    pub view: ContainerView,
 }
 
 impl LiveContainer {
@@ -171,12 +54,7 @@ impl LiveContainer {
         self.labels.get(STACK_LABEL).map(String::as_str)
     }
 
-    /// The config hash label.
-    pub fn config_hash(&self) -> Option<&str> {
-        self.labels.get(HASH_LABEL).map(String::as_str)
-    }
-
-    /// True when the container's process is up.
+    /// True when the container's process is up (a paused one is not).
     pub fn is_running(&self) -> bool {
         self.status == "running"
     }
@@ -184,23 +62,24 @@ impl LiveContainer {
     /// The live settings as a model spec, so the policy rules judge live state with the
     /// same code that judges manifests.
     pub fn as_spec(&self, allow_root: Option<crate::model::RootAllowance>) -> ContainerSpec {
+        let v = &self.view;
         ContainerSpec {
-            image: self.image_id.clone(),
+            image: v.image.clone(),
             command: Vec::new(),
             environment: BTreeMap::new(),
-            user: Some(self.view.user.clone()),
+            user: Some(v.user.clone()),
             allow_root,
-            privileged: self.view.privileged,
-            cap_add: self.view.cap_add.clone(),
-            cap_drop: self.view.cap_drop.clone(),
-            security_opt: self.view.security_opt.clone(),
+            privileged: v.privileged,
+            cap_add: v.cap_add.clone(),
+            cap_drop: v.cap_drop.clone(),
+            security_opt: v.security_opt.clone(),
             devices: Vec::new(),
-            read_only_root_filesystem: self.view.read_only,
+            read_only_root_filesystem: v.read_only,
             tmpfs: BTreeMap::new(),
             mounts: Vec::new(),
             ports: Vec::new(),
-            network: self.view.network.clone(),
-            memory: crate::model::MemSize(u64::try_from(self.view.memory).unwrap_or(0)),
+            network: v.network.clone(),
+            memory: crate::model::MemSize(u64::try_from(v.memory).unwrap_or(0)),
             restart: crate::model::RestartPolicy::No,
             health_check: None,
             depends_on: Vec::new(),
@@ -209,8 +88,55 @@ impl LiveContainer {
     }
 }
 
-/// Normalizes an inspect response. Pure.
-pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
+/// What a container inherits from its image unless its own config says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// `repo@sha256:…` digests, for references pinned by digest.
+    pub repo_digests: Vec<String>,
+    /// `Config.User`.
+    pub user: String,
+    /// `Config.Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Config.Cmd`.
+    pub command: Vec<String>,
+    /// `Config.Env`.
+    pub env: BTreeMap<String, String>,
+    /// `Config.WorkingDir`.
+    pub working_dir: String,
+    /// `Config.Labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `Config.Healthcheck`, normalized.
+    pub health: Option<super::view::HealthView>,
+}
+
+/// Normalizes an image inspect response. Pure.
+pub fn image_info(i: &ImageInspect) -> ImageInfo {
+    let config = i.config.clone().unwrap_or_default();
+    let hc = config.healthcheck.unwrap_or_default();
+    ImageInfo {
+        id: i.id.clone().unwrap_or_default(),
+        repo_digests: i.repo_digests.clone().unwrap_or_default(),
+        user: config.user.unwrap_or_default(),
+        entrypoint: config.entrypoint.unwrap_or_default(),
+        command: config.cmd.unwrap_or_default(),
+        env: env_map(&config.env.unwrap_or_default()),
+        working_dir: config.working_dir.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        health: health_view(
+            &hc.test.unwrap_or_default(),
+            hc.interval.unwrap_or(0),
+            hc.timeout.unwrap_or(0),
+            hc.retries.unwrap_or(0),
+            hc.start_period.unwrap_or(0),
+        ),
+    }
+}
+
+/// Normalizes an inspect response; `image` is what the container's image sets by itself
+/// (subtracted from the environment and labels, where the engine merges it in). Pure.
+pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> LiveContainer {
     let config = c.config.clone().unwrap_or_default();
     let host = c.host_config.clone().unwrap_or_default();
     let state = c.state.clone().unwrap_or_default();
@@ -232,8 +158,7 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
         };
         binds.push(normalize_bind(&format!("{src}:{dst}{ro}")));
     }
-    binds.sort();
-    let mut devices: Vec<String> = host
+    let devices = host
         .devices
         .unwrap_or_default()
         .iter()
@@ -245,22 +170,67 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
             )
         })
         .collect();
-    devices.sort();
-    let restart = host
-        .restart_policy
-        .and_then(|r| r.name)
+    let restart = host.restart_policy.unwrap_or_default();
+    let restart_name = restart
+        .name
         .map(|n| n.to_string())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "no".to_string());
-    let env = config
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (kv, String::new()),
-        })
-        .collect();
+    let restart = match restart.maximum_retry_count.unwrap_or(0) {
+        0 => restart_name,
+        n => format!("{restart_name}:{n}"),
+    };
+    let inherited = image.cloned().unwrap_or_default();
+    let mut env = env_map(&config.env.unwrap_or_default());
+    env.retain(|k, v| inherited.env.get(k) != Some(v));
+    let all_labels: BTreeMap<String, String> =
+        config.labels.unwrap_or_default().into_iter().collect();
+    let mut labels = all_labels.clone();
+    labels.retain(|k, v| inherited.labels.get(k) != Some(v) && k != MOUNTS_LABEL);
+    let mount_sources = all_labels
+        .get(MOUNTS_LABEL)
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let mut namespaces = BTreeMap::new();
+    // The engine's own defaults: IPC is `private` (or `shareable` on engines configured the
+    // older way); only a mode that joins another namespace (`host`, `container:…`) counts.
+    for (kind, mode, defaults) in [
+        ("pid", host.pid_mode.clone(), &[][..]),
+        ("ipc", host.ipc_mode.clone(), &["private", "shareable"][..]),
+        ("uts", host.uts_mode.clone(), &[][..]),
+        ("userns", host.userns_mode.clone(), &[][..]),
+    ] {
+        let mode = mode.unwrap_or_default();
+        if !mode.is_empty() && !defaults.contains(&mode.as_str()) {
+            namespaces.insert(kind.to_string(), mode);
+        }
+    }
+    let mut cpu = Vec::new();
+    for (name, value) in [
+        ("nano_cpus", host.nano_cpus),
+        ("shares", host.cpu_shares),
+        ("quota", host.cpu_quota),
+        ("period", host.cpu_period),
+    ] {
+        if let Some(v) = value.filter(|v| *v != 0) {
+            cpu.push(format!("{name}={v}"));
+        }
+    }
+    if let Some(set) = host.cpuset_cpus.filter(|s| !s.is_empty()) {
+        cpu.push(format!("cpuset={set}"));
+    }
+    let mut ports = Vec::new();
+    for (port, bindings) in host.port_bindings.unwrap_or_default() {
+        for b in bindings.unwrap_or_default() {
+            ports.push(port_string(
+                b.host_ip.as_deref().unwrap_or(""),
+                b.host_port.as_deref().unwrap_or(""),
+                &port,
+            ));
+        }
+    }
+    let hc = config.healthcheck.unwrap_or_default();
+    let memory = host.memory.unwrap_or(0);
     let health = state.health.as_ref();
     LiveContainer {
         id: c.id.clone().unwrap_or_default(),
@@ -270,7 +240,7 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string(),
-        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        labels: all_labels,
         status: state.status.map(|s| s.to_string()).unwrap_or_default(),
         health: health
             .and_then(|h| h.status)
@@ -283,8 +253,14 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
             .map(|o| o.trim().to_string()),
         exit_code: state.exit_code.unwrap_or(0),
         error: state.error.unwrap_or_default(),
-        image_id: c.image.clone().unwrap_or_default(),
-        view: SecurityView {
+        view: ContainerView {
+            image: c.image.clone().unwrap_or_default(),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            command: config.cmd.unwrap_or_default(),
+            env: Env(env),
+            working_dir: config.working_dir.unwrap_or_default(),
+            hostname: config.hostname.unwrap_or_default(),
+            labels,
             user: config.user.unwrap_or_default().trim().to_string(),
             privileged,
             cap_add: normalize_caps(&host.cap_add.unwrap_or_default()),
@@ -293,131 +269,63 @@ pub fn from_inspect(c: &ContainerInspectResponse) -> LiveContainer {
                 &host.security_opt.unwrap_or_default(),
                 privileged,
             ),
-            devices,
-            memory: host.memory.unwrap_or(0),
+            devices: sorted(devices),
             read_only: host.readonly_rootfs.unwrap_or(false),
+            masked_paths: !host.masked_paths.unwrap_or_default().is_empty(),
+            namespaces,
+            group_add: sorted(host.group_add.unwrap_or_default()),
+            sysctls: host.sysctls.unwrap_or_default().into_iter().collect(),
+            device_cgroup_rules: sorted(host.device_cgroup_rules.unwrap_or_default()),
+            runtime: host.runtime.filter(|r| r != "runc").unwrap_or_default(),
+            memory,
+            memory_swap: normalize_swap(memory, host.memory_swap.unwrap_or(0)),
+            cpu,
+            pids_limit: host.pids_limit.filter(|p| *p > 0).unwrap_or(0),
+            oom_kill_disable: host.oom_kill_disable.unwrap_or(false),
+            ulimits: sorted(
+                host.ulimits
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|u| {
+                        format!(
+                            "{}={}:{}",
+                            u.name.unwrap_or_default(),
+                            u.soft.unwrap_or(0),
+                            u.hard.unwrap_or(0)
+                        )
+                    })
+                    .collect(),
+            ),
+            oom_score_adj: host.oom_score_adj.unwrap_or(0),
+            shm_size: host
+                .shm_size
+                .filter(|s| *s != DEFAULT_SHM_SIZE)
+                .unwrap_or(0),
+            cgroup_parent: host.cgroup_parent.unwrap_or_default(),
+            binds: sorted(binds),
+            mount_sources,
+            tmpfs: host.tmpfs.unwrap_or_default().into_iter().collect(),
+            volumes_from: sorted(host.volumes_from.unwrap_or_default()),
             network: host.network_mode.unwrap_or_default(),
-            binds,
+            ports: sorted(ports),
+            publish_all_ports: host.publish_all_ports.unwrap_or(false),
+            extra_hosts: sorted(host.extra_hosts.unwrap_or_default()),
+            dns: host.dns.unwrap_or_default(),
             restart,
+            health: health_view(
+                &hc.test.unwrap_or_default(),
+                hc.interval.unwrap_or(0),
+                hc.timeout.unwrap_or(0),
+                hc.retries.unwrap_or(0),
+                hc.start_period.unwrap_or(0),
+            ),
+            init: host.init.unwrap_or(false),
         },
-        env: Env(env),
     }
 }
 
-/// The same view of a desired container; `binds` are already resolved against the host root.
-pub fn desired_view(spec: &ContainerSpec, binds: &[String]) -> SecurityView {
-    let mut devices: Vec<String> = spec
-        .devices
-        .iter()
-        .map(|d| {
-            device_string(
-                &d.host_path,
-                d.container_path.as_deref().unwrap_or(""),
-                &d.permissions,
-            )
-        })
-        .collect();
-    devices.sort();
-    let mut binds: Vec<String> = binds.iter().map(|b| normalize_bind(b)).collect();
-    binds.sort();
-    SecurityView {
-        user: spec.user.clone().unwrap_or_default().trim().to_string(),
-        privileged: spec.privileged,
-        cap_add: normalize_caps(&spec.cap_add),
-        cap_drop: normalize_caps(&spec.cap_drop),
-        security_opt: normalize_security_opt(&spec.security_opt, spec.privileged),
-        devices,
-        memory: i64::try_from(spec.memory.0).unwrap_or(i64::MAX),
-        read_only: spec.read_only_root_filesystem,
-        network: spec.network.clone(),
-        binds,
-        restart: spec.restart.as_docker().to_string(),
-    }
-}
-
-fn show_list(v: &[String]) -> String {
-    format!("[{}]", v.join(", "))
-}
-
-fn show_user(u: &str) -> String {
-    if u.is_empty() {
-        "\"\" (root)".to_string()
-    } else {
-        format!("\"{u}\"")
-    }
-}
-
-fn show_mem(m: i64) -> String {
-    if m == 0 {
-        "unlimited".to_string()
-    } else {
-        crate::model::MemSize(u64::try_from(m).unwrap_or(0)).to_string()
-    }
-}
-
-/// The fields in which live differs from desired, for the plan. Pure; empty when equal.
-pub fn compare(desired: &SecurityView, live: &SecurityView) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    let mut field = |path: &str, old: String, new: String| {
-        if old != new {
-            out.push(FieldChange::changed(path, old, new));
-        }
-    };
-    field("spec.user", show_user(&live.user), show_user(&desired.user));
-    field(
-        "spec.privileged",
-        live.privileged.to_string(),
-        desired.privileged.to_string(),
-    );
-    field(
-        "spec.capAdd",
-        show_list(&live.cap_add),
-        show_list(&desired.cap_add),
-    );
-    field(
-        "spec.capDrop",
-        show_list(&live.cap_drop),
-        show_list(&desired.cap_drop),
-    );
-    field(
-        "spec.securityOpt",
-        show_list(&live.security_opt),
-        show_list(&desired.security_opt),
-    );
-    field(
-        "spec.devices",
-        show_list(&live.devices),
-        show_list(&desired.devices),
-    );
-    field(
-        "spec.memory",
-        show_mem(live.memory),
-        show_mem(desired.memory),
-    );
-    field(
-        "spec.readOnlyRootFilesystem",
-        live.read_only.to_string(),
-        desired.read_only.to_string(),
-    );
-    field(
-        "spec.network",
-        live.network.clone(),
-        desired.network.clone(),
-    );
-    field(
-        "spec.mounts",
-        show_list(&live.binds),
-        show_list(&desired.binds),
-    );
-    field(
-        "spec.restart",
-        live.restart.clone(),
-        desired.restart.clone(),
-    );
-    out
-}
-
-fn nanos(d: std::time::Duration) -> Option<i64> {
+/// A duration in nanoseconds, `None` when zero (the engine's default applies).
+pub fn nanos(d: Duration) -> Option<i64> {
     (!d.is_zero()).then(|| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
@@ -432,12 +340,11 @@ fn health_config(h: &HealthCheck) -> HealthConfig {
     }
 }
 
-/// The create body for a desired container. `env` is fully resolved (secrets included: it
-/// goes to the engine only), `binds` resolved against the host root, `labels` complete.
+/// The create body for a desired container: `env` literal values only (secrets reach
+/// containers as files), `binds` resolved against the host root, `labels` complete.
 pub fn create_body(
     name: &str,
     spec: &ContainerSpec,
-    env: &BTreeMap<String, String>,
     binds: &[String],
     labels: &BTreeMap<String, String>,
 ) -> ContainerCreateBody {
@@ -464,7 +371,12 @@ pub fn create_body(
     ContainerCreateBody {
         hostname: Some(name.to_string()),
         user: spec.user.clone(),
-        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            spec.environment
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.value))
+                .collect(),
+        ),
         cmd: non_empty(&spec.command),
         image: Some(spec.image.clone()),
         labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
@@ -517,17 +429,37 @@ pub fn create_body(
     }
 }
 
+/// The deadline of one API call (connect and answer): the engine answers in milliseconds
+/// (docker-notes.md), so a socket silent this long is stuck, not busy.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deadline of a whole image pull: a registry may be slow, but a dead one must not
+/// hold the apply forever (no registry is reachable in the local world at all).
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A Docker call failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{operation} {target}: {source}")]
+#[error("{operation} {target} (Docker engine at {endpoint}): {}", describe(.source))]
 pub struct DockerError {
     /// The API operation (`CreateContainer`).
     pub operation: &'static str,
     /// What it was about (a container or image name).
     pub target: String,
+    /// The engine's address (`unix:///var/run/docker.sock`).
+    pub endpoint: Arc<str>,
     /// The engine's or the transport's error.
     #[source]
     pub source: bollard::errors::Error,
+}
+
+/// bollard says only "Timeout error": say which deadline expired.
+fn describe(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::RequestTimeoutError => format!(
+            "no answer within {}s (the engine is stuck or this socket is not a Docker engine)",
+            CALL_TIMEOUT.as_secs()
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl DockerError {
@@ -543,28 +475,79 @@ impl DockerError {
     }
 }
 
-/// The Docker client with every call counted in [`Stats`].
+/// The result of running a command in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    /// Exit code; `None` if the engine did not report one.
+    pub exit_code: Option<i64>,
+    /// The last lines of output, for messages.
+    pub output: String,
+}
+
+/// The Docker client with every call counted in [`Stats`] and bounded in time.
 #[derive(Clone)]
 pub struct Client {
-    /// The bollard client.
+    /// The bollard client (its request timeout is [`CALL_TIMEOUT`]).
     pub docker: Docker,
+    /// The engine's address, for errors.
+    pub endpoint: Arc<str>,
     /// Shared call counters.
     pub stats: Arc<Stats>,
 }
 
 impl Client {
+    /// A client of the engine at `DOCKER_HOST` (`unix://` only) or the default socket. Makes
+    /// no call: the first one (version negotiation) finds out whether anything answers.
+    pub fn new(stats: Arc<Stats>) -> Result<Client, DockerError> {
+        let endpoint: Arc<str> = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
+            .into();
+        let docker = Docker::connect_with_unix(
+            &endpoint,
+            CALL_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|source| DockerError {
+            operation: "Connect",
+            target: String::new(),
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+        Ok(Client {
+            docker,
+            endpoint,
+            stats,
+        })
+    }
+
+    /// Settles on the engine's API version (bollard speaks a newer one by default; versioned
+    /// calls to an older engine fail).
+    pub async fn negotiate(mut self) -> Result<Client, DockerError> {
+        self.record("GetVersion");
+        let docker = self.docker.clone();
+        self.docker = bounded(docker.negotiate_version())
+            .await
+            .map_err(self.err("GetVersion", ""))?;
+        Ok(self)
+    }
+
     fn record(&self, operation: &str) {
         self.stats
             .record("docker", operation, CallKind::of_operation(operation));
     }
 
     fn err<'a>(
+        &self,
         operation: &'static str,
         target: &'a str,
     ) -> impl FnOnce(bollard::errors::Error) -> DockerError + 'a {
+        let endpoint = self.endpoint.clone();
         move |source| DockerError {
             operation,
             target: target.to_string(),
+            endpoint,
             source,
         }
     }
@@ -576,63 +559,78 @@ impl Client {
             all: true,
             ..Default::default()
         };
-        let list = self
-            .docker
-            .list_containers(Some(opts))
+        let list = bounded(self.docker.list_containers(Some(opts)))
             .await
-            .map_err(Self::err("ListContainers", "all"))?;
+            .map_err(self.err("ListContainers", "all"))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
-    /// Inspects one container; `None` if it vanished meanwhile.
-    pub async fn inspect(&self, id: &str) -> Result<Option<LiveContainer>, DockerError> {
+    /// Inspects one container, raw; `None` if it vanished meanwhile.
+    pub async fn inspect_raw(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerInspectResponse>, DockerError> {
         self.record("InspectContainer");
-        match self.docker.inspect_container(id, None).await {
-            Ok(c) => Ok(Some(from_inspect(&c))),
+        match bounded(self.docker.inspect_container(id, None)).await {
+            Ok(c) => Ok(Some(c)),
             Err(e) => {
-                let e = Self::err("InspectContainer", id)(e);
+                let e = self.err("InspectContainer", id)(e);
                 if e.is_not_found() { Ok(None) } else { Err(e) }
             }
         }
     }
 
-    /// The local id of an image reference; `None` when it is not present.
-    pub async fn image_id(&self, image: &str) -> Result<Option<String>, DockerError> {
+    /// Inspects one container, normalized without image defaults (for state and health).
+    pub async fn inspect(&self, id: &str) -> Result<Option<LiveContainer>, DockerError> {
+        Ok(self.inspect_raw(id).await?.map(|c| from_inspect(&c, None)))
+    }
+
+    /// An image by reference or id; `None` when it is not present.
+    pub async fn image(&self, image: &str) -> Result<Option<ImageInfo>, DockerError> {
         self.record("InspectImage");
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(i.id),
+        match bounded(self.docker.inspect_image(image)).await {
+            Ok(i) => Ok(Some(image_info(&i))),
             Err(e) => {
-                let e = Self::err("InspectImage", image)(e);
+                let e = self.err("InspectImage", image)(e);
                 if e.is_not_found() { Ok(None) } else { Err(e) }
             }
         }
     }
 
-    /// Pulls an image (no registry may be reachable: the error is the caller's to report).
+    /// Pulls an image by tag or, when pinned, by digest, within [`PULL_TIMEOUT`].
     pub async fn pull(&self, image: &str) -> Result<(), DockerError> {
         use futures_util::StreamExt;
         self.record("CreateImage");
-        let (repo, tag) = split_image(image);
+        let (repo, tag) = super::image::ImageRef::parse(image).pull_args();
         let opts = bollard::query_parameters::CreateImageOptions {
             from_image: Some(repo.to_string()),
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(opts), None, None);
-        while let Some(item) = stream.next().await {
-            item.map_err(Self::err("CreateImage", image))?;
+        let pull = async {
+            let mut stream = self.docker.create_image(Some(opts), None, None);
+            while let Some(item) = stream.next().await {
+                item?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(r) => r.map_err(self.err("CreateImage", image)),
+            Err(_) => Err(self.err("CreateImage", image)(
+                bollard::errors::Error::RequestTimeoutError,
+            )),
         }
-        Ok(())
     }
 
     /// Names of existing networks.
     pub async fn networks(&self) -> Result<Vec<String>, DockerError> {
         self.record("ListNetworks");
-        let list = self
-            .docker
-            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
-            .await
-            .map_err(Self::err("ListNetworks", "all"))?;
+        let list = bounded(
+            self.docker
+                .list_networks(None::<bollard::query_parameters::ListNetworksOptions>),
+        )
+        .await
+        .map_err(self.err("ListNetworks", "all"))?;
         Ok(list.into_iter().filter_map(|n| n.name).collect())
     }
 
@@ -649,11 +647,10 @@ impl Client {
             labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             ..Default::default()
         };
-        self.docker
-            .create_network(req)
+        bounded(self.docker.create_network(req))
             .await
             .map(|_| ())
-            .map_err(Self::err("CreateNetwork", name))
+            .map_err(self.err("CreateNetwork", name))
     }
 
     /// Creates a container; returns its id.
@@ -667,23 +664,29 @@ impl Client {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        self.docker
-            .create_container(Some(opts), body)
+        bounded(self.docker.create_container(Some(opts), body))
             .await
             .map(|r| r.id)
-            .map_err(Self::err("CreateContainer", name))
+            .map_err(self.err("CreateContainer", name))
     }
 
     /// Starts a container.
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
         self.record("StartContainer");
-        self.docker
-            .start_container(
-                name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+        bounded(self.docker.start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        ))
+        .await
+        .map_err(self.err("StartContainer", name))
+    }
+
+    /// Unpauses a container.
+    pub async fn unpause(&self, name: &str) -> Result<(), DockerError> {
+        self.record("UnpauseContainer");
+        bounded(self.docker.unpause_container(name))
             .await
-            .map_err(Self::err("StartContainer", name))
+            .map_err(self.err("UnpauseContainer", name))
     }
 
     /// Removes a container by force (stopping it); a missing one is not an error.
@@ -693,22 +696,80 @@ impl Client {
             force: true,
             ..Default::default()
         };
-        match self.docker.remove_container(id, Some(opts)).await {
+        match bounded(self.docker.remove_container(id, Some(opts))).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let e = Self::err("RemoveContainer", id)(e);
+                let e = self.err("RemoveContainer", id)(e);
                 if e.is_not_found() { Ok(()) } else { Err(e) }
             }
         }
     }
+
+    /// Runs `cmd` in a running container as its own user and waits for it, within `limit`:
+    /// the same probe Docker's health check runs, without waiting for its first interval.
+    pub async fn exec(
+        &self,
+        name: &str,
+        cmd: Vec<String>,
+        limit: Duration,
+    ) -> Result<ExecResult, DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        use futures_util::StreamExt;
+        self.record("CreateExec");
+        let created = bounded(self.docker.create_exec(
+            name,
+            CreateExecOptions {
+                cmd: Some(cmd),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map_err(self.err("CreateExec", name))?;
+        self.record("StartExec");
+        let run = async {
+            let mut output = String::new();
+            if let StartExecResults::Attached {
+                output: mut out, ..
+            } = self.docker.start_exec(&created.id, None).await?
+            {
+                while let Some(chunk) = out.next().await {
+                    output.push_str(&chunk?.to_string());
+                }
+            }
+            Ok(output)
+        };
+        let output = match tokio::time::timeout(limit, run).await {
+            Ok(r) => r.map_err(self.err("StartExec", name))?,
+            // A probe that overruns its timeout is a failed probe, as for Docker.
+            Err(_) => {
+                return Ok(ExecResult {
+                    exit_code: None,
+                    output: format!("probe timed out after {limit:?}"),
+                });
+            }
+        };
+        self.record("InspectExec");
+        let inspected = bounded(self.docker.inspect_exec(&created.id))
+            .await
+            .map_err(self.err("InspectExec", name))?;
+        let tail: String = output.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+        Ok(ExecResult {
+            exit_code: inspected.exit_code,
+            output: tail,
+        })
+    }
 }
 
-/// Splits `repo[:tag]` (a registry port is not a tag); the tag defaults to `latest`.
-pub fn split_image(image: &str) -> (&str, &str) {
-    let image = image.split('@').next().unwrap_or(image);
-    match image.rfind(':') {
-        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
-        _ => (image, "latest"),
+/// Bounds a call that bollard's own request timeout may not cover whole (a response body
+/// that never ends).
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, bollard::errors::Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(bollard::errors::Error::RequestTimeoutError),
     }
 }
 
@@ -716,133 +777,34 @@ pub fn split_image(image: &str) -> (&str, &str) {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
     #[test]
-    fn capabilities_compare_in_any_spelling() {
-        assert_eq!(
-            normalize_caps(&s(&["net_admin", "CAP_SYSLOG", "all"])),
-            s(&["ALL", "CAP_NET_ADMIN", "CAP_SYSLOG"])
-        );
-        assert_eq!(
-            normalize_caps(&s(&["NET_ADMIN"])),
-            normalize_caps(&s(&["CAP_NET_ADMIN"]))
-        );
-    }
-
-    #[test]
-    fn every_no_new_privileges_spelling_is_one() {
-        for spelling in [
-            "no-new-privileges",
-            "no-new-privileges:true",
-            "no-new-privileges=true",
-        ] {
-            assert_eq!(
-                normalize_security_opt(&s(&[spelling]), false),
-                s(&["no-new-privileges"])
-            );
-        }
-        assert!(normalize_security_opt(&s(&["no-new-privileges:false"]), false).is_empty());
-        assert!(normalize_security_opt(&s(&["label=disable"]), true).is_empty());
-        assert_eq!(
-            normalize_security_opt(&s(&["label:disable"]), false),
-            s(&["label=disable"])
-        );
-    }
-
-    #[test]
-    fn binds_ignore_rw_and_option_order() {
-        assert_eq!(normalize_bind("/a:/b:rw"), "/a:/b");
-        assert_eq!(normalize_bind("/a:/b"), "/a:/b");
-        assert_eq!(normalize_bind("/a:/b:z,ro"), "/a:/b:ro,z");
-    }
-
-    #[test]
-    fn images_split_into_repo_and_tag() {
-        assert_eq!(
-            split_image("stackwarden/stub:local"),
-            ("stackwarden/stub", "local")
-        );
-        assert_eq!(
-            split_image("grafana/grafana"),
-            ("grafana/grafana", "latest")
-        );
-        assert_eq!(
-            split_image("localhost:5000/x"),
-            ("localhost:5000/x", "latest")
-        );
-    }
-
-    #[test]
-    fn empty_inspect_equals_an_unset_desired_root_container() {
+    fn empty_inspect_normalizes_to_the_engine_defaults() {
         let inspect: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
             "Id": "abc", "Name": "/x", "Image": "sha256:1",
-            "Config": {"User": "", "Labels": {}, "Env": null},
+            "Config": {"User": "", "Labels": {"from-image": "1"}, "Env": ["PATH=/bin", "A=1"],
+                       "Healthcheck": {"Test": ["NONE"]}},
             "HostConfig": {"CapAdd": null, "CapDrop": null, "SecurityOpt": null, "Devices": null,
-                            "Binds": null, "Memory": 0, "MemorySwap": 0, "NetworkMode": "none",
+                            "Binds": null, "Memory": 1048576, "MemorySwap": 2097152, "NetworkMode": "none",
+                            "IpcMode": "private", "PidsLimit": -1,
+                            "MaskedPaths": ["/proc/kcore"],
                             "RestartPolicy": {"Name": ""}, "Privileged": false, "ReadonlyRootfs": false},
-            "State": {"Status": "running"}
+            "State": {"Status": "paused"}
         }))
         .unwrap_or_default();
-        let live = from_inspect(&inspect);
-        assert_eq!(live.name, "x");
-        assert_eq!(live.view.restart, "no");
-        let spec = ContainerSpec {
-            image: "i".into(),
-            command: vec![],
-            environment: BTreeMap::new(),
-            user: None,
-            allow_root: None,
-            privileged: false,
-            cap_add: vec![],
-            cap_drop: vec![],
-            security_opt: vec![],
-            devices: vec![],
-            read_only_root_filesystem: false,
-            tmpfs: BTreeMap::new(),
-            mounts: vec![],
-            ports: vec![],
-            network: "none".into(),
-            memory: crate::model::MemSize(0),
-            restart: crate::model::RestartPolicy::No,
-            health_check: None,
-            depends_on: vec![],
-            labels: BTreeMap::new(),
-        };
-        assert_eq!(compare(&desired_view(&spec, &[]), &live.view), vec![]);
-    }
-
-    #[test]
-    fn a_root_privileged_container_shows_each_field() {
-        let mut desired = SecurityView {
-            user: "10001:10001".into(),
-            security_opt: s(&["no-new-privileges"]),
-            memory: 1 << 20,
-            network: "none".into(),
-            restart: "unless-stopped".into(),
+        let image = ImageInfo {
+            env: env_map(&["PATH=/bin".to_string()]),
+            labels: [("from-image".to_string(), "1".to_string())].into(),
             ..Default::default()
         };
-        let mut live = desired.clone();
-        live.user = "0".into();
-        live.privileged = true;
-        live.security_opt.clear();
-        live.memory = 0;
-        let paths: Vec<String> = compare(&desired, &live)
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                "spec.user",
-                "spec.privileged",
-                "spec.securityOpt",
-                "spec.memory"
-            ]
-        );
-        desired.cap_add = s(&["CAP_NET_ADMIN"]);
-        assert!(compare(&desired, &desired.clone()).is_empty());
+        let live = from_inspect(&inspect, Some(&image));
+        assert_eq!(live.name, "x");
+        assert_eq!(live.status, "paused");
+        let v = &live.view;
+        assert_eq!(v.restart, "no");
+        assert_eq!(v.memory_swap, 0);
+        assert_eq!(v.pids_limit, 0);
+        assert!(v.namespaces.is_empty() && v.masked_paths && v.health.is_none());
+        assert_eq!(v.env.0.keys().collect::<Vec<_>>(), ["A"]);
+        assert!(v.labels.is_empty());
     }
 }

@@ -1,12 +1,12 @@
 //! Config files and data directories under the host root: observe (content digest, owner,
-//! mode), the pure per-file diff, and the writes (atomic replace, chown, chmod). Nothing here
-//! talks to Docker.
+//! mode) and the writes (atomic replace, chown, chmod). Nothing here talks to Docker, and
+//! nothing here follows a symlink: the host root may hold links planted by hand, and a write
+//! as root through one would land anywhere (lchown, O_NOFOLLOW, checks with
+//! `symlink_metadata`). The comparison is `diff::files`.
 
 use super::hash::sha256_hex;
-use crate::model::{ConfigFileSpec, FileType};
-use crate::plan::FieldChange;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What is on disk at a ConfigFile's path.
@@ -34,7 +34,12 @@ pub enum FileState {
         /// Permission bits.
         mode: u32,
     },
-    /// Something else (a symlink, a socket): never followed, never written through.
+    /// A symlink: never followed, never written through; replaced by the real thing.
+    Symlink {
+        /// Where it points, for the plan.
+        target: String,
+    },
+    /// Something else (a socket, a device): never written through.
     Other,
 }
 
@@ -64,6 +69,12 @@ pub enum FileError {
     /// The spec's mode does not parse (validation should have caught it).
     #[error("mode `{0}` is not octal")]
     Mode(String),
+    /// A component of the path is a symlink (or not a directory): refusing to write through.
+    #[error("{path} is a symlink or not a directory; refusing to write through it")]
+    NotADirectory {
+        /// The offending component.
+        path: PathBuf,
+    },
 }
 
 /// The absolute path of a ConfigFile (or a hostPath) under the host root. Leading `/` are
@@ -94,10 +105,21 @@ pub fn observe(path: &Path) -> Result<FileState, FileError> {
         Err(e) => return Err(read_err(e)),
     };
     let (uid, gid, mode) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
-    if meta.is_dir() {
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(read_err)?;
+        Ok(FileState::Symlink {
+            target: target.display().to_string(),
+        })
+    } else if meta.is_dir() {
         Ok(FileState::Directory { uid, gid, mode })
     } else if meta.is_file() {
-        let bytes = std::fs::read(path).map_err(read_err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(read_err)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut bytes).map_err(read_err)?;
         Ok(FileState::File {
             sha256: sha256_hex(&bytes),
             uid,
@@ -109,85 +131,54 @@ pub fn observe(path: &Path) -> Result<FileState, FileError> {
     }
 }
 
-/// The digest a ConfigFile's content must have.
-pub fn desired_sha256(spec: &ConfigFileSpec) -> String {
-    sha256_hex(spec.content.as_deref().unwrap_or("").as_bytes())
-}
-
-/// How one ConfigFile differs from disk. Pure.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FileDrift {
-    /// Nothing (or the wrong type) is there: write or create it whole.
-    pub missing: bool,
-    /// The content differs (files only).
-    pub content: bool,
-    /// Owner or group differs.
-    pub owner: bool,
-    /// Mode differs.
-    pub mode: bool,
-    /// What the plan shows.
-    pub fields: Vec<FieldChange>,
-}
-
-impl FileDrift {
-    /// True when nothing differs.
-    pub fn is_clean(&self) -> bool {
-        !(self.missing || self.content || self.owner || self.mode)
+/// Reads what is at `path` under `root`; a symlinked directory on the way there counts as
+/// a symlink at the path itself: `symlink_metadata` only spares the last component, and what
+/// lies behind a linked parent is not ours to judge or fix.
+pub fn observe_under(root: &Path, path: &Path) -> Result<FileState, FileError> {
+    match check_parents(root, path) {
+        Err(FileError::NotADirectory { path: parent }) => Ok(FileState::Symlink {
+            target: format!("a linked parent directory, {}", parent.display()),
+        }),
+        _ => observe(path),
     }
 }
 
-fn short(sha: &str) -> String {
-    format!("sha256:{}", sha.get(..12).unwrap_or(sha))
+/// The identity (`dev:inode`) of what is at `path`, not following a symlink; `missing`
+/// when nothing is there. A bind mount holds the inode it was given: a new identity means
+/// the container still sees the old one.
+pub fn identity(path: &Path) -> String {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => format!("{}:{}", m.dev(), m.ino()),
+        Err(_) => "missing".to_string(),
+    }
 }
 
-/// Compares a ConfigFile with what is on disk. Pure.
-pub fn diff(spec: &ConfigFileSpec, live: &FileState) -> FileDrift {
-    let want_mode = spec.mode_bits().unwrap_or(0o644);
-    let mut drift = FileDrift::default();
-    let (uid, gid, mode) = match (spec.kind, live) {
-        (
-            FileType::File,
-            FileState::File {
-                sha256,
-                uid,
-                gid,
-                mode,
-            },
-        ) => {
-            let want = desired_sha256(spec);
-            if *sha256 != want {
-                drift.content = true;
-                drift.fields.push(FieldChange::changed(
-                    "spec.content",
-                    short(sha256),
-                    short(&want),
-                ));
-            }
-            (*uid, *gid, *mode)
-        }
-        (FileType::Directory, FileState::Directory { uid, gid, mode }) => (*uid, *gid, *mode),
-        _ => {
-            drift.missing = true;
-            return drift;
-        }
+/// Checks that every directory from `root` (exclusive) down to `path`'s parent is a real
+/// directory or absent, never a symlink: a write below a linked directory would land
+/// outside the root.
+pub fn check_parents(root: &Path, path: &Path) -> Result<(), FileError> {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Ok(());
     };
-    if (uid, gid) != (spec.owner, spec.group) {
-        drift.owner = true;
-        drift.fields.push(FieldChange::changed(
-            "spec.owner",
-            format!("{uid}:{gid}"),
-            format!("{}:{}", spec.owner, spec.group),
-        ));
+    let mut at = root.to_path_buf();
+    let parents: Vec<_> = rel.components().collect();
+    for c in parents.iter().take(parents.len().saturating_sub(1)) {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(FileError::NotADirectory { path: at }),
+            Err(_) => return Ok(()),
+        }
     }
-    if mode != want_mode {
-        drift.mode = true;
-        drift.fields.push(FieldChange::changed(
-            "spec.mode",
-            format!("{mode:04o}"),
-            format!("{want_mode:04o}"),
-        ));
+    Ok(())
+}
+
+/// Removes a symlink or other non-directory at `path` (the link itself, never its target).
+pub fn remove_non_directory(path: &Path) -> Result<(), FileError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => std::fs::remove_file(path).map_err(write_err("removing", path)),
+        _ => Ok(()),
     }
-    drift
 }
 
 fn write_err<'a>(
@@ -218,12 +209,21 @@ pub fn write_atomic(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.stackwarden-{}.tmp", std::process::id()));
+    // A stale temp file (or a link planted at its name) goes first: create_new never
+    // follows or reuses one.
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(write_err("creating", &tmp))?;
+        // Born owner-only: a secret is never readable by others, not even for a moment.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(write_err("creating", &tmp))?;
         f.write_all(content).map_err(write_err("writing", &tmp))?;
         f.sync_all().map_err(write_err("syncing", &tmp))?;
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(write_err("chown", &tmp))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(write_err("chown", &tmp))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(write_err("chmod", &tmp))?;
         std::fs::rename(&tmp, path).map_err(write_err("renaming into place", path))
     })();
@@ -235,73 +235,37 @@ pub fn write_atomic(
 }
 
 /// Creates a directory (and its parents) if missing; owner and mode are set separately.
+/// A symlink at the path is an error here: the caller removes it first, knowingly.
 pub fn make_dir(path: &Path) -> Result<(), FileError> {
-    std::fs::create_dir_all(path).map_err(write_err("creating directory", path))
+    std::fs::create_dir_all(path).map_err(write_err("creating directory", path))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(FileError::NotADirectory {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
-/// Sets owner and group.
+/// Sets owner and group of the path itself, never of a symlink's target (lchown).
 pub fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(write_err("chown", path))
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(write_err("chown", path))
 }
 
-/// Sets permission bits.
+/// Sets permission bits through a descriptor opened with O_NOFOLLOW: a symlink at the path
+/// fails instead of handing its target's mode over.
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), FileError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(write_err("opening for chmod", path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(write_err("chmod", path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(content: &str) -> ConfigFileSpec {
-        ConfigFileSpec {
-            path: "loki/config.yaml".into(),
-            kind: FileType::File,
-            content: Some(content.into()),
-            source: None,
-            template: false,
-            owner: 10001,
-            group: 10001,
-            mode: "0640".into(),
-        }
-    }
-
-    #[test]
-    fn identical_file_has_no_drift() {
-        let live = FileState::File {
-            sha256: sha256_hex(b"x"),
-            uid: 10001,
-            gid: 10001,
-            mode: 0o640,
-        };
-        assert!(diff(&spec("x"), &live).is_clean());
-    }
-
-    #[test]
-    fn content_owner_and_mode_are_each_reported() {
-        let live = FileState::File {
-            sha256: sha256_hex(b"edited"),
-            uid: 0,
-            gid: 0,
-            mode: 0o666,
-        };
-        let d = diff(&spec("x"), &live);
-        assert!(d.content && d.owner && d.mode && !d.missing);
-        let paths: Vec<_> = d.fields.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["spec.content", "spec.owner", "spec.mode"]);
-        assert_eq!(d.fields[2].old.as_deref(), Some("0666"));
-    }
-
-    #[test]
-    fn a_directory_where_a_file_belongs_counts_as_missing() {
-        let live = FileState::Directory {
-            uid: 10001,
-            gid: 10001,
-            mode: 0o640,
-        };
-        assert!(diff(&spec("x"), &live).missing);
-    }
 
     #[test]
     fn absolute_paths_stay_under_the_root() {
@@ -317,12 +281,52 @@ mod tests {
         let path = dir.path().join("a/b.txt");
         let uid = std::fs::metadata(dir.path())?.uid();
         let gid = std::fs::metadata(dir.path())?.gid();
-        write_atomic(&path, b"hello", uid, gid, 0o600)?;
+        write_atomic(&path, b"hello", uid, gid, 0o400)?;
         assert_eq!(std::fs::read(&path)?, b"hello");
         match observe(&path)? {
-            FileState::File { mode, .. } => assert_eq!(mode, 0o600),
+            FileState::File { mode, .. } => assert_eq!(mode, 0o400),
             other => panic!("expected a file, got {other:?}"),
         }
+        Ok(())
+    }
+
+    #[test]
+    fn owner_and_mode_fixes_never_follow_a_symlink() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let target = dir.path().join("elsewhere");
+        std::fs::create_dir(&target)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700))?;
+        let link = dir.path().join("data");
+        std::os::unix::fs::symlink(&target, &link)?;
+        assert!(matches!(observe(&link)?, FileState::Symlink { .. }));
+        assert!(set_mode(&link, 0o777).is_err());
+        let meta = std::fs::metadata(&target)?;
+        set_owner(&link, meta.uid(), meta.gid())?;
+        assert_eq!(std::fs::metadata(&target)?.mode() & 0o7777, 0o700);
+        assert!(make_dir(&link).is_err(), "a link passed for a directory");
+        remove_non_directory(&link)?;
+        make_dir(&link)?;
+        assert!(std::fs::symlink_metadata(&link)?.is_dir());
+        assert!(target.exists(), "the link's target was touched");
+        Ok(())
+    }
+
+    #[test]
+    fn writes_never_go_through_a_linked_parent() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root)?;
+        std::os::unix::fs::symlink(dir.path(), root.join("grafana"))?;
+        let path = root.join("grafana/grafana.ini");
+        assert!(matches!(
+            check_parents(&root, &path),
+            Err(FileError::NotADirectory { .. })
+        ));
+        assert!(check_parents(&root, &root.join("loki/loki.yaml")).is_ok());
+        assert!(matches!(
+            observe_under(&root, &path)?,
+            FileState::Symlink { .. }
+        ));
         Ok(())
     }
 }

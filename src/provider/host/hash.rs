@@ -2,10 +2,10 @@
 //! stored as a label (as docker compose does) so that a changed manifest is seen without
 //! comparing every field. Pure: no I/O.
 //!
-//! Secret values (environment variables `fromParameter`) are NOT hashed, only the name of the
-//! Parameter they come from: the label is readable by anyone who can `docker inspect`, and a
-//! digest of a short password can be brute-forced offline. Secrets are compared directly
-//! against the live environment instead (see `diff`), and never leave the process.
+//! Secret values (ConfigFiles `fromParameter`, mounted into the container) are NOT hashed,
+//! only the name of the Parameter they come from: the label is readable by anyone who can
+//! `docker inspect`, and a digest of a short password can be brute-forced offline. A changed
+//! secret rewrites its file, which rolls the containers that mount it (see `diff`).
 
 use crate::model::ContainerSpec;
 use serde::Serialize;
@@ -40,7 +40,7 @@ struct Hashed<'a> {
 struct SpecView<'a> {
     image: &'a str,
     command: &'a [String],
-    /// Literal values, and `param:<name>` for secrets (the value itself is never hashed).
+    /// Literal values (secrets never reach the environment).
     environment: BTreeMap<&'a str, String>,
     user: Option<&'a str>,
     privileged: bool,
@@ -70,14 +70,8 @@ pub fn config_hash(
     let environment = spec
         .environment
         .iter()
-        .map(|(k, v)| {
-            let shown = match (&v.value, &v.from_parameter) {
-                (Some(value), _) => format!("value:{value}"),
-                (None, Some(param)) => format!("param:{param}"),
-                (None, None) => String::new(),
-            };
-            (k.as_str(), shown)
-        })
+        // `value:` keeps the hashed form of older releases, so no container rolls for it.
+        .map(|(k, v)| (k.as_str(), format!("value:{}", v.value)))
         .collect();
     let hashed = Hashed {
         version: HASH_VERSION,
@@ -163,14 +157,13 @@ mod tests {
     }
 
     #[test]
-    fn hash_ignores_start_order_and_never_sees_secret_values() {
+    fn hash_ignores_start_order() {
         let files = BTreeMap::new();
         let mut a = spec();
         a.environment.insert(
-            "PASSWORD".into(),
+            "PASSWORD__FILE".into(),
             EnvValue {
-                value: None,
-                from_parameter: Some("admin".into()),
+                value: "/run/secrets/password".into(),
             },
         );
         let mut b = a.clone();
@@ -181,6 +174,21 @@ mod tests {
         assert_eq!(
             config_hash("g", &a, &files, &[]),
             config_hash("g", &b, &files, &[])
+        );
+    }
+
+    /// A change to this value recreates every container of every stack on upgrade: bump it
+    /// only on purpose (and say so in the release notes).
+    #[test]
+    fn hash_of_a_fixed_spec_is_pinned() {
+        let mut s = spec();
+        s.environment
+            .insert("A".into(), EnvValue { value: "1".into() });
+        let mut files = BTreeMap::new();
+        files.insert("loki-config".to_string(), sha256_hex(b"a"));
+        assert_eq!(
+            config_hash("loki", &s, &files, &["/r/loki:/data".to_string()]),
+            "867f06872f5585437d09872b5faab7e2dea00b0bb90cd50918777b15c8cb4523"
         );
     }
 }

@@ -3,21 +3,24 @@
 //! must be written before containers start (ConfigMap-rollout style). Observe is read-only
 //! (one container list, one inspect per container, one inspect per image, a stat + read per
 //! file); the decision is the pure [`diff::plan`]; apply runs files, then removals, then
-//! containers level by level in dependsOn order. Never touches unmanaged containers.
+//! containers level by level in dependsOn order, printing each step as it starts and ends.
+//! Never touches unmanaged containers. Every Docker call has a deadline (`docker`).
 
 mod diff;
 mod docker;
 pub mod events;
 mod files;
 mod hash;
+mod image;
+mod view;
 
 pub use events::{HostEvent, watch_events};
 pub use hash::HASH_LABEL;
 
 use crate::model::{ContainerSpec, Desired, Kind};
-use crate::plan::Action;
+use crate::plan::{Action, Change};
 use crate::provider::{CallKind, Provider, ProviderError, ProviderPlan, Stats, Step, StepOutcome};
-use docker::{Client, LiveContainer};
+use docker::{Client, ImageInfo, LiveContainer};
 use files::FileState;
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,13 +32,15 @@ use std::time::{Duration, Instant};
 /// The provider's name in logs, stats and errors.
 const NAME: &str = "host";
 
-/// How often a starting container is re-inspected while waiting for it.
-const READY_POLL: Duration = Duration::from_millis(250);
+/// The tracing target of the step-by-step apply record (shown at info by default).
+pub const APPLY_LOG_TARGET: &str = "stackwarden::apply";
+
+/// How often a starting container is probed (or re-inspected) while waiting for it: the
+/// stub answers within milliseconds of starting, real services within a second or two.
+const READY_POLL: Duration = Duration::from_millis(100);
 /// The most apply waits for one container's health: a stuck service must not hold the rest
 /// of the stack (dependents start anyway once this passes; the failure is reported).
 const READY_CAP: Duration = Duration::from_secs(120);
-/// A pull can hang on a dead registry; no registry is reachable in the local world at all.
-const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// ConfigFiles and Containers on one host.
 pub struct HostProvider {
@@ -94,6 +99,11 @@ pub enum HostOp {
         /// Container name.
         name: String,
     },
+    /// Unpause a container paused by hand.
+    UnpauseContainer {
+        /// Container name.
+        name: String,
+    },
     /// Wait until running (and healthy, with a health check), within a bounded time.
     WaitReady {
         /// Container name.
@@ -122,9 +132,12 @@ impl fmt::Debug for Secrets {
 pub struct HostObserved {
     files: BTreeMap<String, FileState>,
     containers: Vec<LiveContainer>,
-    images: BTreeMap<String, Option<String>>,
+    /// Declared image reference → the image found for it.
+    images: BTreeMap<String, Option<ImageInfo>>,
     networks: BTreeSet<String>,
     secrets: Secrets,
+    /// Identity (`dev:inode`) of each bind source under the host root, now.
+    sources: BTreeMap<PathBuf, String>,
 }
 
 fn provider_err(e: impl fmt::Display) -> ProviderError {
@@ -151,7 +164,7 @@ fn read_secret(spec: &crate::model::ParameterSpec) -> Result<String, String> {
 
 impl HostProvider {
     /// Connects to DOCKER_HOST (unix://) or the default socket, negotiating the API version
-    /// (engine here is API 1.41).
+    /// (engine here is API 1.41). Fails within the call deadline when nothing answers.
     pub async fn connect(
         host_root: PathBuf,
         stats: Arc<Stats>,
@@ -166,20 +179,13 @@ impl HostProvider {
                 "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock"
             )));
         }
-        let docker = bollard::Docker::connect_with_local_defaults()
-            .map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?;
-        stats.record("docker", "GetVersion", CallKind::Read);
-        // bollard speaks API 1.53 by default; versioned calls to an older engine fail, so
-        // settle on the engine's version once.
-        let docker = docker
-            .negotiate_version()
+        let client = Client::new(stats.clone())
+            .map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?
+            .negotiate()
             .await
             .map_err(|e| provider_err(format!("negotiating the Docker API version: {e}")))?;
         Ok(HostProvider {
-            client: Client {
-                docker,
-                stats: stats.clone(),
-            },
+            client,
             host_root,
             stats,
         })
@@ -200,15 +206,42 @@ impl HostProvider {
             .record("files", operation, CallKind::of_operation(operation));
     }
 
-    async fn observe_containers(&self) -> Result<Vec<LiveContainer>, ProviderError> {
+    /// Every container, normalized against its own image (whose environment and labels the
+    /// engine merges in). Images already inspected by reference are reused by id.
+    async fn observe_containers(
+        &self,
+        images: &BTreeMap<String, Option<ImageInfo>>,
+    ) -> Result<Vec<LiveContainer>, ProviderError> {
         let ids = self.client.list_all().await.map_err(provider_err)?;
-        let inspected = join_all(ids.iter().map(|id| self.client.inspect(id))).await;
-        let mut out = Vec::with_capacity(ids.len());
+        let inspected = join_all(ids.iter().map(|id| self.client.inspect_raw(id))).await;
+        let mut raw = Vec::with_capacity(ids.len());
         for r in inspected {
             if let Some(c) = r.map_err(provider_err)? {
-                out.push(c);
+                raw.push(c);
             }
         }
+        let mut by_id: BTreeMap<String, ImageInfo> = images
+            .values()
+            .flatten()
+            .map(|i| (i.id.clone(), i.clone()))
+            .collect();
+        let missing: BTreeSet<String> = raw
+            .iter()
+            .filter_map(|c| c.image.clone())
+            .filter(|id| !by_id.contains_key(id))
+            .collect();
+        for (id, info) in missing
+            .iter()
+            .zip(join_all(missing.iter().map(|id| self.client.image(id))).await)
+        {
+            if let Some(info) = info.map_err(provider_err)? {
+                by_id.insert(id.clone(), info);
+            }
+        }
+        let mut out: Vec<LiveContainer> = raw
+            .iter()
+            .map(|c| docker::from_inspect(c, c.image.as_ref().and_then(|i| by_id.get(i))))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -230,6 +263,22 @@ impl HostProvider {
             .find(|(r, _)| r.id.name == name)
             .map(|(_, s)| s)
             .ok_or_else(|| format!("ConfigFile/{name} is not declared"))
+    }
+
+    /// The bytes a ConfigFile must hold: its content, or its Parameter's value (a secret:
+    /// the error names where it should come from, never the value).
+    fn file_content<'o>(
+        spec: &'o crate::model::ConfigFileSpec,
+        observed: &'o HostObserved,
+    ) -> Result<&'o [u8], String> {
+        match &spec.from_parameter {
+            Some(param) => match observed.secrets.get(param) {
+                Some(Ok(value)) => Ok(value.as_bytes()),
+                Some(Err(why)) => Err(format!("content from Parameter/{param}: {why}")),
+                None => Err(format!("Parameter/{param} is not declared")),
+            },
+            None => Ok(spec.content.as_deref().unwrap_or("").as_bytes()),
+        }
     }
 
     /// Runs one operation; the error is a sentence for people.
@@ -255,15 +304,10 @@ impl HostProvider {
                         path.display()
                     ));
                 }
+                let content = Self::file_content(spec, observed)?;
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
                 self.record_file("WriteFile");
-                files::write_atomic(
-                    &path,
-                    spec.content.as_deref().unwrap_or("").as_bytes(),
-                    spec.owner,
-                    spec.group,
-                    mode,
-                )
-                .map_err(|e| s(&e))
+                files::write_atomic(&path, content, spec.owner, spec.group, mode).map_err(|e| s(&e))
             }
             HostOp::MakeDirectory { file } => {
                 let spec = Self::file_spec(desired, file)?;
@@ -271,6 +315,10 @@ impl HostProvider {
                 let mode = spec
                     .mode_bits()
                     .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
+                // A symlink (or file) where the directory belongs goes, never its target.
+                self.record_file("RemoveFile");
+                files::remove_non_directory(&path).map_err(|e| s(&e))?;
                 self.record_file("CreateDirectory");
                 files::make_dir(&path).map_err(|e| s(&e))?;
                 self.record_file("SetOwner");
@@ -280,36 +328,37 @@ impl HostProvider {
             }
             HostOp::SetOwner { file } => {
                 let spec = Self::file_spec(desired, file)?;
+                let path = files::resolve(&self.host_root, &spec.path);
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
                 self.record_file("SetOwner");
-                files::set_owner(
-                    &files::resolve(&self.host_root, &spec.path),
-                    spec.owner,
-                    spec.group,
-                )
-                .map_err(|e| s(&e))
+                files::set_owner(&path, spec.owner, spec.group).map_err(|e| s(&e))
             }
             HostOp::SetMode { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let mode = spec
                     .mode_bits()
                     .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                let path = files::resolve(&self.host_root, &spec.path);
+                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
                 self.record_file("SetMode");
-                files::set_mode(&files::resolve(&self.host_root, &spec.path), mode)
-                    .map_err(|e| s(&e))
+                files::set_mode(&path, mode).map_err(|e| s(&e))
             }
             HostOp::EnsureImage { image } => {
-                if observed.images.get(image).is_some_and(Option::is_some) {
+                if diff_image_found(observed, image) {
                     return Ok(());
                 }
-                match tokio::time::timeout(PULL_TIMEOUT, self.client.pull(image)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!(
-                        "image {image} is not present and cannot be pulled: {}",
-                        e.source
-                    )),
-                    Err(_) => Err(format!(
-                        "pulling image {image} took longer than {}s",
-                        PULL_TIMEOUT.as_secs()
+                self.client.pull(image).await.map_err(|e| {
+                    format!("image {image} is not present and cannot be pulled: {e}")
+                })?;
+                // A pinned reference must now resolve to an image carrying its digest.
+                match self.client.image(image).await.map_err(|e| s(&e))? {
+                    Some(info)
+                        if image::ImageRef::parse(image).is_satisfied_by(&info.repo_digests) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "image {image} was pulled but no local image carries that reference"
                     )),
                 }
             }
@@ -336,43 +385,52 @@ impl HostProvider {
             HostOp::RemoveContainer { id, .. } => self.client.remove(id).await.map_err(|e| s(&e)),
             HostOp::CreateContainer { name } => {
                 let spec = Self::container_spec(desired, name)?;
-                let mut env = BTreeMap::new();
-                for (var, value) in &spec.environment {
-                    let resolved = match (&value.value, &value.from_parameter) {
-                        (Some(v), _) => v.clone(),
-                        (None, Some(param)) => match observed.secrets.get(param) {
-                            Some(Ok(secret)) => secret.clone(),
-                            Some(Err(why)) => {
-                                return Err(format!(
-                                    "environment {var} (from Parameter/{param}): {why}"
-                                ));
-                            }
-                            None => {
-                                return Err(format!(
-                                    "environment {var}: Parameter/{param} is not declared"
-                                ));
-                            }
-                        },
-                        (None, None) => String::new(),
-                    };
-                    env.insert(var.clone(), resolved);
-                }
-                let binds = diff::binds(desired, &self.host_root, spec);
                 // A missing bind source would be created by the engine as root 0755 (or,
                 // for a file, as a directory): make hostPath directories under the root
                 // ourselves. Absolute ones are the host's own (`/proc`) and never created.
                 for m in &spec.mounts {
                     if let Some(p) = m.host_path.as_deref().filter(|p| !p.starts_with('/')) {
                         let path = files::host_path(&self.host_root, p);
-                        if !path.exists() {
+                        if std::fs::symlink_metadata(&path).is_err() {
                             self.record_file("CreateDirectory");
                             files::make_dir(&path).map_err(|e| s(&e))?;
                         }
                     }
                 }
+                // The engine resolves bind sources through symlinks: none may hide in the
+                // path of a source under the root.
+                for source in diff::managed_sources(desired, &self.host_root, spec) {
+                    files::check_parents(&self.host_root, &source).map_err(|e| s(&e))?;
+                }
+                // A missing ConfigFile (its write failed) would become a root-owned directory
+                // made by the engine, which then blocks the file for good: refuse instead.
+                for m in &spec.mounts {
+                    if let Some(file) = &m.config_file {
+                        let f = Self::file_spec(desired, file)?;
+                        let path = files::resolve(&self.host_root, &f.path);
+                        if std::fs::symlink_metadata(&path).is_err() {
+                            return Err(format!(
+                                "mounted ConfigFile/{file} is missing at {}; it must be written first",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+                let binds = diff::binds(desired, &self.host_root, spec);
+                // The sources' identities as of now, when the engine resolves the binds.
+                let identities = diff::managed_sources(desired, &self.host_root, spec)
+                    .into_iter()
+                    .map(|p| {
+                        let id = files::identity(&p);
+                        (p, id)
+                    })
+                    .collect();
+                let sources = diff::mount_sources(desired, &self.host_root, spec, &identities);
                 let hash = diff::desired_hash(desired, &self.host_root, name, spec);
-                let labels = diff::labels(desired, spec, &hash);
-                let body = docker::create_body(name, spec, &env, &binds, &labels);
+                let mut labels = diff::labels(desired, spec, &hash);
+                let (k, v) = diff::mount_sources_label(&sources);
+                labels.insert(k, v);
+                let body = docker::create_body(name, spec, &binds, &labels);
                 self.client
                     .create(name, body)
                     .await
@@ -380,6 +438,7 @@ impl HostProvider {
                     .map_err(|e| s(&e))
             }
             HostOp::StartContainer { name } => self.client.start(name).await.map_err(|e| s(&e)),
+            HostOp::UnpauseContainer { name } => self.client.unpause(name).await.map_err(|e| s(&e)),
             HostOp::WaitReady { name } => {
                 let spec = Self::container_spec(desired, name)?;
                 self.wait_ready(name, spec).await
@@ -387,52 +446,76 @@ impl HostProvider {
         }
     }
 
-    /// Waits until the container runs (and passes its health check, if it has one).
+    /// Waits until the container runs and, with a health check, passes it. Docker's first
+    /// probe only comes one whole interval after the start (15 s in production), so the
+    /// declared test is run here at once, in the container, until it passes or the cap is
+    /// reached; Docker's own check keeps watching afterwards.
     async fn wait_ready(&self, name: &str, spec: &ContainerSpec) -> Result<(), String> {
-        let limit = spec
-            .health_check
-            .as_ref()
-            .map(|h| {
-                h.start_period + (h.interval + h.timeout) * (h.retries + 1) + Duration::from_secs(5)
-            })
-            .unwrap_or(Duration::ZERO)
-            .min(READY_CAP);
+        let Some(check) = &spec.health_check else {
+            return self.running_or_why(name).await.map(|_| ());
+        };
+        let limit = (check.start_period
+            + (check.interval + check.timeout) * (check.retries + 1)
+            + Duration::from_secs(5))
+        .min(READY_CAP);
+        let probe = probe_command(&check.test);
         let started = Instant::now();
+        let mut last = String::from("no probe ran");
         loop {
-            let live = self
-                .client
-                .inspect(name)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("container {name} vanished after it was started"))?;
-            if !live.is_running() {
-                let mut why = format!(
-                    "container {name} is {} (exit code {})",
-                    live.status, live.exit_code
-                );
-                if !live.error.is_empty() {
-                    why.push_str(&format!(": {}", live.error));
-                }
-                return Err(why);
+            let live = self.running_or_why(name).await?;
+            if live.health.as_deref() == Some("healthy") {
+                return Ok(());
             }
-            match (spec.health_check.is_some(), live.health.as_deref()) {
-                (false, _) | (true, Some("healthy")) => return Ok(()),
-                (true, Some("unhealthy")) => {
-                    return Err(format!(
-                        "container {name} fails its health check: {}",
-                        live.health_output.as_deref().unwrap_or("no output")
-                    ));
+            // Docker's `unhealthy` may be stale (probes failed while the container was
+            // paused or stopped): with a probe of our own, only the probe decides.
+            if probe.is_none() && live.health.as_deref() == Some("unhealthy") {
+                return Err(format!(
+                    "container {name} fails its health check: {}",
+                    live.health_output.as_deref().unwrap_or("no output")
+                ));
+            }
+            if let Some(cmd) = &probe {
+                let timeout = if check.timeout.is_zero() {
+                    Duration::from_secs(30)
+                } else {
+                    check.timeout
+                };
+                match self.client.exec(name, cmd.clone(), timeout).await {
+                    Ok(r) if r.exit_code == Some(0) => return Ok(()),
+                    Ok(r) => last = r.output,
+                    // The process may not be up for exec yet; the next round tells.
+                    Err(e) => last = e.to_string(),
                 }
-                _ => {}
             }
             if started.elapsed() >= limit {
                 return Err(format!(
-                    "container {name} is not healthy after {}s",
+                    "container {name} is not healthy after {}s: {last}",
                     limit.as_secs()
                 ));
             }
             tokio::time::sleep(READY_POLL).await;
         }
+    }
+
+    /// The container, if it runs; otherwise why not.
+    async fn running_or_why(&self, name: &str) -> Result<LiveContainer, String> {
+        let live = self
+            .client
+            .inspect(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("container {name} vanished after it was started"))?;
+        if !live.is_running() {
+            let mut why = format!(
+                "container {name} is {} (exit code {})",
+                live.status, live.exit_code
+            );
+            if !live.error.is_empty() {
+                why.push_str(&format!(": {}", live.error));
+            }
+            return Err(why);
+        }
+        Ok(live)
     }
 
     async fn run_step(
@@ -441,21 +524,93 @@ impl HostProvider {
         observed: &HostObserved,
         step: Step<HostOp>,
     ) -> StepOutcome {
+        let started = Instant::now();
+        tracing::info!(target: APPLY_LOG_TARGET, "{}", step_line(&step.change));
         for op in &step.ops {
             if let Err(error) = self.run_op(desired, observed, op).await {
-                tracing::warn!(resource = %step.change.id, ?op, %error, "host step failed");
+                tracing::warn!(
+                    target: APPLY_LOG_TARGET,
+                    "{} {} failed after {:.1}s: {error}",
+                    step.change.action.verb(),
+                    step.change.id,
+                    started.elapsed().as_secs_f64()
+                );
                 return StepOutcome {
                     change: step.change,
                     error: Some(error),
                 };
             }
         }
-        tracing::info!(resource = %step.change.id, action = step.change.action.verb(), "applied");
+        tracing::info!(
+            target: APPLY_LOG_TARGET,
+            "{} {}: done in {:.1}s",
+            step.change.action.verb(),
+            step.change.id,
+            started.elapsed().as_secs_f64()
+        );
         StepOutcome {
             change: step.change,
             error: None,
         }
     }
+}
+
+/// True when the image a reference names is on the engine.
+fn diff_image_found(observed: &HostObserved, reference: &str) -> bool {
+    observed
+        .images
+        .get(reference)
+        .and_then(Option::as_ref)
+        .is_some_and(|i| image::ImageRef::parse(reference).is_satisfied_by(&i.repo_digests))
+}
+
+/// The command Docker would run for a health test: `CMD args…` as is, `CMD-SHELL cmd`
+/// through `/bin/sh -c`; `None` for `NONE` or an unknown form (Docker's check decides).
+fn probe_command(test: &[String]) -> Option<Vec<String>> {
+    match test.split_first() {
+        Some((kind, args)) if kind == "CMD" && !args.is_empty() => Some(args.to_vec()),
+        Some((kind, args)) if kind == "CMD-SHELL" && !args.is_empty() => Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            args.join(" "),
+        ]),
+        _ => None,
+    }
+}
+
+/// One line saying what a step is about to do, e.g. `recreating Container/loki: spec.user
+/// "0" → "10001:10001"`. Sensitive fields say only that they differ.
+fn step_line(change: &Change) -> String {
+    let verb = match change.action {
+        Action::Create => "creating",
+        Action::Adopt => "adopting",
+        Action::Update => "updating",
+        Action::Replace => "recreating",
+        Action::Delete => "removing",
+    };
+    let mut line = format!("{verb} {}", change.id);
+    let shown: Vec<String> = change
+        .fields
+        .iter()
+        .take(3)
+        .map(|f| match (&f.old, &f.new) {
+            _ if f.sensitive => format!("{}: value differs", f.path),
+            (Some(old), Some(new)) => format!("{}: {old} → {new}", f.path),
+            (None, Some(new)) => format!("{}: + {new}", f.path),
+            (Some(old), None) => format!("{}: - {old}", f.path),
+            (None, None) => f.path.clone(),
+        })
+        .collect();
+    if !shown.is_empty() {
+        line.push_str(": ");
+        line.push_str(&shown.join("; "));
+        if change.fields.len() > shown.len() {
+            line.push_str(&format!(" (+{} more)", change.fields.len() - shown.len()));
+        }
+    } else if let Some(reason) = &change.reason {
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
 }
 
 impl Provider for HostProvider {
@@ -470,23 +625,31 @@ impl Provider for HostProvider {
         let mut obs = HostObserved::default();
         for (res, spec) in desired.config_files() {
             self.record_file("InspectFile");
-            let state = files::observe(&files::resolve(&self.host_root, &spec.path))
-                .map_err(provider_err)?;
+            let state = files::observe_under(
+                &self.host_root,
+                &files::resolve(&self.host_root, &spec.path),
+            )
+            .map_err(provider_err)?;
             obs.files.insert(res.id.name.clone(), state);
+        }
+        for (_, spec) in desired.containers() {
+            for source in diff::managed_sources(desired, &self.host_root, spec) {
+                let id = files::identity(&source);
+                obs.sources.insert(source, id);
+            }
         }
         let images: BTreeSet<&str> = desired
             .containers()
             .map(|(_, s)| s.image.as_str())
             .collect();
-        let (containers, image_ids) = tokio::join!(
-            self.observe_containers(),
-            join_all(images.iter().map(|i| self.client.image_id(i)))
-        );
-        obs.containers = containers?;
-        for (image, id) in images.iter().zip(image_ids) {
+        for (image, info) in images
+            .iter()
+            .zip(join_all(images.iter().map(|i| self.client.image(i))).await)
+        {
             obs.images
-                .insert(image.to_string(), id.map_err(provider_err)?);
+                .insert(image.to_string(), info.map_err(provider_err)?);
         }
+        obs.containers = self.observe_containers(&obs.images).await?;
         let custom_network = desired
             .containers()
             .any(|(_, s)| !matches!(s.network.as_str(), "none" | "host" | "bridge" | "default"));
@@ -500,12 +663,8 @@ impl Provider for HostProvider {
                 .collect();
         }
         let params: BTreeSet<&str> = desired
-            .containers()
-            .flat_map(|(_, s)| {
-                s.environment
-                    .values()
-                    .filter_map(|v| v.from_parameter.as_deref())
-            })
+            .config_files()
+            .filter_map(|(_, s)| s.from_parameter.as_deref())
             .collect();
         for (res, spec) in desired.parameters() {
             if params.contains(res.id.name.as_str()) {
@@ -564,5 +723,43 @@ impl Provider for HostProvider {
             );
         }
         outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_tests_become_the_commands_docker_would_run() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            probe_command(&s(&["CMD", "wget", "-q", "http://127.0.0.1:1/"])),
+            Some(s(&["wget", "-q", "http://127.0.0.1:1/"]))
+        );
+        assert_eq!(
+            probe_command(&s(&["CMD-SHELL", "wget -q http://127.0.0.1:1/ || exit 1"])),
+            Some(s(&[
+                "/bin/sh",
+                "-c",
+                "wget -q http://127.0.0.1:1/ || exit 1"
+            ]))
+        );
+        assert_eq!(probe_command(&s(&["NONE"])), None);
+    }
+
+    #[test]
+    fn a_step_line_names_the_resource_and_what_changes_but_never_a_secret() {
+        use crate::model::ResourceId;
+        use crate::plan::FieldChange;
+        let change = Change::new(ResourceId::new(Kind::Container, "loki"), Action::Replace)
+            .with_fields(vec![
+                FieldChange::changed("spec.user", "\"0\"", "\"10001:10001\""),
+                FieldChange::secret("spec.content"),
+            ]);
+        assert_eq!(
+            step_line(&change),
+            "recreating Container/loki: spec.user: \"0\" → \"10001:10001\"; spec.content: value differs"
+        );
     }
 }

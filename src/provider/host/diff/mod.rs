@@ -1,0 +1,956 @@
+//! The host's pure decision: desired ConfigFiles and Containers against what was observed →
+//! ordered steps (files, then removals, then containers in dependency order), conditions,
+//! errors (a declared name held by a container that is not ours) and live policy
+//! violations. One function per concern; the field comparisons are in [`files`] and
+//! [`container`]. No I/O, no clock.
+
+pub mod container;
+pub mod files;
+
+use super::docker::{LiveContainer, MOUNTS_LABEL};
+use super::files::FileState;
+use super::hash::{HASH_LABEL, config_hash, sha256_hex};
+use super::image::ImageRef;
+use super::{HostObserved, HostOp};
+use crate::model::ownership::STACK_LABEL;
+use crate::model::{ConfigFileSpec, ContainerSpec, Desired, Ensure, FileType, Kind, ResourceId};
+use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
+use crate::provider::{ProviderPlan, Step};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Network modes that exist on every engine and are never created.
+const BUILTIN_NETWORKS: [&str; 4] = ["none", "host", "bridge", "default"];
+
+/// Plans the host: files, removals, containers, live policy. Pure.
+pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> ProviderPlan<HostOp> {
+    let mut out = ProviderPlan::default();
+    let rolled = plan_files(desired, obs, &mut out);
+    plan_removals(desired, obs, &mut out);
+    plan_containers(desired, host_root, obs, &rolled, &mut out);
+    live_policy(desired, obs, &mut out);
+    out
+}
+
+/// The sha256 a ConfigFile's content must have; `None` for a secret that cannot be read.
+pub fn desired_sha256(spec: &ConfigFileSpec, obs: &HostObserved) -> Option<String> {
+    match &spec.from_parameter {
+        Some(param) => match obs.secrets.get(param) {
+            Some(Ok(value)) => Some(sha256_hex(value.as_bytes())),
+            _ => None,
+        },
+        None => Some(sha256_hex(spec.content.as_deref().unwrap_or("").as_bytes())),
+    }
+}
+
+/// Files first: containers mount them. Files stay when the stack is disabled (base data).
+/// Returns the files whose content is (re)written: their containers must roll.
+fn plan_files(
+    desired: &Desired,
+    obs: &HostObserved,
+    out: &mut ProviderPlan<HostOp>,
+) -> BTreeSet<String> {
+    let mut rolled = BTreeSet::new();
+    for (res, spec) in desired.config_files() {
+        let name = &res.id.name;
+        let live = obs.files.get(name).cloned().unwrap_or(FileState::Missing);
+        let want = desired_sha256(spec, obs);
+        if want.is_none()
+            && let Some(param) = &spec.from_parameter
+            && live != FileState::Missing
+        {
+            let why = match obs.secrets.get(param) {
+                Some(Err(why)) => why.clone(),
+                _ => format!("Parameter/{param} is not declared"),
+            };
+            out.conditions.push(ready(
+                &res.id,
+                ConditionStatus::Unknown,
+                "SecretUnverified",
+                format!("the content cannot be verified: {why}; the file is left as it is"),
+            ));
+        }
+        let drift = files::diff(spec, &live, want.as_deref());
+        if drift.is_clean() {
+            continue;
+        }
+        let (action, ops) = if drift.missing {
+            let op = match spec.kind {
+                FileType::File => HostOp::WriteFile { file: name.clone() },
+                FileType::Directory => HostOp::MakeDirectory { file: name.clone() },
+            };
+            let action = if live == FileState::Missing {
+                Action::Create
+            } else {
+                Action::Replace
+            };
+            (action, vec![op])
+        } else if drift.content {
+            (
+                Action::Update,
+                vec![HostOp::WriteFile { file: name.clone() }],
+            )
+        } else {
+            let mut ops = Vec::new();
+            if drift.owner {
+                ops.push(HostOp::SetOwner { file: name.clone() });
+            }
+            if drift.mode {
+                ops.push(HostOp::SetMode { file: name.clone() });
+            }
+            (Action::Update, ops)
+        };
+        // Only a file's content is read by a running service; a directory's creation or an
+        // owner/mode fix needs no restart (a replaced directory is seen by its identity).
+        if spec.kind == FileType::File && (drift.missing || drift.content) {
+            rolled.insert(name.clone());
+        }
+        let mut change = Change::new(res.id.clone(), action).with_fields(drift.fields);
+        if action == Action::Replace {
+            change = change.because(match &live {
+                FileState::Symlink { .. } => {
+                    "a symlink is at the path: it is replaced, never followed"
+                }
+                _ => "something other than a regular file/directory is at the path",
+            });
+        }
+        out.steps.push(Step { change, ops });
+    }
+    rolled
+}
+
+fn owned<'o>(desired: &Desired, obs: &'o HostObserved) -> impl Iterator<Item = &'o LiveContainer> {
+    let stack = desired.stack_name.clone();
+    obs.containers
+        .iter()
+        .filter(move |c| c.stack() == Some(stack.as_str()))
+}
+
+/// Owned containers no longer declared, and declared ones of a disabled stack.
+fn plan_removals(desired: &Desired, obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
+    let mut ours: Vec<&LiveContainer> = owned(desired, obs).collect();
+    ours.sort_by(|a, b| a.name.cmp(&b.name));
+    for live in ours {
+        let declared = desired.get(Kind::Container, &live.name);
+        if declared.is_none_or(|r| r.ensure == Ensure::Absent) {
+            let reason = if declared.is_some() {
+                "the stack is disabled"
+            } else {
+                "no longer declared"
+            };
+            out.steps.push(Step {
+                change: Change::new(
+                    ResourceId::new(Kind::Container, live.name.clone()),
+                    Action::Delete,
+                )
+                .because(reason),
+                ops: vec![HostOp::RemoveContainer {
+                    name: live.name.clone(),
+                    id: live.id.clone(),
+                }],
+            });
+        }
+    }
+}
+
+/// Declared containers in start order (depth, then name: deterministic).
+fn plan_containers(
+    desired: &Desired,
+    host_root: &Path,
+    obs: &HostObserved,
+    rolled: &BTreeSet<String>,
+    out: &mut ProviderPlan<HostOp>,
+) {
+    let levels = levels(desired);
+    let mut declared: Vec<_> = desired
+        .containers()
+        .filter(|(r, _)| r.ensure == Ensure::Present)
+        .collect();
+    declared.sort_by_key(|(r, _)| {
+        (
+            levels.get(&r.id.name).copied().unwrap_or(0),
+            r.id.name.clone(),
+        )
+    });
+    for (res, spec) in declared {
+        plan_container(desired, host_root, obs, rolled, &res.id, spec, out);
+    }
+}
+
+/// The image as found for a reference, if it is there and (when pinned by digest) is the
+/// very image the digest names.
+fn found_image<'o>(obs: &'o HostObserved, reference: &str) -> Option<&'o super::docker::ImageInfo> {
+    obs.images
+        .get(reference)
+        .and_then(Option::as_ref)
+        .filter(|i| ImageRef::parse(reference).is_satisfied_by(&i.repo_digests))
+}
+
+fn plan_container(
+    desired: &Desired,
+    host_root: &Path,
+    obs: &HostObserved,
+    rolled: &BTreeSet<String>,
+    id: &ResourceId,
+    spec: &ContainerSpec,
+    out: &mut ProviderPlan<HostOp>,
+) {
+    let name = id.name.as_str();
+    let image = found_image(obs, &spec.image);
+    let mut prepare = vec![HostOp::EnsureImage {
+        image: spec.image.clone(),
+    }];
+    if !BUILTIN_NETWORKS.contains(&spec.network.as_str()) && !obs.networks.contains(&spec.network) {
+        prepare.push(HostOp::EnsureNetwork {
+            network: spec.network.clone(),
+        });
+    }
+    let launch = [
+        HostOp::CreateContainer {
+            name: name.to_string(),
+        },
+        HostOp::StartContainer {
+            name: name.to_string(),
+        },
+        HostOp::WaitReady {
+            name: name.to_string(),
+        },
+    ];
+    if image.is_none() {
+        out.conditions.push(ready(
+            id,
+            ConditionStatus::False,
+            "ImageNotPresent",
+            format!(
+                "image {} is not present on the engine; apply will try to pull it",
+                spec.image
+            ),
+        ));
+    }
+    let Some(live) = obs.containers.iter().find(|c| c.name == name) else {
+        let mut ops = prepare;
+        ops.extend(launch);
+        out.steps.push(Step {
+            change: Change::new(id.clone(), Action::Create),
+            ops,
+        });
+        return;
+    };
+    if let Some(error) = ownership(desired, id, live) {
+        out.errors.push(error);
+        return;
+    }
+
+    let binds = binds(desired, host_root, spec);
+    let hash = desired_hash(desired, host_root, name, spec);
+    let view = container::desired_view(
+        name,
+        spec,
+        image,
+        &binds,
+        mount_sources(desired, host_root, spec, &obs.sources),
+        labels(desired, spec, &hash),
+    );
+    let mut fields = container::compare(&view, &live.view);
+    match image {
+        Some(i) if i.id != live.view.image => fields.insert(
+            0,
+            FieldChange::changed(
+                "spec.image",
+                short(&live.view.image),
+                format!("{} ({})", spec.image, short(&i.id)),
+            ),
+        ),
+        None => fields.insert(
+            0,
+            FieldChange::changed(
+                "spec.image",
+                short(&live.view.image),
+                format!("{} (not present locally)", spec.image),
+            ),
+        ),
+        _ => {}
+    }
+    let mut reasons = Vec::new();
+    if !fields.is_empty() {
+        reasons.push("its configuration differs".to_string());
+    }
+    for m in &spec.mounts {
+        if let Some(f) = &m.config_file
+            && rolled.contains(f)
+        {
+            reasons.push(format!("mounted ConfigFile/{f} is rewritten"));
+        }
+    }
+    if matches!(live.status.as_str(), "dead" | "removing") {
+        reasons.push(format!("it is {}", live.status));
+    }
+    if !reasons.is_empty() {
+        let mut ops = prepare;
+        ops.push(HostOp::RemoveContainer {
+            name: name.to_string(),
+            id: live.id.clone(),
+        });
+        ops.extend(launch);
+        out.steps.push(Step {
+            change: Change::new(id.clone(), Action::Replace)
+                .with_fields(fields)
+                .because(format!("recreate: {}", reasons.join("; "))),
+            ops,
+        });
+        return;
+    }
+    plan_state(id, live, out);
+}
+
+/// An error when the container holding a declared name is not this stack's: stackwarden
+/// never touches it, and the declared container cannot exist while it is there.
+fn ownership(desired: &Desired, id: &ResourceId, live: &LiveContainer) -> Option<String> {
+    let short_id = live.id.get(..12).unwrap_or(&live.id);
+    match live.stack() {
+        Some(stack) if stack == desired.stack_name => None,
+        Some(other) => Some(format!(
+            "{id}: the name is held by container {short_id} of stack `{other}` (label {STACK_LABEL}={other}); stackwarden never changes another stack's container: rename or remove it, or rename this one"
+        )),
+        None => Some(format!(
+            "{id}: the name is held by container {short_id}, which stackwarden does not manage (no label {STACK_LABEL}={}); it is left alone and {id} cannot be created: remove or rename it by hand",
+            desired.stack_name
+        )),
+    }
+}
+
+/// A container whose settings match: only its state may need a start, an unpause, or
+/// nothing but a condition.
+fn plan_state(id: &ResourceId, live: &LiveContainer, out: &mut ProviderPlan<HostOp>) {
+    let name = id.name.clone();
+    let wait = HostOp::WaitReady { name: name.clone() };
+    let (reason, first) = match live.status.as_str() {
+        "running" => {
+            out.conditions.push(health_condition(id, live));
+            return;
+        }
+        "paused" => (
+            "it was paused".to_string(),
+            HostOp::UnpauseContainer { name },
+        ),
+        "exited" => (
+            format!("it exited with code {}", live.exit_code),
+            HostOp::StartContainer { name },
+        ),
+        "created" => (
+            "it was never started".to_string(),
+            HostOp::StartContainer { name },
+        ),
+        other => {
+            out.conditions.push(ready(
+                id,
+                ConditionStatus::False,
+                "NotRunning",
+                format!("the container is {other} (exit code {})", live.exit_code),
+            ));
+            return;
+        }
+    };
+    out.steps.push(Step {
+        change: Change::new(id.clone(), Action::Update)
+            .with_fields(vec![FieldChange::changed("state", &live.status, "running")])
+            .because(reason),
+        ops: vec![first, wait],
+    });
+}
+
+fn health_condition(id: &ResourceId, live: &LiveContainer) -> Condition {
+    match live.health.as_deref() {
+        Some("unhealthy") => ready(
+            id,
+            ConditionStatus::False,
+            "HealthCheckFailing",
+            format!(
+                "health check failing: {}",
+                live.health_output.as_deref().unwrap_or("no output")
+            ),
+        ),
+        Some("starting") => ready(
+            id,
+            ConditionStatus::Unknown,
+            "HealthCheckStarting",
+            "health check has not passed yet".into(),
+        ),
+        _ => ready(id, ConditionStatus::True, "Running", "running".into()),
+    }
+}
+
+/// Live policy: our own containers (with their declared root allowance) and unmanaged
+/// ones, which are reported and never touched. Other stacks' containers are theirs.
+fn live_policy(desired: &Desired, obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
+    for live in &obs.containers {
+        match live.stack() {
+            None => out.violations.extend(crate::policy::check_container(
+                &format!("docker container {}", live.name),
+                &live.as_spec(None),
+            )),
+            Some(stack) if stack == desired.stack_name => {
+                let allow = desired
+                    .containers()
+                    .find(|(r, _)| r.id.name == live.name)
+                    .and_then(|(_, s)| s.allow_root.clone());
+                out.violations.extend(crate::policy::check_container(
+                    &format!("Container/{}", live.name),
+                    &live.as_spec(allow),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The bind mounts of a container: source on the host (resolved against the host root),
+/// target, read-only. Absolute hostPaths are the host's own (`/proc`) and never managed.
+fn mount_list(
+    desired: &Desired,
+    host_root: &Path,
+    spec: &ContainerSpec,
+) -> Vec<(String, String, bool, bool)> {
+    spec.mounts
+        .iter()
+        .filter_map(|m| {
+            let (source, managed) = if let Some(file) = &m.config_file {
+                let (_, f) = desired.config_files().find(|(r, _)| r.id.name == *file)?;
+                (
+                    super::files::resolve(host_root, &f.path)
+                        .display()
+                        .to_string(),
+                    true,
+                )
+            } else if let Some(path) = &m.host_path {
+                (
+                    super::files::host_path(host_root, path)
+                        .display()
+                        .to_string(),
+                    !path.starts_with('/'),
+                )
+            } else {
+                (m.volume.clone()?, false)
+            };
+            Some((source, m.target.clone(), m.read_only, managed))
+        })
+        .collect()
+}
+
+/// The bind strings of a container's mounts, resolved against the host root.
+pub fn binds(desired: &Desired, host_root: &Path, spec: &ContainerSpec) -> Vec<String> {
+    mount_list(desired, host_root, spec)
+        .into_iter()
+        .map(|(source, target, ro, _)| {
+            let ro = if ro { ":ro" } else { "" };
+            format!("{source}:{target}{ro}")
+        })
+        .collect()
+}
+
+/// The bind sources under the host root, whose identity a container records.
+pub fn managed_sources(desired: &Desired, host_root: &Path, spec: &ContainerSpec) -> Vec<PathBuf> {
+    mount_list(desired, host_root, spec)
+        .into_iter()
+        .filter(|(_, _, _, managed)| *managed)
+        .map(|(source, ..)| PathBuf::from(source))
+        .collect()
+}
+
+/// Mount target → identity of its source now, from `identities` (source path → identity).
+pub fn mount_sources(
+    desired: &Desired,
+    host_root: &Path,
+    spec: &ContainerSpec,
+    identities: &BTreeMap<PathBuf, String>,
+) -> BTreeMap<String, String> {
+    mount_list(desired, host_root, spec)
+        .into_iter()
+        .filter(|(_, _, _, managed)| *managed)
+        .map(|(source, target, ..)| {
+            let identity = identities
+                .get(Path::new(&source))
+                .cloned()
+                .unwrap_or_else(|| "missing".to_string());
+            (target, identity)
+        })
+        .collect()
+}
+
+/// The mount-identity label's value.
+pub fn mount_sources_label(sources: &BTreeMap<String, String>) -> (String, String) {
+    (
+        MOUNTS_LABEL.to_string(),
+        serde_json::to_string(sources).unwrap_or_default(),
+    )
+}
+
+/// The config hash a declared container must carry. A secret file is hashed by the name
+/// of its Parameter, never by its content: the label is readable by anyone who can inspect.
+pub fn desired_hash(
+    desired: &Desired,
+    host_root: &Path,
+    name: &str,
+    spec: &ContainerSpec,
+) -> String {
+    let mounted: BTreeMap<String, String> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| m.config_file.as_ref())
+        .filter_map(|f| {
+            let (_, file) = desired.config_files().find(|(r, _)| r.id.name == *f)?;
+            let digest = match &file.from_parameter {
+                Some(param) => format!("param:{param}"),
+                None => sha256_hex(file.content.as_deref().unwrap_or("").as_bytes()),
+            };
+            Some((f.clone(), digest))
+        })
+        .collect();
+    config_hash(name, spec, &mounted, &binds(desired, host_root, spec))
+}
+
+/// The full comparable label set of a declared container (the mount-identity label is
+/// compared as [`super::view::ContainerView::mount_sources`]).
+pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(STACK_LABEL.to_string(), desired.stack_name.clone());
+    labels.insert(HASH_LABEL.to_string(), hash.to_string());
+    labels
+}
+
+/// Start order: a container's depth in the dependsOn graph (0 = depends on nothing).
+/// Cycles are rejected by validation; a defensive bound stops them here anyway.
+pub fn levels(desired: &Desired) -> BTreeMap<String, usize> {
+    let deps: BTreeMap<&str, Vec<&str>> = desired
+        .containers()
+        .map(|(r, s)| {
+            (
+                r.id.name.as_str(),
+                s.depends_on.iter().map(|d| d.container.as_str()).collect(),
+            )
+        })
+        .collect();
+    fn depth<'a>(n: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, seen: usize) -> usize {
+        if seen > deps.len() {
+            return 0;
+        }
+        deps.get(n)
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| 1 + depth(d, deps, seen + 1))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+    deps.keys()
+        .map(|n| (n.to_string(), depth(n, &deps, 0)))
+        .collect()
+}
+
+fn ready(id: &ResourceId, status: ConditionStatus, reason: &str, message: String) -> Condition {
+    Condition {
+        id: id.clone(),
+        kind: "Ready".to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.strip_prefix("sha256:")
+        .unwrap_or(s)
+        .get(..12)
+        .unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::docker::ImageInfo;
+    use super::*;
+    use crate::model::{Mode, ParameterSpec, Resource, SourceLocation, Spec, StackSpec};
+    use serde_json::json;
+
+    const ROOT: &str = "/srv/obs";
+    const IMAGE_ID: &str = "sha256:0123456789abcdef";
+
+    fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
+        Resource {
+            id: ResourceId::new(kind, name),
+            spec,
+            ensure: Ensure::Present,
+            mode: Mode::Enforce,
+            source: SourceLocation::default(),
+        }
+    }
+
+    /// One file and one secret file mounted by one container.
+    fn desired() -> Desired {
+        let stack: Result<StackSpec, _> = serde_json::from_value(json!({
+            "project": "p", "environment": "local", "region": "us-east-1", "enabled": true,
+            "domain": "localhost", "host": {"instanceType": "t3.medium", "memoryBudget": "3G"}
+        }));
+        let file: Result<ConfigFileSpec, _> = serde_json::from_value(json!({
+            "path": "svc/config.yaml", "content": "a: 1\n", "owner": 10001, "group": 10001, "mode": "0640"
+        }));
+        let secret_file: Result<ConfigFileSpec, _> = serde_json::from_value(json!({
+            "path": "secrets/password", "fromParameter": "secret", "owner": 10001, "group": 10001, "mode": "0400"
+        }));
+        let param: Result<ParameterSpec, _> = serde_json::from_value(json!({
+            "name": "/p/local/secret", "valueFrom": {"env": "SECRET"}
+        }));
+        let svc: Result<ContainerSpec, _> = serde_json::from_value(json!({
+            "image": "stub:local", "user": "10001:10001", "securityOpt": ["no-new-privileges"],
+            "memory": "64M", "environment": {"PASSWORD__FILE": {"value": "/run/secrets/password"}},
+            "mounts": [{"configFile": "cfg", "target": "/etc/svc.yaml", "readOnly": true},
+                       {"configFile": "pw", "target": "/run/secrets/password", "readOnly": true}]
+        }));
+        let (Ok(stack), Ok(file), Ok(secret_file), Ok(param), Ok(svc)) =
+            (stack, file, secret_file, param, svc)
+        else {
+            panic!("test specs parse");
+        };
+        Desired {
+            stack_name: "obs".into(),
+            stack,
+            environment: "local".into(),
+            resources: vec![
+                resource(Kind::Parameter, "secret", Spec::Parameter(param)),
+                resource(Kind::ConfigFile, "cfg", Spec::ConfigFile(file)),
+                resource(Kind::ConfigFile, "pw", Spec::ConfigFile(secret_file)),
+                resource(Kind::Container, "svc", Spec::Container(Box::new(svc))),
+            ],
+        }
+    }
+
+    fn spec_of(d: &Desired) -> &ContainerSpec {
+        d.containers()
+            .map(|(_, s)| s)
+            .next()
+            .unwrap_or_else(|| panic!("one container"))
+    }
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            id: IMAGE_ID.into(),
+            entrypoint: vec!["/stub".into()],
+            ..Default::default()
+        }
+    }
+
+    /// What the host looks like right after a successful apply of [`desired`].
+    fn converged(d: &Desired) -> HostObserved {
+        let root = Path::new(ROOT);
+        let spec = spec_of(d);
+        let hash = desired_hash(d, root, "svc", spec);
+        let mut obs = HostObserved::default();
+        for source in managed_sources(d, root, spec) {
+            obs.sources.insert(source, "2049:7".into());
+        }
+        let live = LiveContainer {
+            id: "c1".into(),
+            name: "svc".into(),
+            labels: labels(d, spec, &hash),
+            status: "running".into(),
+            view: container::desired_view(
+                "svc",
+                spec,
+                Some(&image()),
+                &binds(d, root, spec),
+                mount_sources(d, root, spec, &obs.sources),
+                labels(d, spec, &hash),
+            ),
+            ..Default::default()
+        };
+        obs.files.insert(
+            "cfg".into(),
+            FileState::File {
+                sha256: sha256_hex(b"a: 1\n"),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o640,
+            },
+        );
+        obs.files.insert(
+            "pw".into(),
+            FileState::File {
+                sha256: sha256_hex(b"pw"),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o400,
+            },
+        );
+        obs.containers.push(live);
+        obs.images.insert("stub:local".into(), Some(image()));
+        obs.secrets.0.insert("secret".into(), Ok("pw".into()));
+        obs
+    }
+
+    fn run(d: &Desired, obs: &HostObserved) -> ProviderPlan<HostOp> {
+        plan(d, Path::new(ROOT), obs)
+    }
+
+    fn summary(p: &ProviderPlan<HostOp>) -> Vec<String> {
+        p.steps
+            .iter()
+            .map(|s| format!("{} {}", s.change.action.verb(), s.change.id))
+            .collect()
+    }
+
+    #[test]
+    fn a_converged_host_plans_nothing() {
+        let d = desired();
+        let p = run(&d, &converged(&d));
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert!(p.violations.is_empty(), "{:?}", p.violations);
+    }
+
+    #[test]
+    fn an_empty_host_gets_files_before_containers() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.files.clear();
+        obs.containers.clear();
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            [
+                "create ConfigFile/cfg",
+                "create ConfigFile/pw",
+                "create Container/svc"
+            ]
+        );
+        assert!(matches!(p.steps[2].ops[0], HostOp::EnsureImage { .. }));
+    }
+
+    #[test]
+    fn a_root_copy_with_copied_labels_is_replaced() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].view.user = "0".into();
+        obs.containers[0].view.privileged = true;
+        obs.containers[0].view.masked_paths = false;
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["replace Container/svc"]);
+        let paths: Vec<&str> = p.steps[0]
+            .change
+            .fields
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            ["spec.user", "spec.privileged", "HostConfig.MaskedPaths"]
+        );
+        assert!(matches!(&p.steps[0].ops[1], HostOp::RemoveContainer { id, .. } if id == "c1"));
+        let rules: Vec<&str> = p.violations.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["no-root-containers", "no-privileged-containers"]);
+    }
+
+    #[test]
+    fn a_file_edited_on_disk_is_rewritten_and_rolls_its_container() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.files.insert(
+            "cfg".into(),
+            FileState::File {
+                sha256: "edited".into(),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o640,
+            },
+        );
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["update ConfigFile/cfg", "replace Container/svc"]
+        );
+        let reason = p.steps[1].change.reason.clone().unwrap_or_default();
+        assert!(reason.contains("ConfigFile/cfg"), "{reason}");
+    }
+
+    #[test]
+    fn a_mode_change_is_fixed_in_place_without_a_restart() {
+        let d = desired();
+        let mut obs = converged(&d);
+        if let Some(FileState::File { mode, .. }) = obs.files.get_mut("cfg") {
+            *mode = 0o666;
+        }
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["update ConfigFile/cfg"]);
+        assert_eq!(p.steps[0].ops, [HostOp::SetMode { file: "cfg".into() }]);
+    }
+
+    #[test]
+    fn a_stopped_container_is_started_not_recreated() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].status = "exited".into();
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["update Container/svc"]);
+        assert!(matches!(p.steps[0].ops[0], HostOp::StartContainer { .. }));
+    }
+
+    #[test]
+    fn a_different_secret_rewrites_its_file_shows_no_value_and_rolls_the_container() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.secrets
+            .0
+            .insert("secret".into(), Ok("a-new-password".into()));
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["update ConfigFile/pw", "replace Container/svc"]
+        );
+        let field = &p.steps[0].change.fields[0];
+        assert!(field.sensitive && field.old.is_none() && field.new.is_none());
+        let shown = format!("{:?}", p.steps);
+        assert!(!shown.contains("a-new-password"), "{shown}");
+        // An unreadable secret cannot be verified: no change is made up for it.
+        obs.secrets.0.insert("secret".into(), Err("unset".into()));
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert!(p.conditions.iter().any(|c| c.reason == "SecretUnverified"));
+    }
+
+    #[test]
+    fn the_config_hash_never_depends_on_a_secret_value() {
+        let d = desired();
+        let spec = spec_of(&d);
+        let before = desired_hash(&d, Path::new(ROOT), "svc", spec);
+        let mut obs = converged(&d);
+        obs.secrets.0.insert("secret".into(), Ok("other".into()));
+        assert_eq!(before, desired_hash(&d, Path::new(ROOT), "svc", spec));
+    }
+
+    #[test]
+    fn a_name_held_by_an_unmanaged_or_foreign_container_is_an_error() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].labels.remove(STACK_LABEL);
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        assert!(p.errors[0].contains("does not manage"), "{}", p.errors[0]);
+        obs.containers[0]
+            .labels
+            .insert(STACK_LABEL.into(), "someone-else".into());
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert!(p.errors[0].contains("`someone-else`"), "{}", p.errors[0]);
+    }
+
+    #[test]
+    fn a_paused_container_is_unpaused_not_recreated() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].status = "paused".into();
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["update Container/svc"]);
+        assert!(matches!(p.steps[0].ops[0], HostOp::UnpauseContainer { .. }));
+    }
+
+    #[test]
+    fn a_data_directory_recreated_under_a_running_container_rolls_it() {
+        let d = desired();
+        let mut obs = converged(&d);
+        let source = managed_sources(&d, Path::new(ROOT), spec_of(&d))[0].clone();
+        obs.sources.insert(source, "2049:8".into());
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["replace Container/svc"]);
+        assert_eq!(
+            p.steps[0].change.fields[0].path,
+            "spec.mounts[/etc/svc.yaml].source"
+        );
+    }
+
+    #[test]
+    fn unmanaged_containers_are_reported_and_never_planned() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers.push(LiveContainer {
+            id: "x".into(),
+            name: "adhoc".into(),
+            status: "running".into(),
+            ..Default::default()
+        });
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty());
+        let found: Vec<(&str, &str)> = p
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.resource.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("no-root-containers", "docker container adhoc"),
+                ("no-new-privileges", "docker container adhoc")
+            ]
+        );
+    }
+
+    #[test]
+    fn undeclared_and_disabled_containers_are_deleted_files_stay() {
+        let mut d = desired();
+        let mut obs = converged(&d);
+        let mut stray = obs.containers[0].clone();
+        stray.name = "old".into();
+        stray.id = "c0".into();
+        obs.containers.push(stray);
+        for r in &mut d.resources {
+            if r.id.kind.is_runtime() {
+                r.ensure = Ensure::Absent;
+            }
+        }
+        let p = run(&d, &obs);
+        assert_eq!(
+            summary(&p),
+            ["delete Container/old", "delete Container/svc"]
+        );
+    }
+
+    #[test]
+    fn a_missing_image_is_a_condition_and_a_changed_image_a_replace() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.images.insert(
+            "stub:local".into(),
+            Some(ImageInfo {
+                id: "sha256:fedcba9876543210".into(),
+                ..image()
+            }),
+        );
+        assert_eq!(summary(&run(&d, &obs)), ["replace Container/svc"]);
+        obs.containers.clear();
+        obs.images.insert("stub:local".into(), None);
+        let p = run(&d, &obs);
+        assert!(p.conditions.iter().any(|c| c.reason == "ImageNotPresent"));
+    }
+
+    #[test]
+    fn start_order_follows_depends_on() {
+        let mut d = desired();
+        let later: Result<ContainerSpec, _> = serde_json::from_value(json!({
+            "image": "stub:local", "user": "1:1", "securityOpt": ["no-new-privileges"], "memory": "8M",
+            "dependsOn": [{"container": "svc", "condition": "healthy"}]
+        }));
+        let Ok(later) = later else {
+            panic!("spec parses")
+        };
+        d.resources.insert(
+            0,
+            resource(Kind::Container, "aaa", Spec::Container(Box::new(later))),
+        );
+        let levels = levels(&d);
+        assert_eq!((levels["svc"], levels["aaa"]), (0, 1));
+        let mut obs = converged(&d);
+        obs.containers.clear();
+        assert_eq!(
+            summary(&run(&d, &obs)),
+            ["create Container/svc", "create Container/aaa"]
+        );
+    }
+}
