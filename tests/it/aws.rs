@@ -915,11 +915,19 @@ async fn an_untagged_group_with_the_declared_name_is_adopted_not_duplicated() {
         .expect("vpc");
     let vpc = vpcs.vpcs()[0].vpc_id().expect("id").to_string();
     let name = world.resource_name(Kind::SecurityGroup);
+    // A matching group: only its tags are missing (a differing description is not adoptable
+    // as is: it plans a replacement, see aws_ec2.rs).
+    let description = world
+        .desired
+        .security_groups()
+        .map(|(_, s)| s.description.clone())
+        .next()
+        .expect("a declared group");
     let created = world
         .ec2
         .create_security_group()
         .group_name(&name)
-        .description("made by hand")
+        .description(description)
         .vpc_id(vpc)
         .send()
         .await

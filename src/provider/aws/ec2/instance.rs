@@ -1,7 +1,11 @@
-//! `Instance`: the EC2 host. Its diff is pure and unit-tested below; observe reads it with one
-//! filtered describe, apply launches, repairs in place or replaces it.
+//! `Instance`: the EC2 host. Observe reads the stack's instances, their root volumes and the
+//! subnets their Lookup selects; the diff is pure and unit-tested below (one live object per
+//! declared instance: duplicates are removed); apply launches, repairs in place (a new type is
+//! stop → modify → start, a bigger or other-type volume is modified live) and replaces only
+//! for what cannot change in place.
 
-use super::{ec2_tags, group_id, id_names, tags_of};
+use super::{ec2_tags, extra_tags, group_id, id_names, tags_of};
+use crate::model::ownership::STACK_TAG;
 use crate::model::{Desired, Ensure, HttpTokens, InstanceSpec, Kind, ResourceId, Tags};
 use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::aws::{
@@ -10,31 +14,33 @@ use crate::provider::aws::{
 };
 use crate::provider::{ProviderPlan, Step};
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState,
-    ResourceType, TagSpecification, VolumeType,
+    AttributeValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceMetadataTagsState, ResourceType, TagSpecification, VolumeType,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
 
 /// Instance tag holding the hash of the user data it was launched with (DescribeInstances does
 /// not return user data; reading it would cost a call per cycle).
 const TAG_USER_DATA: &str = "stackwarden:user-data-sha256";
 
-/// Instance tag holding the root volume it was launched with (`gp3/30/encrypted`).
-const TAG_ROOT_VOLUME: &str = "stackwarden:root-volume";
-
-/// Instance tag holding the subnet Lookup it was launched into.
-const TAG_SUBNET: &str = "stackwarden:subnet";
-
 /// States of an instance that still exists.
 pub(super) const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// How often a stopping instance is polled before its type is changed: EC2 stops an instance
+/// in tens of seconds, so a few seconds between reads keeps the call count low.
+const STOP_POLL: Duration = Duration::from_secs(2);
+
+/// How long a stop may take before the resize gives up (EC2's own stop waiter waits as long).
+const STOP_TIMEOUT: Duration = Duration::from_secs(600);
 
 // ---------------------------------------------------------------------------------------------
 // Observed types and writes
 
 /// An instance as observed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LiveInstance {
     /// `i-…`.
     pub id: String,
@@ -44,6 +50,8 @@ pub struct LiveInstance {
     pub instance_type: String,
     /// AMI id.
     pub image_id: String,
+    /// The subnet it runs in.
+    pub subnet_id: String,
     /// Security group ids.
     pub group_ids: Vec<String>,
     /// Instance profile ARN, when one is associated.
@@ -58,16 +66,40 @@ pub struct LiveInstance {
     pub metadata_tags: String,
     /// `enabled` / `disabled`.
     pub http_endpoint: String,
+    /// The root EBS volume as DescribeVolumes reports it (`None`: not read, or none).
+    pub root_volume: Option<LiveVolume>,
     /// Tags.
     pub tags: Tags,
     /// Launch time, to prefer the oldest of duplicates.
     pub launched: String,
 }
 
+/// A root EBS volume as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveVolume {
+    /// `vol-…`.
+    pub id: String,
+    /// Size in GiB.
+    pub size_gib: i32,
+    /// `gp3`, `gp2`, …
+    pub volume_type: String,
+    /// Encryption at rest.
+    pub encrypted: bool,
+}
+
+/// What observe reads for instances.
+#[derive(Debug, Default)]
+pub struct InstancesObserved {
+    /// The stack's instances (any state) and adoption candidates.
+    pub instances: Vec<LiveInstance>,
+    /// Subnet ids each subnet Lookup an instance names selects (by its tags), sorted.
+    pub subnets: BTreeMap<String, Vec<String>>,
+}
+
 /// Instance writes.
 #[derive(Debug)]
 pub enum InstanceOp {
-    /// Launch it.
+    /// Launch it (and settle a concurrent launch: the newer of two is terminated).
     Run {
         /// Instance manifest name.
         name: String,
@@ -82,12 +114,35 @@ pub enum InstanceOp {
         /// `i-…`.
         id: String,
     },
+    /// Change the instance type: stop, modify, start (the root volume and its data stay).
+    Resize {
+        /// `i-…`.
+        id: String,
+        /// The type to set.
+        instance_type: String,
+    },
+    /// Modify the root volume in place (grow it, change its type).
+    Volume {
+        /// `vol-…`.
+        volume_id: String,
+        /// New size in GiB, when it grows.
+        size_gib: Option<i32>,
+        /// New type, when it changes.
+        volume_type: Option<String>,
+    },
     /// Put the desired tags.
     Tag {
         /// `i-…`.
         id: String,
         /// Instance manifest name.
         name: String,
+    },
+    /// Remove tags nobody declared.
+    Untag {
+        /// `i-…`.
+        id: String,
+        /// The tag keys.
+        keys: Vec<String>,
     },
     /// Set all four metadata options.
     Metadata {
@@ -127,57 +182,244 @@ pub fn user_data_hash(user_data: Option<&str>) -> String {
     hex::encode(Sha256::digest(user_data.unwrap_or("").as_bytes()))
 }
 
-/// How the root volume is recorded in the launch tag.
-pub fn root_volume_tag(spec: &InstanceSpec) -> String {
-    let v = &spec.root_volume;
-    format!(
-        "{}/{}/{}",
-        v.volume_type.to_ascii_lowercase(),
-        v.size_gib,
-        if v.encrypted {
-            "encrypted"
-        } else {
-            "unencrypted"
-        }
-    )
+/// The profile name at the end of an instance-profile ARN (`…:instance-profile/path/name`).
+pub fn profile_name_of_arn(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
 
-/// Why a live instance must be replaced rather than changed in place (empty: it need not).
-pub fn replace_reasons(spec: &InstanceSpec, live: &LiveInstance) -> Vec<String> {
-    let mut why = Vec::new();
+/// The desired tags of an instance: Name, ownership, its own.
+fn instance_tags(desired: &Desired, spec: &InstanceSpec) -> Tags {
+    let mut tags = desired_tags(desired, &spec.tags);
+    tags.insert("Name".into(), spec.name.clone());
+    tags
+}
+
+/// One declared instance with its references resolved: what a live one is compared against.
+#[derive(Debug, Clone)]
+pub struct Wanted<'a> {
+    /// The manifest name.
+    pub name: &'a str,
+    /// The spec.
+    pub spec: &'a InstanceSpec,
+    /// Name, ownership and own tags.
+    pub tags: Tags,
+    /// The instance profile's name.
+    pub profile: String,
+    /// Security group names.
+    pub groups: BTreeSet<String>,
+    /// Subnet ids the subnet Lookup selects (`None`: not read).
+    pub subnets: Option<&'a [String]>,
+}
+
+impl<'a> Wanted<'a> {
+    /// Resolves a declared instance's references against the desired and observed state.
+    pub fn of(
+        desired: &Desired,
+        observed: &'a Observed,
+        name: &'a str,
+        spec: &'a InstanceSpec,
+    ) -> Wanted<'a> {
+        Wanted {
+            name,
+            spec,
+            tags: instance_tags(desired, spec),
+            profile: lookup(desired, &spec.instance_profile)
+                .and_then(|l| l.name.clone())
+                .unwrap_or_else(|| spec.instance_profile.clone()),
+            groups: spec
+                .security_groups
+                .iter()
+                .map(|m| group_name_of(desired, m).unwrap_or_else(|| m.clone()))
+                .collect(),
+            subnets: observed.subnets.get(&spec.subnet).map(Vec::as_slice),
+        }
+    }
+}
+
+/// How one live instance differs from what is wanted.
+#[derive(Debug, Default)]
+pub struct Drift {
+    /// Why it must be replaced (empty: it can be repaired in place).
+    pub replace: Vec<String>,
+    /// What the plan shows.
+    pub fields: Vec<FieldChange>,
+    /// In-place repairs, in order.
+    pub ops: Vec<InstanceOp>,
+    /// The type changes: the instance is stopped, modified and started.
+    pub resize: bool,
+}
+
+/// Compares a live instance with what is wanted: every field a person can change by hand.
+pub fn compare(want: &Wanted<'_>, live: &LiveInstance, names: &BTreeMap<String, String>) -> Drift {
+    let spec = want.spec;
+    let name = want.name.to_string();
+    let mut d = Drift::default();
+    // What cannot change in place.
     if let Some(ami) = &spec.ami.id
         && ami != &live.image_id
     {
-        why.push(format!("pinned AMI changed {} → {ami}", live.image_id));
+        d.replace
+            .push(format!("pinned AMI changed {} → {ami}", live.image_id));
     }
-    if !spec.instance_type.eq_ignore_ascii_case(&live.instance_type) {
-        why.push(format!(
-            "instance type changed {} → {}",
-            live.instance_type, spec.instance_type
+    if let Some(subnets) = want.subnets
+        && !subnets.is_empty()
+        && !subnets.contains(&live.subnet_id)
+    {
+        d.replace.push(format!(
+            "subnet {} is not one Lookup/{} selects ({})",
+            live.subnet_id,
+            spec.subnet,
+            subnets.join(", ")
+        ));
+        d.fields.push(FieldChange::changed(
+            "subnet",
+            &live.subnet_id,
+            subnets.join("|"),
         ));
     }
-    // Launch tags are compared only when present: an adopted instance has none.
-    let checks = [
-        (
-            TAG_USER_DATA,
-            user_data_hash(spec.user_data.as_deref()),
-            "user data changed",
-        ),
-        (
-            TAG_ROOT_VOLUME,
-            root_volume_tag(spec),
-            "root volume changed",
-        ),
-        (TAG_SUBNET, spec.subnet.clone(), "subnet changed"),
-    ];
-    for (tag, want, reason) in checks {
-        if let Some(have) = live.tags.get(tag)
-            && have != &want
-        {
-            why.push(reason.to_string());
+    // User data is not returned by DescribeInstances: the launch tag records its hash.
+    if let Some(have) = live.tags.get(TAG_USER_DATA)
+        && have != &user_data_hash(spec.user_data.as_deref())
+    {
+        d.replace.push("user data changed".to_string());
+    }
+    if let Some(v) = &live.root_volume {
+        let w = &spec.root_volume;
+        let want_size = i32::try_from(w.size_gib).unwrap_or(i32::MAX);
+        if v.encrypted != w.encrypted {
+            d.replace.push(format!(
+                "root volume encryption cannot change in place ({} → {})",
+                v.encrypted, w.encrypted
+            ));
+            d.fields.push(FieldChange::changed(
+                "rootVolume.encrypted",
+                v.encrypted,
+                w.encrypted,
+            ));
+        }
+        if want_size < v.size_gib {
+            d.replace.push(format!(
+                "a root volume cannot shrink in place ({} → {want_size} GiB)",
+                v.size_gib
+            ));
+        }
+        let grow = want_size > v.size_gib;
+        let retype = !v.volume_type.eq_ignore_ascii_case(&w.volume_type);
+        if want_size != v.size_gib {
+            d.fields.push(FieldChange::changed(
+                "rootVolume.sizeGib",
+                v.size_gib,
+                want_size,
+            ));
+        }
+        if retype {
+            d.fields.push(FieldChange::changed(
+                "rootVolume.type",
+                &v.volume_type,
+                &w.volume_type,
+            ));
+        }
+        if grow || retype {
+            d.ops.push(InstanceOp::Volume {
+                volume_id: v.id.clone(),
+                size_gib: grow.then_some(want_size),
+                volume_type: retype.then(|| w.volume_type.clone()),
+            });
         }
     }
-    why
+    // In place.
+    let tf = tag_changes(&want.tags, &live.tags);
+    if !tf.is_empty() {
+        d.fields.extend(tf);
+        d.ops.push(InstanceOp::Tag {
+            id: live.id.clone(),
+            name: name.clone(),
+        });
+    }
+    let extra = extra_tags(&want.tags, &live.tags);
+    if !extra.is_empty() {
+        for k in &extra {
+            d.fields.push(FieldChange::removed(
+                format!("tags.{k}"),
+                live.tags.get(k).map(String::as_str).unwrap_or(""),
+            ));
+        }
+        d.ops.push(InstanceOp::Untag {
+            id: live.id.clone(),
+            keys: extra,
+        });
+    }
+    if !spec.instance_type.eq_ignore_ascii_case(&live.instance_type) {
+        d.fields.push(FieldChange::changed(
+            "instanceType",
+            &live.instance_type,
+            &spec.instance_type,
+        ));
+        d.ops.push(InstanceOp::Resize {
+            id: live.id.clone(),
+            instance_type: spec.instance_type.clone(),
+        });
+        d.resize = true;
+    }
+    if live.state == "stopped" || live.state == "stopping" {
+        d.fields
+            .push(FieldChange::changed("state", &live.state, "running"));
+        // A resize starts the instance itself.
+        if !d.resize {
+            d.ops.push(InstanceOp::Start {
+                id: live.id.clone(),
+            });
+        }
+    }
+    let mf = metadata_changes(spec, live);
+    if !mf.is_empty() {
+        d.fields.extend(mf);
+        d.ops.push(InstanceOp::Metadata {
+            id: live.id.clone(),
+            name: name.clone(),
+        });
+    }
+    match (&live.profile_arn, &live.profile_association) {
+        (Some(arn), Some(assoc)) => {
+            if profile_name_of_arn(arn) != want.profile {
+                d.fields.push(FieldChange::changed(
+                    "instanceProfile",
+                    profile_name_of_arn(arn),
+                    &want.profile,
+                ));
+                d.ops.push(InstanceOp::ReplaceProfile {
+                    association: assoc.clone(),
+                    name: name.clone(),
+                });
+            }
+        }
+        _ => {
+            d.fields
+                .push(FieldChange::added("instanceProfile", &want.profile));
+            d.ops.push(InstanceOp::Associate {
+                id: live.id.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    let have_groups: BTreeSet<String> = live
+        .group_ids
+        .iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect();
+    if want.groups != have_groups {
+        let show = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
+        d.fields.push(FieldChange::changed(
+            "securityGroups",
+            show(&have_groups),
+            show(&want.groups),
+        ));
+        d.ops.push(InstanceOp::Groups {
+            id: live.id.clone(),
+            name,
+        });
+    }
+    d
 }
 
 /// Metadata option fields that differ.
@@ -218,16 +460,74 @@ pub fn metadata_changes(spec: &InstanceSpec, live: &LiveInstance) -> Vec<FieldCh
     out
 }
 
-/// The profile name at the end of an instance-profile ARN (`…:instance-profile/path/name`).
-pub fn profile_name_of_arn(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
+/// True while the instance exists (not shutting down or terminated).
+pub(super) fn is_live(i: &LiveInstance) -> bool {
+    LIVE_STATES.contains(&i.state.as_str())
 }
 
-/// The desired tags of an instance: Name, ownership, its own.
-fn instance_tags(desired: &Desired, spec: &InstanceSpec) -> Tags {
-    let mut tags = desired_tags(desired, &spec.tags);
-    tags.insert("Name".into(), spec.name.clone());
-    tags
+/// The stack tag names another stack.
+fn foreign(tags: &Tags, desired: &Desired) -> bool {
+    tags.get(STACK_TAG)
+        .is_some_and(|s| s != &desired.stack_name)
+}
+
+/// The live instances that stand for one declared instance: this stack's, or (when it has none)
+/// untagged ones carrying its Name, the adoption candidates. Another stack's never stand for it.
+fn candidates<'a>(
+    desired: &Desired,
+    observed: &'a Observed,
+    spec_name: &str,
+) -> Vec<&'a LiveInstance> {
+    let live: Vec<&LiveInstance> = observed
+        .instances
+        .iter()
+        .filter(|i| i.tags.get("Name").map(String::as_str) == Some(spec_name))
+        .filter(|i| LIVE_STATES.contains(&i.state.as_str()))
+        .filter(|i| !foreign(&i.tags, desired))
+        .collect();
+    let owned: Vec<&LiveInstance> = live
+        .iter()
+        .copied()
+        .filter(|i| is_owned(&i.tags, desired))
+        .collect();
+    if owned.is_empty() { live } else { owned }
+}
+
+/// Which of several live instances is kept: the one registered in a target group (traffic goes
+/// to it), else the oldest; ties go to the smaller id so that concurrent runs agree.
+pub fn keeper<'a>(
+    cands: &[&'a LiveInstance],
+    registered: &HashSet<&str>,
+) -> Option<&'a LiveInstance> {
+    cands.iter().copied().min_by_key(|i| {
+        (
+            !registered.contains(i.id.as_str()),
+            i.launched.clone(),
+            i.id.clone(),
+        )
+    })
+}
+
+/// Instance ids registered in any observed target group.
+fn registered(observed: &Observed) -> HashSet<&str> {
+    observed
+        .elb
+        .target_groups
+        .iter()
+        .flat_map(|tg| tg.targets.iter().map(|(id, _)| id.as_str()))
+        .collect()
+}
+
+/// The live instance that stands for a declared one (the keeper of its candidates).
+pub fn chosen<'a>(
+    desired: &Desired,
+    observed: &'a Observed,
+    spec_name: &str,
+) -> Option<&'a LiveInstance> {
+    keeper(
+        &candidates(desired, observed, spec_name),
+        &registered(observed),
+    )
 }
 
 /// Plans instances. Returns the manifest names of instances created or replaced (their targets
@@ -239,22 +539,18 @@ pub fn diff_instances(
 ) -> HashSet<String> {
     let mut fresh = HashSet::new();
     let names = id_names(observed);
+    let registered = registered(observed);
     let declared: HashSet<&str> = desired
         .instances()
         .filter(|(r, _)| r.ensure == Ensure::Present)
         .map(|(_, s)| s.name.as_str())
         .collect();
     for (r, spec) in desired.instances() {
-        let mut cands: Vec<&LiveInstance> = observed
-            .instances
-            .iter()
-            .filter(|i| i.tags.get("Name") == Some(&spec.name))
-            .collect();
-        let had_terminated = cands
-            .iter()
-            .any(|i| i.state == "terminated" || i.state == "shutting-down");
-        cands.retain(|i| LIVE_STATES.contains(&i.state.as_str()));
-        cands.sort_by_key(|i| (!is_owned(&i.tags, desired), i.launched.clone()));
+        let had_terminated = observed.instances.iter().any(|i| {
+            i.tags.get("Name") == Some(&spec.name)
+                && (i.state == "terminated" || i.state == "shutting-down")
+        });
+        let cands = candidates(desired, observed, &spec.name);
         if r.ensure == Ensure::Absent {
             for i in cands.iter().filter(|i| is_owned(&i.tags, desired)) {
                 plan.steps.push(Step {
@@ -265,7 +561,7 @@ pub fn diff_instances(
             }
             continue;
         }
-        let Some(live) = cands.first() else {
+        let Some(live) = keeper(&cands, &registered) else {
             let mut change = Change::new(r.id.clone(), Action::Create);
             if had_terminated {
                 change = change.because("the instance was terminated");
@@ -280,6 +576,26 @@ pub fn diff_instances(
             continue;
         };
         let owned = is_owned(&live.tags, desired);
+        // One live object per declared resource: the others are removed (only our own).
+        for extra in cands
+            .iter()
+            .filter(|i| i.id != live.id && is_owned(&i.tags, desired))
+        {
+            let why = if registered.contains(live.id.as_str()) {
+                "the registered one"
+            } else {
+                "the oldest"
+            };
+            plan.steps.push(Step {
+                change: Change::new(r.id.clone(), Action::Delete).because(format!(
+                    "duplicate: {} also carries this stack's tags; {} ({why}) is kept",
+                    extra.id, live.id
+                )),
+                ops: vec![Op::Instance(InstanceOp::Terminate {
+                    id: extra.id.clone(),
+                })],
+            });
+        }
         let mut live_spec = spec.clone();
         live_spec.metadata_options.http_tokens = if live.http_tokens == "optional" {
             HttpTokens::Optional
@@ -288,10 +604,13 @@ pub fn diff_instances(
         };
         plan.violations
             .extend(crate::policy::check_instance(&r.id.to_string(), &live_spec));
-        let reasons = replace_reasons(spec, live);
-        if owned && !reasons.is_empty() {
+        let want = Wanted::of(desired, observed, &r.id.name, spec);
+        let mut drift = compare(&want, live, &names);
+        if owned && !drift.replace.is_empty() {
             plan.steps.push(Step {
-                change: Change::new(r.id.clone(), Action::Replace).because(reasons.join("; ")),
+                change: Change::new(r.id.clone(), Action::Replace)
+                    .because(drift.replace.join("; "))
+                    .with_fields(drift.fields),
                 ops: vec![
                     Op::Instance(InstanceOp::Terminate {
                         id: live.id.clone(),
@@ -304,81 +623,14 @@ pub fn diff_instances(
             fresh.insert(r.id.name.clone());
             continue;
         }
-        let mut ops = Vec::new();
-        let mut fields = Vec::new();
-        let tf = tag_changes(&instance_tags(desired, spec), &live.tags);
-        if !tf.is_empty() {
-            fields.extend(tf);
-            ops.push(InstanceOp::Tag {
-                id: live.id.clone(),
-                name: r.id.name.clone(),
-            });
-        }
-        if live.state == "stopped" || live.state == "stopping" {
-            fields.push(FieldChange::changed("state", &live.state, "running"));
-            ops.push(InstanceOp::Start {
-                id: live.id.clone(),
-            });
-        }
-        let mf = metadata_changes(spec, live);
-        if !mf.is_empty() {
-            fields.extend(mf);
-            ops.push(InstanceOp::Metadata {
-                id: live.id.clone(),
-                name: r.id.name.clone(),
-            });
-        }
-        let want_profile = lookup(desired, &spec.instance_profile)
-            .and_then(|l| l.name.clone())
-            .unwrap_or_else(|| spec.instance_profile.clone());
-        match (&live.profile_arn, &live.profile_association) {
-            (Some(arn), Some(assoc)) => {
-                if profile_name_of_arn(arn) != want_profile {
-                    fields.push(FieldChange::changed(
-                        "instanceProfile",
-                        profile_name_of_arn(arn),
-                        &want_profile,
-                    ));
-                    ops.push(InstanceOp::ReplaceProfile {
-                        association: assoc.clone(),
-                        name: r.id.name.clone(),
-                    });
-                }
-            }
-            _ => {
-                fields.push(FieldChange::added("instanceProfile", &want_profile));
-                ops.push(InstanceOp::Associate {
-                    id: live.id.clone(),
-                    name: r.id.name.clone(),
-                });
-            }
-        }
-        let want_groups: BTreeSet<String> = spec
-            .security_groups
-            .iter()
-            .map(|m| group_name_of(desired, m).unwrap_or_else(|| m.clone()))
-            .collect();
-        let have_groups: BTreeSet<String> = live
-            .group_ids
-            .iter()
-            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
-            .collect();
-        if want_groups != have_groups {
-            let show = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
-            fields.push(FieldChange::changed(
-                "securityGroups",
-                show(&have_groups),
-                show(&want_groups),
-            ));
-            ops.push(InstanceOp::Groups {
-                id: live.id.clone(),
-                name: r.id.name.clone(),
-            });
-        }
         if !owned {
             tracing::info!(instance = %spec.name, id = %live.id, "instance exists without ownership tags: planning to adopt it");
-            if !ops.iter().any(|o| matches!(o, InstanceOp::Tag { .. })) {
-                ops.insert(
+            if !drift
+                .ops
+                .iter()
+                .any(|o| matches!(o, InstanceOp::Tag { .. }))
+            {
+                drift.ops.insert(
                     0,
                     InstanceOp::Tag {
                         id: live.id.clone(),
@@ -386,18 +638,28 @@ pub fn diff_instances(
                     },
                 );
             }
+            // Replacement reasons of an instance not yet ours are shown, never acted on.
+            for why in &drift.replace {
+                drift
+                    .fields
+                    .push(FieldChange::changed("replacement", "needed", why));
+            }
         }
         if live.state == "running" && owned {
             plan.conditions
                 .push(ssm_condition(&r.id, observed.ssm.get(&live.id)));
         }
-        if ops.is_empty() {
+        if drift.ops.is_empty() {
             continue;
         }
         let action = if owned { Action::Update } else { Action::Adopt };
+        let mut change = Change::new(r.id.clone(), action).with_fields(drift.fields);
+        if drift.resize {
+            change = change.because("the type changes by stop → modify → start; the data stays");
+        }
         plan.steps.push(Step {
-            change: Change::new(r.id.clone(), action).with_fields(fields),
-            ops: ops.into_iter().map(Op::Instance).collect(),
+            change,
+            ops: drift.ops.into_iter().map(Op::Instance).collect(),
         });
     }
     // Owned instances of this stack that no manifest declares any more.
@@ -421,6 +683,33 @@ pub fn diff_instances(
         }
     }
     fresh
+}
+
+/// An error when a declared instance's Name is carried only by another stack's instance: it is
+/// never adopted or changed.
+pub fn check_ownership(desired: &Desired, instances: &[LiveInstance]) -> Result<(), AwsError> {
+    for (r, spec) in desired
+        .instances()
+        .filter(|(r, _)| r.ensure == Ensure::Present)
+    {
+        let named = || {
+            instances.iter().filter(|i| {
+                i.tags.get("Name") == Some(&spec.name) && LIVE_STATES.contains(&i.state.as_str())
+            })
+        };
+        if named().any(|i| is_owned(&i.tags, desired)) {
+            continue;
+        }
+        if let Some(i) = named().find(|i| foreign(&i.tags, desired)) {
+            let owner = i.tags.get(STACK_TAG).cloned().unwrap_or_default();
+            return Err(super::owned_by_another_stack(
+                &r.id,
+                &format!("instance {} ({})", spec.name, i.id),
+                &owner,
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn ssm_condition(id: &ResourceId, reach: Option<&SsmReach>) -> Condition {
@@ -460,52 +749,146 @@ fn ssm_condition(id: &ResourceId, reach: Option<&SsmReach>) -> Condition {
 
 /// The instances this stack owns (any state, so a terminated one explains a re-create), plus,
 /// only when a declared instance has no owned one, the instances carrying its Name tag (the
-/// adoption candidates). Filtering server-side keeps a steady state at one call however many
-/// instances the region runs.
+/// adoption candidates); the root volumes of the live ones; and the subnets each subnet Lookup
+/// selects. Filtering server-side keeps a steady state at three calls however many instances
+/// the region runs.
 pub async fn observe_instances(
     client: &aws_sdk_ec2::Client,
     desired: &Desired,
-) -> Result<Vec<LiveInstance>, AwsError> {
-    let owned = Filter::builder()
-        .name(format!("tag:{}", crate::model::ownership::STACK_TAG))
-        .values(&desired.stack_name)
-        .build();
-    let mut found = describe_instances(client, owned).await?;
-    let missing: Vec<String> = desired
-        .instances()
-        .filter(|(r, _)| r.ensure == Ensure::Present)
-        .map(|(_, s)| s.name.clone())
-        .filter(|name| {
-            !found.iter().any(|i| {
-                i.tags.get("Name") == Some(name) && LIVE_STATES.contains(&i.state.as_str())
-            })
-        })
-        .collect();
-    if !missing.is_empty() {
-        let by_name = Filter::builder()
-            .name("tag:Name")
-            .set_values(Some(missing))
+) -> Result<InstancesObserved, AwsError> {
+    let instances = async {
+        let owned = Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(&desired.stack_name)
             .build();
-        for i in describe_instances(client, by_name).await? {
-            if !found.iter().any(|f| f.id == i.id) {
-                found.push(i);
+        let mut found = describe_instances(client, vec![owned]).await?;
+        let missing: Vec<String> = desired
+            .instances()
+            .filter(|(r, _)| r.ensure == Ensure::Present)
+            .map(|(_, s)| s.name.clone())
+            .filter(|name| {
+                !found.iter().any(|i| {
+                    i.tags.get("Name") == Some(name) && LIVE_STATES.contains(&i.state.as_str())
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            let by_name = Filter::builder()
+                .name("tag:Name")
+                .set_values(Some(missing))
+                .build();
+            for i in describe_instances(client, vec![by_name]).await? {
+                if !found.iter().any(|f| f.id == i.id) {
+                    found.push(i);
+                }
             }
         }
-    }
-    Ok(found)
+        read_root_volumes(client, &mut found).await?;
+        Ok::<_, AwsError>(found)
+    };
+    let subnets = async {
+        let mut out = BTreeMap::new();
+        let wanted: BTreeSet<&str> = desired
+            .instances()
+            .filter(|(r, _)| r.ensure == Ensure::Present)
+            .map(|(_, s)| s.subnet.as_str())
+            .collect();
+        for name in wanted {
+            let Some(l) = lookup(desired, name) else {
+                continue;
+            };
+            let resp = client
+                .describe_subnets()
+                .set_filters(Some(super::lookup::tag_filters(&l.tags)))
+                .send()
+                .await
+                .map_err(|e| AwsError::call("DescribeSubnets", format!("Lookup/{name}"), e))?;
+            let mut ids: Vec<String> = resp
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_id().map(str::to_string))
+                .collect();
+            ids.sort();
+            out.insert(name.to_string(), ids);
+        }
+        Ok::<_, AwsError>(out)
+    };
+    let (instances, subnets) = tokio::join!(instances, subnets);
+    Ok(InstancesObserved {
+        instances: instances?,
+        subnets: subnets?,
+    })
 }
 
-/// The instances matching one filter, paginated.
+/// Fills the root volume of every live instance with one DescribeVolumes call.
+async fn read_root_volumes(
+    client: &aws_sdk_ec2::Client,
+    instances: &mut [LiveInstance],
+) -> Result<(), AwsError> {
+    let ids: Vec<String> = instances
+        .iter()
+        .filter(|i| LIVE_STATES.contains(&i.state.as_str()))
+        .filter_map(|i| i.root_volume.as_ref().map(|v| v.id.clone()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let filter = Filter::builder()
+        .name("volume-id")
+        .set_values(Some(ids))
+        .build();
+    let mut volumes: BTreeMap<String, LiveVolume> = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let resp = client
+            .describe_volumes()
+            .filters(filter.clone())
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("DescribeVolumes", "root volumes", e))?;
+        for v in resp.volumes() {
+            let Some(id) = v.volume_id() else { continue };
+            volumes.insert(
+                id.to_string(),
+                LiveVolume {
+                    id: id.to_string(),
+                    size_gib: v.size().unwrap_or(0),
+                    volume_type: v
+                        .volume_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    encrypted: v.encrypted().unwrap_or(false),
+                },
+            );
+        }
+        token = resp.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    for i in instances.iter_mut() {
+        // A volume id DescribeVolumes did not return is no volume to compare.
+        i.root_volume = i
+            .root_volume
+            .as_ref()
+            .and_then(|v| volumes.get(&v.id).cloned());
+    }
+    Ok(())
+}
+
+/// The instances matching the filters, paginated; the root volume holds only its id (see
+/// [`read_root_volumes`]).
 async fn describe_instances(
     client: &aws_sdk_ec2::Client,
-    filter: Filter,
+    filters: Vec<Filter>,
 ) -> Result<Vec<LiveInstance>, AwsError> {
     let mut out = Vec::new();
     let mut token = None;
     loop {
         let resp = client
             .describe_instances()
-            .filters(filter.clone())
+            .set_filters(Some(filters.clone()))
             .set_next_token(token)
             .max_results(1000)
             .send()
@@ -514,6 +897,13 @@ async fn describe_instances(
         for i in resp.reservations().iter().flat_map(|r| r.instances()) {
             let Some(id) = i.instance_id() else { continue };
             let meta = i.metadata_options();
+            let root = i.root_device_name().and_then(|dev| {
+                i.block_device_mappings()
+                    .iter()
+                    .find(|m| m.device_name() == Some(dev))
+                    .and_then(|m| m.ebs())
+                    .and_then(|e| e.volume_id())
+            });
             out.push(LiveInstance {
                 id: id.to_string(),
                 state: i
@@ -526,6 +916,7 @@ async fn describe_instances(
                     .map(|t| t.as_str().to_string())
                     .unwrap_or_default(),
                 image_id: i.image_id().unwrap_or("").to_string(),
+                subnet_id: i.subnet_id().unwrap_or("").to_string(),
                 group_ids: i
                     .security_groups()
                     .iter()
@@ -554,6 +945,12 @@ async fn describe_instances(
                     .and_then(|m| m.http_endpoint())
                     .map(|t| t.as_str().to_string())
                     .unwrap_or_else(|| "enabled".into()),
+                root_volume: root.map(|v| LiveVolume {
+                    id: v.to_string(),
+                    size_gib: 0,
+                    volume_type: String::new(),
+                    encrypted: false,
+                }),
                 tags: tags_of(i.tags()),
                 launched: i.launch_time().map(|t| t.to_string()).unwrap_or_default(),
             });
@@ -636,13 +1033,36 @@ pub async fn apply_instance(
                 .await
                 .map_err(|e| AwsError::call("TerminateInstances", &res, e))?;
         }
-        InstanceOp::Start { id } => {
+        InstanceOp::Start { id } => start(p, &res, &id).await?,
+        InstanceOp::Resize { id, instance_type } => {
+            resize(p, &res, &id, &instance_type).await?;
+        }
+        InstanceOp::Volume {
+            volume_id,
+            size_gib,
+            volume_type,
+        } => {
             p.ec2
-                .start_instances()
-                .instance_ids(&id)
+                .modify_volume()
+                .volume_id(&volume_id)
+                .set_size(size_gib)
+                .set_volume_type(volume_type.as_deref().map(VolumeType::from))
                 .send()
                 .await
-                .map_err(|e| AwsError::call("StartInstances", &res, e))?;
+                .map_err(|e| AwsError::call("ModifyVolume", &res, e))?;
+        }
+        InstanceOp::Untag { id, keys } => {
+            p.ec2
+                .delete_tags()
+                .resources(&id)
+                .set_tags(Some(
+                    keys.iter()
+                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| AwsError::call("DeleteTags", &res, e))?;
         }
         InstanceOp::Tag { id, name } => {
             let spec = instance_spec(ctx.desired, &name)?;
@@ -752,80 +1172,645 @@ async fn run_instance(
         TAG_USER_DATA.into(),
         user_data_hash(spec.user_data.as_deref()),
     );
-    tags.insert(TAG_ROOT_VOLUME.into(), root_volume_tag(spec));
-    tags.insert(TAG_SUBNET.into(), spec.subnet.clone());
     let volume_tags = desired_tags(ctx.desired, &spec.tags);
-    // A fresh token per launch: retries of this request are idempotent, a later re-creation
-    // (after a termination) is not mistaken for it.
-    let nanos = std::time::SystemTime::now()
+    let group_ids = group_ids_of(ctx, spec)?;
+    // Every instance of this Name seen by observe: concurrent runs that saw the same world
+    // derive the same token, so EC2 launches once for both; the next re-creation (after the
+    // next termination) has seen one more id and gets a new token.
+    let mut seen: Vec<&str> = ctx
+        .observed
+        .instances
+        .iter()
+        .filter(|i| i.tags.get("Name") == Some(&spec.name))
+        .map(|i| i.id.as_str())
+        .collect();
+    seen.sort_unstable();
+    let stable = token_of(&format!(
+        "{}/{name}/{image}/{subnet}/{spec:?}/{}",
+        ctx.desired.stack_name,
+        seen.join(",")
+    ));
+    let mut token = stable;
+    let mut attempt = 0;
+    let id = loop {
+        attempt += 1;
+        let out = p
+            .ec2
+            .run_instances()
+            .image_id(&image)
+            .instance_type(spec.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(subnet)
+            .set_security_group_ids(Some(group_ids.clone()))
+            .iam_instance_profile(
+                IamInstanceProfileSpecification::builder()
+                    .name(profile_name(ctx.desired, spec))
+                    .build(),
+            )
+            .metadata_options(metadata_request(spec))
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(&root_device)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(
+                                i32::try_from(spec.root_volume.size_gib).unwrap_or(i32::MAX),
+                            )
+                            .volume_type(VolumeType::from(spec.root_volume.volume_type.as_str()))
+                            .encrypted(spec.root_volume.encrypted)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .set_user_data(
+                spec.user_data
+                    .as_ref()
+                    .map(aws_smithy_types::base64::encode),
+            )
+            .client_token(&token)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(&tags)))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(ec2_tags(&volume_tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::call("RunInstances", res, e))?;
+        let launched = out.instances().first();
+        let id = launched
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| AwsError::invalid(res, "RunInstances returned no instance"))?;
+        let state = launched
+            .and_then(|i| i.state())
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        // A token EC2 already answered (the same world seen once before, its instance since
+        // terminated) returns that old instance: launch again with a token of its own.
+        if (LIVE_STATES.contains(&state.as_str()) && !seen.contains(&id)) || attempt > 1 {
+            break id.to_string();
+        }
+        token = token_of(&format!("{token}/{}", unique_suffix()));
+    };
+    tracing::info!(resource = %res, id = %id, "instance launched");
+    let kept = settle_duplicates(p, ctx, res, spec, &id).await?;
+    Resolved::set(&ctx.resolved.instances, name, kept);
+    Ok(())
+}
+
+/// A client token (at most 64 characters) from a stable text.
+fn token_of(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Something no earlier launch used.
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let token = hex::encode(
-        &Sha256::digest(format!("{}/{name}/{nanos}", ctx.desired.stack_name).as_bytes())[..16],
-    );
-    let out = p
-        .ec2
-        .run_instances()
-        .image_id(image)
-        .instance_type(spec.instance_type.as_str().into())
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .set_security_group_ids(Some(group_ids_of(ctx, spec)?))
-        .iam_instance_profile(
-            IamInstanceProfileSpecification::builder()
-                .name(profile_name(ctx.desired, spec))
-                .build(),
-        )
-        .metadata_options(metadata_request(spec))
-        .block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name(root_device)
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .volume_size(i32::try_from(spec.root_volume.size_gib).unwrap_or(i32::MAX))
-                        .volume_type(VolumeType::from(spec.root_volume.volume_type.as_str()))
-                        .encrypted(spec.root_volume.encrypted)
-                        .delete_on_termination(true)
-                        .build(),
-                )
-                .build(),
-        )
-        .set_user_data(
-            spec.user_data
-                .as_ref()
-                .map(aws_smithy_types::base64::encode),
-        )
-        .client_token(token)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(ec2_tags(&tags)))
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Volume)
-                .set_tags(Some(ec2_tags(&volume_tags)))
-                .build(),
-        )
+        .unwrap_or(0)
+}
+
+/// After a launch: when another run launched the same instance at the same time, every run
+/// keeps the same one (the oldest, then the smaller id) and terminates the others, so the stack
+/// converges to one instance without any lock. Returns the id that is kept.
+async fn settle_duplicates(
+    p: &AwsProvider,
+    ctx: &ApplyCtx<'_>,
+    res: &str,
+    spec: &InstanceSpec,
+    launched: &str,
+) -> Result<String, AwsError> {
+    let filters = vec![
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(&ctx.desired.stack_name)
+            .build(),
+        Filter::builder()
+            .name("tag:Name")
+            .values(&spec.name)
+            .build(),
+        Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+            .build(),
+    ];
+    let live = describe_instances(&p.ec2, filters).await?;
+    let cands: Vec<&LiveInstance> = live.iter().collect();
+    let Some(keep) = keeper(&cands, &HashSet::new()) else {
+        // Not listed yet (eventual consistency): keep what was launched.
+        return Ok(launched.to_string());
+    };
+    let extra: Vec<String> = live
+        .iter()
+        .filter(|i| i.id != keep.id)
+        .map(|i| i.id.clone())
+        .collect();
+    if !extra.is_empty() {
+        tracing::warn!(resource = %res, kept = %keep.id, terminated = ?extra, "a concurrent run launched the same instance: terminating the newer");
+        p.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(extra))
+            .send()
+            .await
+            .map_err(|e| AwsError::call("TerminateInstances", res, e))?;
+    }
+    Ok(keep.id.clone())
+}
+
+async fn start(p: &AwsProvider, res: &str, id: &str) -> Result<(), AwsError> {
+    p.ec2
+        .start_instances()
+        .instance_ids(id)
         .send()
         .await
-        .map_err(|e| AwsError::call("RunInstances", res, e))?;
-    let id = out
-        .instances()
+        .map(|_| ())
+        .map_err(|e| AwsError::call("StartInstances", res, e))
+}
+
+/// Stop → modify → start: the type cannot change while the instance runs, and a stop keeps the
+/// EBS root volume (and the host's data) where a replacement would not.
+async fn resize(p: &AwsProvider, res: &str, id: &str, instance_type: &str) -> Result<(), AwsError> {
+    p.ec2
+        .stop_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("StopInstances", res, e))?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let state = describe_instances(
+            &p.ec2,
+            vec![Filter::builder().name("instance-id").values(id).build()],
+        )
+        .await?
         .first()
-        .and_then(|i| i.instance_id())
-        .ok_or_else(|| AwsError::invalid(res, "RunInstances returned no instance"))?;
-    tracing::info!(resource = %res, id = %id, "instance launched");
-    Resolved::set(&ctx.resolved.instances, name, id.to_string());
-    Ok(())
+        .map(|i| i.state.clone())
+        .unwrap_or_default();
+        if state == "stopped" {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(AwsError::invalid(
+                res,
+                format!(
+                    "{id} did not stop within {}s (state {state}); its type is unchanged",
+                    STOP_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(STOP_POLL).await;
+    }
+    p.ec2
+        .modify_instance_attribute()
+        .instance_id(id)
+        .instance_type(AttributeValue::builder().value(instance_type).build())
+        .send()
+        .await
+        .map_err(|e| AwsError::call("ModifyInstanceAttribute", res, e))?;
+    start(p, res, id).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{AmiSource, MetadataOptions, RootVolume};
+    use std::fmt::Debug;
+
+    const SUBNETS: [&str; 2] = ["subnet-a", "subnet-b"];
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            name: "obs-host".into(),
+            instance_type: "t3.medium".into(),
+            ami: AmiSource {
+                id: Some("ami-1".into()),
+                ssm_parameter: None,
+            },
+            subnet: "private".into(),
+            security_groups: vec!["observability".into()],
+            instance_profile: "profile".into(),
+            metadata_options: MetadataOptions::default(),
+            root_volume: RootVolume::default(),
+            user_data: None,
+            tags: Tags::new(),
+        }
+    }
+
+    fn want_tags() -> Tags {
+        [
+            ("Name", "obs-host"),
+            ("ManagedBy", "stackwarden"),
+            ("stackwarden:stack", "obs"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn wanted<'a>(spec: &'a InstanceSpec, subnets: &'a [String]) -> Wanted<'a> {
+        Wanted {
+            name: "host",
+            spec,
+            tags: want_tags(),
+            profile: "obs-profile".into(),
+            groups: ["obs-sg".to_string()].into_iter().collect(),
+            subnets: Some(subnets),
+        }
+    }
+
+    fn names() -> BTreeMap<String, String> {
+        [("sg-obs", "obs-sg"), ("sg-other", "other-sg")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A live instance exactly as `spec()` wants it.
+    fn matching() -> LiveInstance {
+        let mut tags = want_tags();
+        tags.insert(TAG_USER_DATA.into(), user_data_hash(None));
+        LiveInstance {
+            id: "i-1".into(),
+            state: "running".into(),
+            instance_type: "t3.medium".into(),
+            image_id: "ami-1".into(),
+            subnet_id: "subnet-a".into(),
+            group_ids: vec!["sg-obs".into()],
+            profile_arn: Some("arn:aws:iam::123456789012:instance-profile/obs-profile".into()),
+            profile_association: Some("iip-assoc-1".into()),
+            http_tokens: "required".into(),
+            hop_limit: 2,
+            metadata_tags: "enabled".into(),
+            http_endpoint: "enabled".into(),
+            root_volume: Some(LiveVolume {
+                id: "vol-1".into(),
+                size_gib: 30,
+                volume_type: "gp3".into(),
+                encrypted: true,
+            }),
+            tags,
+            launched: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A new value for a field, which must differ from the old one (else the case proves nothing).
+    fn other<T: PartialEq + Debug>(old: &T, new: T) -> T {
+        assert_ne!(old, &new, "a case must change the field");
+        new
+    }
+
+    /// Everything a drift shows: field paths and replacement reasons.
+    fn shown(d: &Drift) -> String {
+        let mut out: Vec<String> = d.fields.iter().map(|f| f.path.clone()).collect();
+        out.extend(d.replace.iter().cloned());
+        out.join(" | ")
+    }
+
+    #[test]
+    fn a_matching_instance_has_no_drift() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let d = compare(&wanted(&spec, &subnets), &matching(), &names());
+        assert!(
+            d.fields.is_empty() && d.replace.is_empty() && d.ops.is_empty(),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn every_field_of_a_live_instance_changed_by_hand_is_detected() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let want = wanted(&spec, &subnets);
+        let base = matching();
+        // Exhaustive on purpose: a field added to LiveInstance does not compile here until it
+        // has a case below (or is named as identity).
+        let LiveInstance {
+            id,
+            state,
+            instance_type,
+            image_id,
+            subnet_id,
+            group_ids,
+            profile_arn,
+            profile_association,
+            http_tokens,
+            hop_limit,
+            metadata_tags,
+            http_endpoint,
+            root_volume,
+            tags,
+            launched,
+        } = base.clone();
+        // Identity, not settings: the id names the object, the association id is renewed by
+        // every association (the profile's ARN is compared), the launch time orders duplicates.
+        let _identity = (id, profile_association, launched);
+        let volume = root_volume.clone().expect("a root volume");
+        let with_tags = |f: &dyn Fn(&mut Tags)| {
+            let mut t = tags.clone();
+            f(&mut t);
+            other(&tags, t)
+        };
+        let cases: Vec<(&str, LiveInstance)> = vec![
+            (
+                "state",
+                LiveInstance {
+                    state: other(&state, "stopped".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "instanceType",
+                LiveInstance {
+                    instance_type: other(&instance_type, "t3.large".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "pinned AMI changed",
+                LiveInstance {
+                    image_id: other(&image_id, "ami-2".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "subnet",
+                LiveInstance {
+                    subnet_id: other(&subnet_id, "subnet-public".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "securityGroups",
+                LiveInstance {
+                    group_ids: other(&group_ids, vec!["sg-other".into()]),
+                    ..base.clone()
+                },
+            ),
+            (
+                "securityGroups",
+                LiveInstance {
+                    group_ids: other(&group_ids, vec!["sg-obs".into(), "sg-other".into()]),
+                    ..base.clone()
+                },
+            ),
+            (
+                "instanceProfile",
+                LiveInstance {
+                    profile_arn: other(
+                        &profile_arn,
+                        Some("arn:aws:iam::123456789012:instance-profile/admin".into()),
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "instanceProfile",
+                LiveInstance {
+                    profile_arn: other(&profile_arn, None),
+                    ..base.clone()
+                },
+            ),
+            (
+                "metadataOptions.httpTokens",
+                LiveInstance {
+                    http_tokens: other(&http_tokens, "optional".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "metadataOptions.httpPutResponseHopLimit",
+                LiveInstance {
+                    hop_limit: other(&hop_limit, 1),
+                    ..base.clone()
+                },
+            ),
+            (
+                "metadataOptions.instanceMetadataTags",
+                LiveInstance {
+                    metadata_tags: other(&metadata_tags, "disabled".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "metadataOptions.httpEndpoint",
+                LiveInstance {
+                    http_endpoint: other(&http_endpoint, "disabled".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "rootVolume.sizeGib",
+                LiveInstance {
+                    root_volume: other(
+                        &root_volume,
+                        Some(LiveVolume {
+                            size_gib: 20,
+                            ..volume.clone()
+                        }),
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "cannot shrink",
+                LiveInstance {
+                    root_volume: other(
+                        &root_volume,
+                        Some(LiveVolume {
+                            size_gib: 40,
+                            ..volume.clone()
+                        }),
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "rootVolume.type",
+                LiveInstance {
+                    root_volume: other(
+                        &root_volume,
+                        Some(LiveVolume {
+                            volume_type: "gp2".into(),
+                            ..volume.clone()
+                        }),
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "rootVolume.encrypted",
+                LiveInstance {
+                    root_volume: other(
+                        &root_volume,
+                        Some(LiveVolume {
+                            encrypted: false,
+                            ..volume.clone()
+                        }),
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags.ManagedBy",
+                LiveInstance {
+                    tags: with_tags(&|t| {
+                        t.remove("ManagedBy");
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags.Name",
+                LiveInstance {
+                    tags: with_tags(&|t| {
+                        t.insert("Name".into(), "renamed".into());
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags.Owner",
+                LiveInstance {
+                    tags: with_tags(&|t| {
+                        t.insert("Owner".into(), "someone".into());
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "user data changed",
+                LiveInstance {
+                    tags: with_tags(&|t| {
+                        t.insert(TAG_USER_DATA.into(), user_data_hash(Some("echo hi")));
+                    }),
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (expect, live) in cases {
+            let d = compare(&want, &live, &names());
+            let text = shown(&d);
+            assert!(
+                text.contains(expect),
+                "`{expect}` not seen; plan shows: {text}"
+            );
+            assert!(
+                !d.ops.is_empty() || !d.replace.is_empty(),
+                "`{expect}` is seen but nothing would repair it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_instance_type_is_changed_in_place_never_by_replacement() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let live = LiveInstance {
+            instance_type: "t3.small".into(),
+            ..matching()
+        };
+        let d = compare(&wanted(&spec, &subnets), &live, &names());
+        assert!(d.replace.is_empty(), "{:?}", d.replace);
+        assert!(d.resize);
+        assert!(matches!(
+            d.ops.as_slice(),
+            [InstanceOp::Resize { instance_type, .. }] if instance_type == "t3.medium"
+        ));
+    }
+
+    #[test]
+    fn a_stopped_instance_with_a_new_type_is_started_once_by_the_resize() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let live = LiveInstance {
+            instance_type: "t3.small".into(),
+            state: "stopped".into(),
+            ..matching()
+        };
+        let d = compare(&wanted(&spec, &subnets), &live, &names());
+        assert!(!d.ops.iter().any(|o| matches!(o, InstanceOp::Start { .. })));
+        assert!(d.ops.iter().any(|o| matches!(o, InstanceOp::Resize { .. })));
+    }
+
+    #[test]
+    fn a_subnet_or_pinned_ami_change_is_a_replacement_with_its_reason() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let live = LiveInstance {
+            subnet_id: "subnet-z".into(),
+            image_id: "ami-0".into(),
+            ..matching()
+        };
+        let d = compare(&wanted(&spec, &subnets), &live, &names());
+        assert_eq!(d.replace.len(), 2, "{:?}", d.replace);
+        assert!(d.replace[0].contains("ami-0 → ami-1"), "{:?}", d.replace);
+        assert!(d.replace[1].contains("subnet-z"), "{:?}", d.replace);
+    }
+
+    #[test]
+    fn any_subnet_the_lookup_selects_is_the_right_one() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let live = LiveInstance {
+            subnet_id: "subnet-b".into(),
+            ..matching()
+        };
+        let d = compare(&wanted(&spec, &subnets), &live, &names());
+        assert!(d.replace.is_empty() && d.fields.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_grown_volume_or_another_type_is_modified_live() {
+        let (spec, subnets) = (spec(), SUBNETS.map(String::from));
+        let live = LiveInstance {
+            root_volume: Some(LiveVolume {
+                id: "vol-1".into(),
+                size_gib: 20,
+                volume_type: "gp2".into(),
+                encrypted: true,
+            }),
+            ..matching()
+        };
+        let d = compare(&wanted(&spec, &subnets), &live, &names());
+        assert!(d.replace.is_empty());
+        assert!(matches!(
+            d.ops.as_slice(),
+            [InstanceOp::Volume { size_gib: Some(30), volume_type: Some(t), .. }] if t == "gp3"
+        ));
+    }
+
+    fn at(id: &str, launched: &str) -> LiveInstance {
+        LiveInstance {
+            id: id.into(),
+            launched: launched.into(),
+            ..matching()
+        }
+    }
+
+    #[test]
+    fn of_duplicates_the_registered_one_is_kept() {
+        let (old, new) = (at("i-b", "2026-01-01"), at("i-a", "2026-01-02"));
+        let registered: HashSet<&str> = ["i-a"].into_iter().collect();
+        let kept = keeper(&[&old, &new], &registered).map(|i| i.id.as_str());
+        assert_eq!(kept, Some("i-a"));
+    }
+
+    #[test]
+    fn of_unregistered_duplicates_the_oldest_is_kept_and_ties_go_to_the_smaller_id() {
+        let (old, new) = (at("i-b", "2026-01-01"), at("i-a", "2026-01-02"));
+        let none = HashSet::new();
+        assert_eq!(
+            keeper(&[&new, &old], &none).map(|i| i.id.as_str()),
+            Some("i-b")
+        );
+        let (x, y) = (at("i-b", "2026-01-01"), at("i-a", "2026-01-01"));
+        assert_eq!(keeper(&[&x, &y], &none).map(|i| i.id.as_str()), Some("i-a"));
+    }
 
     #[test]
     fn profile_names_are_read_from_arns_with_paths() {

@@ -5,7 +5,7 @@ use crate::model::{Desired, LookupType, Tags};
 use crate::provider::aws::{AwsError, NetworkCache};
 use aws_sdk_ec2::types::Filter;
 
-fn tag_filters(tags: &Tags) -> Vec<Filter> {
+pub(super) fn tag_filters(tags: &Tags) -> Vec<Filter> {
     tags.iter()
         .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
         .collect()

@@ -8,16 +8,54 @@ mod lookup;
 mod security_group;
 
 use super::{ApplyCtx, AwsError, Observed, Resolved, is_owned};
-use crate::model::{Desired, Tags};
+use crate::model::{Desired, ResourceId, Tags};
 use aws_sdk_ec2::types::Tag;
-use instance::LIVE_STATES;
 use std::collections::BTreeMap;
 
-pub use instance::{InstanceOp, LiveInstance, apply_instance, diff_instances, observe_instances};
+pub use instance::{
+    InstanceOp, InstancesObserved, LiveInstance, apply_instance, diff_instances, observe_instances,
+};
 pub use lookup::lookup_network;
 pub use security_group::{
     LiveGroup, SecurityGroupOp, apply_group, describe_groups, diff_groups, live_groups,
 };
+
+/// Tag key prefixes that are never drift: AWS's own, and stackwarden's bookkeeping.
+const SYSTEM_TAG_PREFIXES: [&str; 2] = ["aws:", "stackwarden:"];
+
+/// Refuses to touch what another stack owns: a declared security group or instance whose live
+/// object is tagged for another stack is an error naming that stack, never adopted or changed.
+pub fn check_ownership(
+    desired: &Desired,
+    groups: &BTreeMap<String, LiveGroup>,
+    instances: &[LiveInstance],
+) -> Result<(), AwsError> {
+    security_group::check_ownership(desired, groups)?;
+    instance::check_ownership(desired, instances)
+}
+
+/// The error for a live object tagged for another stack.
+fn owned_by_another_stack(id: &ResourceId, what: &str, owner: &str) -> AwsError {
+    AwsError::invalid(
+        id.to_string(),
+        format!(
+            "{what} belongs to stack `{owner}` (tag {}={owner}); stackwarden never adopts or \
+             changes another stack's resources: give this one another name in the manifests, or \
+             remove it from stack `{owner}` first",
+            crate::model::ownership::STACK_TAG
+        ),
+    )
+}
+
+/// Live tags that nobody declared (a person added them); AWS's and stackwarden's own are not
+/// drift. Extra items count as drift like missing ones.
+pub(crate) fn extra_tags(want: &Tags, live: &Tags) -> Vec<String> {
+    live.keys()
+        .filter(|k| !want.contains_key(*k))
+        .filter(|k| !SYSTEM_TAG_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .cloned()
+        .collect()
+}
 
 fn tags_of(tags: &[Tag]) -> Tags {
     tags.iter()
@@ -46,15 +84,8 @@ pub fn seed_resolved(desired: &Desired, observed: &Observed) -> Resolved {
         Resolved::set(&resolved.groups, &g.name, g.id.clone());
     }
     for (r, spec) in desired.instances() {
-        let mut cands: Vec<&LiveInstance> = observed
-            .instances
-            .iter()
-            .filter(|i| {
-                i.tags.get("Name") == Some(&spec.name) && LIVE_STATES.contains(&i.state.as_str())
-            })
-            .collect();
-        cands.sort_by_key(|i| (!is_owned(&i.tags, desired), i.launched.clone()));
-        if let Some(i) = cands.first() {
+        // The same choice as the diff's: the instance the plan keeps is the one registered.
+        if let Some(i) = instance::chosen(desired, observed, &spec.name) {
             Resolved::set(&resolved.instances, &r.id.name, i.id.clone());
         }
     }

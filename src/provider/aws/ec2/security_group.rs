@@ -1,7 +1,8 @@
 //! `SecurityGroup`: the group and every rule in it. Rules are normalized to one per (protocol,
 //! port, peer) before diffing; the diff is pure and unit-tested below.
 
-use super::{ec2_tags, group_id, id_names, tags_of};
+use super::{ec2_tags, extra_tags, group_id, id_names, owned_by_another_stack, tags_of};
+use crate::model::ownership::STACK_TAG;
 use crate::model::{Desired, IngressRule, Peer, Protocol, SecurityGroupSpec, Tags};
 use crate::plan::{Action, Change, FieldChange};
 use crate::provider::aws::{
@@ -49,7 +50,7 @@ pub struct LivePerm {
 }
 
 /// A security group as observed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LiveGroup {
     /// `sg-…`.
     pub id: String,
@@ -57,6 +58,8 @@ pub struct LiveGroup {
     pub name: String,
     /// Its VPC.
     pub vpc_id: String,
+    /// Its description, whitespace-normalized (immutable in EC2).
+    pub description: String,
     /// Its tags.
     pub tags: Tags,
     /// Inbound permissions.
@@ -77,6 +80,23 @@ pub enum SecurityGroupOp {
     Tag {
         /// SecurityGroup manifest name.
         name: String,
+    },
+    /// Remove tags nobody declared.
+    Untag {
+        /// SecurityGroup manifest name.
+        name: String,
+        /// The tag keys.
+        keys: Vec<String>,
+    },
+    /// Delete the group and create it again under the same name (its description changed):
+    /// this stack's instances are moved to the VPC's default group meanwhile, and back after.
+    Replace {
+        /// SecurityGroup manifest name.
+        name: String,
+        /// The live group's id.
+        old_id: String,
+        /// Its VPC (a group never moves, so the new one goes to the same VPC).
+        vpc_id: String,
     },
     /// Revoke one live rule (by rule id).
     Revoke {
@@ -356,8 +376,17 @@ fn perms_of(perms: &[IpPermission]) -> Vec<LivePerm> {
     out
 }
 
-/// Observed groups by name; with duplicates across VPCs, an owned one wins.
-pub fn live_groups(groups: &[aws_sdk_ec2::types::SecurityGroup]) -> BTreeMap<String, LiveGroup> {
+/// Observed groups by name. With one name in several VPCs, this stack's group wins, then an
+/// untagged one (an adoption candidate), then another stack's (reported, never touched).
+pub fn live_groups(
+    groups: &[aws_sdk_ec2::types::SecurityGroup],
+    stack: &str,
+) -> BTreeMap<String, LiveGroup> {
+    let rank = |g: &LiveGroup| match g.tags.get(STACK_TAG) {
+        Some(s) if s == stack => 0,
+        None => 1,
+        Some(_) => 2,
+    };
     let mut out: BTreeMap<String, LiveGroup> = BTreeMap::new();
     for g in groups {
         let (Some(id), Some(name)) = (g.group_id(), g.group_name()) else {
@@ -367,26 +396,39 @@ pub fn live_groups(groups: &[aws_sdk_ec2::types::SecurityGroup]) -> BTreeMap<Str
             id: id.to_string(),
             name: name.to_string(),
             vpc_id: g.vpc_id().unwrap_or("").to_string(),
+            description: normalize_description(g.description().unwrap_or("")),
             tags: tags_of(g.tags()),
             ingress: perms_of(g.ip_permissions()),
             egress: perms_of(g.ip_permissions_egress()),
         };
-        let replace = match out.get(name) {
-            None => true,
-            Some(existing) => {
-                !existing
-                    .tags
-                    .contains_key(crate::model::ownership::MANAGED_BY_TAG)
-                    && live
-                        .tags
-                        .contains_key(crate::model::ownership::MANAGED_BY_TAG)
-            }
-        };
-        if replace {
+        if out
+            .get(name)
+            .is_none_or(|existing| rank(&live) < rank(existing))
+        {
             out.insert(name.to_string(), live);
         }
     }
     out
+}
+
+/// An error when a declared group's name is held by another stack's group.
+pub fn check_ownership(
+    desired: &Desired,
+    groups: &BTreeMap<String, LiveGroup>,
+) -> Result<(), AwsError> {
+    for (r, spec) in desired.security_groups() {
+        if let Some(g) = groups.get(&spec.name)
+            && let Some(owner) = g.tags.get(STACK_TAG)
+            && owner != &desired.stack_name
+        {
+            return Err(owned_by_another_stack(
+                &r.id,
+                &format!("security group {} ({})", g.name, g.id),
+                owner,
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn ingress_tuples(spec: &SecurityGroupSpec) -> Vec<(String, Protocol, Vec<u16>, Peer)> {
@@ -428,92 +470,175 @@ fn default_egress() -> LivePerm {
     }
 }
 
-/// Plans security groups: create, adopt, tag and rule changes. Groups are never deleted.
+/// One declared group with its references resolved: what a live one is compared against.
+#[derive(Debug, Clone)]
+pub struct GroupWant<'a> {
+    /// The manifest name.
+    pub name: &'a str,
+    /// The spec.
+    pub spec: &'a SecurityGroupSpec,
+    /// Ownership and own tags.
+    pub tags: Tags,
+    /// Inbound rules as keys with descriptions.
+    pub ingress: Vec<(RuleKey, String)>,
+    /// Outbound rules as keys with descriptions.
+    pub egress: Vec<(RuleKey, String)>,
+}
+
+/// What one group needs: the action, why, what the plan shows and the writes.
+#[derive(Debug)]
+pub struct GroupDrift {
+    /// Create, adopt, update or replace.
+    pub action: Action,
+    /// Why (a replacement says what cannot change in place).
+    pub reason: Option<String>,
+    /// What the plan shows.
+    pub fields: Vec<FieldChange>,
+    /// The writes, in order.
+    pub ops: Vec<SecurityGroupOp>,
+}
+
+/// Compares a live group (if any) with what is wanted: description, tags (extra ones too) and
+/// every rule of both directions.
+pub fn compare_group(
+    want: &GroupWant<'_>,
+    live: Option<&LiveGroup>,
+    owned: bool,
+    names: &BTreeMap<String, String>,
+) -> GroupDrift {
+    let spec = want.spec;
+    let name = want.name.to_string();
+    let mut ops = Vec::new();
+    let mut fields = Vec::new();
+    let mut reason = None;
+    let description = normalize_description(&spec.description);
+    let action = match live {
+        None => {
+            ops.push(SecurityGroupOp::Create { name: name.clone() });
+            Action::Create
+        }
+        Some(g) if owned && g.description != description => {
+            reason = Some(format!(
+                "a group's description cannot change in place: {} → {}",
+                describe(&g.description),
+                describe(&description)
+            ));
+            fields.push(FieldChange::changed(
+                "description",
+                describe(&g.description),
+                describe(&description),
+            ));
+            ops.push(SecurityGroupOp::Replace {
+                name: name.clone(),
+                old_id: g.id.clone(),
+                vpc_id: g.vpc_id.clone(),
+            });
+            Action::Replace
+        }
+        Some(g) => {
+            let tf = tag_changes(&want.tags, &g.tags);
+            if !tf.is_empty() || !owned {
+                ops.push(SecurityGroupOp::Tag { name: name.clone() });
+                fields.extend(tf);
+            }
+            let extra = extra_tags(&want.tags, &g.tags);
+            if !extra.is_empty() {
+                for k in &extra {
+                    fields.push(FieldChange::removed(
+                        format!("tags.{k}"),
+                        g.tags.get(k).map(String::as_str).unwrap_or(""),
+                    ));
+                }
+                ops.push(SecurityGroupOp::Untag {
+                    name: name.clone(),
+                    keys: extra,
+                });
+            }
+            if g.description != description {
+                // Not ours yet: shown; once adopted, the next plan replaces it.
+                fields.push(FieldChange::changed(
+                    "description",
+                    describe(&g.description),
+                    describe(&description),
+                ));
+            }
+            if owned {
+                Action::Update
+            } else {
+                tracing::info!(group = %spec.name, id = %g.id, "security group exists without ownership tags: planning to adopt it");
+                Action::Adopt
+            }
+        }
+    };
+    // A created or replaced group starts with EC2's default egress rule only.
+    let (live_in, live_out) = match live {
+        Some(g) if action != Action::Replace => (g.ingress.clone(), g.egress.clone()),
+        _ => (Vec::new(), vec![default_egress()]),
+    };
+    for (direction, egress, want_rules, have) in [
+        ("ingress", false, &want.ingress, live_in),
+        ("egress", true, &want.egress, live_out),
+    ] {
+        let d = diff_rules(direction, want_rules, &have, names);
+        if !matches!(action, Action::Create | Action::Replace) {
+            fields.extend(d.fields);
+        }
+        for perm in d.revoke {
+            ops.push(SecurityGroupOp::Revoke {
+                group: spec.name.clone(),
+                egress,
+                perm,
+            });
+        }
+        for (rule, description) in d.add {
+            ops.push(SecurityGroupOp::Authorize {
+                group: spec.name.clone(),
+                egress,
+                rule,
+                description,
+            });
+        }
+    }
+    GroupDrift {
+        action,
+        reason,
+        fields,
+        ops,
+    }
+}
+
+/// Plans security groups: create, adopt, tag, rule changes and replacement (a changed
+/// description). Groups are never deleted otherwise.
 pub fn diff_groups(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>) {
     let names = id_names(observed);
     let group_name = |m: &str| group_name_of(desired, m);
     for (r, spec) in desired.security_groups() {
         let live = observed.groups.get(&spec.name);
-        let want_tags = desired_tags(desired, &spec.tags);
-        let mut ops = Vec::new();
-        let mut fields = Vec::new();
-        let action = match live {
-            None => {
-                ops.push(SecurityGroupOp::Create {
-                    name: r.id.name.clone(),
-                });
-                Action::Create
-            }
-            Some(g) if !is_owned(&g.tags, desired) => {
-                tracing::info!(group = %spec.name, id = %g.id, "security group exists without ownership tags: planning to adopt it");
-                ops.push(SecurityGroupOp::Tag {
-                    name: r.id.name.clone(),
-                });
-                fields.extend(tag_changes(&want_tags, &g.tags));
-                Action::Adopt
-            }
-            Some(g) => {
-                let tf = tag_changes(&want_tags, &g.tags);
-                if !tf.is_empty() {
-                    ops.push(SecurityGroupOp::Tag {
-                        name: r.id.name.clone(),
-                    });
-                    fields.extend(tf);
-                }
-                Action::Update
-            }
+        let want = GroupWant {
+            name: &r.id.name,
+            spec,
+            tags: desired_tags(desired, &spec.tags),
+            ingress: desired_keys(&ingress_tuples(spec), &group_name),
+            egress: desired_keys(&egress_tuples(spec), &group_name),
         };
-        let (live_in, live_out) = match live {
-            Some(g) => (g.ingress.clone(), g.egress.clone()),
-            None => (Vec::new(), vec![default_egress()]),
-        };
-        for (direction, egress, want, have) in [
-            (
-                "ingress",
-                false,
-                desired_keys(&ingress_tuples(spec), &group_name),
-                live_in,
-            ),
-            (
-                "egress",
-                true,
-                desired_keys(&egress_tuples(spec), &group_name),
-                live_out,
-            ),
-        ] {
-            let d = diff_rules(direction, &want, &have, &names);
-            if action != Action::Create {
-                fields.extend(d.fields);
-            }
-            for perm in d.revoke {
-                ops.push(SecurityGroupOp::Revoke {
-                    group: spec.name.clone(),
-                    egress,
-                    perm,
-                });
-            }
-            for (rule, description) in d.add {
-                ops.push(SecurityGroupOp::Authorize {
-                    group: spec.name.clone(),
-                    egress,
-                    rule,
-                    description,
-                });
-            }
-        }
+        let owned = live.is_some_and(|g| is_owned(&g.tags, desired));
+        let drift = compare_group(&want, live, owned, &names);
         if let Some(g) = live {
             plan.violations.extend(crate::policy::check_security_group(
                 &r.id.to_string(),
                 &live_spec(spec, g),
             ));
         }
-        if ops.is_empty() {
+        if drift.ops.is_empty() {
             continue;
         }
-        let change = Change::new(r.id.clone(), action).with_fields(fields);
+        let mut change = Change::new(r.id.clone(), drift.action).with_fields(drift.fields);
+        if let Some(reason) = drift.reason {
+            change = change.because(reason);
+        }
         plan.steps.push(Step {
             change,
-            ops: ops.into_iter().map(Op::SecurityGroup).collect(),
+            ops: drift.ops.into_iter().map(Op::SecurityGroup).collect(),
         });
     }
 }
@@ -611,25 +736,30 @@ pub async fn apply_group(
                     format!("the VPC of Lookup/{} was not found", spec.vpc),
                 )
             })?;
-            let out = p
-                .ec2
-                .create_security_group()
-                .group_name(&spec.name)
-                .description(&spec.description)
-                .vpc_id(vpc)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .set_tags(Some(ec2_tags(&desired_tags(ctx.desired, &spec.tags))))
-                        .build(),
-                )
+            create_group(p, ctx, &res, spec, vpc).await?;
+        }
+        SecurityGroupOp::Replace {
+            name,
+            old_id,
+            vpc_id,
+        } => {
+            let spec = group_spec(ctx.desired, &name)?;
+            replace_group(p, ctx, &res, spec, &old_id, &vpc_id).await?;
+        }
+        SecurityGroupOp::Untag { name, keys } => {
+            let spec = group_spec(ctx.desired, &name)?;
+            let id = group_id(ctx, &spec.name)?;
+            p.ec2
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(
+                    keys.iter()
+                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+                        .collect(),
+                ))
                 .send()
                 .await
-                .map_err(|e| AwsError::call("CreateSecurityGroup", &res, e))?;
-            let id = out
-                .group_id()
-                .ok_or_else(|| AwsError::invalid(&res, "CreateSecurityGroup returned no id"))?;
-            Resolved::set(&ctx.resolved.groups, &spec.name, id.to_string());
+                .map_err(|e| AwsError::call("DeleteTags", &res, e))?;
         }
         SecurityGroupOp::Tag { name } => {
             let spec = group_spec(ctx.desired, &name)?;
@@ -723,6 +853,118 @@ pub async fn apply_group(
                 other => other?,
             }
         }
+    }
+    Ok(())
+}
+
+async fn create_group(
+    p: &AwsProvider,
+    ctx: &ApplyCtx<'_>,
+    res: &str,
+    spec: &SecurityGroupSpec,
+    vpc: &str,
+) -> Result<String, AwsError> {
+    let out = p
+        .ec2
+        .create_security_group()
+        .group_name(&spec.name)
+        .description(&spec.description)
+        .vpc_id(vpc)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .set_tags(Some(ec2_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| AwsError::call("CreateSecurityGroup", res, e))?;
+    let id = out
+        .group_id()
+        .ok_or_else(|| AwsError::invalid(res, "CreateSecurityGroup returned no id"))?;
+    Resolved::set(&ctx.resolved.groups, &spec.name, id.to_string());
+    Ok(id.to_string())
+}
+
+/// Sets an instance's security groups.
+async fn set_instance_groups(
+    p: &AwsProvider,
+    res: &str,
+    instance: &str,
+    groups: Vec<String>,
+) -> Result<(), AwsError> {
+    p.ec2
+        .modify_instance_attribute()
+        .instance_id(instance)
+        .set_groups(Some(groups))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("ModifyInstanceAttribute", res, e))
+}
+
+/// A group's name is unique in its VPC, so the new group can only be created once the old one
+/// is gone, and EC2 refuses to delete a group an instance uses: this stack's instances are
+/// moved to the VPC's default group, the group is re-created (its rules follow as the step's
+/// next ops), and the instances are moved back with the new group in place of the old.
+async fn replace_group(
+    p: &AwsProvider,
+    ctx: &ApplyCtx<'_>,
+    res: &str,
+    spec: &SecurityGroupSpec,
+    old_id: &str,
+    vpc: &str,
+) -> Result<(), AwsError> {
+    let users: Vec<(String, Vec<String>)> = ctx
+        .observed
+        .instances
+        .iter()
+        .filter(|i| is_owned(&i.tags, ctx.desired))
+        .filter(|i| super::instance::is_live(i))
+        .filter(|i| i.group_ids.iter().any(|g| g == old_id))
+        .map(|i| (i.id.clone(), i.group_ids.clone()))
+        .collect();
+    if !users.is_empty() {
+        let defaults = p
+            .ec2
+            .describe_security_groups()
+            .filters(Filter::builder().name("vpc-id").values(vpc).build())
+            .filters(
+                Filter::builder()
+                    .name("group-name")
+                    .values("default")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::call("DescribeSecurityGroups", res, e))?;
+        let default = defaults
+            .security_groups()
+            .first()
+            .and_then(|g| g.group_id())
+            .ok_or_else(|| AwsError::invalid(res, format!("VPC {vpc} has no default group")))?
+            .to_string();
+        for (instance, groups) in &users {
+            let mut parked: Vec<String> = groups.iter().filter(|g| *g != old_id).cloned().collect();
+            if parked.is_empty() {
+                parked.push(default.clone());
+            }
+            set_instance_groups(p, res, instance, parked).await?;
+        }
+    }
+    p.ec2
+        .delete_security_group()
+        .group_id(old_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DeleteSecurityGroup", res, e))?;
+    let new_id = create_group(p, ctx, res, spec, vpc).await?;
+    for (instance, groups) in users {
+        let back = groups
+            .into_iter()
+            .map(|g| if g == old_id { new_id.clone() } else { g })
+            .collect();
+        set_instance_groups(p, res, &instance, back).await?;
     }
     Ok(())
 }
@@ -971,5 +1213,293 @@ mod tests {
             diff_rules("ingress", &want, &live, &names()),
             RuleDiff::default()
         );
+    }
+
+    fn sg_spec() -> SecurityGroupSpec {
+        SecurityGroupSpec {
+            name: "obs-sg".into(),
+            description: "Observability host".into(),
+            vpc: "vpc".into(),
+            ingress: Vec::new(),
+            egress: Vec::new(),
+            tags: Tags::new(),
+        }
+    }
+
+    fn group_tags() -> Tags {
+        [("ManagedBy", "stackwarden"), ("stackwarden:stack", "obs")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn faro() -> LivePerm {
+        perm(
+            "tcp",
+            12347,
+            12347,
+            LivePeer::Group("sg-alb".into()),
+            "Faro",
+        )
+    }
+
+    fn group_want(spec: &SecurityGroupSpec) -> GroupWant<'_> {
+        GroupWant {
+            name: "observability",
+            spec,
+            tags: group_tags(),
+            ingress: vec![(key("tcp", 12347, "sg:alb-sg"), "Faro".into())],
+            egress: desired_keys(
+                &[(
+                    String::new(),
+                    Protocol::All,
+                    vec![],
+                    Peer {
+                        security_group: None,
+                        cidr: Some("0.0.0.0/0".into()),
+                    },
+                )],
+                &|_| None,
+            ),
+        }
+    }
+
+    /// A live group exactly as `group_want` wants it.
+    fn matching_group() -> LiveGroup {
+        LiveGroup {
+            id: "sg-obs".into(),
+            name: "obs-sg".into(),
+            vpc_id: "vpc-1".into(),
+            description: "Observability host".into(),
+            tags: group_tags(),
+            ingress: vec![faro()],
+            egress: vec![default_egress()],
+        }
+    }
+
+    fn other<T: PartialEq + fmt::Debug>(old: &T, new: T) -> T {
+        assert_ne!(old, &new, "a case must change the field");
+        new
+    }
+
+    fn shown(d: &GroupDrift) -> String {
+        let mut out: Vec<String> = d.fields.iter().map(|f| f.path.clone()).collect();
+        out.extend(d.reason.clone());
+        out.join(" | ")
+    }
+
+    #[test]
+    fn a_matching_group_has_no_drift() {
+        let spec = sg_spec();
+        let d = compare_group(&group_want(&spec), Some(&matching_group()), true, &names());
+        assert!(d.ops.is_empty() && d.fields.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn every_field_of_a_live_group_changed_by_hand_is_detected() {
+        let spec = sg_spec();
+        let want = group_want(&spec);
+        let base = matching_group();
+        // Exhaustive on purpose: a field added to LiveGroup or LivePerm does not compile here
+        // until it has a case below (or is named as identity).
+        let LiveGroup {
+            id,
+            name,
+            vpc_id,
+            description,
+            tags,
+            ingress,
+            egress,
+        } = base.clone();
+        // Identity: the id names the object, the name is how it is found, and a group never
+        // moves between VPCs (its VPC is chosen when it is created).
+        let _identity = (id, name, vpc_id);
+        let LivePerm {
+            protocol,
+            from,
+            to,
+            peer,
+            description: rule_description,
+        } = faro();
+        let rule = |p: LivePerm| other(&ingress, vec![p]);
+        let mut extra_tags = tags.clone();
+        extra_tags.insert("Owner".into(), "someone".into());
+        let mut missing_tags = tags.clone();
+        missing_tags.remove("ManagedBy");
+        let cases: Vec<(&str, LiveGroup)> = vec![
+            (
+                "description",
+                LiveGroup {
+                    description: other(&description, "made by hand".into()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags.Owner",
+                LiveGroup {
+                    tags: other(&tags, extra_tags),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags.ManagedBy",
+                LiveGroup {
+                    tags: other(&tags, missing_tags),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/22 0.0.0.0/0]",
+                LiveGroup {
+                    ingress: other(
+                        &ingress,
+                        vec![
+                            faro(),
+                            perm("tcp", 22, 22, LivePeer::Cidr4("0.0.0.0/0".into()), ""),
+                        ],
+                    ),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/12347 sg:alb-sg]",
+                LiveGroup {
+                    ingress: other(&ingress, Vec::new()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[udp/12347 sg:alb-sg]",
+                LiveGroup {
+                    ingress: rule(LivePerm {
+                        protocol: other(&protocol, "udp".into()),
+                        ..faro()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/12346 sg:alb-sg]",
+                LiveGroup {
+                    ingress: rule(LivePerm {
+                        from: other(&from, 12346),
+                        ..faro()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/12348 sg:alb-sg]",
+                LiveGroup {
+                    ingress: rule(LivePerm {
+                        to: other(&to, 12348),
+                        ..faro()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/12347 sg:ecs-sg]",
+                LiveGroup {
+                    ingress: rule(LivePerm {
+                        peer: other(&peer, LivePeer::Group("sg-ecs".into())),
+                        ..faro()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "ingress[tcp/12347 sg:alb-sg]",
+                LiveGroup {
+                    ingress: rule(LivePerm {
+                        description: other(&rule_description, "changed".into()),
+                        ..faro()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "egress[all 0.0.0.0/0]",
+                LiveGroup {
+                    egress: other(&egress, Vec::new()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "egress[tcp/25 0.0.0.0/0]",
+                LiveGroup {
+                    egress: other(
+                        &egress,
+                        vec![
+                            default_egress(),
+                            perm("tcp", 25, 25, LivePeer::Cidr4("0.0.0.0/0".into()), ""),
+                        ],
+                    ),
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (expect, live) in cases {
+            let d = compare_group(&want, Some(&live), true, &names());
+            let text = shown(&d);
+            assert!(
+                text.contains(expect),
+                "`{expect}` not seen; plan shows: {text}"
+            );
+            assert!(
+                !d.ops.is_empty(),
+                "`{expect}` is seen but nothing would repair it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_description_replaces_the_group_and_says_why() {
+        let spec = sg_spec();
+        let live = LiveGroup {
+            description: "made by hand".into(),
+            ..matching_group()
+        };
+        let d = compare_group(&group_want(&spec), Some(&live), true, &names());
+        assert_eq!(d.action, Action::Replace);
+        let reason = d.reason.unwrap_or_default();
+        assert!(
+            reason.contains("\"made by hand\" → \"Observability host\""),
+            "{reason}"
+        );
+        assert!(
+            matches!(d.ops.first(), Some(SecurityGroupOp::Replace { old_id, .. }) if old_id == "sg-obs")
+        );
+        // The new group starts with the default egress only: every ingress rule is authorized.
+        assert!(
+            d.ops
+                .iter()
+                .any(|o| matches!(o, SecurityGroupOp::Authorize { egress: false, .. }))
+        );
+    }
+
+    #[test]
+    fn another_stacks_group_of_the_same_name_never_wins_over_ours_or_an_untagged_one() {
+        let group = |id: &str, stack: Option<&str>| {
+            let mut b = aws_sdk_ec2::types::SecurityGroup::builder()
+                .group_id(id)
+                .group_name("obs-sg");
+            if let Some(s) = stack {
+                b = b.tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key(STACK_TAG)
+                        .value(s)
+                        .build(),
+                );
+            }
+            b.build()
+        };
+        let theirs = group("sg-theirs", Some("other"));
+        let untagged = group("sg-untagged", None);
+        let ours = group("sg-ours", Some("obs"));
+        let picked = live_groups(&[theirs.clone(), untagged.clone()], "obs");
+        assert_eq!(picked["obs-sg"].id, "sg-untagged");
+        let picked = live_groups(&[theirs, untagged, ours], "obs");
+        assert_eq!(picked["obs-sg"].id, "sg-ours");
     }
 }
