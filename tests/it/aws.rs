@@ -366,7 +366,10 @@ async fn a_steady_state_plan_makes_at_most_fifteen_calls_and_no_write() {
         world.stats
     );
     assert_eq!(writes, 0, "{}", world.stats);
-    assert!(reads <= 15, "{} reads:\n{}", reads, world.stats);
+    // 15, plus EC2's DescribeVolumes and DescribeSubnets: the instance's root volume and subnet
+    // are observed live (issue 15), not inferred from launch tags. Where to save them back is
+    // the lead's call (the awsec2 report).
+    assert!(reads <= 15 + 2, "{} reads:\n{}", reads, world.stats);
 }
 
 #[tokio::test]

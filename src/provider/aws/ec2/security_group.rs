@@ -878,12 +878,55 @@ async fn create_group(
         )
         .send()
         .await
-        .map_err(|e| AwsError::call("CreateSecurityGroup", res, e))?;
-    let id = out
-        .group_id()
-        .ok_or_else(|| AwsError::invalid(res, "CreateSecurityGroup returned no id"))?;
-    Resolved::set(&ctx.resolved.groups, &spec.name, id.to_string());
-    Ok(id.to_string())
+        .map_err(|e| AwsError::call("CreateSecurityGroup", res, e));
+    let id = match out {
+        Ok(out) => out
+            .group_id()
+            .ok_or_else(|| AwsError::invalid(res, "CreateSecurityGroup returned no id"))?
+            .to_string(),
+        // A concurrent run created it first (names are unique per VPC): use that group when it
+        // is this stack's; another stack's or an untagged one is not ours to take here.
+        Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {
+            created_concurrently(p, ctx, res, spec, vpc)
+                .await?
+                .ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
+    Resolved::set(&ctx.resolved.groups, &spec.name, id.clone());
+    Ok(id)
+}
+
+/// The id of this stack's group of that name in the VPC, if there is one.
+async fn created_concurrently(
+    p: &AwsProvider,
+    ctx: &ApplyCtx<'_>,
+    res: &str,
+    spec: &SecurityGroupSpec,
+    vpc: &str,
+) -> Result<Option<String>, AwsError> {
+    let out = p
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("vpc-id").values(vpc).build())
+        .filters(
+            Filter::builder()
+                .name("group-name")
+                .values(&spec.name)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DescribeSecurityGroups", res, e))?;
+    Ok(out
+        .security_groups()
+        .iter()
+        .find(|g| is_owned(&tags_of(g.tags()), ctx.desired))
+        .and_then(|g| g.group_id())
+        .map(|id| {
+            tracing::info!(resource = %res, id = %id, "a concurrent run created the group: using it");
+            id.to_string()
+        }))
 }
 
 /// Sets an instance's security groups.
