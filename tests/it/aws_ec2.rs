@@ -699,3 +699,69 @@ async fn two_applies_at_once_from_empty_create_one_security_group_and_both_succe
     let plan = world.plan().await;
     assert!(!plan.has_changes(), "{plan}");
 }
+
+#[tokio::test]
+async fn drift_changed_egress_rule_description_is_restored() {
+    let world = World::converged().await;
+    let gid = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("group");
+    world
+        .ec2
+        .update_security_group_rule_descriptions_egress()
+        .group_id(&gid)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .description("changed by hand")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("update description");
+    world
+        .assert_repaired("~ egress[all 0.0.0.0/0]: \"changed by hand\" →")
+        .await;
+}
+
+#[tokio::test]
+async fn drift_instance_moved_to_another_security_group_is_moved_back() {
+    let world = World::converged().await;
+    let ecs = world
+        .group("durable-code-local-ecs-tasks-sg")
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("ecs group");
+    let ours = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("our group");
+    world
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(world.instance_id().await)
+        .groups(&ours)
+        .groups(&ecs)
+        .send()
+        .await
+        .expect("modify groups");
+    world
+        .assert_repaired("securityGroups: durable-code-local-ecs-tasks-sg,durable-code-local-observability-sg → durable-code-local-observability-sg")
+        .await;
+    let groups: Vec<String> = world
+        .instance()
+        .await
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id().map(str::to_string))
+        .collect();
+    assert_eq!(groups, vec![ours]);
+}
