@@ -70,7 +70,7 @@ pub struct LiveInstance {
     pub root_volume: Option<LiveVolume>,
     /// Tags.
     pub tags: Tags,
-    /// Launch time, to prefer the oldest of duplicates.
+    /// Launch time as zero-padded epoch seconds, to prefer the oldest of duplicates.
     pub launched: String,
 }
 
@@ -952,7 +952,12 @@ async fn describe_instances(
                     encrypted: false,
                 }),
                 tags: tags_of(i.tags()),
-                launched: i.launch_time().map(|t| t.to_string()).unwrap_or_default(),
+                // Zero-padded epoch time sorts as text; RFC 3339 with a variable fraction
+                // would not ("…21Z" after "…21.5Z").
+                launched: i
+                    .launch_time()
+                    .map(|t| format!("{:012}.{:09}", t.secs(), t.subsec_nanos()))
+                    .unwrap_or_default(),
             });
         }
         token = resp.next_token().map(str::to_string);
