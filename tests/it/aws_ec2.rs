@@ -765,3 +765,41 @@ async fn drift_instance_moved_to_another_security_group_is_moved_back() {
         .collect();
     assert_eq!(groups, vec![ours]);
 }
+
+#[tokio::test]
+async fn drift_root_volume_kept_after_termination_is_set_back_to_delete() {
+    let world = World::converged().await;
+    let instance = world.instance().await;
+    let device = instance
+        .root_device_name()
+        .expect("root device")
+        .to_string();
+    world
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(instance.instance_id().expect("id"))
+        .block_device_mappings(
+            aws_sdk_ec2::types::InstanceBlockDeviceMappingSpecification::builder()
+                .device_name(&device)
+                .ebs(
+                    aws_sdk_ec2::types::EbsInstanceBlockDeviceSpecification::builder()
+                        .delete_on_termination(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("modify attribute");
+    world
+        .assert_repaired("rootVolume.deleteOnTermination: false → true")
+        .await;
+    let after = world.instance().await;
+    let root = after
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(device.as_str()))
+        .and_then(|m| m.ebs())
+        .expect("root mapping");
+    assert_eq!(root.delete_on_termination(), Some(true));
+}

@@ -85,6 +85,10 @@ pub struct LiveVolume {
     pub volume_type: String,
     /// Encryption at rest.
     pub encrypted: bool,
+    /// The device it is attached as (`/dev/xvda`).
+    pub device: String,
+    /// Deleted with the instance (an attachment setting: false leaves volumes behind).
+    pub delete_on_termination: bool,
 }
 
 /// What observe reads for instances.
@@ -120,6 +124,13 @@ pub enum InstanceOp {
         id: String,
         /// The type to set.
         instance_type: String,
+    },
+    /// Delete the root volume with the instance again.
+    DeleteOnTermination {
+        /// `i-…`.
+        id: String,
+        /// The root device name.
+        device: String,
     },
     /// Modify the root volume in place (grow it, change its type).
     Volume {
@@ -318,6 +329,17 @@ pub fn compare(want: &Wanted<'_>, live: &LiveInstance, names: &BTreeMap<String, 
                 &v.volume_type,
                 &w.volume_type,
             ));
+        }
+        if !v.delete_on_termination {
+            d.fields.push(FieldChange::changed(
+                "rootVolume.deleteOnTermination",
+                false,
+                true,
+            ));
+            d.ops.push(InstanceOp::DeleteOnTermination {
+                id: live.id.clone(),
+                device: v.device.clone(),
+            });
         }
         if grow || retype {
             d.ops.push(InstanceOp::Volume {
@@ -859,6 +881,8 @@ async fn read_root_volumes(
                         .map(|t| t.as_str().to_string())
                         .unwrap_or_default(),
                     encrypted: v.encrypted().unwrap_or(false),
+                    device: String::new(),
+                    delete_on_termination: true,
                 },
             );
         }
@@ -869,10 +893,14 @@ async fn read_root_volumes(
     }
     for i in instances.iter_mut() {
         // A volume id DescribeVolumes did not return is no volume to compare.
-        i.root_volume = i
-            .root_volume
-            .as_ref()
-            .and_then(|v| volumes.get(&v.id).cloned());
+        // The attachment settings come from the instance, the rest from the volume.
+        i.root_volume = i.root_volume.as_ref().and_then(|a| {
+            volumes.get(&a.id).map(|v| LiveVolume {
+                device: a.device.clone(),
+                delete_on_termination: a.delete_on_termination,
+                ..v.clone()
+            })
+        });
     }
     Ok(())
 }
@@ -898,11 +926,19 @@ async fn describe_instances(
             let Some(id) = i.instance_id() else { continue };
             let meta = i.metadata_options();
             let root = i.root_device_name().and_then(|dev| {
-                i.block_device_mappings()
+                let ebs = i
+                    .block_device_mappings()
                     .iter()
                     .find(|m| m.device_name() == Some(dev))
-                    .and_then(|m| m.ebs())
-                    .and_then(|e| e.volume_id())
+                    .and_then(|m| m.ebs())?;
+                Some(LiveVolume {
+                    id: ebs.volume_id()?.to_string(),
+                    size_gib: 0,
+                    volume_type: String::new(),
+                    encrypted: false,
+                    device: dev.to_string(),
+                    delete_on_termination: ebs.delete_on_termination().unwrap_or(true),
+                })
             });
             out.push(LiveInstance {
                 id: id.to_string(),
@@ -945,12 +981,7 @@ async fn describe_instances(
                     .and_then(|m| m.http_endpoint())
                     .map(|t| t.as_str().to_string())
                     .unwrap_or_else(|| "enabled".into()),
-                root_volume: root.map(|v| LiveVolume {
-                    id: v.to_string(),
-                    size_gib: 0,
-                    volume_type: String::new(),
-                    encrypted: false,
-                }),
+                root_volume: root,
                 tags: tags_of(i.tags()),
                 // Zero-padded epoch time sorts as text; RFC 3339 with a variable fraction
                 // would not ("…21Z" after "…21.5Z").
@@ -1041,6 +1072,24 @@ pub async fn apply_instance(
         InstanceOp::Start { id } => start(p, &res, &id).await?,
         InstanceOp::Resize { id, instance_type } => {
             resize(p, &res, &id, &instance_type).await?;
+        }
+        InstanceOp::DeleteOnTermination { id, device } => {
+            p.ec2
+                .modify_instance_attribute()
+                .instance_id(&id)
+                .block_device_mappings(
+                    aws_sdk_ec2::types::InstanceBlockDeviceMappingSpecification::builder()
+                        .device_name(device)
+                        .ebs(
+                            aws_sdk_ec2::types::EbsInstanceBlockDeviceSpecification::builder()
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::call("ModifyInstanceAttribute", &res, e))?;
         }
         InstanceOp::Volume {
             volume_id,
@@ -1462,6 +1511,8 @@ mod tests {
                 size_gib: 30,
                 volume_type: "gp3".into(),
                 encrypted: true,
+                device: "/dev/xvda".into(),
+                delete_on_termination: true,
             }),
             tags,
             launched: "2026-01-01T00:00:00Z".into(),
@@ -1519,6 +1570,17 @@ mod tests {
         // every association (the profile's ARN is compared), the launch time orders duplicates.
         let _identity = (id, profile_association, launched);
         let volume = root_volume.clone().expect("a root volume");
+        let LiveVolume {
+            id: volume_id,
+            size_gib,
+            volume_type,
+            encrypted,
+            device,
+            delete_on_termination,
+        } = volume.clone();
+        // The volume's id and device name identify it; they are not settings.
+        let _volume_identity = (volume_id, device);
+        let with_volume = |v: LiveVolume| other(&root_volume, Some(v));
         let with_tags = |f: &dyn Fn(&mut Tags)| {
             let mut t = tags.clone();
             f(&mut t);
@@ -1615,52 +1677,50 @@ mod tests {
             (
                 "rootVolume.sizeGib",
                 LiveInstance {
-                    root_volume: other(
-                        &root_volume,
-                        Some(LiveVolume {
-                            size_gib: 20,
-                            ..volume.clone()
-                        }),
-                    ),
+                    root_volume: with_volume(LiveVolume {
+                        size_gib: other(&size_gib, 20),
+                        ..volume.clone()
+                    }),
                     ..base.clone()
                 },
             ),
             (
                 "cannot shrink",
                 LiveInstance {
-                    root_volume: other(
-                        &root_volume,
-                        Some(LiveVolume {
-                            size_gib: 40,
-                            ..volume.clone()
-                        }),
-                    ),
+                    root_volume: with_volume(LiveVolume {
+                        size_gib: other(&size_gib, 40),
+                        ..volume.clone()
+                    }),
                     ..base.clone()
                 },
             ),
             (
                 "rootVolume.type",
                 LiveInstance {
-                    root_volume: other(
-                        &root_volume,
-                        Some(LiveVolume {
-                            volume_type: "gp2".into(),
-                            ..volume.clone()
-                        }),
-                    ),
+                    root_volume: with_volume(LiveVolume {
+                        volume_type: other(&volume_type, "gp2".into()),
+                        ..volume.clone()
+                    }),
                     ..base.clone()
                 },
             ),
             (
                 "rootVolume.encrypted",
                 LiveInstance {
-                    root_volume: other(
-                        &root_volume,
-                        Some(LiveVolume {
-                            encrypted: false,
-                            ..volume.clone()
-                        }),
-                    ),
+                    root_volume: with_volume(LiveVolume {
+                        encrypted: other(&encrypted, false),
+                        ..volume.clone()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "rootVolume.deleteOnTermination",
+                LiveInstance {
+                    root_volume: with_volume(LiveVolume {
+                        delete_on_termination: other(&delete_on_termination, false),
+                        ..volume.clone()
+                    }),
                     ..base.clone()
                 },
             ),
@@ -1778,6 +1838,8 @@ mod tests {
                 size_gib: 20,
                 volume_type: "gp2".into(),
                 encrypted: true,
+                device: "/dev/xvda".into(),
+                delete_on_termination: true,
             }),
             ..matching()
         };
