@@ -803,3 +803,43 @@ async fn drift_root_volume_kept_after_termination_is_set_back_to_delete() {
         .expect("root mapping");
     assert_eq!(root.delete_on_termination(), Some(true));
 }
+
+#[tokio::test]
+async fn drift_renamed_instance_is_renamed_back_not_launched_again() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    world
+        .ec2
+        .create_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("Name").value("renamed-by-hand").build())
+        .send()
+        .await
+        .expect("rename");
+    let plan = world
+        .assert_repaired(&format!("~ tags.Name: renamed-by-hand → {INSTANCE}"))
+        .await;
+    assert!(
+        change(&plan, Kind::Instance, Action::Create).is_none(),
+        "{plan}"
+    );
+    assert_eq!(world.instance_id().await, id);
+}
+
+#[tokio::test]
+async fn drift_removed_name_tag_is_restored_not_launched_again() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    world
+        .ec2
+        .delete_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("Name").build())
+        .send()
+        .await
+        .expect("untag");
+    world
+        .assert_repaired(&format!("+ tags.Name: {INSTANCE}"))
+        .await;
+    assert_eq!(world.instance_id().await, id);
+}

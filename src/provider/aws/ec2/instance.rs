@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// not return user data; reading it would cost a call per cycle).
 const TAG_USER_DATA: &str = "stackwarden:user-data-sha256";
 
+/// Instance tag naming the Instance manifest it stands for: a Name tag changed or removed by
+/// hand is then tag drift to restore, not a missing instance to launch again.
+const TAG_RESOURCE: &str = "stackwarden:resource";
+
 /// States of an instance that still exists.
 pub(super) const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
@@ -198,11 +202,21 @@ pub fn profile_name_of_arn(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-/// The desired tags of an instance: Name, ownership, its own.
-fn instance_tags(desired: &Desired, spec: &InstanceSpec) -> Tags {
+/// The desired tags of an instance: Name, ownership, the manifest it stands for, its own.
+fn instance_tags(desired: &Desired, manifest: &str, spec: &InstanceSpec) -> Tags {
     let mut tags = desired_tags(desired, &spec.tags);
     tags.insert("Name".into(), spec.name.clone());
+    tags.insert(TAG_RESOURCE.into(), manifest.to_string());
     tags
+}
+
+/// Whether a live instance stands for the declared one: its resource tag names it, or, with no
+/// resource tag (adoption candidates, instances launched before the tag), its Name matches.
+fn claims(i: &LiveInstance, manifest: &str, spec_name: &str) -> bool {
+    match i.tags.get(TAG_RESOURCE) {
+        Some(r) => r == manifest,
+        None => i.tags.get("Name").map(String::as_str) == Some(spec_name),
+    }
 }
 
 /// One declared instance with its references resolved: what a live one is compared against.
@@ -233,7 +247,7 @@ impl<'a> Wanted<'a> {
         Wanted {
             name,
             spec,
-            tags: instance_tags(desired, spec),
+            tags: instance_tags(desired, name, spec),
             profile: lookup(desired, &spec.instance_profile)
                 .and_then(|l| l.name.clone())
                 .unwrap_or_else(|| spec.instance_profile.clone()),
@@ -498,12 +512,13 @@ fn foreign(tags: &Tags, desired: &Desired) -> bool {
 fn candidates<'a>(
     desired: &Desired,
     observed: &'a Observed,
+    manifest: &str,
     spec_name: &str,
 ) -> Vec<&'a LiveInstance> {
     let live: Vec<&LiveInstance> = observed
         .instances
         .iter()
-        .filter(|i| i.tags.get("Name").map(String::as_str) == Some(spec_name))
+        .filter(|i| claims(i, manifest, spec_name))
         .filter(|i| LIVE_STATES.contains(&i.state.as_str()))
         .filter(|i| !foreign(&i.tags, desired))
         .collect();
@@ -544,10 +559,11 @@ fn registered(observed: &Observed) -> HashSet<&str> {
 pub fn chosen<'a>(
     desired: &Desired,
     observed: &'a Observed,
+    manifest: &str,
     spec_name: &str,
 ) -> Option<&'a LiveInstance> {
     keeper(
-        &candidates(desired, observed, spec_name),
+        &candidates(desired, observed, manifest, spec_name),
         &registered(observed),
     )
 }
@@ -562,17 +578,12 @@ pub fn diff_instances(
     let mut fresh = HashSet::new();
     let names = id_names(observed);
     let registered = registered(observed);
-    let declared: HashSet<&str> = desired
-        .instances()
-        .filter(|(r, _)| r.ensure == Ensure::Present)
-        .map(|(_, s)| s.name.as_str())
-        .collect();
     for (r, spec) in desired.instances() {
         let had_terminated = observed.instances.iter().any(|i| {
-            i.tags.get("Name") == Some(&spec.name)
+            claims(i, &r.id.name, &spec.name)
                 && (i.state == "terminated" || i.state == "shutting-down")
         });
-        let cands = candidates(desired, observed, &spec.name);
+        let cands = candidates(desired, observed, &r.id.name, &spec.name);
         if r.ensure == Ensure::Absent {
             for i in cands.iter().filter(|i| is_owned(&i.tags, desired)) {
                 plan.steps.push(Step {
@@ -684,22 +695,23 @@ pub fn diff_instances(
             ops: drift.ops.into_iter().map(Op::Instance).collect(),
         });
     }
-    // Owned instances of this stack that no manifest declares any more.
+    // Owned instances of this stack that no declared instance claims: no longer declared.
     for i in &observed.instances {
-        let Some(name) = i.tags.get("Name") else {
-            continue;
-        };
-        if LIVE_STATES.contains(&i.state.as_str())
+        if is_live(i)
             && is_owned(&i.tags, desired)
-            && !declared.contains(name.as_str())
-            && desired.instances().all(|(_, s)| &s.name != name)
+            && !desired
+                .instances()
+                .any(|(r, s)| claims(i, &r.id.name, &s.name))
         {
+            let name = i
+                .tags
+                .get(TAG_RESOURCE)
+                .or_else(|| i.tags.get("Name"))
+                .cloned()
+                .unwrap_or_else(|| i.id.clone());
             plan.steps.push(Step {
-                change: Change::new(
-                    ResourceId::new(Kind::Instance, name.clone()),
-                    Action::Delete,
-                )
-                .because(format!("no longer declared ({})", i.id)),
+                change: Change::new(ResourceId::new(Kind::Instance, name), Action::Delete)
+                    .because(format!("no longer declared ({})", i.id)),
                 ops: vec![Op::Instance(InstanceOp::Terminate { id: i.id.clone() })],
             });
         }
@@ -787,12 +799,12 @@ pub async fn observe_instances(
         let missing: Vec<String> = desired
             .instances()
             .filter(|(r, _)| r.ensure == Ensure::Present)
-            .map(|(_, s)| s.name.clone())
-            .filter(|name| {
-                !found.iter().any(|i| {
-                    i.tags.get("Name") == Some(name) && LIVE_STATES.contains(&i.state.as_str())
-                })
+            .filter(|(r, s)| {
+                !found
+                    .iter()
+                    .any(|i| claims(i, &r.id.name, &s.name) && is_live(i))
             })
+            .map(|(_, s)| s.name.clone())
             .collect();
         if !missing.is_empty() {
             let by_name = Filter::builder()
@@ -1123,7 +1135,7 @@ pub async fn apply_instance(
             p.ec2
                 .create_tags()
                 .resources(&id)
-                .set_tags(Some(ec2_tags(&instance_tags(ctx.desired, spec))))
+                .set_tags(Some(ec2_tags(&instance_tags(ctx.desired, &name, spec))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("CreateTags", &res, e))?;
@@ -1221,7 +1233,7 @@ async fn run_instance(
                 .and_then(|i| i.root_device_name().map(str::to_string))
         })
         .unwrap_or_else(|| "/dev/xvda".to_string());
-    let mut tags = instance_tags(ctx.desired, spec);
+    let mut tags = instance_tags(ctx.desired, name, spec);
     tags.insert(
         TAG_USER_DATA.into(),
         user_data_hash(spec.user_data.as_deref()),
@@ -1235,7 +1247,7 @@ async fn run_instance(
         .observed
         .instances
         .iter()
-        .filter(|i| i.tags.get("Name") == Some(&spec.name))
+        .filter(|i| claims(i, name, &spec.name))
         .map(|i| i.id.as_str())
         .collect();
     seen.sort_unstable();
@@ -1316,7 +1328,7 @@ async fn run_instance(
         token = token_of(&format!("{token}/{}", unique_suffix()));
     };
     tracing::info!(resource = %res, id = %id, "instance launched");
-    let kept = settle_duplicates(p, ctx, res, spec, &id).await?;
+    let kept = settle_duplicates(p, ctx, res, name, spec, &id).await?;
     Resolved::set(&ctx.resolved.instances, name, kept);
     Ok(())
 }
@@ -1341,6 +1353,7 @@ async fn settle_duplicates(
     p: &AwsProvider,
     ctx: &ApplyCtx<'_>,
     res: &str,
+    name: &str,
     spec: &InstanceSpec,
     launched: &str,
 ) -> Result<String, AwsError> {
@@ -1350,15 +1363,12 @@ async fn settle_duplicates(
             .values(&ctx.desired.stack_name)
             .build(),
         Filter::builder()
-            .name("tag:Name")
-            .values(&spec.name)
-            .build(),
-        Filter::builder()
             .name("instance-state-name")
             .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
             .build(),
     ];
-    let live = describe_instances(&p.ec2, filters).await?;
+    let mut live = describe_instances(&p.ec2, filters).await?;
+    live.retain(|i| is_owned(&i.tags, ctx.desired) && claims(i, name, &spec.name));
     let cands: Vec<&LiveInstance> = live.iter().collect();
     let Some(keep) = keeper(&cands, &HashSet::new()) else {
         // Not listed yet (eventual consistency): keep what was launched.
@@ -1463,6 +1473,7 @@ mod tests {
     fn want_tags() -> Tags {
         [
             ("Name", "obs-host"),
+            ("stackwarden:resource", "host"),
             ("ManagedBy", "stackwarden"),
             ("stackwarden:stack", "obs"),
         ]
