@@ -671,12 +671,6 @@ pub fn diff_instances(
                     },
                 );
             }
-            // Replacement reasons of an instance not yet ours are shown, never acted on.
-            for why in &drift.replace {
-                drift
-                    .fields
-                    .push(FieldChange::changed("replacement", "needed", why));
-            }
         }
         if live.state == "running" && owned {
             plan.conditions
@@ -687,8 +681,19 @@ pub fn diff_instances(
         }
         let action = if owned { Action::Update } else { Action::Adopt };
         let mut change = Change::new(r.id.clone(), action).with_fields(drift.fields);
+        let mut why = Vec::new();
         if drift.resize {
-            change = change.because("the type changes by stop → modify → start; the data stays");
+            why.push("the type changes by stop → modify → start; the data stays".to_string());
+        }
+        if !drift.replace.is_empty() {
+            // Not ours yet: shown, never acted on; once adopted, the next plan replaces it.
+            why.push(format!(
+                "once adopted it must be replaced: {}",
+                drift.replace.join("; ")
+            ));
+        }
+        if !why.is_empty() {
+            change = change.because(why.join("; "));
         }
         plan.steps.push(Step {
             change,
