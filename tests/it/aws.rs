@@ -366,7 +366,10 @@ async fn a_steady_state_plan_makes_at_most_fifteen_calls_and_no_write() {
         world.stats
     );
     assert_eq!(writes, 0, "{}", world.stats);
-    assert!(reads <= 15, "{} reads:\n{}", reads, world.stats);
+    // 15, plus EC2's DescribeVolumes and DescribeSubnets: the instance's root volume and subnet
+    // are observed live (issue 15), not inferred from launch tags. Where to save them back is
+    // the lead's call (the awsec2 report).
+    assert!(reads <= 15 + 2, "{} reads:\n{}", reads, world.stats);
 }
 
 #[tokio::test]
@@ -915,11 +918,19 @@ async fn an_untagged_group_with_the_declared_name_is_adopted_not_duplicated() {
         .expect("vpc");
     let vpc = vpcs.vpcs()[0].vpc_id().expect("id").to_string();
     let name = world.resource_name(Kind::SecurityGroup);
+    // A matching group: only its tags are missing (a differing description is not adoptable
+    // as is: it plans a replacement, see aws_ec2.rs).
+    let description = world
+        .desired
+        .security_groups()
+        .map(|(_, s)| s.description.clone())
+        .next()
+        .expect("a declared group");
     let created = world
         .ec2
         .create_security_group()
         .group_name(&name)
-        .description("made by hand")
+        .description(description)
         .vpc_id(vpc)
         .send()
         .await

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod aws;
+mod aws_ec2;
 mod cli;
 mod grafana;
 mod host;

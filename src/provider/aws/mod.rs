@@ -102,6 +102,8 @@ pub struct Observed {
     pub groups: BTreeMap<String, LiveGroup>,
     /// Instances not terminated.
     pub instances: Vec<LiveInstance>,
+    /// Subnet ids each subnet Lookup of an instance selects, by Lookup name.
+    pub subnets: BTreeMap<String, Vec<String>>,
     /// Whether SSM sees each instance, by instance id.
     pub ssm: HashMap<String, SsmReach>,
     /// Buckets by manifest name (`None`: it does not exist).
@@ -329,7 +331,7 @@ impl AwsProvider {
             if desired.instances().next().is_some() {
                 ec2::observe_instances(&self.ec2, desired).await
             } else {
-                Ok(Vec::new())
+                Ok(ec2::InstancesObserved::default())
             }
         };
         let elb = elbv2::observe(&self.elbv2, desired);
@@ -338,9 +340,12 @@ impl AwsProvider {
         let groups = groups?;
         let instances = instances?;
         let elb = elb?;
+        let groups_by_name = ec2::live_groups(&groups, &desired.stack_name);
+        ec2::check_ownership(desired, &groups_by_name, &instances.instances)?;
         let mut observed = Observed {
-            groups: ec2::live_groups(&groups),
-            instances,
+            groups: groups_by_name,
+            instances: instances.instances,
+            subnets: instances.subnets,
             elb,
             ..Observed::default()
         };

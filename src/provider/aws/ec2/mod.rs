@@ -1,0 +1,107 @@
+//! EC2, one module per kind: security groups and their rules ([`security_group`]), the
+//! instance ([`instance`]), and the read-only lookups of the VPC and subnets ([`lookup`]). Each
+//! kind's module holds its observed type, its pure diff with unit tests, and its writes; this
+//! file holds only what they share (tags, ownership, ids learnt during an apply).
+
+mod instance;
+mod lookup;
+mod security_group;
+
+use super::{ApplyCtx, AwsError, Observed, Resolved, is_owned};
+use crate::model::{Desired, ResourceId, Tags};
+use aws_sdk_ec2::types::Tag;
+use std::collections::BTreeMap;
+
+pub use instance::{
+    InstanceOp, InstancesObserved, LiveInstance, apply_instance, diff_instances, observe_instances,
+};
+pub use lookup::lookup_network;
+pub use security_group::{
+    LiveGroup, SecurityGroupOp, apply_group, describe_groups, diff_groups, live_groups,
+};
+
+/// Tag key prefixes that are never drift: AWS's own, and stackwarden's bookkeeping.
+const SYSTEM_TAG_PREFIXES: [&str; 2] = ["aws:", "stackwarden:"];
+
+/// Refuses to touch what another stack owns: a declared security group or instance whose live
+/// object is tagged for another stack is an error naming that stack, never adopted or changed.
+pub fn check_ownership(
+    desired: &Desired,
+    groups: &BTreeMap<String, LiveGroup>,
+    instances: &[LiveInstance],
+) -> Result<(), AwsError> {
+    security_group::check_ownership(desired, groups)?;
+    instance::check_ownership(desired, instances)
+}
+
+/// The error for a live object tagged for another stack.
+fn owned_by_another_stack(id: &ResourceId, what: &str, owner: &str) -> AwsError {
+    AwsError::invalid(
+        id.to_string(),
+        format!(
+            "{what} belongs to stack `{owner}` (tag {}={owner}); stackwarden never adopts or \
+             changes another stack's resources: give this one another name in the manifests, or \
+             remove it from stack `{owner}` first",
+            crate::model::ownership::STACK_TAG
+        ),
+    )
+}
+
+/// Live tags that nobody declared (a person added them); AWS's and stackwarden's own are not
+/// drift. Extra items count as drift like missing ones.
+pub(crate) fn extra_tags(want: &Tags, live: &Tags) -> Vec<String> {
+    live.keys()
+        .filter(|k| !want.contains_key(*k))
+        .filter(|k| !SYSTEM_TAG_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .cloned()
+        .collect()
+}
+
+fn tags_of(tags: &[Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+/// Group id → group name, for showing and keying rules.
+fn id_names(observed: &Observed) -> BTreeMap<String, String> {
+    observed
+        .groups
+        .values()
+        .map(|g| (g.id.clone(), g.name.clone()))
+        .collect()
+}
+
+/// True when an instance or group carries this stack's ownership tags.
+pub fn owned(tags: &Tags, desired: &Desired) -> bool {
+    is_owned(tags, desired)
+}
+
+/// Ids known before an apply starts.
+pub fn seed_resolved(desired: &Desired, observed: &Observed) -> Resolved {
+    let resolved = Resolved::default();
+    for g in observed.groups.values() {
+        Resolved::set(&resolved.groups, &g.name, g.id.clone());
+    }
+    for (r, spec) in desired.instances() {
+        // The same choice as the diff's: the instance the plan keeps is the one registered.
+        if let Some(i) = instance::chosen(desired, observed, &r.id.name, &spec.name) {
+            Resolved::set(&resolved.instances, &r.id.name, i.id.clone());
+        }
+    }
+    for tg in &observed.elb.target_groups {
+        Resolved::set(&resolved.target_groups, &tg.name, tg.arn.clone());
+    }
+    resolved
+}
+
+fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn group_id(ctx: &ApplyCtx<'_>, group_name: &str) -> Result<String, AwsError> {
+    Resolved::get(&ctx.resolved.groups, group_name)
+        .ok_or_else(|| AwsError::invalid(format!("security group {group_name}"), "not found"))
+}

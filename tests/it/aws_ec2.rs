@@ -1,0 +1,845 @@
+//! EC2 hardening against a real moto server: never a duplicate instance (also with two applies
+//! at once), ownership is absolute, every hand-made change is seen live, and changes keep the
+//! host's data where EC2 allows it. Counts come from the AWS API, never from stackwarden's word.
+
+use crate::support::moto::Moto;
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use stackwarden::engine::{ApplyReport, Engine};
+use stackwarden::model::{Desired, Kind, Spec};
+use stackwarden::plan::{Action, Plan};
+use stackwarden::provider::aws::AwsProvider;
+use stackwarden::provider::{Provider, Stats};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The stack's name in the shipped manifests.
+const STACK: &str = "observability";
+/// The instance's Name tag in the local environment.
+const INSTANCE: &str = "durable-code-local-observability";
+/// The managed security group's name in the local environment.
+const GROUP: &str = "durable-code-local-observability-sg";
+
+/// One seeded moto, the shipped local manifests, an SDK client for making changes by hand.
+struct World {
+    _moto: Moto,
+    _secret_dir: tempfile::TempDir,
+    config: aws_config::SdkConfig,
+    desired: Desired,
+    ec2: aws_sdk_ec2::Client,
+}
+
+impl World {
+    async fn new() -> World {
+        let moto = Moto::start(&[]).await;
+        let config = moto.sdk_config().await;
+        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
+            .expect("the shipped manifests load for local")
+            .desired;
+        let account = AwsProvider::new(&config, Arc::new(Stats::default()))
+            .account_id()
+            .await
+            .expect("account id");
+        stackwarden::manifest::fill_runtime(&mut desired, &account);
+        // The parameter's value comes from a file: tests never set environment variables.
+        let secret_dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = secret_dir.path().join("admin-password");
+        std::fs::write(&secret_file, "correct-horse-battery-staple\n").expect("secret file");
+        for r in &mut desired.resources {
+            if let Spec::Parameter(p) = &mut r.spec {
+                p.value_from.env = None;
+                p.value_from.file = Some(secret_file.display().to_string());
+            }
+        }
+        assert_eq!(desired.stack_name, STACK);
+        World {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            _moto: moto,
+            _secret_dir: secret_dir,
+            config,
+            desired,
+        }
+    }
+
+    async fn converged() -> World {
+        let world = World::new().await;
+        world.apply().await;
+        let plan = world.plan().await;
+        assert!(!plan.has_changes(), "pending after one apply:\n{plan}");
+        world
+    }
+
+    fn provider(&self) -> AwsProvider {
+        AwsProvider::new(&self.config, Arc::new(Stats::default()))
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::new(vec![Box::new(self.provider())])
+    }
+
+    async fn plan(&self) -> Plan {
+        let plan = self.engine().plan(&self.desired).await;
+        assert!(plan.errors.is_empty(), "plan errors: {:?}", plan.errors);
+        plan
+    }
+
+    async fn apply(&self) -> ApplyReport {
+        let report = self.engine().apply(&self.desired).await;
+        let failures: Vec<_> = report.failures().collect();
+        assert!(failures.is_empty(), "apply failed: {failures:#?}");
+        assert!(
+            report.converged(),
+            "not converged: {:?}",
+            report.plan.errors
+        );
+        report
+    }
+
+    /// The drift shows in a plan (with `expect` in its text), one apply repairs it, and the
+    /// next plan is empty.
+    async fn assert_repaired(&self, expect: &str) -> Plan {
+        let before = self.plan().await;
+        let text = before.to_string();
+        assert!(
+            text.contains(expect),
+            "the plan does not show `{expect}`:\n{text}"
+        );
+        self.apply().await;
+        let after = self.plan().await;
+        assert!(
+            !after.has_changes(),
+            "still pending after one apply:\n{after}"
+        );
+        before
+    }
+
+    fn instance_spec(&mut self) -> &mut stackwarden::model::InstanceSpec {
+        self.desired
+            .resources
+            .iter_mut()
+            .find_map(|r| match &mut r.spec {
+                Spec::Instance(i) => Some(i),
+                _ => None,
+            })
+            .expect("a declared instance")
+    }
+
+    /// Instances carrying the stack's tags and the instance's Name, alive (pending or running),
+    /// as EC2 lists them.
+    async fn live_instances(&self) -> Vec<aws_sdk_ec2::types::Instance> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name("tag:Name").values(INSTANCE).build())
+            .filters(
+                Filter::builder()
+                    .name("tag:stackwarden:stack")
+                    .values(STACK)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe instances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .cloned()
+            .collect()
+    }
+
+    /// The one live instance.
+    async fn instance(&self) -> aws_sdk_ec2::types::Instance {
+        let all = self.live_instances().await;
+        assert_eq!(all.len(), 1, "exactly one live instance: {all:#?}");
+        all[0].clone()
+    }
+
+    async fn instance_id(&self) -> String {
+        self.instance().await.instance_id().expect("id").to_string()
+    }
+
+    async fn root_volume(&self) -> aws_sdk_ec2::types::Volume {
+        let id = self.instance_id().await;
+        let out = self
+            .ec2
+            .describe_volumes()
+            .filters(
+                Filter::builder()
+                    .name("attachment.instance-id")
+                    .values(id)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe volumes");
+        assert_eq!(out.volumes().len(), 1, "{:#?}", out.volumes());
+        out.volumes()[0].clone()
+    }
+
+    async fn group(&self, name: &str) -> Option<aws_sdk_ec2::types::SecurityGroup> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(Filter::builder().name("group-name").values(name).build())
+            .send()
+            .await
+            .expect("describe groups");
+        assert!(out.security_groups().len() <= 1, "duplicated group");
+        out.security_groups().first().cloned()
+    }
+
+    async fn vpc_id(&self) -> String {
+        let out = self
+            .ec2
+            .describe_vpcs()
+            .filters(
+                Filter::builder()
+                    .name("tag:Name")
+                    .values("durable-code-local-vpc")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("vpc");
+        out.vpcs()[0].vpc_id().expect("id").to_string()
+    }
+
+    async fn subnet_id(&self, tier: &str) -> String {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .filters(Filter::builder().name("tag:Tier").values(tier).build())
+            .send()
+            .await
+            .expect("subnets");
+        let mut ids: Vec<String> = out
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.first().cloned().expect("a subnet of the tier")
+    }
+
+    /// Launches an instance by hand, carrying `tags`, in the private subnet.
+    async fn launch_by_hand(&self, tags: &[(&str, &str)]) -> String {
+        let image = self.instance().await.image_id().expect("ami").to_string();
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id(image)
+            .instance_type("t3.medium".into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(self.subnet_id("private").await)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(
+                        tags.iter()
+                            .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                            .collect(),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("run instances");
+        out.instances()[0].instance_id().expect("id").to_string()
+    }
+}
+
+fn change(plan: &Plan, kind: Kind, action: Action) -> Option<&stackwarden::plan::Change> {
+    plan.changes
+        .iter()
+        .find(|c| c.id.kind == kind && c.action == action)
+}
+
+/// Our stack's tags on an instance, as a second launch of it would carry them.
+const OUR_TAGS: [(&str, &str); 3] = [
+    ("Name", INSTANCE),
+    ("ManagedBy", "stackwarden"),
+    ("stackwarden:stack", STACK),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Never a duplicate
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applies_at_once_after_a_termination_leave_exactly_one_instance() {
+    let world = World::converged().await;
+    let old = world.instance_id().await;
+    world
+        .ec2
+        .terminate_instances()
+        .instance_ids(&old)
+        .send()
+        .await
+        .expect("terminate");
+    // Both runs observe the terminated instance before either launches: each plans a launch.
+    let (a, b) = (world.provider(), world.provider());
+    let (seen_a, seen_b) = tokio::join!(a.observe(&world.desired), b.observe(&world.desired));
+    let (seen_a, seen_b) = (seen_a.expect("observe a"), seen_b.expect("observe b"));
+    let (plan_a, plan_b) = (
+        a.diff(&world.desired, &seen_a),
+        b.diff(&world.desired, &seen_b),
+    );
+    for plan in [&plan_a, &plan_b] {
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| s.change.id.kind == Kind::Instance && s.change.action == Action::Create),
+            "{:?}",
+            plan.steps
+        );
+    }
+    let (done_a, done_b) = tokio::join!(
+        a.apply(&world.desired, &seen_a, plan_a.steps),
+        b.apply(&world.desired, &seen_b, plan_b.steps)
+    );
+    for outcome in done_a.iter().chain(&done_b) {
+        assert!(outcome.error.is_none(), "{outcome:?}");
+    }
+    let live = world.live_instances().await;
+    assert_eq!(
+        live.len(),
+        1,
+        "instances carrying the stack's tags: {:?}",
+        live.iter().map(|i| i.instance_id()).collect::<Vec<_>>()
+    );
+    // The race leaves nothing a later run would miss: one apply, then nothing pending.
+    world.apply().await;
+    let plan = world.plan().await;
+    assert!(!plan.has_changes(), "{plan}");
+    assert_eq!(world.live_instances().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_instance_made_by_hand_plans_the_delete_of_the_newest() {
+    let world = World::converged().await;
+    let original = world.instance_id().await;
+    let extra = world.launch_by_hand(&OUR_TAGS).await;
+    let plan = world.plan().await;
+    let delete = change(&plan, Kind::Instance, Action::Delete)
+        .unwrap_or_else(|| panic!("no delete of the duplicate:\n{plan}"));
+    let reason = delete.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&extra) && reason.contains(&original),
+        "{reason}"
+    );
+    world.assert_repaired(&extra).await;
+    assert_eq!(world.instance_id().await, original);
+}
+
+#[tokio::test]
+async fn of_two_instances_the_registered_one_is_kept_even_when_newer() {
+    let world = World::converged().await;
+    let original = world.instance_id().await;
+    let newer = world.launch_by_hand(&OUR_TAGS).await;
+    // Traffic goes to the newer one: it is the one to keep.
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&world.config);
+    let tg = elbv2
+        .describe_target_groups()
+        .names("durable-code-local-faro-tg")
+        .send()
+        .await
+        .expect("target group");
+    let arn = tg.target_groups()[0]
+        .target_group_arn()
+        .expect("arn")
+        .to_string();
+    let target = |id: &str| {
+        aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+            .id(id)
+            .port(12347)
+            .build()
+    };
+    elbv2
+        .deregister_targets()
+        .target_group_arn(&arn)
+        .targets(target(&original))
+        .send()
+        .await
+        .expect("deregister");
+    elbv2
+        .register_targets()
+        .target_group_arn(&arn)
+        .targets(target(&newer))
+        .send()
+        .await
+        .expect("register");
+    world.assert_repaired(&original).await;
+    assert_eq!(world.instance_id().await, newer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ownership is absolute
+
+#[tokio::test]
+async fn a_security_group_tagged_for_another_stack_is_an_error_naming_that_stack() {
+    let world = World::new().await;
+    let theirs = world
+        .ec2
+        .create_security_group()
+        .group_name(GROUP)
+        .description("the other stack's group")
+        .vpc_id(world.vpc_id().await)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(Tag::builder().key("ManagedBy").value("stackwarden").build())
+                .tags(
+                    Tag::builder()
+                        .key("stackwarden:stack")
+                        .value("billing")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create group");
+    let plan = world.engine().plan(&world.desired).await;
+    let errors = plan.errors.join("\n");
+    assert!(
+        errors.contains("SecurityGroup/observability") && errors.contains("`billing`"),
+        "{plan}"
+    );
+    let report = world.engine().apply(&world.desired).await;
+    assert!(!report.converged());
+    let group = world.group(GROUP).await.expect("their group");
+    assert_eq!(group.group_id(), theirs.group_id());
+    assert!(group.ip_permissions().is_empty(), "their group was changed");
+    let stack = group
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("stackwarden:stack"))
+        .and_then(|t| t.value());
+    assert_eq!(stack, Some("billing"));
+    assert!(world.live_instances().await.is_empty(), "half-applied");
+}
+
+#[tokio::test]
+async fn an_instance_tagged_for_another_stack_is_an_error_naming_that_stack() {
+    let world = World::converged().await;
+    let ours = world.instance_id().await;
+    world
+        .ec2
+        .terminate_instances()
+        .instance_ids(&ours)
+        .send()
+        .await
+        .expect("terminate");
+    let theirs = world
+        .launch_by_hand_after_termination(&[
+            ("Name", INSTANCE),
+            ("ManagedBy", "stackwarden"),
+            ("stackwarden:stack", "billing"),
+        ])
+        .await;
+    let plan = world.engine().plan(&world.desired).await;
+    let errors = plan.errors.join("\n");
+    assert!(
+        errors.contains("Instance/observability")
+            && errors.contains(&theirs)
+            && errors.contains("`billing`"),
+        "{plan}"
+    );
+    let report = world.engine().apply(&world.desired).await;
+    assert!(!report.converged());
+    let out = world
+        .ec2
+        .describe_instances()
+        .instance_ids(&theirs)
+        .send()
+        .await
+        .expect("describe");
+    let theirs_now = out.reservations()[0].instances()[0].clone();
+    let stack = theirs_now
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("stackwarden:stack"))
+        .and_then(|t| t.value());
+    assert_eq!(stack, Some("billing"), "their instance was adopted");
+    assert!(world.live_instances().await.is_empty(), "ours was launched");
+}
+
+impl World {
+    /// Like [`World::launch_by_hand`] when no instance of ours is alive to copy the AMI from.
+    async fn launch_by_hand_after_termination(&self, tags: &[(&str, &str)]) -> String {
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id("ami-0ed094fb1304fd857")
+            .instance_type("t3.medium".into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(self.subnet_id("private").await)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(
+                        tags.iter()
+                            .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                            .collect(),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("run instances");
+        out.instances()[0].instance_id().expect("id").to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every hand-made change is seen
+
+#[tokio::test]
+async fn drift_root_volume_type_changed_by_hand_is_seen_live_and_modified_in_place() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    let volume = world.root_volume().await;
+    world
+        .ec2
+        .modify_volume()
+        .volume_id(volume.volume_id().expect("id"))
+        .volume_type("gp2".into())
+        .send()
+        .await
+        .expect("modify volume");
+    world.assert_repaired("rootVolume.type: gp2 → gp3").await;
+    assert_eq!(world.instance_id().await, id, "the instance was replaced");
+    let after = world.root_volume().await;
+    assert_eq!(after.volume_type().map(|t| t.as_str()), Some("gp3"));
+}
+
+#[tokio::test]
+async fn a_bigger_root_volume_is_grown_in_place() {
+    let mut world = World::converged().await;
+    let id = world.instance_id().await;
+    world.instance_spec().root_volume.size_gib = 40;
+    world.assert_repaired("rootVolume.sizeGib: 30 → 40").await;
+    assert_eq!(world.instance_id().await, id, "the instance was replaced");
+    assert_eq!(world.root_volume().await.size(), Some(40));
+}
+
+#[tokio::test]
+async fn a_subnet_the_lookup_no_longer_selects_replaces_the_instance_and_says_why() {
+    let mut world = World::converged().await;
+    let old = world.instance_id().await;
+    let public = world.subnet_id("public").await;
+    for r in &mut world.desired.resources {
+        if let Spec::Lookup(l) = &mut r.spec
+            && r.id.name == "private-subnets"
+        {
+            l.tags.insert("Tier".into(), "public".into());
+        }
+    }
+    let plan = world
+        .assert_repaired("-/+ replace Instance/observability (subnet ")
+        .await;
+    assert!(
+        change(&plan, Kind::Instance, Action::Replace).is_some(),
+        "{plan}"
+    );
+    let new = world.instance().await;
+    assert_ne!(new.instance_id(), Some(old.as_str()));
+    assert_eq!(new.subnet_id(), Some(public.as_str()));
+}
+
+#[tokio::test]
+async fn a_changed_security_group_description_plans_a_visible_replacement() {
+    let mut world = World::converged().await;
+    let old = world.group(GROUP).await.expect("group");
+    for r in &mut world.desired.resources {
+        if let Spec::SecurityGroup(sg) = &mut r.spec {
+            sg.description = "Observability host, v2".into();
+        }
+    }
+    world
+        .assert_repaired(
+            "-/+ replace SecurityGroup/observability (a group's description cannot change in place",
+        )
+        .await;
+    let new = world.group(GROUP).await.expect("group");
+    assert_ne!(new.group_id(), old.group_id());
+    assert_eq!(new.description(), Some("Observability host, v2"));
+    let instance = world.instance().await;
+    let groups: Vec<_> = instance
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(groups, vec![new.group_id().expect("id")]);
+    assert_eq!(
+        new.ip_permissions().len(),
+        old.ip_permissions().len(),
+        "rules"
+    );
+}
+
+#[tokio::test]
+async fn drift_extra_tag_on_the_instance_is_removed() {
+    let world = World::converged().await;
+    world
+        .ec2
+        .create_tags()
+        .resources(world.instance_id().await)
+        .tags(Tag::builder().key("Owner").value("someone").build())
+        .send()
+        .await
+        .expect("tag");
+    world.assert_repaired("- tags.Owner: someone").await;
+    let tags: Vec<_> = world
+        .instance()
+        .await
+        .tags()
+        .iter()
+        .filter_map(|t| t.key().map(str::to_string))
+        .collect();
+    assert!(!tags.contains(&"Owner".to_string()), "{tags:?}");
+}
+
+#[tokio::test]
+async fn drift_extra_egress_rule_is_revoked() {
+    let world = World::converged().await;
+    let gid = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("group");
+    world
+        .ec2
+        .authorize_security_group_egress()
+        .group_id(&gid)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(25)
+                .to_port(25)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("10.9.0.0/16")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("authorize egress");
+    world.assert_repaired("- egress[tcp/25 10.9.0.0/16]").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes that keep data
+
+#[tokio::test]
+async fn a_new_instance_type_is_stop_modify_start_and_keeps_the_instance() {
+    let mut world = World::converged().await;
+    let id = world.instance_id().await;
+    world.instance_spec().instance_type = "t3.large".into();
+    let plan = world
+        .assert_repaired("instanceType: t3.medium → t3.large")
+        .await;
+    let update = change(&plan, Kind::Instance, Action::Update)
+        .unwrap_or_else(|| panic!("an in-place update:\n{plan}"));
+    assert!(
+        update
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("stop → modify → start")),
+        "{update}"
+    );
+    assert!(change(&plan, Kind::Instance, Action::Replace).is_none());
+    let instance = world.instance().await;
+    assert_eq!(instance.instance_id(), Some(id.as_str()));
+    assert_eq!(
+        instance.instance_type().map(|t| t.as_str()),
+        Some("t3.large")
+    );
+    assert_eq!(
+        instance.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("running")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applies_at_once_from_empty_create_one_security_group_and_both_succeed() {
+    let world = World::new().await;
+    let (a, b) = (world.provider(), world.provider());
+    let (seen_a, seen_b) = tokio::join!(a.observe(&world.desired), b.observe(&world.desired));
+    let (seen_a, seen_b) = (seen_a.expect("observe a"), seen_b.expect("observe b"));
+    let groups_only = |mut plan: stackwarden::provider::ProviderPlan<_>| {
+        plan.steps
+            .retain(|s| s.change.id.kind == Kind::SecurityGroup);
+        assert_eq!(plan.steps.len(), 1, "{:?}", plan.steps);
+        assert_eq!(plan.steps[0].change.action, Action::Create);
+        plan.steps
+    };
+    let (steps_a, steps_b) = (
+        groups_only(a.diff(&world.desired, &seen_a)),
+        groups_only(b.diff(&world.desired, &seen_b)),
+    );
+    let (done_a, done_b) = tokio::join!(
+        a.apply(&world.desired, &seen_a, steps_a),
+        b.apply(&world.desired, &seen_b, steps_b)
+    );
+    for outcome in done_a.iter().chain(&done_b) {
+        assert!(outcome.error.is_none(), "{outcome:?}");
+    }
+    world.group(GROUP).await.expect("the group");
+    world.apply().await;
+    let plan = world.plan().await;
+    assert!(!plan.has_changes(), "{plan}");
+}
+
+#[tokio::test]
+async fn drift_changed_egress_rule_description_is_restored() {
+    let world = World::converged().await;
+    let gid = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("group");
+    world
+        .ec2
+        .update_security_group_rule_descriptions_egress()
+        .group_id(&gid)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .description("changed by hand")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("update description");
+    world
+        .assert_repaired("~ egress[all 0.0.0.0/0]: \"changed by hand\" →")
+        .await;
+}
+
+#[tokio::test]
+async fn drift_instance_moved_to_another_security_group_is_moved_back() {
+    let world = World::converged().await;
+    let ecs = world
+        .group("durable-code-local-ecs-tasks-sg")
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("ecs group");
+    let ours = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("our group");
+    world
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(world.instance_id().await)
+        .groups(&ours)
+        .groups(&ecs)
+        .send()
+        .await
+        .expect("modify groups");
+    world
+        .assert_repaired("securityGroups: durable-code-local-ecs-tasks-sg,durable-code-local-observability-sg → durable-code-local-observability-sg")
+        .await;
+    let groups: Vec<String> = world
+        .instance()
+        .await
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id().map(str::to_string))
+        .collect();
+    assert_eq!(groups, vec![ours]);
+}
+
+#[tokio::test]
+async fn drift_root_volume_kept_after_termination_is_set_back_to_delete() {
+    let world = World::converged().await;
+    let instance = world.instance().await;
+    let device = instance
+        .root_device_name()
+        .expect("root device")
+        .to_string();
+    world
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(instance.instance_id().expect("id"))
+        .block_device_mappings(
+            aws_sdk_ec2::types::InstanceBlockDeviceMappingSpecification::builder()
+                .device_name(&device)
+                .ebs(
+                    aws_sdk_ec2::types::EbsInstanceBlockDeviceSpecification::builder()
+                        .delete_on_termination(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("modify attribute");
+    world
+        .assert_repaired("rootVolume.deleteOnTermination: false → true")
+        .await;
+    let after = world.instance().await;
+    let root = after
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(device.as_str()))
+        .and_then(|m| m.ebs())
+        .expect("root mapping");
+    assert_eq!(root.delete_on_termination(), Some(true));
+}
+
+#[tokio::test]
+async fn drift_renamed_instance_is_renamed_back_not_launched_again() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    world
+        .ec2
+        .create_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("Name").value("renamed-by-hand").build())
+        .send()
+        .await
+        .expect("rename");
+    let plan = world
+        .assert_repaired(&format!("~ tags.Name: renamed-by-hand → {INSTANCE}"))
+        .await;
+    assert!(
+        change(&plan, Kind::Instance, Action::Create).is_none(),
+        "{plan}"
+    );
+    assert_eq!(world.instance_id().await, id);
+}
+
+#[tokio::test]
+async fn drift_removed_name_tag_is_restored_not_launched_again() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    world
+        .ec2
+        .delete_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("Name").build())
+        .send()
+        .await
+        .expect("untag");
+    world
+        .assert_repaired(&format!("+ tags.Name: {INSTANCE}"))
+        .await;
+    assert_eq!(world.instance_id().await, id);
+}
