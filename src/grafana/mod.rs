@@ -348,7 +348,7 @@ fn wiring(desired: &Desired, env_refs: &[alerting::EnvRef]) -> Vec<Diagnostic> {
                     e.name, grafana.id
                 ),
                 fix: format!(
-                    "set {} spec.environment.{} (from a Parameter when it is a secret)",
+                    "set {} spec.environment.{} (a secret goes in a file instead: a ConfigFile with fromParameter, referenced as $__file{{path}})",
                     grafana.id, e.name
                 ),
                 rule: None,
