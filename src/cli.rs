@@ -72,9 +72,22 @@ pub struct RunArgs {
     /// Manifests and environment.
     #[command(flatten)]
     pub common: Common,
-    /// Address of the status server.
+    /// Address of the status server (loopback by default: the page shows the stack's shape).
     #[arg(long, default_value = "127.0.0.1:9464")]
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
+    /// Root of the host's config files (defaults to the Stack's host.root).
+    #[arg(long)]
+    pub host_root: Option<PathBuf>,
+    /// Which worlds to cover.
+    #[arg(long, value_enum, default_value_t = Scope::All)]
+    pub scope: Scope,
+    /// How long the stack's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// A file holding the bearer token that `POST /reconcile` requires (or STACKWARDEN_TOKEN);
+    /// without one the endpoint is off.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Output formats of plan and apply.
@@ -103,10 +116,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(common) => validate(&common),
         Command::Plan(args) => converge(&args, false).await,
         Command::Apply(args) => converge(&args, true).await,
-        Command::Run(_) => {
-            eprintln!("stackwarden run: the daemon is not implemented yet; use plan or apply");
-            ExitCode::from(1)
-        }
+        Command::Run(args) => match daemon(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
     }
 }
 
@@ -212,6 +228,86 @@ async fn build_engine(
         providers.push(Box::new(provider));
     }
     Ok(Engine::new(providers))
+}
+
+/// Reads the reconcile token: the file wins over the environment; blank means none.
+fn read_token(args: &RunArgs) -> anyhow::Result<Option<Arc<str>>> {
+    let raw = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?,
+        ),
+        None => std::env::var("STACKWARDEN_TOKEN").ok(),
+    };
+    Ok(raw
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(Arc::from))
+}
+
+/// `run`: the reconcile loop and the HTTP server until SIGINT or SIGTERM.
+async fn daemon(args: RunArgs) -> anyhow::Result<()> {
+    use crate::reconcile::{Controller, Options};
+    let scope = crate::reconcile::Scope {
+        aws: args.scope != Scope::Host,
+        host: args.scope != Scope::Aws,
+    };
+    let token = read_token(&args)?;
+    let (controller, handle) = Controller::new(Options {
+        manifests: args.common.manifests.clone(),
+        env: args.common.env.clone(),
+        host_root: args.host_root.clone(),
+        scope,
+        lease_ttl: args.lease_ttl,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the status server to {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    eprintln!("stackwarden: status on http://{addr}/ (JSON /status, /metrics); Ctrl-C stops");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the status server listens beyond loopback");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::server::router(crate::server::AppState {
+        handle,
+        scope,
+        token,
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let controller = tokio::spawn(controller.run(stop_rx));
+    wait_for_signal().await;
+    tracing::info!("signal received: finishing the pass in flight, releasing the lease");
+    let _ = stop_tx.send(true);
+    controller.await.context("the reconcile loop panicked")?;
+    server
+        .await
+        .context("the status server panicked")?
+        .context("the status server failed")?;
+    Ok(())
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn print_apply(report: &ApplyReport, output: Output) {
