@@ -117,6 +117,11 @@ impl Lease {
         }
     }
 
+    /// The bucket holding the lease.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// Our identity.
     pub fn identity(&self) -> &str {
         &self.identity

@@ -103,6 +103,7 @@ pub struct Controller {
     backoff: Backoff,
     budget: Budget,
     lease: Option<Lease>,
+    s3: Option<aws_sdk_s3::Client>,
     identity: String,
     metrics: Arc<Metrics>,
     status_tx: watch::Sender<Arc<Status>>,
@@ -188,6 +189,7 @@ impl Controller {
             backoff: Backoff::default(),
             budget: Budget::default(),
             lease: None,
+            s3: None,
             identity: lease::identity("daemon"),
             metrics,
             status_tx,
@@ -360,20 +362,11 @@ impl Controller {
         if self.opts.scope.aws && self.aws.is_none() {
             let config = aws::sdk_config(&desired.stack.region).await;
             self.aws = Some(Arc::new(AwsProvider::new(&config, self.stats.clone())));
-            let s3 = aws_sdk_s3::Client::from_conf(
+            self.s3 = Some(aws_sdk_s3::Client::from_conf(
                 aws_sdk_s3::config::Builder::from(&config)
                     .force_path_style(config.endpoint_url().is_some())
                     .build(),
-            );
-            if let Some((_, bucket)) = desired.buckets().next() {
-                self.lease = Some(Lease::new(
-                    s3,
-                    bucket.name.clone(),
-                    &desired.stack_name,
-                    self.identity.clone(),
-                    self.opts.lease_ttl,
-                ));
-            }
+            ));
         }
         if self.opts.scope.host && self.host.is_none() {
             let root = self
@@ -403,6 +396,31 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Points the lease at the stack's bucket (named only once `${account}` is known; a
+    /// renamed bucket moves the lease with it).
+    fn ensure_lease(&mut self, desired: &Desired) {
+        let (Some(s3), Some((_, bucket))) = (&self.s3, desired.buckets().next()) else {
+            return;
+        };
+        let key_matches = self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.bucket() == bucket.name);
+        if !key_matches {
+            self.lease = Some(Lease::new(
+                s3.clone(),
+                bucket.name.clone(),
+                &desired.stack_name,
+                self.identity.clone(),
+                self.opts.lease_ttl,
+            ));
+        }
+    }
+
+    fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
+        self.status.lease.role == "leader" && self.status.lease.expires.is_some_and(|e| e.0 > now)
     }
 
     /// Takes or renews the lease; says what this pass may do.
@@ -474,6 +492,7 @@ impl Controller {
             match aws.account_id().await {
                 Ok(account) => {
                     manifest::fill_runtime(&mut desired, &account);
+                    self.ensure_lease(&desired);
                     self.status.connectivity.aws = Some(Reach {
                         reachable: true,
                         error: None,
@@ -509,9 +528,15 @@ impl Controller {
                 providers.push(host.clone());
             }
         }
-        let acting = if aws_up || self.lease.is_none() {
+        let acting = if !self.opts.scope.aws || aws_up {
             self.lease_step().await
+        } else if self.holds_unexpired_lease(SystemTime::now()) {
+            // AWS unreachable, but the lease we hold is still ours until its expiry: the
+            // host side goes on being repaired meanwhile.
+            Acting::Full
         } else {
+            // AWS unreachable and no valid lease: nobody can tell who acts, so nothing is
+            // written (the host side included) until it answers.
             Acting::Standby
         };
         let engine = Engine::shared(providers);
@@ -569,7 +594,10 @@ impl Controller {
         }
         let pending: BTreeSet<String> = after.changes.iter().map(|c| c.id.to_string()).collect();
         self.backoff.retain(|id| pending.contains(id));
-        if acting == Acting::BucketOnly && report.outcomes.iter().all(|o| o.error.is_none()) {
+        if acting == Acting::BucketOnly
+            && !report.outcomes.is_empty()
+            && report.outcomes.iter().all(|o| o.error.is_none())
+        {
             // The bucket exists now: take the lease and do the rest at once.
             let _ = self.wake_tx.try_send(Trigger::Retry);
         }
@@ -626,6 +654,14 @@ impl Controller {
             .collect();
         self.metrics.count_pass(&summary, &call_rows);
         let backoff_until = self.backoff.until();
+        let scope = self.opts.scope;
+        let covers = move |k: Kind| {
+            if matches!(k, Kind::ConfigFile | Kind::Container) {
+                scope.host
+            } else {
+                scope.aws
+            }
+        };
         self.status.record_pass(
             PassRecord {
                 desired: &desired,
@@ -634,6 +670,7 @@ impl Controller {
                 outcomes: &report.outcomes,
                 backoff: &backoff_until,
                 summary,
+                covers: &covers,
             },
             finished,
         );

@@ -32,7 +32,11 @@ fn phase_class(p: Phase) -> &'static str {
 fn condition_cell(r: &ResourceStatus, kind: &str, good: ConditionStatus) -> Markup {
     match r.condition(kind) {
         Some(c) => {
-            let class = if c.status == good { "ok" } else { "bad" };
+            let class = match c.status {
+                s if s == good => "ok",
+                ConditionStatus::Unknown => "warn",
+                _ => "bad",
+            };
             html! { span class=(class) title=(c.message) { (format!("{:?}", c.status)) " " small { (c.reason) } } }
         }
         None => html! { "–" },

@@ -234,11 +234,87 @@ impl Metrics {
         self.leader.set(i64::from(status.lease.role == "leader"));
     }
 
-    /// The exposition text.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics exposition (for scrapers that ask for it).
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The Prometheus text exposition (format 0.0.4), what `promtool check metrics` and most
+    /// scrapers read by default.
+    pub fn encode(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics → Prometheus text 0.0.4. The two differ, for what this exporter emits, only in
+/// how a counter family is named in its HELP and TYPE lines (OpenMetrics drops the `_total`
+/// its samples carry) and in the `# EOF` terminator.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let counters: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    for line in lines {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_families_are_named_with_total_in_prometheus_text() {
+        let om = "# HELP x_calls Calls.\n# TYPE x_calls counter\nx_calls_total{a=\"b\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_calls_total Calls.\n# TYPE x_calls_total counter\nx_calls_total{a=\"b\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
+
+    #[test]
+    fn every_contract_metric_is_exported() {
+        let m = Metrics::new();
+        m.count_write("Container", "drift");
+        let text = m.encode();
+        for name in [
+            "stackwarden_reconcile_total",
+            "stackwarden_reconcile_duration_seconds",
+            "stackwarden_resource_ready",
+            "stackwarden_drift",
+            "stackwarden_drift_since_timestamp_seconds",
+            "stackwarden_policy_violations",
+            "stackwarden_api_calls_total",
+            "stackwarden_writes_total",
+            "stackwarden_manifest_rejected",
+            "stackwarden_last_success_timestamp_seconds",
+            "stackwarden_leader",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
     }
 }

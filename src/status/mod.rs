@@ -334,7 +334,7 @@ impl Default for Status {
 }
 
 /// What one pass observed and did, as the loop hands it to [`Status::record_pass`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PassRecord<'a> {
     /// The desired state the pass ran against.
     pub desired: &'a Desired,
@@ -348,6 +348,8 @@ pub struct PassRecord<'a> {
     pub backoff: &'a BTreeMap<String, SystemTime>,
     /// The pass's summary.
     pub summary: PassSummary,
+    /// Which kinds the pass covered (the rest are out of the daemon's scope and not shown).
+    pub covers: &'a dyn Fn(crate::model::Kind) -> bool,
 }
 
 impl Status {
@@ -369,6 +371,7 @@ impl Status {
             .desired
             .resources
             .iter()
+            .filter(|r| (pass.covers)(r.id.kind))
             .map(|r| {
                 (
                     r.id.to_string(),
@@ -517,8 +520,10 @@ impl Status {
         }
         let healthy = self.errors.is_empty()
             && self.resources.iter().all(|r| {
+                // Unknown (a world that cannot tell, like SSM reachability in moto) is not
+                // a failure; only a Ready=False is.
                 r.condition("Ready")
-                    .is_none_or(|c| c.status == ConditionStatus::True)
+                    .is_none_or(|c| c.status != ConditionStatus::False)
                     && r.drift.is_none()
             });
         if healthy {

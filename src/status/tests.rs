@@ -70,6 +70,7 @@ fn record(status: &mut Status, d: &Desired, after: &Plan, at: SystemTime, result
             outcomes: &[],
             backoff: &BTreeMap::new(),
             summary: summary(at, result),
+            covers: &|_| true,
         },
         at,
     );
@@ -137,6 +138,7 @@ fn a_failed_write_is_synced_false_with_its_error() {
             outcomes: std::slice::from_ref(&outcome),
             backoff: &BTreeMap::from([("Parameter/pw".to_string(), now)]),
             summary: summary(now, PassResult::Failed),
+            covers: &|_| true,
         },
         now,
     );
