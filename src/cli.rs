@@ -173,7 +173,19 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         }
     };
     let code = if apply {
+        let lease = match take_lease(args, &desired).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                return ExitCode::from(exit::ERROR);
+            }
+        };
         let report = engine.apply(&desired).await;
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            eprintln!("stackwarden: releasing the lease failed (it lapses by itself): {e}");
+        }
         print_apply(&report, args.output);
         if report.converged() {
             exit::NO_CHANGES
@@ -200,6 +212,51 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `apply` takes the stack's lease for its run, like a daemon: while another actor holds it,
+/// apply refuses and names the holder. Host-only applies and a stack whose bucket does not
+/// exist yet have nothing to hold a lease in and go ahead.
+async fn take_lease(
+    args: &PlanArgs,
+    desired: &Desired,
+) -> anyhow::Result<Option<crate::reconcile::lease::Lease>> {
+    use crate::reconcile::lease::{Holding, Lease, identity};
+    if args.scope == Scope::Host {
+        return Ok(None);
+    }
+    let Some((_, bucket)) = desired.buckets().next() else {
+        return Ok(None);
+    };
+    let config = aws::sdk_config(&desired.stack.region).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(config.endpoint_url().is_some())
+            .build(),
+    );
+    let lease = Lease::new(
+        s3,
+        bucket.name.clone(),
+        &desired.stack_name,
+        identity("apply"),
+        APPLY_LEASE_TTL,
+    );
+    match lease
+        .acquire(std::time::SystemTime::now())
+        .await
+        .context("checking the stack's lease")?
+    {
+        Holding::Held { .. } => Ok(Some(lease)),
+        Holding::NoBucket => Ok(None),
+        Holding::Other { holder, expires } => anyhow::bail!(
+            "the stack's lease is held by {holder} until {}: another actor is reconciling this stack, so apply does nothing (stop it, or let it converge and run plan)",
+            crate::status::Timestamp(expires)
+        ),
+    }
+}
+
+/// An apply's lease outlives its longest converge (a cold one takes about a minute): a
+/// crashed apply blocks daemons for at most this long.
+const APPLY_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Connects the providers the scope asks for and fills the run-time values they supply.
 async fn build_engine(
     args: &PlanArgs,
@@ -207,15 +264,33 @@ async fn build_engine(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Engine> {
     let mut providers: Vec<Box<dyn DynProvider>> = Vec::new();
-    if args.scope != Scope::Host {
+    let needs_account = !desired.unresolved_runtime().is_empty();
+    if args.scope != Scope::Host || needs_account {
         let config = aws::sdk_config(&desired.stack.region).await;
         let provider = AwsProvider::new(&config, stats.clone());
-        let account = provider
-            .account_id()
-            .await
-            .context("finding the AWS account of the credentials in use")?;
+        let account = provider.account_id().await.with_context(|| {
+            let names: Vec<String> = desired
+                .unresolved_runtime()
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            format!(
+                "finding the AWS account of the credentials in use ({} need ${{account}}; nothing was written)",
+                names.join(", ")
+            )
+        })?;
         manifest::fill_runtime(desired, &account);
-        providers.push(Box::new(provider));
+        if args.scope != Scope::Host {
+            providers.push(Box::new(provider));
+        }
+    }
+    let unresolved = desired.unresolved_runtime();
+    if !unresolved.is_empty() {
+        let names: Vec<String> = unresolved.iter().map(|id| id.to_string()).collect();
+        anyhow::bail!(
+            "{} still hold an unresolved ${{account}}; refusing to render them",
+            names.join(", ")
+        );
     }
     if args.scope != Scope::Aws {
         let root = args

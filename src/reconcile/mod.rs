@@ -13,7 +13,7 @@ pub mod triggers;
 
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
-use crate::model::{Desired, Kind, Spec};
+use crate::model::{Desired, Kind, Mode};
 use crate::plan::Plan;
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
@@ -124,19 +124,6 @@ fn content_hash<T: serde::Serialize>(value: &T) -> String {
     use sha2::Digest;
     let json = serde_json::to_vec(value).unwrap_or_default();
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(&json)))
-}
-
-/// True when a run-time value (`${account}`) is still unfilled somewhere in `desired`: such a
-/// state must never be rendered into files or containers.
-fn has_unresolved_runtime(desired: &Desired) -> bool {
-    desired.resources.iter().any(|r| {
-        matches!(
-            r.spec,
-            Spec::ConfigFile(_) | Spec::Container(_) | Spec::Bucket(_)
-        ) && serde_json::to_string(&r.spec)
-            .unwrap_or_default()
-            .contains("${account}")
-    })
 }
 
 /// Directories of the content files the manifests name (watched besides the manifests).
@@ -359,7 +346,9 @@ impl Controller {
 
     /// Connects the worlds in scope that are not connected yet.
     async fn connect(&mut self, desired: &Desired) {
-        if self.opts.scope.aws && self.aws.is_none() {
+        // Host-only daemons still need AWS for one thing: the account in `${account}`.
+        let needs_aws = self.opts.scope.aws || !desired.unresolved_runtime().is_empty();
+        if needs_aws && self.aws.is_none() {
             let config = aws::sdk_config(&desired.stack.region).await;
             self.aws = Some(Arc::new(AwsProvider::new(&config, self.stats.clone())));
             self.s3 = Some(aws_sdk_s3::Client::from_conf(
@@ -401,6 +390,9 @@ impl Controller {
     /// Points the lease at the stack's bucket (named only once `${account}` is known; a
     /// renamed bucket moves the lease with it).
     fn ensure_lease(&mut self, desired: &Desired) {
+        if !self.opts.scope.aws {
+            return;
+        }
         let (Some(s3), Some((_, bucket))) = (&self.s3, desired.buckets().next()) else {
             return;
         };
@@ -515,11 +507,12 @@ impl Controller {
         let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
         if let Some(aws) = &self.aws
             && aws_up
+            && self.opts.scope.aws
         {
             providers.push(aws.clone());
         }
         if let Some(host) = &self.host {
-            if has_unresolved_runtime(&desired) {
+            if !desired.unresolved_runtime().is_empty() {
                 errors.push(
                     "host: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers"
                         .to_string(),
@@ -528,7 +521,11 @@ impl Controller {
                 providers.push(host.clone());
             }
         }
-        let acting = if !self.opts.scope.aws || aws_up {
+        let acting = if desired.stack.mode == Mode::Observe {
+            // Observe mode writes nothing, the lease object included: it needs no lease.
+            self.status.lease = LeaseStatus::default();
+            Acting::Standby
+        } else if !self.opts.scope.aws || aws_up {
             self.lease_step().await
         } else if self.holds_unexpired_lease(SystemTime::now()) {
             // AWS unreachable, but the lease we hold is still ours until its expiry: the

@@ -17,6 +17,22 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+impl Moto {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the endpoint ends with a port")
+    }
+}
+
+/// A free loopback port (for a server to be started later).
+pub fn free_loopback_port() -> u16 {
+    free_port()
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -43,7 +59,11 @@ impl Moto {
     /// listener, the ALB and ECS-tasks groups, the instance profile).
     /// `extra` are further seed-world flags (`--https-listener`).
     pub async fn start(extra: &[&str]) -> Moto {
-        let port = free_port();
+        Moto::start_on(free_port(), extra).await
+    }
+
+    /// Like [`Moto::start`], on a given port (a server restarted where a client expects it).
+    pub async fn start_on(port: u16, extra: &[&str]) -> Moto {
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
