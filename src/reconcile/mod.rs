@@ -498,6 +498,18 @@ impl Controller {
                 }
             }
         }
+        if self
+            .status
+            .connectivity
+            .aws
+            .as_ref()
+            .is_some_and(|r| !r.reachable)
+        {
+            // What the provider cached (account, network lookups, policy documents) may not
+            // survive an outage (a restarted endpoint, a restored account): start afresh.
+            self.aws = None;
+            self.lease = None;
+        }
         let aws_up = self
             .status
             .connectivity
@@ -682,6 +694,8 @@ impl Controller {
                     reachable: false,
                     error: Some(msg.to_string()),
                 });
+                self.aws = None;
+                self.lease = None;
             } else if let Some(msg) = e.strip_prefix("host: ") {
                 self.status.connectivity.docker = Some(Reach {
                     reachable: false,

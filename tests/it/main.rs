@@ -5,6 +5,7 @@
 mod architecture;
 mod aws;
 mod cli;
+mod daemon;
 mod host;
 mod local_world;
 mod manifests;

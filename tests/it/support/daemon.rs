@@ -20,8 +20,6 @@ pub struct Daemon {
     pub addr: String,
     /// The private repository copy (`<dir>/manifests`, `<dir>/config`, …).
     pub dir: PathBuf,
-    /// The host root.
-    pub host_root: PathBuf,
     /// Where its stderr goes.
     pub log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -148,7 +146,6 @@ impl Daemon {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
-            host_root,
             log,
             _tmp: None,
         };
@@ -168,7 +165,12 @@ impl Daemon {
         self.request("POST", path, token)
     }
 
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect(&self.addr)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let auth = token
@@ -256,7 +258,10 @@ impl Daemon {
 
     /// Runs a finished pass count probe: the number of passes in `/status`'s history.
     pub fn passes(&self) -> usize {
-        self.status()["passes"].as_array().map(Vec::len).unwrap_or(0)
+        self.status()["passes"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
     }
 }
 

@@ -17,17 +17,6 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-impl Moto {
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the endpoint ends with a port")
-    }
-}
-
 /// A free loopback port (for a server to be started later).
 pub fn free_loopback_port() -> u16 {
     free_port()
@@ -66,6 +55,12 @@ impl Moto {
     pub async fn start_on(port: u16, extra: &[&str]) -> Moto {
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Request recordings (the daemon tests count writes with them) stay out of the
+            // repository.
+            .env(
+                "MOTO_RECORDER_FILEPATH",
+                std::env::temp_dir().join(format!("stackwarden-moto-recording-{port}")),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
