@@ -72,9 +72,22 @@ pub struct RunArgs {
     /// Manifests and environment.
     #[command(flatten)]
     pub common: Common,
-    /// Address of the status server.
+    /// Address of the status server (loopback by default: the page shows the stack's shape).
     #[arg(long, default_value = "127.0.0.1:9464")]
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
+    /// Root of the host's config files (defaults to the Stack's host.root).
+    #[arg(long)]
+    pub host_root: Option<PathBuf>,
+    /// Which worlds to cover.
+    #[arg(long, value_enum, default_value_t = Scope::All)]
+    pub scope: Scope,
+    /// How long the stack's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// A file holding the bearer token that `POST /reconcile` requires (or STACKWARDEN_TOKEN);
+    /// without one the endpoint is off.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Output formats of plan and apply.
@@ -103,10 +116,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(common) => validate(&common),
         Command::Plan(args) => converge(&args, false).await,
         Command::Apply(args) => converge(&args, true).await,
-        Command::Run(_) => {
-            eprintln!("stackwarden run: the daemon is not implemented yet; use plan or apply");
-            ExitCode::from(1)
-        }
+        Command::Run(args) => match daemon(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
     }
 }
 
@@ -169,7 +185,19 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         }
     };
     let code = if apply {
+        let lease = match take_lease(args, &desired).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                return ExitCode::from(exit::ERROR);
+            }
+        };
         let report = engine.apply(&desired).await;
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            eprintln!("stackwarden: releasing the lease failed (it lapses by itself): {e}");
+        }
         print_apply(&report, args.output);
         if report.converged() {
             exit::NO_CHANGES
@@ -196,6 +224,51 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `apply` takes the stack's lease for its run, like a daemon: while another actor holds it,
+/// apply refuses and names the holder. Host-only applies and a stack whose bucket does not
+/// exist yet have nothing to hold a lease in and go ahead.
+async fn take_lease(
+    args: &PlanArgs,
+    desired: &Desired,
+) -> anyhow::Result<Option<crate::reconcile::lease::Lease>> {
+    use crate::reconcile::lease::{Holding, Lease, identity};
+    if args.scope == Scope::Host {
+        return Ok(None);
+    }
+    let Some((_, bucket)) = desired.buckets().next() else {
+        return Ok(None);
+    };
+    let config = aws::sdk_config(&desired.stack.region).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(config.endpoint_url().is_some())
+            .build(),
+    );
+    let lease = Lease::new(
+        s3,
+        bucket.name.clone(),
+        &desired.stack_name,
+        identity("apply"),
+        APPLY_LEASE_TTL,
+    );
+    match lease
+        .acquire(std::time::SystemTime::now())
+        .await
+        .context("checking the stack's lease")?
+    {
+        Holding::Held { .. } => Ok(Some(lease)),
+        Holding::NoBucket => Ok(None),
+        Holding::Other { holder, expires } => anyhow::bail!(
+            "the stack's lease is held by {holder} until {}: another actor is reconciling this stack, so apply does nothing (stop it, or let it converge and run plan)",
+            crate::status::Timestamp(expires)
+        ),
+    }
+}
+
+/// An apply's lease outlives its longest converge (a cold one takes about a minute): a
+/// crashed apply blocks daemons for at most this long.
+const APPLY_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Connects the providers the scope asks for and fills the run-time values they supply.
 async fn build_engine(
     args: &PlanArgs,
@@ -203,15 +276,33 @@ async fn build_engine(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Engine> {
     let mut providers: Vec<Box<dyn DynProvider>> = Vec::new();
-    if args.scope != Scope::Host {
+    let needs_account = !desired.unresolved_runtime().is_empty();
+    if args.scope != Scope::Host || needs_account {
         let config = aws::sdk_config(&desired.stack.region).await;
         let provider = AwsProvider::new(&config, stats.clone());
-        let account = provider
-            .account_id()
-            .await
-            .context("finding the AWS account of the credentials in use")?;
+        let account = provider.account_id().await.with_context(|| {
+            let names: Vec<String> = desired
+                .unresolved_runtime()
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            format!(
+                "finding the AWS account of the credentials in use ({} need ${{account}}; nothing was written)",
+                names.join(", ")
+            )
+        })?;
         manifest::fill_runtime(desired, &account);
-        providers.push(Box::new(provider));
+        if args.scope != Scope::Host {
+            providers.push(Box::new(provider));
+        }
+    }
+    let unresolved = desired.unresolved_runtime();
+    if !unresolved.is_empty() {
+        let names: Vec<String> = unresolved.iter().map(|id| id.to_string()).collect();
+        anyhow::bail!(
+            "{} still hold an unresolved ${{account}}; refusing to render them",
+            names.join(", ")
+        );
     }
     if args.scope != Scope::Aws {
         let root = args
@@ -224,6 +315,86 @@ async fn build_engine(
         providers.push(Box::new(provider));
     }
     Ok(Engine::new(providers))
+}
+
+/// Reads the reconcile token: the file wins over the environment; blank means none.
+fn read_token(args: &RunArgs) -> anyhow::Result<Option<Arc<str>>> {
+    let raw = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?,
+        ),
+        None => std::env::var("STACKWARDEN_TOKEN").ok(),
+    };
+    Ok(raw
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(Arc::from))
+}
+
+/// `run`: the reconcile loop and the HTTP server until SIGINT or SIGTERM.
+async fn daemon(args: RunArgs) -> anyhow::Result<()> {
+    use crate::reconcile::{Controller, Options};
+    let scope = crate::reconcile::Scope {
+        aws: args.scope != Scope::Host,
+        host: args.scope != Scope::Aws,
+    };
+    let token = read_token(&args)?;
+    let (controller, handle) = Controller::new(Options {
+        manifests: args.common.manifests.clone(),
+        env: args.common.env.clone(),
+        host_root: args.host_root.clone(),
+        scope,
+        lease_ttl: args.lease_ttl,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the status server to {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    eprintln!("stackwarden: status on http://{addr}/ (JSON /status, /metrics); Ctrl-C stops");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the status server listens beyond loopback");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::server::router(crate::server::AppState {
+        handle,
+        scope,
+        token,
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let controller = tokio::spawn(controller.run(stop_rx));
+    wait_for_signal().await;
+    tracing::info!("signal received: finishing the pass in flight, releasing the lease");
+    let _ = stop_tx.send(true);
+    controller.await.context("the reconcile loop panicked")?;
+    server
+        .await
+        .context("the status server panicked")?
+        .context("the status server failed")?;
+    Ok(())
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn print_apply(report: &ApplyReport, output: Output) {

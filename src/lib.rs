@@ -9,6 +9,9 @@
 //!   the series catalogue before anything reaches the host.
 //! - [`policy`]: the security rules, run on desired state (validate) and on live state.
 //! - [`provider`]: one trait, one implementation per world (AWS, Docker, host files).
+//! - [`reconcile`]: the daemon's loop: triggers, passes, backoff, the stack's lease.
+//! - [`server`]: HTTP: status JSON, health, metrics and the page; reads snapshots only.
+//! - [`status`]: the daemon's status as data: conditions, audit trail, metrics.
 //! - [`plan`]: the plan as data: changes, conditions, violations.
 //! - [`model`]: the resource kinds; plain data.
 #![deny(unsafe_code)]
@@ -21,3 +24,6 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod provider;
+pub mod reconcile;
+pub mod server;
+pub mod status;

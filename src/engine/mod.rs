@@ -6,10 +6,11 @@ use crate::model::{Desired, Mode, ResourceId};
 use crate::plan::{Change, Plan};
 use crate::provider::{DynProvider, PlannedWork, StepOutcome};
 use futures_util::future::join_all;
+use std::sync::Arc;
 
 /// Drives a set of providers.
 pub struct Engine {
-    providers: Vec<Box<dyn DynProvider>>,
+    providers: Vec<Arc<dyn DynProvider>>,
 }
 
 /// The outcome of an apply.
@@ -36,6 +37,14 @@ impl ApplyReport {
 impl Engine {
     /// An engine over these providers.
     pub fn new(providers: Vec<Box<dyn DynProvider>>) -> Self {
+        Engine {
+            providers: providers.into_iter().map(Arc::from).collect(),
+        }
+    }
+
+    /// An engine over shared providers (the daemon keeps its providers, and their caches,
+    /// across passes while the set of reachable worlds changes).
+    pub fn shared(providers: Vec<Arc<dyn DynProvider>>) -> Self {
         Engine { providers }
     }
 
@@ -73,8 +82,18 @@ impl Engine {
     /// Plans, then applies every change not in observe mode. Providers apply concurrently;
     /// each orders its own steps by dependency.
     pub async fn apply(&self, desired: &Desired) -> ApplyReport {
+        self.apply_selected(desired, &|_| true).await
+    }
+
+    /// Like [`Engine::apply`], applying only the enforce-mode changes `select` accepts (the
+    /// daemon holds back resources in backoff; the rest of the plan goes ahead).
+    pub async fn apply_selected(
+        &self,
+        desired: &Desired,
+        select: &(dyn Fn(&Change) -> bool + Sync),
+    ) -> ApplyReport {
         let (plan, works) = self.plan_work(desired).await;
-        let enforce = |c: &Change| mode_of(desired, &c.id) == Mode::Enforce;
+        let enforce = |c: &Change| mode_of(desired, &c.id) == Mode::Enforce && select(c);
         let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce)))
             .await
             .into_iter()

@@ -228,6 +228,21 @@ impl Desired {
         tags
     }
 
+    /// Resources whose spec still holds a run-time value (`${account}`) that was never filled
+    /// in: rendering one into a file, a container or a bucket name would write a literal
+    /// `${account}`, so callers resolve the account first or refuse.
+    pub fn unresolved_runtime(&self) -> Vec<ResourceId> {
+        self.resources
+            .iter()
+            .filter(|r| {
+                serde_json::to_string(&r.spec)
+                    .map(|json| json.contains("${account}"))
+                    .unwrap_or(false)
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// The effective mode of a resource: `observe` if either the stack or the resource says so.
     pub fn effective_mode(&self, resource: &Resource) -> Mode {
         if self.stack.mode == Mode::Observe || resource.mode == Mode::Observe {

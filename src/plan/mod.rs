@@ -108,6 +108,46 @@ impl FieldChange {
     }
 }
 
+/// Why a resource differs, so people can tell a hand-made change from a reviewed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// Live state moved away from what stackwarden last applied (a hand-made change).
+    Drift,
+    /// The declared spec changed since it was last applied.
+    Manifest,
+    /// The resource does not exist: it is to be created.
+    Missing,
+}
+
+impl Cause {
+    /// The word used in plans, status, metrics and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Drift => "drift",
+            Cause::Manifest => "manifest",
+            Cause::Missing => "missing",
+        }
+    }
+
+    /// The cause implied by the spec hash recorded on the live resource at its last apply:
+    /// the same hash as the desired spec means the manifest did not change, so live state
+    /// moved; another (or none, on a resource from before hashes were recorded) means the
+    /// manifest changed.
+    pub fn from_recorded_hash(recorded: Option<&str>, desired: &str) -> Cause {
+        match recorded {
+            Some(h) if h == desired => Cause::Drift,
+            _ => Cause::Manifest,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The planned change to one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
@@ -123,6 +163,8 @@ pub struct Change {
     pub reason: Option<String>,
     /// `observe`: reported as drift, never applied.
     pub mode: Mode,
+    /// Why it differs.
+    pub cause: Cause,
 }
 
 impl Change {
@@ -134,7 +176,19 @@ impl Change {
             fields: Vec::new(),
             reason: None,
             mode: Mode::Enforce,
+            // A provider that can tell (a recorded spec hash) says `manifest` instead.
+            cause: if action == Action::Create {
+                Cause::Missing
+            } else {
+                Cause::Drift
+            },
         }
+    }
+
+    /// Sets the cause.
+    pub fn caused_by(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
     }
 
     /// Adds a reason.
@@ -162,6 +216,7 @@ impl fmt::Display for Change {
         if let Some(reason) = &self.reason {
             write!(f, " ({reason})")?;
         }
+        write!(f, " [cause: {}]", self.cause)?;
         if self.mode == Mode::Observe {
             f.write_str(" [observe: not applied]")?;
         }
@@ -302,7 +357,10 @@ mod tests {
         let change = Change::new(ResourceId::new(Kind::Parameter, "admin"), Action::Update)
             .with_fields(vec![FieldChange::secret("value")]);
         let text = change.to_string();
-        assert_eq!(text, "~ update Parameter/admin\n    ~ value: value differs");
+        assert_eq!(
+            text,
+            "~ update Parameter/admin [cause: drift]\n    ~ value: value differs"
+        );
         let json = serde_json::to_string(&change).unwrap_or_default();
         assert!(!json.contains("old") && !json.contains("\"new\""), "{json}");
     }
@@ -313,7 +371,7 @@ mod tests {
             .because("user data changed");
         assert_eq!(
             change.to_string(),
-            "-/+ replace Instance/host (user data changed)"
+            "-/+ replace Instance/host (user data changed) [cause: drift]"
         );
     }
 }

@@ -6,6 +6,7 @@ mod architecture;
 mod aws;
 mod aws_ec2;
 mod cli;
+mod daemon;
 mod grafana;
 mod host;
 mod local_world;

@@ -153,3 +153,42 @@ pub async fn stop(docker: &Docker, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("stopping {name}: {e}"));
 }
+
+/// A unix-socket proxy in front of the real engine: the daemon under test talks to it, and a
+/// test stops it to make "the Docker engine is gone" real for the client (connections
+/// refused, streams cut) without stopping the engine other tests share.
+pub struct SocketProxy {
+    path: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SocketProxy {
+    /// Listens on `path`, forwarding every connection to /var/run/docker.sock.
+    pub async fn start(path: &std::path::Path) -> SocketProxy {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).expect("proxy socket binds");
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        SocketProxy {
+            path: path.to_path_buf(),
+            task,
+        }
+    }
+
+    /// Stops accepting, cuts every open connection, removes the socket.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests: spawning real servers and seeding them.
 
+pub mod daemon;
 pub mod docker;
 pub mod moto;

@@ -17,6 +17,11 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+/// A free loopback port (for a server to be started later).
+pub fn free_loopback_port() -> u16 {
+    free_port()
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -43,9 +48,19 @@ impl Moto {
     /// listener, the ALB and ECS-tasks groups, the instance profile).
     /// `extra` are further seed-world flags (`--https-listener`).
     pub async fn start(extra: &[&str]) -> Moto {
-        let port = free_port();
+        Moto::start_on(free_port(), extra).await
+    }
+
+    /// Like [`Moto::start`], on a given port (a server restarted where a client expects it).
+    pub async fn start_on(port: u16, extra: &[&str]) -> Moto {
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Request recordings (the daemon tests count writes with them) stay out of the
+            // repository.
+            .env(
+                "MOTO_RECORDER_FILEPATH",
+                std::env::temp_dir().join(format!("stackwarden-moto-recording-{port}")),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -14,7 +14,7 @@ use super::image::ImageRef;
 use super::{HostObserved, HostOp};
 use crate::model::ownership::STACK_LABEL;
 use crate::model::{ConfigFileSpec, ContainerSpec, Desired, Ensure, FileType, Kind, ResourceId};
-use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
+use crate::plan::{Action, Cause, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::{ProviderPlan, Step};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -293,9 +293,15 @@ fn plan_container(
         });
         ops.extend(launch);
         out.steps.push(Step {
+            // The config hash label records what was applied: the same hash as now means
+            // the manifest did not change and someone changed the container.
             change: Change::new(id.clone(), Action::Replace)
                 .with_fields(fields)
-                .because(format!("recreate: {}", reasons.join("; "))),
+                .because(format!("recreate: {}", reasons.join("; ")))
+                .caused_by(Cause::from_recorded_hash(
+                    live.labels.get(HASH_LABEL).map(String::as_str),
+                    &hash,
+                )),
             ops,
         });
         return;

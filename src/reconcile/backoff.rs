@@ -1,0 +1,104 @@
+//! Per-resource backoff: a resource whose write failed is left alone for a while, longer after
+//! each failure, with jitter so that several failing resources do not retry in lockstep. A
+//! success resets it. Pure: the caller passes the clock and the random draw.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// First retry delay: long enough that a transient refusal has a chance to clear.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Longest delay: a permanently failing resource is still retried every few minutes, and
+/// always at a manifest change (the loop clears backoff when the revision changes).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// ± fraction of the delay drawn at random.
+pub const JITTER: f64 = 0.2;
+
+/// The delay before attempt `failures + 1`, jittered by `draw` in [0, 1).
+pub fn delay(failures: u32, draw: f64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
+    let capped = exp.min(BACKOFF_CAP);
+    let factor = 1.0 - JITTER + 2.0 * JITTER * draw.clamp(0.0, 1.0);
+    capped.mul_f64(factor)
+}
+
+/// The backoff state of every resource (`Kind/name` → failures and the end of its wait).
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    entries: BTreeMap<String, (u32, SystemTime)>,
+}
+
+impl Backoff {
+    /// Records a failed write of `id` at `now`.
+    pub fn failed(&mut self, id: &str, now: SystemTime, draw: f64) {
+        let failures = self.entries.get(id).map(|(n, _)| n + 1).unwrap_or(1);
+        self.entries
+            .insert(id.to_string(), (failures, now + delay(failures, draw)));
+    }
+
+    /// Forgets `id` (its write succeeded, or it needs nothing any more).
+    pub fn reset(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+
+    /// Forgets everything (a new manifest revision deserves a fresh attempt).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// True while `id` must not be written.
+    pub fn holds(&self, id: &str, now: SystemTime) -> bool {
+        self.entries.get(id).is_some_and(|(_, until)| *until > now)
+    }
+
+    /// Keeps only the ids `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|id, _| keep(id));
+    }
+
+    /// When each resource's wait ends.
+    pub fn until(&self) -> BTreeMap<String, SystemTime> {
+        self.entries
+            .iter()
+            .map(|(id, (_, until))| (id.clone(), *until))
+            .collect()
+    }
+
+    /// The earliest end of a wait still in the future, for the retry timer.
+    pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
+        self.entries
+            .values()
+            .map(|(_, until)| *until)
+            .filter(|u| *u > now)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_then_cap_and_stay_within_the_jitter() {
+        assert_eq!(delay(1, 0.5), BACKOFF_BASE);
+        assert_eq!(delay(2, 0.5), BACKOFF_BASE * 2);
+        assert_eq!(delay(3, 0.5), BACKOFF_BASE * 4);
+        assert_eq!(delay(40, 0.5), BACKOFF_CAP);
+        assert_eq!(delay(1, 0.0), BACKOFF_BASE.mul_f64(0.8));
+        assert_eq!(delay(1, 1.0), BACKOFF_BASE.mul_f64(1.2));
+    }
+
+    #[test]
+    fn a_failing_resource_is_held_until_its_wait_ends_and_a_success_resets_it() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut b = Backoff::default();
+        b.failed("Container/loki", t0, 0.5);
+        assert!(b.holds("Container/loki", t0 + Duration::from_secs(1)));
+        assert!(!b.holds("Container/loki", t0 + Duration::from_secs(3)));
+        assert!(!b.holds("Container/mimir", t0));
+        b.failed("Container/loki", t0, 0.5);
+        assert_eq!(b.next_expiry(t0), Some(t0 + BACKOFF_BASE * 2));
+        b.reset("Container/loki");
+        assert!(!b.holds("Container/loki", t0));
+        assert_eq!(b.next_expiry(t0), None);
+    }
+}

@@ -1,0 +1,295 @@
+//! One actor per stack: a lease object in the stack's own bucket, written with S3 conditional
+//! writes (`If-None-Match: *` to create it, `If-Match: <etag>` to renew or take it over), so
+//! that two daemons, or a daemon and a CI `apply`, never act on the stack at once.
+//!
+//! The object holds the holder's identity and an expiry. A holder renews before the expiry;
+//! anyone may take an expired lease. Two contenders racing for it both send `If-Match` with
+//! the same ETag and S3 lets exactly one through (the other gets 412).
+//!
+//! Before the bucket exists there is nothing to hold a lease in: the caller may create the
+//! bucket (idempotent, the same for every contender) and nothing else, then take the lease.
+//! Expiry is compared with the local clock: clocks are assumed within a few seconds of each
+//! other, which the TTL (default 15 s) absorbs.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the lease lives in the bucket.
+pub const LEASE_PREFIX: &str = "stackwarden/lease/";
+
+/// A lease operation failed in a way that says nothing about who holds it.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// An S3 call failed.
+    #[error("{operation} s3://{bucket}/{key} failed: {code}: {message}")]
+    Call {
+        /// The S3 operation.
+        operation: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The service's error code, or the transport's.
+        code: String,
+        /// The service's message.
+        message: String,
+        /// The SDK error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The lease's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// `host:pid` of the holder (empty once released).
+    pub holder: String,
+    /// Unix seconds at which it lapses.
+    pub expires: u64,
+}
+
+/// Who holds the lease, as seen by one contender after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// We hold it until `expires`.
+    Held {
+        /// When it lapses unless renewed.
+        expires: SystemTime,
+    },
+    /// Someone else holds it.
+    Other {
+        /// Who.
+        holder: String,
+        /// Until when.
+        expires: SystemTime,
+    },
+    /// The bucket does not exist yet: no lease can be held.
+    NoBucket,
+}
+
+/// A contender for one stack's lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    identity: String,
+    ttl: Duration,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// This process's identity: host name and pid (what `/status` and a refused `apply` show).
+pub fn identity(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{role}@{host}:{}", std::process::id())
+}
+
+impl Lease {
+    /// A contender named `identity` for `stack`'s lease in `bucket`.
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        stack: &str,
+        identity: impl Into<String>,
+        ttl: Duration,
+    ) -> Lease {
+        Lease {
+            s3,
+            bucket: bucket.into(),
+            key: format!("{LEASE_PREFIX}{stack}.json"),
+            identity: identity.into(),
+            ttl,
+        }
+    }
+
+    /// The bucket holding the lease.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Our identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn err<E>(&self, operation: &'static str, e: aws_sdk_s3::error::SdkError<E>) -> LeaseError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = e
+            .as_service_error()
+            .and_then(|s| s.code())
+            .map(str::to_string)
+            .unwrap_or_else(|| "transport".to_string());
+        let message = e
+            .as_service_error()
+            .and_then(|s| s.message())
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string());
+        LeaseError::Call {
+            operation,
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            code,
+            message,
+            source: Box::new(e),
+        }
+    }
+
+    /// Reads the lease: its record and ETag, `None` when there is none, `Err(NoBucket)` as a
+    /// holding when the bucket is missing.
+    async fn read(&self) -> Result<Result<Option<(Record, String)>, Holding>, LeaseError> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) || code == "NoSuchKey" {
+                    return Ok(Ok(None));
+                }
+                if code == "NoSuchBucket" {
+                    return Ok(Err(Holding::NoBucket));
+                }
+                return Err(self.err("GetObject", e));
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        // A lease object is tiny; anything large is not ours and is treated as garbage.
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .unwrap_or_default();
+        let record =
+            serde_json::from_slice::<Record>(&bytes[..bytes.len().min(4096)]).unwrap_or(Record {
+                holder: String::new(),
+                expires: 0,
+            });
+        Ok(Ok(Some((record, etag))))
+    }
+
+    async fn write(&self, record: &Record, etag: Option<&str>) -> Result<bool, LeaseError> {
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        let req = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let req = match etag {
+            Some(tag) => req.if_match(tag),
+            None => req.if_none_match("*"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                // 412: another contender wrote first; 409 (ConditionalRequestConflict) too.
+                if code == "PreconditionFailed"
+                    || code == "ConditionalRequestConflict"
+                    || status == Some(412)
+                    || status == Some(409)
+                {
+                    Ok(false)
+                } else {
+                    Err(self.err("PutObject", e))
+                }
+            }
+        }
+    }
+
+    /// Takes, renews or observes the lease once.
+    pub async fn acquire(&self, now: SystemTime) -> Result<Holding, LeaseError> {
+        let expires = now + self.ttl;
+        let ours = Record {
+            holder: self.identity.clone(),
+            expires: unix(expires),
+        };
+        let current = match self.read().await? {
+            Ok(current) => current,
+            Err(holding) => return Ok(holding),
+        };
+        let won = match &current {
+            None => self.write(&ours, None).await?,
+            Some((rec, etag)) if rec.holder == self.identity || rec.expires <= unix(now) => {
+                self.write(&ours, Some(etag)).await?
+            }
+            Some((rec, _)) => {
+                return Ok(Holding::Other {
+                    holder: rec.holder.clone(),
+                    expires: from_unix(rec.expires),
+                });
+            }
+        };
+        if won {
+            return Ok(Holding::Held { expires });
+        }
+        // Lost a race: report whoever won.
+        match self.read().await? {
+            Ok(Some((rec, _))) => Ok(Holding::Other {
+                holder: rec.holder,
+                expires: from_unix(rec.expires),
+            }),
+            Ok(None) => Ok(Holding::Other {
+                holder: "unknown".to_string(),
+                expires: now,
+            }),
+            Err(h) => Ok(h),
+        }
+    }
+
+    /// Gives the lease up if we hold it (others may take it at once).
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        if let Ok(Some((rec, etag))) = self.read().await?
+            && rec.holder == self.identity
+        {
+            let released = Record {
+                holder: String::new(),
+                expires: 0,
+            };
+            self.write(&released, Some(&etag)).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_name_the_role_host_and_pid() {
+        let id = identity("daemon");
+        assert!(id.starts_with("daemon@"), "{id}");
+        assert!(id.ends_with(&format!(":{}", std::process::id())), "{id}");
+    }
+}

@@ -1,0 +1,738 @@
+//! The reconcile loop: the daemon's one actor. It waits for a trigger (a manifest edit, the
+//! resync timer, a Docker event, `POST /reconcile`, a backoff expiring), coalesces whatever
+//! else arrived meanwhile, and runs one level-triggered pass over the whole desired state:
+//! load the manifests (keeping the last good ones), connect the worlds that answer, take or
+//! renew the stack's lease, observe, apply what is not held back, re-observe what was
+//! written, and publish the result as a [`Status`] snapshot and metrics. The HTTP side only
+//! reads those snapshots; only this loop writes them.
+
+pub mod backoff;
+pub mod budget;
+pub mod lease;
+pub mod triggers;
+
+use crate::engine::{ApplyReport, Engine};
+use crate::manifest;
+use crate::model::{Desired, Kind, Mode};
+use crate::plan::Plan;
+use crate::provider::aws::{self, AwsProvider};
+use crate::provider::host::HostProvider;
+use crate::provider::host::events::{HostEvent, watch_events};
+use crate::provider::{CallKind, DynProvider, Stats};
+use crate::status::{
+    AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassResult, PassSummary, Reach,
+    Rejected, ServiceCalls, Status, Timestamp, Trigger,
+};
+use backoff::Backoff;
+use budget::Budget;
+use lease::{Holding, Lease};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// A pass that runs longer than this is abandoned (the next pass starts from what is live:
+/// nothing is lost, a half-done step is simply planned again).
+pub const PASS_DEADLINE: Duration = Duration::from_secs(120);
+/// ± fraction of the resync interval drawn at random, so that several daemons (or a daemon
+/// and CI) do not observe in lockstep.
+pub const RESYNC_JITTER: f64 = 0.1;
+/// How long a shutdown waits for the pass in flight before abandoning it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Which worlds the daemon covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// AWS resources.
+    pub aws: bool,
+    /// Files and containers on the host.
+    pub host: bool,
+}
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The manifests directory.
+    pub manifests: PathBuf,
+    /// The environment.
+    pub env: Option<String>,
+    /// Overrides the Stack's host root.
+    pub host_root: Option<PathBuf>,
+    /// Worlds covered.
+    pub scope: Scope,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+}
+
+/// What the HTTP side holds: snapshots to read and a way to wake the loop.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// The newest status.
+    pub status: watch::Receiver<Arc<Status>>,
+    /// The metrics, set from the same status.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the loop.
+    pub wake: mpsc::Sender<Trigger>,
+}
+
+/// Whether this daemon may write this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acting {
+    /// Everything not held back.
+    Full,
+    /// Only the bucket: there is nowhere to hold a lease before it exists.
+    BucketOnly,
+    /// Nothing: another actor holds the lease.
+    Standby,
+}
+
+/// The loop's state. Only [`Controller::run`] mutates it.
+pub struct Controller {
+    opts: Options,
+    stats: Arc<Stats>,
+    aws: Option<Arc<AwsProvider>>,
+    host: Option<Arc<HostProvider>>,
+    events: Option<mpsc::Receiver<HostEvent>>,
+    files: Option<triggers::FileWatch>,
+    desired: Option<Desired>,
+    revision: Option<String>,
+    rejected_revision: Option<String>,
+    status: Status,
+    audit: AuditLog,
+    backoff: Backoff,
+    budget: Budget,
+    lease: Option<Lease>,
+    s3: Option<aws_sdk_s3::Client>,
+    identity: String,
+    metrics: Arc<Metrics>,
+    status_tx: watch::Sender<Arc<Status>>,
+    wake_tx: mpsc::Sender<Trigger>,
+    wake_rx: mpsc::Receiver<Trigger>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `sha256:<hex>` of a serializable value.
+fn content_hash<T: serde::Serialize>(value: &T) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&json)))
+}
+
+/// Directories of the content files the manifests name (watched besides the manifests).
+fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
+    desired
+        .config_files()
+        .filter_map(|(r, spec)| {
+            let source = spec.source.as_ref()?;
+            let base = r.source.file.parent().unwrap_or(Path::new("."));
+            base.join(source).parent().map(Path::to_path_buf)
+        })
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect()
+}
+
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - RESYNC_JITTER + 2.0 * RESYNC_JITTER * fastrand::f64())
+}
+
+fn to_instant(at: SystemTime) -> tokio::time::Instant {
+    let delay = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + delay
+}
+
+impl Controller {
+    /// A controller and the handle the HTTP side reads.
+    pub fn new(opts: Options) -> (Controller, Handle) {
+        let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
+        let (wake_tx, wake_rx) = mpsc::channel(64);
+        let metrics = Arc::new(Metrics::new());
+        let handle = Handle {
+            status: status_rx,
+            metrics: metrics.clone(),
+            wake: wake_tx.clone(),
+        };
+        let controller = Controller {
+            opts,
+            stats: Arc::new(Stats::default()),
+            aws: None,
+            host: None,
+            events: None,
+            files: None,
+            desired: None,
+            revision: None,
+            rejected_revision: None,
+            status: Status::default(),
+            audit: AuditLog::default(),
+            backoff: Backoff::default(),
+            budget: Budget::default(),
+            lease: None,
+            s3: None,
+            identity: lease::identity("daemon"),
+            metrics,
+            status_tx,
+            wake_tx,
+            wake_rx,
+        };
+        (controller, handle)
+    }
+
+    fn publish(&mut self) {
+        self.status.audit = self.audit.entries();
+        self.status.phase = self.status.derive_phase();
+        self.metrics.set_from(&self.status);
+        self.status_tx.send_replace(Arc::new(self.status.clone()));
+    }
+
+    /// Runs until `shutdown` turns true: then the pass in flight gets [`SHUTDOWN_GRACE`] to
+    /// finish (else it is abandoned; the next run plans again from live state), and the
+    /// lease is released.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.publish();
+        let mut next_trigger = Some(Trigger::Startup);
+        let mut resync_at = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let trigger = match next_trigger.take() {
+                Some(t) => t,
+                None => {
+                    let retry_at = self.backoff.next_expiry(SystemTime::now()).map(to_instant);
+                    let events = self.events.as_mut();
+                    tokio::select! {
+                        _ = shutdown.changed() => continue,
+                        wake = self.wake_rx.recv() => match wake {
+                            Some(t) => t,
+                            None => break,
+                        },
+                        ev = async { match events { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                            if ev.is_none() { self.events = None; continue; }
+                            Trigger::Docker
+                        },
+                        _ = tokio::time::sleep_until(resync_at) => Trigger::Resync,
+                        _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => Trigger::Retry,
+                    }
+                }
+            };
+            // Coalesce: whatever else arrived is covered by this level-triggered pass.
+            while self.wake_rx.try_recv().is_ok() {}
+            if let Some(rx) = self.events.as_mut() {
+                while rx.try_recv().is_ok() {}
+            }
+            let wait = self.budget.wait(Instant::now());
+            if !wait.is_zero() {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "AWS call budget spent; pass delayed"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => continue,
+                }
+            }
+            let stopped = {
+                let pass = self.pass(trigger);
+                tokio::pin!(pass);
+                tokio::select! {
+                    _ = &mut pass => false,
+                    _ = shutdown.changed() => {
+                        if tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await.is_err() {
+                            tracing::warn!("shutdown: the pass in flight was abandoned");
+                        }
+                        true
+                    }
+                }
+            };
+            if stopped {
+                break;
+            }
+            let interval = self
+                .desired
+                .as_ref()
+                .map(|d| d.stack.reconcile_interval)
+                .unwrap_or(Duration::from_secs(30));
+            resync_at = tokio::time::Instant::now() + jittered(interval);
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(lease) = &self.lease {
+            match tokio::time::timeout(SHUTDOWN_GRACE, lease.release()).await {
+                Ok(Ok(())) => tracing::info!(holder = lease.identity(), "lease released"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "releasing the lease failed; it lapses at its expiry")
+                }
+                Err(_) => tracing::warn!("releasing the lease timed out; it lapses at its expiry"),
+            }
+        }
+        self.status.lease = LeaseStatus::default();
+        self.publish();
+    }
+
+    /// Loads the manifests; an invalid edit is recorded and the last good state stays.
+    fn load(&mut self) {
+        match manifest::load(&self.opts.manifests, self.opts.env.as_deref()) {
+            Ok(loaded) => {
+                let revision = content_hash(&loaded.desired);
+                if self.revision.as_deref() != Some(revision.as_str()) {
+                    tracing::info!(revision = %revision, "manifest revision in force");
+                    self.revision = Some(revision.clone());
+                    self.status.manifest.revision = Some(revision);
+                    self.status.manifest.applied_at = Some(Timestamp(SystemTime::now()));
+                    // A new revision deserves a fresh attempt at whatever was failing.
+                    self.backoff.clear();
+                    self.watch(&loaded.desired);
+                }
+                self.desired = Some(loaded.desired);
+                self.status.manifest.rejected = None;
+                self.rejected_revision = None;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let revision = content_hash(&text);
+                if self.rejected_revision.as_deref() != Some(revision.as_str()) {
+                    tracing::error!(
+                        errors = %text,
+                        "manifest edit rejected; the last good revision stays in force"
+                    );
+                    self.rejected_revision = Some(revision.clone());
+                }
+                let errors = match &e {
+                    manifest::LoadError::Invalid(d) => d.0.iter().map(|d| d.to_string()).collect(),
+                    other => vec![other.to_string()],
+                };
+                self.status.manifest.rejected = Some(Rejected {
+                    revision,
+                    at: Timestamp(SystemTime::now()),
+                    errors,
+                });
+            }
+        }
+    }
+
+    /// (Re)starts the file watch over the manifests and the content they name.
+    fn watch(&mut self, desired: &Desired) {
+        let root = std::fs::canonicalize(&self.opts.manifests)
+            .unwrap_or_else(|_| self.opts.manifests.clone());
+        let dirs = content_dirs(desired);
+        if let Some(current) = &self.files {
+            let mut want = dirs.clone();
+            want.insert(root.clone());
+            if want
+                .iter()
+                .all(|d| current.dirs().contains(d) || d.starts_with(&root))
+            {
+                return;
+            }
+        }
+        match triggers::watch_files(root, dirs, self.wake_tx.clone()) {
+            Ok(w) => self.files = Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the manifests; relying on the resync timer")
+            }
+        }
+    }
+
+    /// Connects the worlds in scope that are not connected yet.
+    async fn connect(&mut self, desired: &Desired) {
+        // Host-only daemons still need AWS for one thing: the account in `${account}`.
+        let needs_aws = self.opts.scope.aws || !desired.unresolved_runtime().is_empty();
+        if needs_aws && self.aws.is_none() {
+            let config = aws::sdk_config(&desired.stack.region).await;
+            self.aws = Some(Arc::new(AwsProvider::new(&config, self.stats.clone())));
+            self.s3 = Some(aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&config)
+                    .force_path_style(config.endpoint_url().is_some())
+                    .build(),
+            ));
+        }
+        if self.opts.scope.host && self.host.is_none() {
+            let root = self
+                .opts
+                .host_root
+                .clone()
+                .unwrap_or_else(|| desired.stack.host.root.clone());
+            match HostProvider::connect(root, self.stats.clone()).await {
+                Ok(p) => {
+                    // The watcher's subscriptions are not part of any pass's calls.
+                    self.events = Some(watch_events(
+                        p.docker().clone(),
+                        desired.stack_name.clone(),
+                        Arc::new(Stats::default()),
+                    ));
+                    self.host = Some(Arc::new(p));
+                    self.status.connectivity.docker = Some(Reach {
+                        reachable: true,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    self.status.connectivity.docker = Some(Reach {
+                        reachable: false,
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Points the lease at the stack's bucket (named only once `${account}` is known; a
+    /// renamed bucket moves the lease with it).
+    fn ensure_lease(&mut self, desired: &Desired) {
+        if !self.opts.scope.aws {
+            return;
+        }
+        let (Some(s3), Some((_, bucket))) = (&self.s3, desired.buckets().next()) else {
+            return;
+        };
+        let key_matches = self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.bucket() == bucket.name);
+        if !key_matches {
+            self.lease = Some(Lease::new(
+                s3.clone(),
+                bucket.name.clone(),
+                &desired.stack_name,
+                self.identity.clone(),
+                self.opts.lease_ttl,
+            ));
+        }
+    }
+
+    fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
+        self.status.lease.role == "leader" && self.status.lease.expires.is_some_and(|e| e.0 > now)
+    }
+
+    /// Takes or renews the lease; says what this pass may do.
+    async fn lease_step(&mut self) -> Acting {
+        let Some(lease) = &self.lease else {
+            // Host-only daemons (on the instance, no AWS in scope) have no bucket to hold a
+            // lease in: one daemon per host is the deployment's guarantee.
+            self.status.lease = LeaseStatus {
+                role: "leader",
+                holder: Some(self.identity.clone()),
+                expires: None,
+            };
+            return Acting::Full;
+        };
+        match lease.acquire(SystemTime::now()).await {
+            Ok(Holding::Held { expires }) => {
+                if self.status.lease.role != "leader" {
+                    tracing::info!(holder = lease.identity(), "lease taken: this daemon acts");
+                }
+                self.status.lease = LeaseStatus {
+                    role: "leader",
+                    holder: Some(lease.identity().to_string()),
+                    expires: Some(Timestamp(expires)),
+                };
+                Acting::Full
+            }
+            Ok(Holding::Other { holder, expires }) => {
+                if self.status.lease.role != "standby" {
+                    tracing::info!(%holder, "another actor holds the lease: standing by");
+                }
+                self.status.lease = LeaseStatus {
+                    role: "standby",
+                    holder: Some(holder),
+                    expires: Some(Timestamp(expires)),
+                };
+                Acting::Standby
+            }
+            Ok(Holding::NoBucket) => {
+                self.status.lease = LeaseStatus::default();
+                Acting::BucketOnly
+            }
+            Err(e) => {
+                // Without knowing who holds the lease, acting could make two actors.
+                tracing::warn!(error = %e, "lease unknown: observing only");
+                self.status.lease = LeaseStatus {
+                    role: "standby",
+                    holder: None,
+                    expires: None,
+                };
+                Acting::Standby
+            }
+        }
+    }
+
+    /// One level-triggered pass.
+    #[tracing::instrument(name = "pass", skip(self), fields(trigger = trigger.as_str()))]
+    async fn pass(&mut self, trigger: Trigger) {
+        let started = SystemTime::now();
+        let t0 = Instant::now();
+        self.load();
+        let Some(mut desired) = self.desired.clone() else {
+            self.publish();
+            return;
+        };
+        self.connect(&desired).await;
+        self.stats.reset();
+        let mut errors = Vec::new();
+        if let Some(aws) = &self.aws {
+            match aws.account_id().await {
+                Ok(account) => {
+                    manifest::fill_runtime(&mut desired, &account);
+                    self.ensure_lease(&desired);
+                    self.status.connectivity.aws = Some(Reach {
+                        reachable: true,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    self.status.connectivity.aws = Some(Reach {
+                        reachable: false,
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+        if self
+            .status
+            .connectivity
+            .aws
+            .as_ref()
+            .is_some_and(|r| !r.reachable)
+        {
+            // What the provider cached (account, network lookups, policy documents) may not
+            // survive an outage (a restarted endpoint, a restored account): start afresh.
+            self.aws = None;
+            self.lease = None;
+        }
+        let aws_up = self
+            .status
+            .connectivity
+            .aws
+            .as_ref()
+            .is_some_and(|r| r.reachable);
+        let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
+        if let Some(aws) = &self.aws
+            && aws_up
+            && self.opts.scope.aws
+        {
+            providers.push(aws.clone());
+        }
+        if let Some(host) = &self.host {
+            if !desired.unresolved_runtime().is_empty() {
+                errors.push(
+                    "host: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers"
+                        .to_string(),
+                );
+            } else {
+                providers.push(host.clone());
+            }
+        }
+        let acting = if desired.stack.mode == Mode::Observe {
+            // Observe mode writes nothing, the lease object included: it needs no lease.
+            self.status.lease = LeaseStatus::default();
+            Acting::Standby
+        } else if !self.opts.scope.aws || aws_up {
+            self.lease_step().await
+        } else if self.holds_unexpired_lease(SystemTime::now()) {
+            // AWS unreachable, but the lease we hold is still ours until its expiry: the
+            // host side goes on being repaired meanwhile.
+            Acting::Full
+        } else {
+            // AWS unreachable and no valid lease: nobody can tell who acts, so nothing is
+            // written (the host side included) until it answers.
+            Acting::Standby
+        };
+        let engine = Engine::shared(providers);
+        let now = SystemTime::now();
+        let backoff = self.backoff.clone();
+        let work = async {
+            let report = match acting {
+                Acting::Full => {
+                    engine
+                        .apply_selected(&desired, &|c| !backoff.holds(&c.id.to_string(), now))
+                        .await
+                }
+                Acting::BucketOnly => {
+                    engine
+                        .apply_selected(&desired, &|c| c.id.kind == Kind::Bucket)
+                        .await
+                }
+                Acting::Standby => ApplyReport {
+                    plan: engine.plan(&desired).await,
+                    outcomes: Vec::new(),
+                },
+            };
+            // Converged means observed: re-read what was written.
+            let after = if report.outcomes.is_empty() {
+                report.plan.clone()
+            } else {
+                engine.plan(&desired).await
+            };
+            (report, after)
+        };
+        let (report, mut after) = match tokio::time::timeout(PASS_DEADLINE, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                errors.push(format!(
+                    "the pass exceeded its {}s deadline and was abandoned",
+                    PASS_DEADLINE.as_secs()
+                ));
+                (ApplyReport::default(), Plan::default())
+            }
+        };
+        after.errors.extend(errors);
+        self.note_reachability(&after);
+        let finished = SystemTime::now();
+        for o in &report.outcomes {
+            let id = o.change.id.to_string();
+            match &o.error {
+                None => {
+                    self.backoff.reset(&id);
+                    self.metrics
+                        .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
+                }
+                Some(_) => self.backoff.failed(&id, finished, fastrand::f64()),
+            }
+            self.audit.push(AuditEntry::of(o, trigger, finished));
+        }
+        let pending: BTreeSet<String> = after.changes.iter().map(|c| c.id.to_string()).collect();
+        self.backoff.retain(|id| pending.contains(id));
+        if acting == Acting::BucketOnly
+            && !report.outcomes.is_empty()
+            && report.outcomes.iter().all(|o| o.error.is_none())
+        {
+            // The bucket exists now: take the lease and do the rest at once.
+            let _ = self.wake_tx.try_send(Trigger::Retry);
+        }
+        let calls = self.stats.snapshot();
+        let mut api_calls: BTreeMap<String, ServiceCalls> = BTreeMap::new();
+        for (service, _, kind, n) in &calls {
+            let entry = api_calls.entry(service.clone()).or_default();
+            match kind {
+                CallKind::Read => entry.reads += n,
+                CallKind::Write => entry.writes += n,
+            }
+        }
+        let now_i = Instant::now();
+        for (service, c) in &api_calls {
+            if !matches!(service.as_str(), "docker" | "files") {
+                self.budget.spend(service, c.reads + c.writes, now_i);
+            }
+        }
+        let writes = self.stats.total(CallKind::Write);
+        let result = if !after.errors.is_empty() || report.failures().next().is_some() {
+            PassResult::Failed
+        } else if after.has_changes() {
+            PassResult::Drifted
+        } else {
+            PassResult::Converged
+        };
+        let summary = PassSummary {
+            started: Timestamp(started),
+            duration_ms: t0.elapsed().as_millis() as u64,
+            trigger,
+            result,
+            api_calls,
+            writes,
+            drifts_found: report.plan.changes.len(),
+            repairs: report.outcomes.iter().filter(|o| o.error.is_none()).count(),
+        };
+        tracing::info!(
+            result = result.as_str(),
+            duration_ms = summary.duration_ms,
+            drifts = summary.drifts_found,
+            repairs = summary.repairs,
+            writes,
+            "pass finished"
+        );
+        let call_rows: Vec<(String, String, &'static str, u64)> = calls
+            .iter()
+            .map(|(s, o, k, n)| {
+                let access = match k {
+                    CallKind::Read => "read",
+                    CallKind::Write => "write",
+                };
+                (s.clone(), o.clone(), access, *n)
+            })
+            .collect();
+        self.metrics.count_pass(&summary, &call_rows);
+        let backoff_until = self.backoff.until();
+        let scope = self.opts.scope;
+        let covers = move |k: Kind| {
+            if matches!(k, Kind::ConfigFile | Kind::Container) {
+                scope.host
+            } else {
+                scope.aws
+            }
+        };
+        self.status.record_pass(
+            PassRecord {
+                desired: &desired,
+                before: &report.plan,
+                after: &after,
+                outcomes: &report.outcomes,
+                backoff: &backoff_until,
+                summary,
+                covers: &covers,
+            },
+            finished,
+        );
+        self.publish();
+    }
+
+    /// Marks AWS and Docker unreachable when their provider could not observe this pass.
+    fn note_reachability(&mut self, plan: &Plan) {
+        for e in &plan.errors {
+            if let Some(msg) = e.strip_prefix("aws: ") {
+                self.status.connectivity.aws = Some(Reach {
+                    reachable: false,
+                    error: Some(msg.to_string()),
+                });
+                self.aws = None;
+                self.lease = None;
+            } else if let Some(msg) = e.strip_prefix("host: ") {
+                self.status.connectivity.docker = Some(Reach {
+                    reachable: false,
+                    error: Some(msg.to_string()),
+                });
+            }
+        }
+        let host_failed = plan.errors.iter().any(|e| e.starts_with("host: "));
+        if self.host.is_some() && !host_failed {
+            self.status.connectivity.docker = Some(Reach {
+                reachable: true,
+                error: None,
+            });
+        }
+    }
+}
+
+/// Whether the daemon is ready: a pass finished and every world in scope answers.
+pub fn readiness(status: &Status, scope: Scope) -> Result<(), String> {
+    if status.last_pass.is_none() {
+        return Err("no pass has finished yet".to_string());
+    }
+    let check = |name: &str, reach: &Option<Reach>| match reach {
+        Some(Reach {
+            reachable: true, ..
+        }) => Ok(()),
+        Some(Reach { error, .. }) => Err(format!(
+            "{name} unreachable: {}",
+            error.as_deref().unwrap_or("unknown")
+        )),
+        None => Err(format!("{name} not connected yet")),
+    };
+    if scope.aws {
+        check("AWS", &status.connectivity.aws)?;
+    }
+    if scope.host {
+        check("Docker", &status.connectivity.docker)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! `stackwarden run` as users run it: the real binary against a moto server and the real
+//! Docker engine, read through its HTTP endpoints, a headless browser and promtool. Drift is
+//! made by hand through the AWS SDK and the Docker API, as a person would; what the daemon
+//! did is checked in AWS and Docker themselves, not only in its own status.
+
+use crate::support::daemon::{Daemon, DaemonOptions, SECRET, TOKEN};
+use crate::support::docker as dk;
+use crate::support::moto::{Moto, free_loopback_port};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A cold converge of the whole local stack takes seconds; CI machines are slower.
+const CONVERGE: Duration = Duration::from_secs(180);
+/// Generous bound for one repair; the benchmark, not this test, measures the real figure.
+const REPAIR: Duration = Duration::from_secs(60);
+const SG_NAME: &str = "durable-code-local-observability-sg";
+
+fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["resources"].as_array()?.iter().find(|r| {
+        format!(
+            "{}/{}",
+            r["kind"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or("")
+        ) == id
+    })
+}
+
+fn audited(status: &Value, id: &str, cause: &str) -> bool {
+    status["audit"].as_array().is_some_and(|entries| {
+        entries
+            .iter()
+            .any(|e| e["resource"] == id && e["cause"] == cause && e["result"] == "ok")
+    })
+}
+
+fn converged(status: &Value) -> bool {
+    status["phase"] == "Ready" && status["lastPass"]["result"] == "converged"
+}
+
+async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&moto.sdk_config().await)
+}
+
+/// Revokes the observability group's first ingress rule by hand; returns its group id.
+async fn revoke_first_ingress(moto: &Moto) -> String {
+    let ec2 = ec2(moto).await;
+    let groups = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(SG_NAME)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group = &groups.security_groups()[0];
+    let perm = group.ip_permissions()[0].clone();
+    ec2.revoke_security_group_ingress()
+        .group_id(group.group_id().unwrap())
+        .ip_permissions(perm)
+        .send()
+        .await
+        .unwrap();
+    group.group_id().unwrap().to_string()
+}
+
+async fn ingress_rule_count(moto: &Moto, group_id: &str) -> usize {
+    ec2(moto)
+        .await
+        .describe_security_group_rules()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .values(group_id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_group_rules()
+        .iter()
+        .filter(|r| r.is_egress() == Some(false))
+        .count()
+}
+
+/// Runs promtool's exposition linter over a metrics text.
+fn promtool_check(metrics: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus; scripts/dev-env up installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// What headless Chromium renders for `url`: the DOM after load.
+fn chromium_dom(url: &str, profile: &Path) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium runs (Debian package chromium; scripts/dev-env up installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn daemon_converges_and_repairs_drift_with_its_cause_audited() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "5s",
+        log_level: "debug",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    assert_eq!(d.get("/readyz").unwrap().0, 200);
+
+    // A container recreated as root by hand is replaced, and the write is audited as drift.
+    dk::recreate_by_hand(&docker, "loki", true, |b| b.user = Some("0".into())).await;
+    d.wait_until("the root loki is repaired", REPAIR, || {
+        audited(&d.status(), "Container/loki", "drift")
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.config.unwrap().user.as_deref(), Some("10001:10001"));
+
+    // A revoked ingress rule is back within a resync.
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+    d.wait_until("the revoked rule is restored", REPAIR, || {
+        audited(&d.status(), "SecurityGroup/observability", "drift")
+    });
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked + 1);
+
+    // A broken edit is rejected with located errors; the last good revision stays in force.
+    let revision = d.status()["manifest"]["revision"].clone();
+    let broken = d.dir.join("manifests/broken.yaml");
+    std::fs::write(
+        &broken,
+        "apiVersion: stackwarden.io/v1\nkind: Container\nmetadata: {name: x}\nspec: {user: [\n",
+    )
+    .unwrap();
+    d.wait_until("the broken edit is reported", REPAIR, || {
+        d.status()["manifest"]["rejected"]["errors"]
+            .as_array()
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|e| e.as_str().unwrap_or("").contains("broken.yaml:"))
+            })
+    });
+    let status = d.status();
+    assert_eq!(status["manifest"]["revision"], revision, "{status}");
+    let metrics = d.get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("stackwarden_manifest_rejected 1"),
+        "{metrics}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    d.wait_until("the fixed manifests are accepted", REPAIR, || {
+        d.status()["manifest"]["rejected"].is_null()
+    });
+
+    // A manifest edit is applied and audited as `manifest`.
+    let containers = d.dir.join("manifests/host/containers.yaml");
+    let text = std::fs::read_to_string(&containers).unwrap();
+    let edited = text.replacen("memory: 384M", "memory: 320M", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&containers, edited).unwrap();
+    d.wait_until("the edit is applied", REPAIR, || {
+        audited(&d.status(), "Container/loki", "manifest")
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.host_config.unwrap().memory, Some(320 << 20));
+
+    // The metrics pass promtool, and no secret is anywhere a person or a scraper can look.
+    let metrics = d.get("/metrics").unwrap().1;
+    let (ok, out) = promtool_check(&metrics);
+    assert!(ok, "promtool check metrics: {out}\n{metrics}");
+    for path in ["/status", "/metrics", "/"] {
+        let body = d.get(path).unwrap().1;
+        assert!(!body.contains(SECRET), "{path} leaks the secret");
+    }
+    assert!(
+        !d.log_text().contains(SECRET),
+        "the debug log leaks the secret"
+    );
+    assert!(
+        !d.log_text().contains(TOKEN),
+        "the debug log leaks the token"
+    );
+}
+
+#[tokio::test]
+async fn observe_mode_switched_live_reports_drift_and_writes_nothing() {
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync: "5s",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+
+    // Switch the stack to observe by editing its values: no restart.
+    let values = d.dir.join("manifests/environments/local.yaml");
+    let mut text = std::fs::read_to_string(&values).unwrap();
+    text.push_str("\nmode: observe\n");
+    std::fs::write(&values, text).unwrap();
+    d.wait_until("observe mode is in force", REPAIR, || {
+        d.status()["mode"] == "observe"
+    });
+    let passes = d.passes();
+    d.wait_until("a pass in observe mode finished", REPAIR, || {
+        d.passes() > passes
+    });
+
+    reqwest_free_post(&moto.endpoint, "/moto-api/recorder/reset-recording");
+    let http = reqwest_free_post(&moto.endpoint, "/moto-api/recorder/start-recording");
+    assert!(http.contains("True"), "{http}");
+    revoke_first_ingress(&moto).await;
+    d.wait_until("the drift is reported", REPAIR, || {
+        resource(&d.status(), "SecurityGroup/observability").is_some_and(|r| r["drift"].is_object())
+    });
+    let passes = d.passes();
+    d.wait_until("two more passes ran", REPAIR, || d.passes() >= passes + 2);
+    let recording = reqwest_free_get(&moto.endpoint, "/moto-api/recorder/download-recording");
+    reqwest_free_post(&moto.endpoint, "/moto-api/recorder/stop-recording");
+    let writes: Vec<String> = recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| write_operation(&r))
+        .collect();
+    // The test's own RevokeSecurityGroupIngress is the one write allowed.
+    assert_eq!(
+        writes,
+        vec!["RevokeSecurityGroupIngress".to_string()],
+        "observe mode wrote to AWS"
+    );
+
+    // A person opening the page sees the drifted group.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = chromium_dom(&format!("http://{}/", d.addr), profile.path());
+    assert!(
+        dom.contains("data-resource=\"SecurityGroup/observability\""),
+        "{dom}"
+    );
+    let row = dom
+        .split("<tr")
+        .find(|r| r.contains("data-resource=\"SecurityGroup/observability\""))
+        .unwrap_or_default();
+    assert!(
+        row.contains("data-drifted=\"true\"") && row.contains("drifted"),
+        "{row}"
+    );
+    assert!(dom.contains("data-resource=\"Bucket/data\""), "{dom}");
+}
+
+/// The operation of a recorded moto request when it writes (query `Action=`, JSON target, or
+/// an S3 method other than GET/HEAD).
+fn write_operation(r: &Value) -> Option<String> {
+    let raw = r["body"].as_str().unwrap_or("");
+    let body = if r["body_encoded"] == true {
+        String::from_utf8_lossy(&aws_smithy_types::base64::decode(raw).unwrap_or_default())
+            .into_owned()
+    } else {
+        raw.to_string()
+    };
+    let op = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .map(str::to_string)
+        .or_else(|| {
+            r["headers"]["X-Amz-Target"]
+                .as_str()
+                .and_then(|t| t.rsplit('.').next())
+                .map(str::to_string)
+        });
+    match op {
+        Some(op) => {
+            let read = ["Describe", "Get", "List"]
+                .iter()
+                .any(|p| op.starts_with(p));
+            (!read).then_some(op)
+        }
+        None => {
+            let method = r["method"].as_str().unwrap_or("GET");
+            (!matches!(method, "GET" | "HEAD")).then(|| format!("S3 {method}"))
+        }
+    }
+}
+
+fn raw_http(endpoint: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn reqwest_free_get(endpoint: &str, path: &str) -> String {
+    raw_http(endpoint, "GET", path)
+}
+
+fn reqwest_free_post(endpoint: &str, path: &str) -> String {
+    raw_http(endpoint, "POST", path)
+}
+
+#[tokio::test]
+async fn a_burst_of_file_events_costs_at_most_one_extra_pass() {
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync: "10m",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    // Let the passes that converging caused settle.
+    let mut settled = d.passes();
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = d.passes();
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    let stack = d.dir.join("manifests/stack.yaml");
+    let text = std::fs::read_to_string(&stack).unwrap();
+    for _ in 0..100 {
+        std::fs::write(&stack, &text).unwrap();
+    }
+    d.wait_until("the burst triggers a pass", REPAIR, || d.passes() > settled);
+    std::thread::sleep(Duration::from_secs(3));
+    let extra = d.passes() - settled;
+    assert_eq!(extra, 1, "100 file events caused {extra} passes");
+    assert_eq!(
+        d.status()["lastPass"]["trigger"],
+        "manifest",
+        "{}",
+        d.status()
+    );
+}
+
+#[tokio::test]
+async fn with_aws_down_the_daemon_starts_not_ready_and_converges_when_it_is_back() {
+    let port = free_loopback_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&endpoint),
+        scope: "aws",
+        resync: "5s",
+        ..Default::default()
+    });
+    d.wait_until("a pass finished without AWS", REPAIR, || d.passes() >= 1);
+    let (code, body) = d.get("/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("AWS"), "{body}");
+    assert_eq!(d.get("/healthz").unwrap().0, 200);
+
+    let moto = Moto::start_on(port, &[]).await;
+    d.wait_until("the stack converges once AWS answers", CONVERGE, || {
+        converged(&d.status())
+    });
+    assert_eq!(d.get("/readyz").unwrap().0, 200);
+
+    drop(moto);
+    d.wait_until("the daemon notices AWS is gone", REPAIR, || {
+        d.get("/readyz").map(|(c, _)| c == 503).unwrap_or(false)
+    });
+    assert_eq!(d.get("/healthz").unwrap().0, 200, "the daemon crashed");
+
+    let _moto = Moto::start_on(port, &[]).await;
+    d.wait_until("the stack converges again", CONVERGE, || {
+        converged(&d.status()) && d.get("/readyz").map(|(c, _)| c == 200).unwrap_or(false)
+    });
+}
+
+#[tokio::test]
+async fn with_docker_gone_the_daemon_is_not_ready_and_converges_when_it_is_back() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("docker.sock");
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "host",
+        resync: "5s",
+        docker_host: Some(format!("unix://{}", sock.display())),
+        ..Default::default()
+    });
+    d.wait_until("a pass finished without Docker", REPAIR, || d.passes() >= 1);
+    let (code, body) = d.get("/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("Docker"), "{body}");
+
+    let proxy = dk::SocketProxy::start(&sock).await;
+    d.wait_until("the stack converges once Docker answers", CONVERGE, || {
+        converged(&d.status())
+    });
+    proxy.stop().await;
+    d.wait_until("the daemon notices Docker is gone", REPAIR, || {
+        d.get("/readyz").map(|(c, _)| c == 503).unwrap_or(false)
+    });
+    assert_eq!(d.get("/healthz").unwrap().0, 200, "the daemon crashed");
+    dk::remove(&docker, "tempo").await;
+    let _proxy = dk::SocketProxy::start(&sock).await;
+    d.wait_until("the removed container is back", CONVERGE, || {
+        converged(&d.status()) && audited(&d.status(), "Container/tempo", "missing")
+    });
+    assert!(
+        dk::inspect(&docker, "tempo")
+            .await
+            .state
+            .unwrap()
+            .running
+            .unwrap_or(false)
+    );
+}
+
+#[tokio::test]
+async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
+    let moto = Moto::start(&[]).await;
+    let mut a = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync: "5s",
+        lease_ttl: "3s",
+        ..Default::default()
+    });
+    a.wait_until("the first daemon converges", CONVERGE, || {
+        converged(&a.status())
+    });
+    let holder = a.status()["lease"]["holder"].as_str().unwrap().to_string();
+    assert_eq!(a.status()["lease"]["role"], "leader");
+
+    let mut b = Daemon::start_in(
+        &a.dir,
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "aws",
+            resync: "5s",
+            lease_ttl: "3s",
+            ..Default::default()
+        },
+    );
+    b.wait_until("the second daemon stands by", REPAIR, || {
+        let s = b.status();
+        s["lease"]["role"] == "standby" && s["lease"]["holder"] == holder.as_str()
+    });
+    assert_eq!(b.status()["phase"], "Standby");
+
+    // CI's apply defers to the daemon holding the lease, naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
+        .args(["apply", "--env", "local", "--scope", "aws", "-f"])
+        .arg(a.dir.join("manifests"))
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&holder), "{text}");
+
+    a.kill9();
+    b.wait_until("the standby takes over", REPAIR, || {
+        b.status()["lease"]["role"] == "leader"
+    });
+    let b_holder = b.status()["lease"]["holder"].as_str().unwrap().to_string();
+    assert_ne!(b_holder, holder);
+
+    // SIGTERM: a clean exit that releases the lease.
+    assert_eq!(b.terminate(), Some(0));
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = "durable-code-local-observability-123456789012";
+    let obj = s3
+        .get_object()
+        .bucket(bucket)
+        .key("stackwarden/lease/observability.json")
+        .send()
+        .await
+        .unwrap();
+    let body = obj.body.collect().await.unwrap().into_bytes();
+    let record: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(record["holder"], "", "the lease was not released: {record}");
+}
+
+#[tokio::test]
+async fn post_reconcile_needs_the_bearer_token() {
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync: "10m",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    assert_eq!(d.post("/reconcile", None).unwrap().0, 401);
+    assert_eq!(d.post("/reconcile", Some("wrong-token")).unwrap().0, 401);
+    let passes = d.passes();
+    assert_eq!(d.post("/reconcile", Some(TOKEN)).unwrap().0, 202);
+    d.wait_until("the requested pass runs", REPAIR, || d.passes() > passes);
+    assert_eq!(d.status()["lastPass"]["trigger"], "http");
+}
