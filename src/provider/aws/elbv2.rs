@@ -791,6 +791,7 @@ struct TargetGroupDrift {
     extra_tags: Vec<String>,
 }
 
+#[cfg(test)]
 impl TargetGroupDrift {
     fn is_empty(&self) -> bool {
         self.fixed.is_none()
@@ -1141,6 +1142,7 @@ struct RuleDrift {
     extra_tags: Vec<String>,
 }
 
+#[cfg(test)]
 impl RuleDrift {
     fn is_empty(&self) -> bool {
         self.routing.is_empty() && self.tags.is_empty() && self.extra_tags.is_empty()

@@ -35,11 +35,12 @@ const LOOKUP_TTL: Duration = Duration::from_secs(300);
 /// A TCP connect to an endpoint takes milliseconds; 3 s covers a slow network while an
 /// unreachable endpoint fails fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Every call we make answers well under a second; 4 s per attempt leaves room for a slow
-/// answer while an endpoint that accepts and never answers fails a plan in seconds.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Every call we make answers well under a second; 8 s per attempt leaves room for a slow
+/// answer (a loaded machine, a local server loading a service on its first request) while
+/// an endpoint that accepts and never answers fails a plan in seconds.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 /// All attempts of one call, backoff included: the hard deadline of any AWS call.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
 /// Attempts per call (the first and two retries of transient failures).
 const MAX_ATTEMPTS: u32 = 3;
 /// First retry backoff; the SDK doubles it with jitter.
