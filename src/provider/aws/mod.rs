@@ -236,18 +236,21 @@ impl AwsProvider {
         }
     }
 
-    /// A provider error that keeps the AWS error, naming the endpoint when it never answered.
-    fn fail(&self, e: AwsError) -> ProviderError {
+    /// Names the endpoint in an error where it never answered (the service said nothing).
+    fn name_endpoint(&self, e: AwsError) -> AwsError {
         if e.is_unanswered() {
-            return ProviderError::new(
-                NAME,
-                AwsError::Endpoint {
-                    endpoint: self.endpoint.clone(),
-                    source: Box::new(e),
-                },
-            );
+            AwsError::Endpoint {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            e
         }
-        ProviderError::new(NAME, e)
+    }
+
+    /// A provider error for an AWS error, naming the endpoint when it never answered.
+    fn fail(&self, e: AwsError) -> ProviderError {
+        ProviderError::new(NAME, self.name_endpoint(e))
     }
 
     /// The call statistics this provider records into.
@@ -421,6 +424,7 @@ impl AwsProvider {
                 Op::ListenerRule(op) => elbv2::apply_rule(self, ctx, &change, op).await,
             };
             if let Err(e) = result {
+                let e = self.name_endpoint(e);
                 tracing::warn!(resource = %change.id, error = %e, "apply step failed");
                 error = Some(format!("{}: {e}", change.id));
                 break;

@@ -873,6 +873,53 @@ mod tests {
         assert_eq!(fields[2].old.as_deref(), Some("loki/:30d,mimir/:7d"));
     }
 
+    fn versioning_error(
+        status: u16,
+        code: Option<&str>,
+        body: &str,
+    ) -> aws_smithy_runtime_api::client::result::SdkError<
+        aws_sdk_s3::operation::get_bucket_versioning::GetBucketVersioningError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    > {
+        let mut meta = aws_smithy_types::error::ErrorMetadata::builder();
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let raw = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_smithy_types::body::SdkBody::from(body.to_string()),
+        );
+        aws_smithy_runtime_api::client::result::SdkError::service_error(
+            aws_sdk_s3::operation::get_bucket_versioning::GetBucketVersioningError::generic(
+                meta.build(),
+            ),
+            raw,
+        )
+    }
+
+    #[test]
+    fn only_motos_versioning_answer_is_tolerated() {
+        let moto = r#"<?xml version="1.0" encoding="UTF-8"?>
+<GetBucketVersioningResponse xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></GetBucketVersioningResponse>"#;
+        assert_eq!(
+            moto_versioning_quirk(&versioning_error(200, None, moto)),
+            Some(Versioning::Enabled)
+        );
+        // The same body with an error code, another status, or another root: an error.
+        assert_eq!(
+            moto_versioning_quirk(&versioning_error(200, Some("InternalError"), moto)),
+            None
+        );
+        assert_eq!(
+            moto_versioning_quirk(&versioning_error(403, None, moto)),
+            None
+        );
+        assert_eq!(
+            moto_versioning_quirk(&versioning_error(200, None, "<Html>proxy page</Html>")),
+            None
+        );
+    }
+
     #[test]
     fn versioning_is_read_from_a_raw_body() {
         assert_eq!(
