@@ -386,6 +386,43 @@ async fn drift_extra_listener_rule_condition_is_removed() {
 }
 
 #[tokio::test]
+async fn drift_stickiness_on_the_listener_rule_forward_is_removed() {
+    let world = World::converged().await;
+    let rule = world.faro_rule().await;
+    let tg = world.target_group_arn().await;
+    let sticky = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+        .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+        .forward_config(
+            aws_sdk_elasticloadbalancingv2::types::ForwardActionConfig::builder()
+                .target_groups(
+                    aws_sdk_elasticloadbalancingv2::types::TargetGroupTuple::builder()
+                        .target_group_arn(&tg)
+                        .weight(1)
+                        .build(),
+                )
+                .target_group_stickiness_config(
+                    aws_sdk_elasticloadbalancingv2::types::TargetGroupStickinessConfig::builder()
+                        .enabled(true)
+                        .duration_seconds(3600)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    world
+        .elbv2
+        .modify_rule()
+        .rule_arn(rule.rule_arn().expect("arn"))
+        .actions(sticky)
+        .send()
+        .await
+        .expect("modify rule");
+    world
+        .assert_repaired("- listener:80.actions: forward stickiness 3600s")
+        .await;
+}
+
+#[tokio::test]
 async fn drift_lifecycle_transition_is_removed() {
     let world = World::converged().await;
     world

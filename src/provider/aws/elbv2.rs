@@ -729,6 +729,19 @@ pub fn check_owners(desired: &Desired, elb: &ElbObserved) -> Result<(), AwsError
 
 /// Health check fields that differ.
 pub fn health_check_changes(want: &HealthCheckSpec, have: &HealthCheckSpec) -> Vec<FieldChange> {
+    // Named field by field: a field added to the health check does not compile until it has
+    // a row below.
+    let HealthCheckSpec {
+        path: _,
+        matcher: _,
+        interval: _,
+        healthy_threshold: _,
+        unhealthy_threshold: _,
+        timeout: _,
+        port: _,
+        protocol: _,
+        enabled: _,
+    } = want;
     let mut out = Vec::new();
     for (path, w, h) in [
         ("healthCheck.path", want.path.clone(), have.path.clone()),
