@@ -874,7 +874,7 @@ async fn a_policy_the_manifest_does_not_list_is_a_violation() {
 }
 
 #[tokio::test]
-async fn a_steady_pass_makes_at_most_three_iam_calls_and_at_most_fifteen_others() {
+async fn a_steady_pass_makes_at_most_three_iam_calls_beside_the_other_budget() {
     let world = World::converged().await;
     // One provider across passes, as the daemon keeps it: the cache lives in the provider.
     let engine = world.engine();
@@ -888,7 +888,8 @@ async fn a_steady_pass_makes_at_most_three_iam_calls_and_at_most_fifteen_others(
     // Reported for the record, never asserted beyond the budgets.
     eprintln!("steady pass:\n{}", world.stats);
     assert!(iam <= 3, "{iam} IAM calls:\n{}", world.stats);
-    assert!(others <= 15, "{others} other calls:\n{}", world.stats);
+    // The same budget as tests/it/aws.rs: 15, plus EC2's live root volume and subnet reads.
+    assert!(others <= 15 + 2, "{others} other calls:\n{}", world.stats);
     assert_eq!(world.stats.total(CallKind::Write), 0, "{}", world.stats);
     // Nothing else was planned either.
     assert!(!plan.changes.iter().any(|c| c.action == Action::Create));
