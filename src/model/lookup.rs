@@ -19,6 +19,10 @@ pub struct LookupSpec {
     /// For subnets and security groups: the Lookup of the VPC they live in.
     #[serde(default)]
     pub vpc: Option<String>,
+    /// For instance profiles: the policies (managed policy names or ARNs, inline policy
+    /// names) its role may carry; any other is a policy violation.
+    #[serde(default)]
+    pub allowed_policies: Vec<String>,
 }
 
 /// The kinds of pre-existing resource a Lookup can find.

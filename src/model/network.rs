@@ -277,6 +277,28 @@ pub struct HealthCheckSpec {
     /// Failures before unhealthy.
     #[serde(default = "three")]
     pub unhealthy_threshold: u32,
+    /// Seconds before a check counts as failed.
+    #[serde(default = "five")]
+    pub timeout: u32,
+    /// The port checked: `traffic-port` (the target's) or a number.
+    #[serde(default = "traffic_port")]
+    pub port: String,
+    /// `HTTP` or `HTTPS`.
+    #[serde(default = "http")]
+    pub protocol: String,
+    /// Whether checks run at all.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn five() -> u32 {
+    5
+}
+fn traffic_port() -> String {
+    "traffic-port".to_string()
+}
+fn enabled() -> bool {
+    true
 }
 
 fn ok() -> String {

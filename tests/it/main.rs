@@ -5,6 +5,7 @@
 mod architecture;
 mod aws;
 mod aws_ec2;
+mod aws_fields;
 mod cli;
 mod daemon;
 mod grafana;

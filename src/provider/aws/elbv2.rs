@@ -2,7 +2,8 @@
 //! rules on the looked-up ALB. The ALB and its listeners are lookups: read, never written.
 
 use super::{
-    ApplyCtx, AwsError, AwsProvider, Observed, Op, Resolved, desired_tags, is_owned, tag_changes,
+    ApplyCtx, AwsError, AwsProvider, Observed, Op, Resolved, check_owner, desired_tags, is_owned,
+    tag_drift,
 };
 use crate::model::{
     Desired, Ensure, HealthCheckSpec, Kind, ListenerRuleSpec, LookupType, ResourceId, Tags,
@@ -21,6 +22,46 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
 /// DescribeTags takes at most 20 ARNs per call.
 const TAGS_PER_CALL: usize = 20;
+/// What the target group's attributes must be besides the deregistration delay: AWS's
+/// defaults for an instance target group behind an ALB. A person changing one by hand is
+/// drift. A key the endpoint does not return is not compared (older APIs, moto).
+const DEFAULT_ATTRIBUTES: &[(&str, &str)] = &[
+    ("stickiness.enabled", "false"),
+    ("stickiness.type", "lb_cookie"),
+    ("stickiness.lb_cookie.duration_seconds", "86400"),
+    ("stickiness.app_cookie.cookie_name", ""),
+    ("stickiness.app_cookie.duration_seconds", "86400"),
+    ("load_balancing.algorithm.type", "round_robin"),
+    ("load_balancing.algorithm.anomaly_mitigation", "off"),
+    (
+        "load_balancing.cross_zone.enabled",
+        "use_load_balancer_configuration",
+    ),
+    ("slow_start.duration_seconds", "0"),
+    ("waf.fail_open.enabled", "false"),
+    (
+        "target_group_health.dns_failover.minimum_healthy_targets.count",
+        "1",
+    ),
+    (
+        "target_group_health.dns_failover.minimum_healthy_targets.percentage",
+        "off",
+    ),
+    (
+        "target_group_health.unhealthy_state_routing.minimum_healthy_targets.count",
+        "1",
+    ),
+    (
+        "target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage",
+        "off",
+    ),
+];
+/// Fixed when a target group is created; anything else means it was re-created by hand.
+const TARGET_TYPE: &str = "instance";
+/// See [`TARGET_TYPE`].
+const PROTOCOL_VERSION: &str = "HTTP1";
+/// See [`TARGET_TYPE`].
+const IP_ADDRESS_TYPE: &str = "ipv4";
 
 /// A target group as observed.
 #[derive(Debug, Clone)]
@@ -33,14 +74,22 @@ pub struct LiveTargetGroup {
     pub protocol: String,
     /// Port.
     pub port: i32,
+    /// The VPC id (fixed at creation).
+    pub vpc_id: String,
+    /// `instance`, `ip`, `lambda`, `alb` (fixed at creation).
+    pub target_type: String,
+    /// `HTTP1`, `HTTP2`, `GRPC` (fixed at creation).
+    pub protocol_version: String,
+    /// `ipv4`, `ipv6` (fixed at creation).
+    pub ip_address_type: String,
     /// Health check as the model spells it.
     pub health_check: HealthCheckSpec,
-    /// Load balancers using it.
+    /// Load balancers using it (follows from the rules that forward to it).
     pub load_balancers: Vec<String>,
     /// Tags (read for declared and candidate orphan groups).
     pub tags: Tags,
-    /// Deregistration delay, when read.
-    pub deregistration_delay: Option<u32>,
+    /// Every attribute, read for declared groups (deregistration delay, stickiness, …).
+    pub attributes: BTreeMap<String, String>,
     /// Registered targets (instance id, port), draining ones excluded.
     pub targets: BTreeSet<(String, i32)>,
 }
@@ -52,10 +101,16 @@ pub struct LiveRule {
     pub arn: String,
     /// Priority as the API spells it.
     pub priority: String,
-    /// Path patterns, sorted.
+    /// Path patterns of its (first) path-pattern condition, sorted.
     pub paths: Vec<String>,
-    /// Names of the target groups it forwards to, sorted.
+    /// Every other condition (host, header, method, query, source IP, a second path
+    /// pattern), rendered: a hand-added condition narrows or breaks the routing.
+    pub extra_conditions: Vec<String>,
+    /// Names of the target groups its (first) forward action sends to, sorted.
     pub forward: Vec<String>,
+    /// Every other action or forward setting (fixed response, redirect, stickiness, …),
+    /// rendered.
+    pub extra_actions: Vec<String>,
     /// Tags.
     pub tags: Tags,
 }
@@ -98,10 +153,19 @@ pub enum TargetGroupOp {
         /// TargetGroup manifest name.
         name: String,
     },
-    /// Set the deregistration delay.
+    /// Set attributes to their desired values.
     Attributes {
         /// TargetGroup manifest name.
         name: String,
+        /// The attribute keys to set.
+        keys: Vec<String>,
+    },
+    /// Remove tags nobody declared.
+    Untag {
+        /// TargetGroup manifest name.
+        name: String,
+        /// Tag keys.
+        keys: Vec<String>,
     },
     /// Put the desired tags.
     Tag {
@@ -145,6 +209,13 @@ pub enum ListenerRuleOp {
     Tag {
         /// Rule ARN.
         rule: String,
+    },
+    /// Remove tags nobody declared.
+    Untag {
+        /// Rule ARN.
+        rule: String,
+        /// Tag keys.
+        keys: Vec<String>,
     },
     /// Delete a rule.
     Delete {
@@ -200,6 +271,16 @@ async fn describe_target_groups(
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_default(),
                 port: tg.port().unwrap_or(0),
+                vpc_id: tg.vpc_id().unwrap_or("").to_string(),
+                target_type: tg
+                    .target_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                protocol_version: tg.protocol_version().unwrap_or("").to_string(),
+                ip_address_type: tg
+                    .ip_address_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
                 health_check: HealthCheckSpec {
                     path: tg.health_check_path().unwrap_or("").to_string(),
                     matcher: tg
@@ -213,10 +294,18 @@ async fn describe_target_groups(
                         .unwrap_or(0),
                     unhealthy_threshold: u32::try_from(tg.unhealthy_threshold_count().unwrap_or(0))
                         .unwrap_or(0),
+                    timeout: u32::try_from(tg.health_check_timeout_seconds().unwrap_or(0))
+                        .unwrap_or(0),
+                    port: tg.health_check_port().unwrap_or("").to_string(),
+                    protocol: tg
+                        .health_check_protocol()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                    enabled: tg.health_check_enabled().unwrap_or(true),
                 },
                 load_balancers: tg.load_balancer_arns().to_vec(),
                 tags: Tags::new(),
-                deregistration_delay: None,
+                attributes: BTreeMap::new(),
                 targets: BTreeSet::new(),
             });
         }
@@ -335,51 +424,15 @@ async fn describe_rules(
             if r.is_default() == Some(true) {
                 continue;
             }
-            let mut paths: Vec<String> = r
-                .conditions()
-                .iter()
-                .filter(|c| c.field() == Some("path-pattern"))
-                .flat_map(|c| {
-                    let mut v: Vec<String> = c
-                        .path_pattern_config()
-                        .map(|p| p.values().to_vec())
-                        .unwrap_or_default();
-                    if v.is_empty() {
-                        v = c.values().to_vec();
-                    }
-                    v
-                })
-                .collect();
-            paths.sort();
-            paths.dedup();
-            let mut forward: Vec<String> = r
-                .actions()
-                .iter()
-                .filter(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-                .flat_map(|a| {
-                    let mut v: Vec<String> = a
-                        .target_group_arn()
-                        .map(str::to_string)
-                        .into_iter()
-                        .collect();
-                    if let Some(fc) = a.forward_config() {
-                        v.extend(
-                            fc.target_groups()
-                                .iter()
-                                .filter_map(|t| t.target_group_arn().map(str::to_string)),
-                        );
-                    }
-                    v
-                })
-                .map(|arn| name_in_arn(&arn).to_string())
-                .collect();
-            forward.sort();
-            forward.dedup();
+            let (paths, extra_conditions) = read_conditions(r.conditions());
+            let (forward, extra_actions) = read_actions(r.actions());
             out.push(LiveRule {
                 arn: r.rule_arn().unwrap_or("").to_string(),
                 priority: r.priority().unwrap_or("").to_string(),
                 paths,
+                extra_conditions,
                 forward,
+                extra_actions,
                 tags: Tags::new(),
             });
         }
@@ -390,10 +443,127 @@ async fn describe_rules(
     }
 }
 
+/// The first path-pattern condition's patterns (sorted), and every other condition rendered.
+fn read_conditions(conditions: &[RuleCondition]) -> (Vec<String>, Vec<String>) {
+    let mut paths: Option<Vec<String>> = None;
+    let mut extra = Vec::new();
+    for c in conditions {
+        if c.field() == Some("path-pattern") && paths.is_none() {
+            let mut v: Vec<String> = c
+                .path_pattern_config()
+                .map(|p| p.values().to_vec())
+                .unwrap_or_default();
+            if v.is_empty() {
+                v = c.values().to_vec();
+            }
+            v.sort();
+            v.dedup();
+            paths = Some(v);
+            continue;
+        }
+        extra.push(render_condition(c));
+    }
+    extra.sort();
+    (paths.unwrap_or_default(), extra)
+}
+
+/// A condition as `field=values` (header conditions name their header).
+fn render_condition(c: &RuleCondition) -> String {
+    let mut values: Vec<String> = c.values().to_vec();
+    let mut field = c.field().unwrap_or("?").to_string();
+    if let Some(p) = c.path_pattern_config() {
+        values.extend(p.values().iter().cloned());
+    }
+    if let Some(h) = c.host_header_config() {
+        values.extend(h.values().iter().cloned());
+    }
+    if let Some(h) = c.http_header_config() {
+        field = format!("{field}[{}]", h.http_header_name().unwrap_or(""));
+        values.extend(h.values().iter().cloned());
+    }
+    if let Some(m) = c.http_request_method_config() {
+        values.extend(m.values().iter().cloned());
+    }
+    if let Some(q) = c.query_string_config() {
+        values.extend(
+            q.values()
+                .iter()
+                .map(|kv| format!("{}={}", kv.key().unwrap_or(""), kv.value().unwrap_or(""))),
+        );
+    }
+    if let Some(ip) = c.source_ip_config() {
+        values.extend(ip.values().iter().cloned());
+    }
+    values.sort();
+    values.dedup();
+    format!("{field}={}", values.join(","))
+}
+
+/// The first forward action's target group names (sorted), and every other action or
+/// forward setting rendered.
+fn read_actions(actions: &[ElbAction]) -> (Vec<String>, Vec<String>) {
+    let mut forward: Option<Vec<String>> = None;
+    let mut extra = Vec::new();
+    for a in actions {
+        let kind = a.r#type().map(|t| t.as_str()).unwrap_or("?");
+        if a.r#type() == Some(&ActionTypeEnum::Forward) && forward.is_none() {
+            let mut v: Vec<String> = a
+                .target_group_arn()
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            if let Some(fc) = a.forward_config() {
+                v.extend(
+                    fc.target_groups()
+                        .iter()
+                        .filter_map(|t| t.target_group_arn().map(str::to_string)),
+                );
+                if let Some(st) = fc.target_group_stickiness_config()
+                    && st.enabled() == Some(true)
+                {
+                    extra.push(format!(
+                        "forward stickiness {}s",
+                        st.duration_seconds().unwrap_or(0)
+                    ));
+                }
+            }
+            let mut names: Vec<String> = v.iter().map(|arn| name_in_arn(arn).to_string()).collect();
+            names.sort();
+            names.dedup();
+            forward = Some(names);
+            continue;
+        }
+        let detail = if let Some(f) = a.fixed_response_config() {
+            format!(" {}", f.status_code().unwrap_or(""))
+        } else if let Some(r) = a.redirect_config() {
+            format!(
+                " {} {}{}",
+                r.status_code().map(|c| c.as_str()).unwrap_or(""),
+                r.host().unwrap_or(""),
+                r.path().unwrap_or("")
+            )
+        } else if let Some(fc) = a.forward_config() {
+            let tgs: Vec<&str> = fc
+                .target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_arn().map(name_in_arn))
+                .collect();
+            format!(" {}", tgs.join(","))
+        } else if let Some(arn) = a.target_group_arn() {
+            format!(" {}", name_in_arn(arn))
+        } else {
+            String::new()
+        };
+        extra.push(format!("{kind}{detail}"));
+    }
+    extra.sort();
+    (forward.unwrap_or_default(), extra)
+}
+
 async fn tg_details(
     client: &aws_sdk_elasticloadbalancingv2::Client,
     tg: &LiveTargetGroup,
-) -> Result<(Option<u32>, BTreeSet<(String, i32)>), AwsError> {
+) -> Result<(BTreeMap<String, String>, BTreeSet<(String, i32)>), AwsError> {
     let res = format!("target group {}", tg.name);
     let (attrs, health) = tokio::join!(
         client
@@ -406,12 +576,11 @@ async fn tg_details(
             .send(),
     );
     let attrs = attrs.map_err(|e| AwsError::call("DescribeTargetGroupAttributes", &res, e))?;
-    let delay = attrs
+    let attributes = attrs
         .attributes()
         .iter()
-        .find(|a| a.key() == Some(DEREGISTRATION_DELAY))
-        .and_then(|a| a.value())
-        .and_then(|v| v.parse().ok());
+        .filter_map(|a| Some((a.key()?.to_string(), a.value().unwrap_or("").to_string())))
+        .collect();
     let health = health.map_err(|e| AwsError::call("DescribeTargetHealth", &res, e))?;
     let targets = health
         .target_health_descriptions()
@@ -429,7 +598,7 @@ async fn tg_details(
             Some((t.id()?.to_string(), t.port().unwrap_or(0)))
         })
         .collect();
-    Ok((delay, targets))
+    Ok((attributes, targets))
 }
 
 /// Observes target groups, the looked-up ALBs with their listeners, and the rules on the
@@ -473,21 +642,12 @@ pub async fn observe(
     for (name, lb) in lbs {
         out.load_balancers.insert(name, lb?);
     }
-    let details: BTreeMap<String, _> = details.into_iter().collect();
+    let mut details: BTreeMap<String, _> = details.into_iter().collect();
     for tg in &mut out.target_groups {
-        if let Some(d) = details.get(&tg.arn) {
-            match d {
-                Ok((delay, targets)) => {
-                    tg.deregistration_delay = *delay;
-                    tg.targets = targets.clone();
-                }
-                Err(e) => {
-                    return Err(AwsError::invalid(
-                        format!("target group {}", tg.name),
-                        e.to_string(),
-                    ));
-                }
-            }
+        if let Some(d) = details.remove(&tg.arn) {
+            let (attributes, targets) = d?;
+            tg.attributes = attributes;
+            tg.targets = targets;
         }
     }
     // Rules of the listeners the manifests name.
@@ -532,8 +692,56 @@ pub async fn observe(
 // ---------------------------------------------------------------------------------------------
 // Diff (pure)
 
+/// Fails when a declared target group, or the rule at a declared rule's priority, is tagged
+/// for another stack: it is never adopted or changed.
+pub fn check_owners(desired: &Desired, elb: &ElbObserved) -> Result<(), AwsError> {
+    for (r, spec) in desired.target_groups() {
+        if let Some(l) = elb.target_groups.iter().find(|t| t.name == spec.name) {
+            check_owner(
+                || format!("{} (target group {})", r.id, l.name),
+                &l.tags,
+                desired,
+            )?;
+        }
+    }
+    for (r, spec) in desired.listener_rules() {
+        let Some(Some(lb)) = elb.load_balancers.get(&spec.load_balancer) else {
+            continue;
+        };
+        let prio = spec.priority.to_string();
+        for l in &spec.listeners {
+            let live = lb
+                .listeners
+                .get(&l.port)
+                .and_then(|arn| elb.rules.get(arn))
+                .and_then(|rs| rs.iter().find(|x| x.priority == prio));
+            if let Some(x) = live {
+                check_owner(
+                    || format!("{} (rule at priority {prio} on listener {})", r.id, l.port),
+                    &x.tags,
+                    desired,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Health check fields that differ.
 pub fn health_check_changes(want: &HealthCheckSpec, have: &HealthCheckSpec) -> Vec<FieldChange> {
+    // Named field by field: a field added to the health check does not compile until it has
+    // a row below.
+    let HealthCheckSpec {
+        path: _,
+        matcher: _,
+        interval: _,
+        healthy_threshold: _,
+        unhealthy_threshold: _,
+        timeout: _,
+        port: _,
+        protocol: _,
+        enabled: _,
+    } = want;
     let mut out = Vec::new();
     for (path, w, h) in [
         ("healthCheck.path", want.path.clone(), have.path.clone()),
@@ -557,11 +765,148 @@ pub fn health_check_changes(want: &HealthCheckSpec, have: &HealthCheckSpec) -> V
             want.unhealthy_threshold.to_string(),
             have.unhealthy_threshold.to_string(),
         ),
+        (
+            "healthCheck.timeout",
+            want.timeout.to_string(),
+            have.timeout.to_string(),
+        ),
+        ("healthCheck.port", want.port.clone(), have.port.clone()),
+        (
+            "healthCheck.protocol",
+            want.protocol.to_ascii_uppercase(),
+            have.protocol.to_ascii_uppercase(),
+        ),
+        (
+            "healthCheck.enabled",
+            want.enabled.to_string(),
+            have.enabled.to_string(),
+        ),
     ] {
         if w.trim() != h.trim() {
             out.push(FieldChange::changed(path, h, w));
         }
     }
+    out
+}
+
+/// What differs on a live target group, targets aside (they need the instances' ids).
+#[derive(Debug, Default)]
+struct TargetGroupDrift {
+    /// A field fixed at creation differs (protocol, port, target type, …): only a replace fixes it.
+    fixed: Option<FieldChange>,
+    /// Health check fields.
+    health_check: Vec<FieldChange>,
+    /// Attributes (`attributes.<key>`).
+    attributes: Vec<FieldChange>,
+    /// Missing or changed tags.
+    tags: Vec<FieldChange>,
+    /// Keys of tags nobody declared.
+    extra_tags: Vec<String>,
+}
+
+#[cfg(test)]
+impl TargetGroupDrift {
+    fn is_empty(&self) -> bool {
+        self.fixed.is_none()
+            && self.health_check.is_empty()
+            && self.attributes.is_empty()
+            && self.tags.is_empty()
+            && self.extra_tags.is_empty()
+    }
+}
+
+/// The attributes a target group must have: the declared deregistration delay and AWS's
+/// defaults for the rest.
+fn desired_attributes(spec: &TargetGroupSpec) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = DEFAULT_ATTRIBUTES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    m.insert(
+        DEREGISTRATION_DELAY.to_string(),
+        spec.deregistration_delay.to_string(),
+    );
+    m
+}
+
+/// The field path of an attribute change, and back.
+fn attribute_path(key: &str) -> String {
+    if key == DEREGISTRATION_DELAY {
+        "deregistrationDelay".to_string()
+    } else {
+        format!("attributes.{key}")
+    }
+}
+
+fn attribute_key(path: &str) -> String {
+    match path.strip_prefix("attributes.") {
+        Some(k) => k.to_string(),
+        None => DEREGISTRATION_DELAY.to_string(),
+    }
+}
+
+/// Compares a declared target group with its live form. Every field of the live type is
+/// named here, so a field added to it does not compile until it is compared (or said why
+/// not).
+fn compare_target_group(
+    spec: &TargetGroupSpec,
+    want_tags: &Tags,
+    live: &LiveTargetGroup,
+) -> TargetGroupDrift {
+    let LiveTargetGroup {
+        // Identity: found by name.
+        arn: _,
+        name: _,
+        protocol,
+        port,
+        // Fixed at creation and chosen from a Lookup: a group in another VPC cannot be
+        // reached by the ALB at all, and the name is unique per region.
+        vpc_id: _,
+        target_type,
+        protocol_version,
+        ip_address_type,
+        health_check,
+        // Follows from the listener rules, which are compared on their own.
+        load_balancers: _,
+        tags,
+        attributes,
+        // Compared against the instances' ids by the caller.
+        targets: _,
+    } = live;
+    let mut out = TargetGroupDrift::default();
+    let fixed_differs = !spec.protocol.eq_ignore_ascii_case(protocol)
+        || i32::from(spec.port) != *port
+        || (!target_type.is_empty() && target_type != TARGET_TYPE)
+        || (!protocol_version.is_empty() && protocol_version != PROTOCOL_VERSION)
+        || (!ip_address_type.is_empty() && ip_address_type != IP_ADDRESS_TYPE);
+    if fixed_differs {
+        out.fixed = Some(FieldChange::changed(
+            "protocol/port",
+            format!("{protocol}:{port} ({target_type}, {protocol_version}, {ip_address_type})"),
+            format!(
+                "{}:{} ({TARGET_TYPE}, {PROTOCOL_VERSION}, {IP_ADDRESS_TYPE})",
+                spec.protocol, spec.port
+            ),
+        ));
+    }
+    out.health_check = health_check_changes(&spec.health_check, health_check);
+    for (key, want) in desired_attributes(spec) {
+        match attributes.get(&key) {
+            Some(have) if *have != want => {
+                out.attributes
+                    .push(FieldChange::changed(attribute_path(&key), have, want))
+            }
+            // Only the delay is known to every endpoint: it must be there.
+            None if key == DEREGISTRATION_DELAY => {
+                out.attributes
+                    .push(FieldChange::changed(attribute_path(&key), "(unset)", want))
+            }
+            _ => {}
+        }
+    }
+    let (tf, extra) = tag_drift(want_tags, tags);
+    out.tags = tf;
+    out.extra_tags = extra;
     out
 }
 
@@ -607,7 +952,10 @@ fn diff_target_groups(
         let Some(l) = live else {
             let mut ops = vec![
                 TargetGroupOp::Create { name: name.clone() },
-                TargetGroupOp::Attributes { name: name.clone() },
+                TargetGroupOp::Attributes {
+                    name: name.clone(),
+                    keys: vec![DEREGISTRATION_DELAY.to_string()],
+                },
             ];
             ops.extend(spec.targets.iter().map(|t| TargetGroupOp::Register {
                 name: name.clone(),
@@ -621,44 +969,42 @@ fn diff_target_groups(
             continue;
         };
         let owned = is_owned(&l.tags, desired);
-        let moved =
-            !spec.protocol.eq_ignore_ascii_case(&l.protocol) || i32::from(spec.port) != l.port;
-        if moved && owned {
+        let found = compare_target_group(spec, &desired_tags(desired, &spec.tags), l);
+        if found.fixed.is_some() && owned {
             plan.steps.push(replace_target_group(r, spec, l, elb));
             replaced.insert(spec.name.clone());
             continue;
         }
         let mut fields = Vec::new();
         let mut ops = Vec::new();
-        let tf = tag_changes(&desired_tags(desired, &spec.tags), &l.tags);
-        if !tf.is_empty() || !owned {
-            fields.extend(tf);
+        if !found.tags.is_empty() || !owned {
+            fields.extend(found.tags);
             ops.push(TargetGroupOp::Tag { name: name.clone() });
         }
-        if moved {
-            // Not ours to replace: report it; adopting the group first makes it replaceable.
-            fields.push(FieldChange::changed(
-                "protocol/port",
-                format!("{}:{}", l.protocol, l.port),
-                format!("{}:{}", spec.protocol, spec.port),
-            ));
+        if !found.extra_tags.is_empty() {
+            ops.push(TargetGroupOp::Untag {
+                name: name.clone(),
+                keys: found.extra_tags,
+            });
         }
-        let hc = health_check_changes(&spec.health_check, &l.health_check);
-        if !hc.is_empty() {
-            fields.extend(hc);
+        if let Some(f) = found.fixed {
+            // Not ours to replace: report it; adopting the group first makes it replaceable.
+            fields.push(f);
+        }
+        if !found.health_check.is_empty() {
+            fields.extend(found.health_check);
             ops.push(TargetGroupOp::HealthCheck { name: name.clone() });
         }
-        if l.deregistration_delay != Some(spec.deregistration_delay) {
-            let old = l
-                .deregistration_delay
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "(unset)".into());
-            fields.push(FieldChange::changed(
-                "deregistrationDelay",
-                old,
-                spec.deregistration_delay,
-            ));
-            ops.push(TargetGroupOp::Attributes { name: name.clone() });
+        if !found.attributes.is_empty() {
+            ops.push(TargetGroupOp::Attributes {
+                name: name.clone(),
+                keys: found
+                    .attributes
+                    .iter()
+                    .map(|f| attribute_key(&f.path))
+                    .collect(),
+            });
+            fields.extend(found.attributes);
         }
         let mut wanted: BTreeSet<(String, i32)> = BTreeSet::new();
         for t in &spec.targets {
@@ -766,6 +1112,7 @@ fn replace_target_group(
     }));
     ops.push(Op::TargetGroup(TargetGroupOp::Attributes {
         name: name.clone(),
+        keys: vec![DEREGISTRATION_DELAY.to_string()],
     }));
     ops.extend(spec.targets.iter().map(|t| {
         Op::TargetGroup(TargetGroupOp::Register {
@@ -795,6 +1142,70 @@ fn want_paths(spec: &ListenerRuleSpec) -> Vec<String> {
     p.sort();
     p.dedup();
     p
+}
+
+/// What differs on a live listener rule.
+#[derive(Debug, Default)]
+struct RuleDrift {
+    /// Conditions and actions (paths, forward target, anything extra).
+    routing: Vec<FieldChange>,
+    /// Missing or changed tags.
+    tags: Vec<FieldChange>,
+    /// Keys of tags nobody declared.
+    extra_tags: Vec<String>,
+}
+
+#[cfg(test)]
+impl RuleDrift {
+    fn is_empty(&self) -> bool {
+        self.routing.is_empty() && self.tags.is_empty() && self.extra_tags.is_empty()
+    }
+}
+
+/// Compares a declared rule with the live rule at its priority. Every field of the live type
+/// is named here, so a field added to it does not compile until it is compared.
+fn compare_rule(
+    spec: &ListenerRuleSpec,
+    want_tags: &Tags,
+    tg_name: &str,
+    live: &LiveRule,
+) -> RuleDrift {
+    let LiveRule {
+        // Identity: found by listener and priority.
+        arn: _,
+        priority: _,
+        paths,
+        extra_conditions,
+        forward,
+        extra_actions,
+        tags,
+    } = live;
+    let mut out = RuleDrift::default();
+    let wp = want_paths(spec);
+    if wp != *paths {
+        out.routing.push(FieldChange::changed(
+            "pathPatterns",
+            paths.join(","),
+            wp.join(","),
+        ));
+    }
+    for c in extra_conditions {
+        out.routing.push(FieldChange::removed("conditions", c));
+    }
+    if forward.as_slice() != [tg_name.to_string()] {
+        out.routing.push(FieldChange::changed(
+            "forwardTo",
+            forward.join(","),
+            tg_name,
+        ));
+    }
+    for a in extra_actions {
+        out.routing.push(FieldChange::removed("actions", a));
+    }
+    let (tf, extra) = tag_drift(want_tags, tags);
+    out.tags = tf;
+    out.extra_tags = extra;
+    out
 }
 
 fn diff_rules(
@@ -874,35 +1285,27 @@ fn diff_rules(
                 tracing::info!(rule = %x.arn, "listener rule exists without ownership tags: planning to adopt it");
                 action = Action::Adopt;
             }
-            let tf = tag_changes(&desired_tags(desired, &spec.tags), &x.tags);
-            if !tf.is_empty() {
-                fields.extend(tf.into_iter().map(|mut f| {
+            let found = compare_rule(spec, &desired_tags(desired, &spec.tags), &tg_name, x);
+            let prefixed = |v: Vec<FieldChange>| {
+                v.into_iter().map(|mut f| {
                     f.path = format!("{at}.{}", f.path);
                     f
-                }));
+                })
+            };
+            if !found.tags.is_empty() {
+                fields.extend(prefixed(found.tags));
                 ops.push(ListenerRuleOp::Tag {
                     rule: x.arn.clone(),
                 });
             }
-            let wp = want_paths(spec);
-            let mut modify = false;
-            if wp != x.paths {
-                fields.push(FieldChange::changed(
-                    format!("{at}.pathPatterns"),
-                    x.paths.join(","),
-                    wp.join(","),
-                ));
-                modify = true;
+            if !found.extra_tags.is_empty() {
+                ops.push(ListenerRuleOp::Untag {
+                    rule: x.arn.clone(),
+                    keys: found.extra_tags,
+                });
             }
-            if x.forward != [tg_name.clone()] {
-                fields.push(FieldChange::changed(
-                    format!("{at}.forwardTo"),
-                    x.forward.join(","),
-                    &tg_name,
-                ));
-                modify = true;
-            }
-            if modify {
+            if !found.routing.is_empty() {
+                fields.extend(prefixed(found.routing));
                 ops.push(ListenerRuleOp::Modify {
                     rule: x.arn.clone(),
                 });
@@ -937,12 +1340,27 @@ fn diff_rules(
                 if declared_absent {
                     continue;
                 }
+                // Ours but at an undeclared priority: a leftover, or a duplicate of a declared
+                // rule (a concurrent apply, a copy by hand). The declared priority is the one
+                // kept; routing by priority makes the other one dead weight or a hazard.
+                let twin = desired.listener_rules().find(|(r, s)| {
+                    r.ensure == Ensure::Present
+                        && want_paths(s) == x.paths
+                        && x.forward == [tg_name_of(desired, &s.forward_to).to_string()]
+                });
+                let why = match twin {
+                    Some((r, s)) => format!(
+                        "a duplicate of {} (priority {} is the declared one)",
+                        r.id, s.priority
+                    ),
+                    None => "no longer declared".to_string(),
+                };
                 plan.steps.push(Step {
                     change: Change::new(
                         ResourceId::new(Kind::ListenerRule, format!("priority-{}", x.priority)),
                         Action::Delete,
                     )
-                    .because("no longer declared"),
+                    .because(why),
                     ops: vec![Op::ListenerRule(ListenerRuleOp::Delete {
                         rule: x.arn.clone(),
                     })],
@@ -1007,17 +1425,33 @@ pub async fn apply_target_group(
                 .health_check_interval_seconds(i32::try_from(hc.interval).unwrap_or(30))
                 .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
                 .unhealthy_threshold_count(i32::try_from(hc.unhealthy_threshold).unwrap_or(3))
+                .health_check_timeout_seconds(i32::try_from(hc.timeout).unwrap_or(5))
+                .health_check_port(&hc.port)
+                .health_check_protocol(ProtocolEnum::from(
+                    hc.protocol.to_ascii_uppercase().as_str(),
+                ))
+                .health_check_enabled(hc.enabled)
                 .matcher(Matcher::builder().http_code(&hc.matcher).build())
                 .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
                 .send()
                 .await
-                .map_err(|e| AwsError::call("CreateTargetGroup", &res, e))?;
-            let arn = out
-                .target_groups()
-                .first()
-                .and_then(|t| t.target_group_arn())
-                .ok_or_else(|| AwsError::invalid(&res, "CreateTargetGroup returned no ARN"))?;
-            Resolved::set(&ctx.resolved.target_groups, &spec.name, arn.to_string());
+                .map_err(|e| AwsError::call("CreateTargetGroup", &res, e));
+            let arn = match out {
+                Ok(out) => out
+                    .target_groups()
+                    .first()
+                    .and_then(|t| t.target_group_arn())
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::invalid(&res, "CreateTargetGroup returned no ARN"))?,
+                // A concurrent apply created it first: converge on that one when it is ours.
+                Err(e) if e.code() == Some("DuplicateTargetGroupName") => {
+                    owned_target_group(c, ctx.desired, &spec.name)
+                        .await?
+                        .ok_or(e)?
+                }
+                Err(e) => return Err(e),
+            };
+            Resolved::set(&ctx.resolved.target_groups, &spec.name, arn);
         }
         TargetGroupOp::Delete { arn } => {
             c.delete_target_group()
@@ -1035,21 +1469,30 @@ pub async fn apply_target_group(
                 .health_check_interval_seconds(i32::try_from(hc.interval).unwrap_or(30))
                 .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
                 .unhealthy_threshold_count(i32::try_from(hc.unhealthy_threshold).unwrap_or(3))
+                .health_check_timeout_seconds(i32::try_from(hc.timeout).unwrap_or(5))
+                .health_check_port(&hc.port)
+                .health_check_protocol(ProtocolEnum::from(
+                    hc.protocol.to_ascii_uppercase().as_str(),
+                ))
+                .health_check_enabled(hc.enabled)
                 .matcher(Matcher::builder().http_code(&hc.matcher).build())
                 .send()
                 .await
                 .map_err(|e| AwsError::call("ModifyTargetGroup", &res, e))?;
         }
-        TargetGroupOp::Attributes { name } => {
+        TargetGroupOp::Attributes { name, keys } => {
             let spec = tg_spec(ctx.desired, &name)?;
+            let want = desired_attributes(spec);
+            let attributes = keys
+                .iter()
+                .filter_map(|k| {
+                    let v = want.get(k)?;
+                    Some(TargetGroupAttribute::builder().key(k).value(v).build())
+                })
+                .collect();
             c.modify_target_group_attributes()
                 .target_group_arn(tg_arn(ctx, spec)?)
-                .attributes(
-                    TargetGroupAttribute::builder()
-                        .key(DEREGISTRATION_DELAY)
-                        .value(spec.deregistration_delay.to_string())
-                        .build(),
-                )
+                .set_attributes(Some(attributes))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("ModifyTargetGroupAttributes", &res, e))?;
@@ -1063,6 +1506,15 @@ pub async fn apply_target_group(
                 .send()
                 .await
                 .map_err(|e| AwsError::call("AddTags", &res, e))?;
+        }
+        TargetGroupOp::Untag { name, keys } => {
+            let spec = tg_spec(ctx.desired, &name)?;
+            c.remove_tags()
+                .resource_arns(tg_arn(ctx, spec)?)
+                .set_tag_keys(Some(keys))
+                .send()
+                .await
+                .map_err(|e| AwsError::call("RemoveTags", &res, e))?;
         }
         TargetGroupOp::Register {
             name,
@@ -1109,6 +1561,30 @@ pub async fn apply_target_group(
     Ok(())
 }
 
+/// The ARN of the target group of that name when it carries this stack's tags.
+async fn owned_target_group(
+    c: &aws_sdk_elasticloadbalancingv2::Client,
+    desired: &Desired,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
+    let out = c
+        .describe_target_groups()
+        .names(name)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DescribeTargetGroups", format!("target group {name}"), e))?;
+    let Some(arn) = out
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let tags = describe_tags(c, vec![arn.clone()]).await?;
+    Ok(tags.get(&arn).filter(|t| is_owned(t, desired)).map(|_| arn))
+}
+
 fn rule_spec<'a>(desired: &'a Desired, change: &Change) -> Result<&'a ListenerRuleSpec, AwsError> {
     desired
         .listener_rules()
@@ -1151,7 +1627,8 @@ pub async fn apply_rule(
         ListenerRuleOp::Create { listener } => {
             let spec = rule_spec(ctx.desired, change)?;
             let (condition, action) = rule_parts(ctx, spec)?;
-            c.create_rule()
+            let created = c
+                .create_rule()
                 .listener_arn(&listener)
                 .priority(i32::try_from(spec.priority).unwrap_or(i32::MAX))
                 .conditions(condition)
@@ -1159,7 +1636,24 @@ pub async fn apply_rule(
                 .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
                 .send()
                 .await
-                .map_err(|e| AwsError::call("CreateRule", &res, e))?;
+                .map_err(|e| AwsError::call("CreateRule", &res, e));
+            match created {
+                Ok(_) => {}
+                // A concurrent apply created it first: ours at our priority is converged (the
+                // next pass compares its content); anyone else's is an error.
+                Err(e) if e.code() == Some("PriorityInUse") => {
+                    let rules = describe_rules(c, &listener).await?;
+                    let prio = spec.priority.to_string();
+                    let Some(x) = rules.into_iter().find(|x| x.priority == prio) else {
+                        return Err(e);
+                    };
+                    let tags = describe_tags(c, vec![x.arn.clone()]).await?;
+                    if !tags.get(&x.arn).is_some_and(|t| is_owned(t, ctx.desired)) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         ListenerRuleOp::Modify { rule } => {
             let spec = rule_spec(ctx.desired, change)?;
@@ -1180,6 +1674,14 @@ pub async fn apply_rule(
                 .send()
                 .await
                 .map_err(|e| AwsError::call("AddTags", &res, e))?;
+        }
+        ListenerRuleOp::Untag { rule, keys } => {
+            c.remove_tags()
+                .resource_arns(&rule)
+                .set_tag_keys(Some(keys))
+                .send()
+                .await
+                .map_err(|e| AwsError::call("RemoveTags", &res, e))?;
         }
         ListenerRuleOp::Delete { rule } => {
             c.delete_rule()
@@ -1212,20 +1714,277 @@ mod tests {
         );
     }
 
+    fn spec() -> TargetGroupSpec {
+        TargetGroupSpec {
+            name: "tg".into(),
+            protocol: "HTTP".into(),
+            port: 12347,
+            vpc: "vpc".into(),
+            health_check: HealthCheckSpec {
+                path: "/-/ready".into(),
+                matcher: "200".into(),
+                interval: 30,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                timeout: 5,
+                port: "traffic-port".into(),
+                protocol: "HTTP".into(),
+                enabled: true,
+            },
+            deregistration_delay: 30,
+            targets: vec![],
+            tags: Tags::new(),
+        }
+    }
+
+    fn want_tags() -> Tags {
+        [("ManagedBy".to_string(), "stackwarden".to_string())].into()
+    }
+
+    /// A live group exactly as declared. The struct literal names every field: a new field
+    /// does not compile until it is given here, and then it needs a row in the table below.
+    fn live_tg() -> LiveTargetGroup {
+        let s = spec();
+        let mut attributes: BTreeMap<String, String> = DEFAULT_ATTRIBUTES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        attributes.insert(DEREGISTRATION_DELAY.into(), "30".into());
+        LiveTargetGroup {
+            arn: "arn:tg".into(),
+            name: s.name.clone(),
+            protocol: "HTTP".into(),
+            port: 12347,
+            vpc_id: "vpc-1".into(),
+            target_type: "instance".into(),
+            protocol_version: "HTTP1".into(),
+            ip_address_type: "ipv4".into(),
+            health_check: s.health_check.clone(),
+            load_balancers: vec![],
+            tags: want_tags(),
+            attributes,
+            targets: BTreeSet::new(),
+        }
+    }
+
+    /// Every field of the live target group: a change to each is seen, or the row says why
+    /// a person cannot make it (or who compares it).
     #[test]
-    fn health_checks_compare_field_by_field() {
-        let want = HealthCheckSpec {
-            path: "/-/ready".into(),
-            matcher: "200".into(),
-            interval: 30,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-        };
-        assert!(health_check_changes(&want, &want.clone()).is_empty());
-        let mut have = want.clone();
-        have.path = "/".into();
-        let c = health_check_changes(&want, &have);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].path, "healthCheck.path");
+    fn every_target_group_field_changed_by_hand_is_seen() {
+        type Edit = fn(&mut LiveTargetGroup);
+        let seen: Vec<(&str, Edit)> = vec![
+            ("protocol", |l| l.protocol = "HTTPS".into()),
+            ("port", |l| l.port = 80),
+            ("target_type", |l| l.target_type = "ip".into()),
+            ("protocol_version", |l| l.protocol_version = "HTTP2".into()),
+            ("ip_address_type", |l| l.ip_address_type = "ipv6".into()),
+            ("health_check.path", |l| l.health_check.path = "/".into()),
+            ("health_check.matcher", |l| {
+                l.health_check.matcher = "200-399".into()
+            }),
+            ("health_check.interval", |l| l.health_check.interval = 10),
+            ("health_check.healthy_threshold", |l| {
+                l.health_check.healthy_threshold = 5
+            }),
+            ("health_check.unhealthy_threshold", |l| {
+                l.health_check.unhealthy_threshold = 2
+            }),
+            ("health_check.timeout", |l| l.health_check.timeout = 29),
+            ("health_check.port", |l| l.health_check.port = "8080".into()),
+            ("health_check.protocol", |l| {
+                l.health_check.protocol = "HTTPS".into()
+            }),
+            ("health_check.enabled", |l| l.health_check.enabled = false),
+            ("tags", |l| {
+                l.tags.insert("extra".into(), "x".into());
+            }),
+            ("tags", |l| {
+                l.tags.clear();
+            }),
+            ("attributes", |l| {
+                l.attributes
+                    .insert(DEREGISTRATION_DELAY.into(), "300".into());
+            }),
+            ("attributes", |l| {
+                l.attributes
+                    .insert("stickiness.enabled".into(), "true".into());
+            }),
+            ("attributes", |l| {
+                l.attributes
+                    .insert("slow_start.duration_seconds".into(), "60".into());
+            }),
+            ("attributes", |l| {
+                l.attributes.remove(DEREGISTRATION_DELAY);
+            }),
+        ];
+        // Fields a person cannot change in place, or that are compared elsewhere.
+        let not_here = ["arn", "name", "vpc_id", "load_balancers", "targets"];
+        let LiveTargetGroup {
+            arn: _,
+            name: _,
+            protocol: _,
+            port: _,
+            vpc_id: _,
+            target_type: _,
+            protocol_version: _,
+            ip_address_type: _,
+            health_check:
+                HealthCheckSpec {
+                    path: _,
+                    matcher: _,
+                    interval: _,
+                    healthy_threshold: _,
+                    unhealthy_threshold: _,
+                    timeout: _,
+                    port: _,
+                    protocol: _,
+                    enabled: _,
+                },
+            load_balancers: _,
+            tags: _,
+            attributes: _,
+            targets: _,
+        } = live_tg();
+        let fields = [
+            "arn",
+            "name",
+            "protocol",
+            "port",
+            "vpc_id",
+            "target_type",
+            "protocol_version",
+            "ip_address_type",
+            "health_check.path",
+            "health_check.matcher",
+            "health_check.interval",
+            "health_check.healthy_threshold",
+            "health_check.unhealthy_threshold",
+            "health_check.timeout",
+            "health_check.port",
+            "health_check.protocol",
+            "health_check.enabled",
+            "load_balancers",
+            "tags",
+            "attributes",
+            "targets",
+        ];
+        for f in fields {
+            assert!(
+                not_here.contains(&f) || seen.iter().any(|(n, _)| *n == f),
+                "field {f} has no case"
+            );
+        }
+        assert!(compare_target_group(&spec(), &want_tags(), &live_tg()).is_empty());
+        for (field, edit) in seen {
+            let mut l = live_tg();
+            edit(&mut l);
+            let d = compare_target_group(&spec(), &want_tags(), &l);
+            assert!(!d.is_empty(), "a changed {field} is not seen");
+        }
+    }
+
+    fn rule_spec() -> ListenerRuleSpec {
+        ListenerRuleSpec {
+            load_balancer: "alb".into(),
+            listeners: vec![],
+            priority: 91,
+            path_patterns: vec!["/collect".into(), "/collect/*".into()],
+            forward_to: "faro".into(),
+            tags: Tags::new(),
+        }
+    }
+
+    fn live_rule() -> LiveRule {
+        LiveRule {
+            arn: "arn:rule".into(),
+            priority: "91".into(),
+            paths: vec!["/collect".into(), "/collect/*".into()],
+            extra_conditions: vec![],
+            forward: vec!["tg".into()],
+            extra_actions: vec![],
+            tags: want_tags(),
+        }
+    }
+
+    #[test]
+    fn every_listener_rule_field_changed_by_hand_is_seen() {
+        type Edit = fn(&mut LiveRule);
+        let seen: Vec<(&str, Edit)> = vec![
+            ("paths", |l| l.paths.push("/grafana/*".into())),
+            ("paths", |l| {
+                l.paths.pop();
+            }),
+            ("extra_conditions", |l| {
+                l.extra_conditions.push("host-header=evil.example".into())
+            }),
+            ("forward", |l| l.forward = vec!["other".into()]),
+            ("forward", |l| l.forward.push("other".into())),
+            ("extra_actions", |l| {
+                l.extra_actions.push("fixed-response 503".into())
+            }),
+            ("tags", |l| {
+                l.tags.insert("extra".into(), "x".into());
+            }),
+            ("tags", |l| {
+                l.tags.clear();
+            }),
+        ];
+        let not_here = ["arn", "priority"];
+        let LiveRule {
+            arn: _,
+            priority: _,
+            paths: _,
+            extra_conditions: _,
+            forward: _,
+            extra_actions: _,
+            tags: _,
+        } = live_rule();
+        let fields = [
+            "arn",
+            "priority",
+            "paths",
+            "extra_conditions",
+            "forward",
+            "extra_actions",
+            "tags",
+        ];
+        for f in fields {
+            assert!(
+                not_here.contains(&f) || seen.iter().any(|(n, _)| *n == f),
+                "field {f} has no case"
+            );
+        }
+        assert!(compare_rule(&rule_spec(), &want_tags(), "tg", &live_rule()).is_empty());
+        for (field, edit) in seen {
+            let mut l = live_rule();
+            edit(&mut l);
+            assert!(
+                !compare_rule(&rule_spec(), &want_tags(), "tg", &l).is_empty(),
+                "a changed {field} is not seen"
+            );
+        }
+    }
+
+    #[test]
+    fn an_extra_condition_is_read_beside_the_path_pattern() {
+        let path = RuleCondition::builder()
+            .field("path-pattern")
+            .path_pattern_config(
+                PathPatternConditionConfig::builder()
+                    .values("/collect")
+                    .build(),
+            )
+            .build();
+        let host = RuleCondition::builder()
+            .field("host-header")
+            .host_header_config(
+                aws_sdk_elasticloadbalancingv2::types::HostHeaderConditionConfig::builder()
+                    .values("a.example")
+                    .build(),
+            )
+            .build();
+        let (paths, extra) = read_conditions(&[path, host]);
+        assert_eq!(paths, vec!["/collect".to_string()]);
+        assert_eq!(extra, vec!["host-header=a.example".to_string()]);
     }
 }

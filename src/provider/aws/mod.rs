@@ -7,14 +7,14 @@
 pub mod calls;
 mod ec2;
 mod elbv2;
+mod error;
+mod iam;
 mod s3;
 mod ssm;
 
 use crate::model::{Desired, Kind, LookupSpec, LookupType, Tags};
 use crate::plan::{Action, Change};
 use crate::provider::{Provider, ProviderError, ProviderPlan, Stats, Step, StepOutcome};
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 pub use ec2::{InstanceOp, LiveGroup, LiveInstance, SecurityGroupOp};
 pub use elbv2::{ElbObserved, ListenerRuleOp, TargetGroupOp};
+pub use error::{AwsError, ErrorClass};
+pub use iam::{LivePolicy, LiveRole};
 pub use s3::{BucketOp, LiveBucket};
 pub use ssm::{LiveParameter, ParameterOp, Secret, SecretRead, SsmReach};
 
@@ -30,68 +32,19 @@ const NAME: &str = "aws";
 /// How long looked-up VPC and subnet ids are reused: long enough for a daemon's cycles to skip
 /// them, short enough that re-tagged infrastructure is seen within minutes.
 const LOOKUP_TTL: Duration = Duration::from_secs(300);
-
-/// A failed AWS call or an unusable answer, naming the operation and the resource.
-#[derive(Debug, thiserror::Error)]
-pub enum AwsError {
-    /// An API call failed.
-    #[error("{operation} on {resource} failed: {message}")]
-    Call {
-        /// The API operation.
-        operation: &'static str,
-        /// The resource it was for.
-        resource: String,
-        /// The error code, when the service sent one.
-        code: Option<String>,
-        /// The cause chain.
-        message: String,
-    },
-    /// Something needed is missing or not usable (a lookup found nothing, a secret is unset).
-    #[error("{resource}: {message}")]
-    Invalid {
-        /// The resource.
-        resource: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl AwsError {
-    /// Wraps an SDK error, keeping its code for callers that treat some codes as success.
-    pub fn call<E>(operation: &'static str, resource: impl Into<String>, err: E) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        AwsError::Call {
-            operation,
-            resource: resource.into(),
-            code: err.code().map(str::to_string),
-            // The service's code and message say it best; the full chain (with the raw
-            // response) only when there is none, e.g. a connection error.
-            message: match (err.code(), err.message()) {
-                (Some(code), Some(msg)) => format!("{code}: {msg}"),
-                (Some(code), None) => code.to_string(),
-                _ => without_debug_dump(&DisplayErrorContext(&err).to_string()).to_string(),
-            },
-        }
-    }
-
-    /// An error that is not an API failure.
-    pub fn invalid(resource: impl Into<String>, message: impl Into<String>) -> AwsError {
-        AwsError::Invalid {
-            resource: resource.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The service's error code, if any.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            AwsError::Call { code, .. } => code.as_deref(),
-            AwsError::Invalid { .. } => None,
-        }
-    }
-}
+/// A TCP connect to an endpoint takes milliseconds; 3 s covers a slow network while an
+/// unreachable endpoint fails fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Every call we make answers well under a second; 8 s per attempt leaves room for a slow
+/// answer (a loaded machine, a local server loading a service on its first request) while
+/// an endpoint that accepts and never answers fails a plan in seconds.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
+/// All attempts of one call, backoff included: the hard deadline of any AWS call.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+/// Attempts per call (the first and two retries of transient failures).
+const MAX_ATTEMPTS: u32 = 3;
+/// First retry backoff; the SDK doubles it with jitter.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Live AWS state of everything the desired state names, and of what this stack owns.
 #[derive(Debug, Default)]
@@ -114,6 +67,8 @@ pub struct Observed {
     pub secrets: BTreeMap<String, SecretRead>,
     /// Target groups, listeners and rules.
     pub elb: ElbObserved,
+    /// The roles of instanceProfile Lookups, by Lookup manifest name (`None`: no role).
+    pub iam: BTreeMap<String, Option<LiveRole>>,
 }
 
 /// One typed write, per kind.
@@ -174,12 +129,17 @@ pub struct AwsProvider {
     s3: aws_sdk_s3::Client,
     ssm: aws_sdk_ssm::Client,
     sts: aws_sdk_sts::Client,
+    iam: aws_sdk_iam::Client,
+    /// Instance profile roles and policy documents by version, kept across passes.
+    iam_cache: Mutex<iam::Cache>,
     stats: Arc<Stats>,
     account: Mutex<Option<String>>,
     /// Groups described by `account_id()`, handed to the next observe so the plan that follows
     /// does not describe them twice.
     prefetched_groups: Mutex<Option<Vec<aws_sdk_ec2::types::SecurityGroup>>>,
     network: Mutex<Option<(Instant, NetworkCache)>>,
+    /// Where calls go, for errors where the endpoint never answered.
+    endpoint: String,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -189,49 +149,108 @@ impl std::fmt::Debug for AwsProvider {
 }
 
 /// The SDK's default chain (AWS_REGION, credentials, AWS_ENDPOINT_URL), with `region` as the
-/// fallback region.
+/// fallback region, and the deadlines every call keeps (credential and region look-ups too).
 pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
     let chain = aws_config::meta::region::RegionProviderChain::default_provider()
         .or_else(aws_config::Region::new(region.to_string()));
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(chain)
+        .timeout_config(timeouts())
+        .retry_config(retries())
         .load()
         .await
 }
 
+/// Connect, attempt and operation deadlines for every call.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// Bounded retries of transient failures.
+pub fn retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(INITIAL_BACKOFF)
+}
+
 impl AwsProvider {
     /// Builds the service clients from an SDK config (S3 gets force_path_style(true) when an
-    /// endpoint URL is set).
+    /// endpoint URL is set). Whatever config is given, every client keeps this provider's
+    /// deadlines and bounded retries.
     pub fn new(config: &aws_config::SdkConfig, stats: Arc<Stats>) -> AwsProvider {
         let counter = calls::CallCounter::new(stats.clone());
         let ec2 = aws_sdk_ec2::config::Builder::from(config)
             .interceptor(counter.clone())
+            .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
         let elbv2 = aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
             .interceptor(counter.clone())
+            .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
         // A host-name endpoint would otherwise get virtual-host buckets (bucket.localhost).
         let s3 = aws_sdk_s3::config::Builder::from(config)
             .interceptor(counter.clone())
+            .timeout_config(timeouts())
+            .retry_config(retries())
             .force_path_style(config.endpoint_url().is_some())
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(config)
             .interceptor(counter.clone())
+            .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
         let sts = aws_sdk_sts::config::Builder::from(config)
-            .interceptor(counter)
+            .interceptor(counter.clone())
+            .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
+        let iam = aws_sdk_iam::config::Builder::from(config)
+            .interceptor(counter)
+            .timeout_config(timeouts())
+            .retry_config(retries())
+            .build();
+        let endpoint = config
+            .endpoint_url()
+            .map(str::to_string)
+            .unwrap_or_else(|| "(the SDK's regional endpoint)".to_string());
         AwsProvider {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(elbv2),
             s3: aws_sdk_s3::Client::from_conf(s3),
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             sts: aws_sdk_sts::Client::from_conf(sts),
+            iam: aws_sdk_iam::Client::from_conf(iam),
+            iam_cache: Mutex::new(iam::Cache::default()),
             stats,
             account: Mutex::new(None),
             prefetched_groups: Mutex::new(None),
             network: Mutex::new(None),
+            endpoint,
         }
+    }
+
+    /// Names the endpoint in an error where it never answered (the service said nothing).
+    fn name_endpoint(&self, e: AwsError) -> AwsError {
+        if e.is_unanswered() {
+            AwsError::Endpoint {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            e
+        }
+    }
+
+    /// A provider error for an AWS error, naming the endpoint when it never answered.
+    fn fail(&self, e: AwsError) -> ProviderError {
+        ProviderError::new(NAME, self.name_endpoint(e))
     }
 
     /// The call statistics this provider records into.
@@ -252,7 +271,7 @@ impl AwsProvider {
         }
         let groups = ec2::describe_groups(&self.ec2)
             .await
-            .map_err(|e| ProviderError::new(NAME, e))?;
+            .map_err(|e| self.fail(e))?;
         let owner = groups.iter().find_map(|g| g.owner_id().map(str::to_string));
         *self
             .prefetched_groups
@@ -261,9 +280,10 @@ impl AwsProvider {
         let account = match owner {
             Some(a) => a,
             None => {
-                let out = self.sts.get_caller_identity().send().await.map_err(|e| {
-                    ProviderError::new(NAME, AwsError::call("GetCallerIdentity", "account", e))
-                })?;
+                let out =
+                    self.sts.get_caller_identity().send().await.map_err(|e| {
+                        self.fail(AwsError::call("GetCallerIdentity", "account", e))
+                    })?;
                 out.account().map(str::to_string).ok_or_else(|| {
                     ProviderError::new(NAME, "GetCallerIdentity returned no account")
                 })?
@@ -311,7 +331,8 @@ impl AwsProvider {
             let name = r.id.name.clone();
             let secret = ssm::read_secret(&p.value_from);
             async move {
-                let live = ssm::observe_parameter(&self.ssm, &p.name, &secret).await;
+                let live =
+                    ssm::observe_parameter(&self.ssm, &p.name, &p.description, &secret).await;
                 (name, live, secret)
             }
         }));
@@ -335,8 +356,18 @@ impl AwsProvider {
             }
         };
         let elb = elbv2::observe(&self.elbv2, desired);
-        let (groups, instances, elb, buckets, params) =
-            tokio::join!(groups, instances, elb, buckets, params);
+        let roles = join_all(
+            desired
+                .lookups()
+                .filter(|(_, l)| l.kind == LookupType::InstanceProfile)
+                .filter_map(|(r, l)| Some((r.id.name.clone(), l.name.clone()?)))
+                .map(|(manifest, profile)| async move {
+                    let role = iam::observe(&self.iam, &self.iam_cache, &profile).await;
+                    (manifest, role)
+                }),
+        );
+        let (groups, instances, elb, buckets, params, roles) =
+            tokio::join!(groups, instances, elb, buckets, params, roles);
         let groups = groups?;
         let instances = instances?;
         let elb = elb?;
@@ -349,6 +380,9 @@ impl AwsProvider {
             elb,
             ..Observed::default()
         };
+        for (name, role) in roles {
+            observed.iam.insert(name, role?);
+        }
         if let Some(owner) = groups.iter().find_map(|g| g.owner_id()) {
             observed.account = owner.to_string();
             *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner.to_string());
@@ -360,6 +394,10 @@ impl AwsProvider {
             observed.parameters.insert(name.clone(), live?);
             observed.secrets.insert(name, secret);
         }
+        // Ownership is absolute: a resource tagged for another stack stops the pass.
+        elbv2::check_owners(desired, &observed.elb)?;
+        s3::check_owners(desired, &observed)?;
+        ssm::check_owners(desired, &observed)?;
         let running: Vec<String> = observed
             .instances
             .iter()
@@ -386,6 +424,7 @@ impl AwsProvider {
                 Op::ListenerRule(op) => elbv2::apply_rule(self, ctx, &change, op).await,
             };
             if let Err(e) = result {
+                let e = self.name_endpoint(e);
                 tracing::warn!(resource = %change.id, error = %e, "apply step failed");
                 error = Some(format!("{}: {e}", change.id));
                 break;
@@ -406,16 +445,34 @@ pub(crate) struct ApplyCtx<'a> {
 }
 
 /// The phase of a step: deletions of dependents first, then the base, then what builds on it.
+/// Exhaustive on purpose: a new kind does not compile until its place in the order is chosen.
 fn phase(change: &Change) -> u8 {
-    match (change.action, change.id.kind) {
-        (Action::Delete, Kind::ListenerRule) => 0,
-        (Action::Delete, Kind::TargetGroup) => 1,
-        (Action::Delete, Kind::Instance) => 2,
-        (_, Kind::SecurityGroup | Kind::Bucket | Kind::Parameter | Kind::Lookup) => 3,
-        (_, Kind::Instance) => 4,
-        (_, Kind::TargetGroup) => 5,
-        (_, Kind::ListenerRule) => 6,
-        _ => 7,
+    let delete = change.action == Action::Delete;
+    match change.id.kind {
+        Kind::ListenerRule if delete => 0,
+        Kind::TargetGroup if delete => 1,
+        Kind::Instance if delete => 2,
+        Kind::SecurityGroup | Kind::Bucket | Kind::Parameter | Kind::Lookup => 3,
+        Kind::Instance => 4,
+        Kind::TargetGroup => 5,
+        Kind::ListenerRule => 6,
+        // Host and stack kinds: this provider never plans them.
+        Kind::Stack | Kind::ConfigFile | Kind::Container => 7,
+    }
+}
+
+/// Least-privilege violations of the instance profiles' roles (IAM is never written).
+fn diff_roles(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>) {
+    let buckets: Vec<String> = desired.buckets().map(|(_, b)| b.name.clone()).collect();
+    for (r, l) in desired.lookups() {
+        if let Some(Some(role)) = observed.iam.get(&r.id.name) {
+            plan.violations.extend(iam::violations(
+                &r.id.to_string(),
+                role,
+                &l.allowed_policies,
+                &buckets,
+            ));
+        }
     }
 }
 
@@ -473,9 +530,7 @@ impl Provider for AwsProvider {
     }
 
     async fn observe(&self, desired: &Desired) -> Result<Observed, ProviderError> {
-        self.observe_all(desired)
-            .await
-            .map_err(|e| ProviderError::new(NAME, e))
+        self.observe_all(desired).await.map_err(|e| self.fail(e))
     }
 
     fn diff(&self, desired: &Desired, observed: &Observed) -> ProviderPlan<Op> {
@@ -485,6 +540,7 @@ impl Provider for AwsProvider {
         ssm::diff(desired, observed, &mut plan);
         let replaced = ec2::diff_instances(desired, observed, &mut plan);
         elbv2::diff(desired, observed, &replaced, &mut plan);
+        diff_roles(desired, observed, &mut plan);
         plan.steps.sort_by_key(|s| phase(&s.change));
         plan
     }
@@ -514,45 +570,80 @@ impl Provider for AwsProvider {
     }
 }
 
-/// The SDK's error context ends with a `Debug` dump of the error (`(ResponseError(…raw
-/// response, headers…))`): useful in a debugger, noise in a plan or a status page.
-fn without_debug_dump(text: &str) -> &str {
-    let mut from = 0;
-    while let Some(i) = text[from..].find(" (") {
-        let at = from + i;
-        let rest = &text[at + 2..];
-        let ident: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect();
-        let starts_upper = ident.chars().next().is_some_and(|c| c.is_ascii_uppercase());
-        let opens = rest[ident.len()..].starts_with(['(', '{']);
-        if starts_upper && opens {
-            return &text[..at];
-        }
-        from = at + 2;
+/// Tags that are missing, differ, or are extra (a hand-added tag is drift too). Keys under
+/// `aws:` are AWS's own and cannot be removed: they are left out. Returns the field changes
+/// and the extra keys to remove.
+pub(crate) fn tag_drift(want: &Tags, live: &Tags) -> (Vec<crate::plan::FieldChange>, Vec<String>) {
+    let mut fields = tag_changes(want, live);
+    let extra: Vec<String> = live
+        .keys()
+        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+        .cloned()
+        .collect();
+    for k in &extra {
+        fields.push(crate::plan::FieldChange::removed(
+            format!("tags.{k}"),
+            live.get(k).map(String::as_str).unwrap_or(""),
+        ));
     }
-    text
+    (fields, extra)
+}
+
+/// The other stack a live resource is tagged for, if any: such a resource is never adopted
+/// or changed.
+pub(crate) fn foreign_owner(live: &Tags, desired: &Desired) -> Option<String> {
+    live.get(crate::model::ownership::STACK_TAG)
+        .filter(|owner| **owner != desired.stack_name)
+        .cloned()
+}
+
+/// Fails when a live resource is tagged for another stack.
+pub(crate) fn check_owner(
+    resource: impl FnOnce() -> String,
+    live: &Tags,
+    desired: &Desired,
+) -> Result<(), AwsError> {
+    match foreign_owner(live, desired) {
+        Some(owner) => Err(AwsError::ForeignOwner {
+            resource: resource(),
+            owner,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
-mod error_text_tests {
-    use super::without_debug_dump;
+mod tests {
+    use super::*;
+
+    fn change(kind: Kind, action: Action) -> Change {
+        Change::new(crate::model::ResourceId::new(kind, "x"), action)
+    }
 
     #[test]
-    fn sdk_debug_dumps_are_cut_and_causes_kept() {
-        assert_eq!(
-            without_debug_dump(
-                "response error: HTTP 500 (ResponseError(ResponseError { raw: x }))"
-            ),
-            "response error: HTTP 500"
-        );
-        assert_eq!(
-            without_debug_dump(
-                "dispatch failure: client error (Connect): refused (os error 111) (DispatchFailure(x))"
-            ),
-            "dispatch failure: client error (Connect): refused (os error 111)"
-        );
-        assert_eq!(without_debug_dump("plain"), "plain");
+    fn dependents_are_deleted_first_and_built_last() {
+        let order = [
+            change(Kind::ListenerRule, Action::Delete),
+            change(Kind::TargetGroup, Action::Delete),
+            change(Kind::Instance, Action::Delete),
+            change(Kind::SecurityGroup, Action::Create),
+            change(Kind::Instance, Action::Create),
+            change(Kind::TargetGroup, Action::Update),
+            change(Kind::ListenerRule, Action::Create),
+        ];
+        let phases: Vec<u8> = order.iter().map(phase).collect();
+        assert!(phases.windows(2).all(|w| w[0] < w[1]), "{phases:?}");
+    }
+
+    #[test]
+    fn extra_tags_are_drift_except_aws_own() {
+        let want: Tags = [("ManagedBy".to_string(), "stackwarden".to_string())].into();
+        let mut live = want.clone();
+        live.insert("owner".into(), "bob".into());
+        live.insert("aws:cloudformation:stack-name".into(), "x".into());
+        let (fields, extra) = tag_drift(&want, &live);
+        assert_eq!(extra, vec!["owner".to_string()]);
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].path, "tags.owner");
     }
 }

@@ -1,7 +1,7 @@
 //! SSM: the SecureString parameter (its value never printed, logged or planned), the AMI
 //! parameter read when launching, and whether SSM sees the instance online.
 
-use super::{ApplyCtx, AwsError, Observed, Op, desired_tags, is_owned, tag_changes};
+use super::{ApplyCtx, AwsError, Observed, Op, check_owner, desired_tags, is_owned, tag_changes};
 use crate::model::{Desired, ParameterSpec, SecretSource, Tags};
 use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::{ProviderPlan, Step};
@@ -41,13 +41,37 @@ pub enum SecretRead {
     Missing(String),
 }
 
-/// A parameter as observed.
+/// The KMS key SSM uses for a SecureString when none is named.
+const DEFAULT_KEY: &str = "alias/aws/ssm";
+/// The tier a parameter gets unless someone asks for another.
+const DEFAULT_TIER: &str = "Standard";
+/// The data type a parameter gets unless someone asks for another.
+const DEFAULT_DATA_TYPE: &str = "text";
+/// GetParameterHistory's largest page.
+const HISTORY_PAGE: i32 = 50;
+
+/// A parameter as observed: its current version, completely (one GetParameterHistory call
+/// tells the value and every setting a person can change).
 #[derive(Debug, Clone)]
 pub struct LiveParameter {
     /// The decrypted value.
     pub value: Secret,
     /// `SecureString`, `String`, …
     pub kind: String,
+    /// Description.
+    pub description: String,
+    /// The KMS key (`alias/aws/ssm` by default).
+    pub key_id: String,
+    /// `Standard`, `Advanced`, `Intelligent-Tiering`.
+    pub tier: String,
+    /// `text`, `aws:ec2:image`, …
+    pub data_type: String,
+    /// A regular expression values must match ("" when none).
+    pub allowed_pattern: String,
+    /// Parameter policies (expiry, notifications), as JSON texts.
+    pub policies: Vec<String>,
+    /// Labels on the current version.
+    pub labels: Vec<String>,
     /// Tags, read only when the parameter is about to be written (saves a call per cycle).
     pub tags: Option<Tags>,
 }
@@ -96,26 +120,41 @@ pub fn read_secret(source: &SecretSource) -> SecretRead {
 pub async fn observe_parameter(
     client: &aws_sdk_ssm::Client,
     name: &str,
+    spec_description: &str,
     secret: &SecretRead,
 ) -> Result<Option<LiveParameter>, AwsError> {
     let res = format!("parameter {name}");
-    let out = match client
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_parameter_not_found()) =>
+    // The history is oldest first: the current version is the last entry of the last page.
+    let mut current = None;
+    let mut token = None;
+    loop {
+        let out = match client
+            .get_parameter_history()
+            .name(name)
+            .with_decryption(true)
+            .max_results(HISTORY_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
         {
-            return Ok(None);
+            Ok(o) => o,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(AwsError::call("GetParameterHistory", res, e)),
+        };
+        if let Some(p) = out.parameters().last() {
+            current = Some(p.clone());
         }
-        Err(e) => return Err(AwsError::call("GetParameter", res, e)),
-    };
-    let Some(p) = out.parameter() else {
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let Some(p) = current else {
         return Ok(None);
     };
     let mut live = LiveParameter {
@@ -124,11 +163,24 @@ pub async fn observe_parameter(
             .r#type()
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
+        description: p.description().unwrap_or("").to_string(),
+        key_id: p.key_id().unwrap_or("").to_string(),
+        tier: p.tier().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        data_type: p.data_type().unwrap_or("").to_string(),
+        allowed_pattern: p.allowed_pattern().unwrap_or("").to_string(),
+        policies: p
+            .policies()
+            .iter()
+            .filter_map(|x| x.policy_text().map(str::to_string))
+            .collect(),
+        labels: p.labels().to_vec(),
         tags: None,
     };
     let differs = match secret {
-        SecretRead::Value(v) => *v != live.value || live.kind != "SecureString",
-        SecretRead::Missing(_) => false,
+        SecretRead::Value(v) => {
+            *v != live.value || !settings_differ(spec_description, &live).is_empty()
+        }
+        SecretRead::Missing(_) => !settings_differ(spec_description, &live).is_empty(),
     };
     if differs {
         live.tags = Some(list_tags(client, name).await?);
@@ -224,6 +276,61 @@ pub async fn ami_from_parameter(
         .ok_or_else(|| AwsError::invalid(format!("AMI parameter {name}"), "has no value"))
 }
 
+/// The settings of a live parameter that differ from the declared ones (the value aside).
+/// Every field of the live type is named here, so a field added to it does not compile
+/// until it is compared.
+pub fn settings_differ(description: &str, live: &LiveParameter) -> Vec<FieldChange> {
+    let LiveParameter {
+        // Compared against the secret by the caller, never shown.
+        value: _,
+        kind,
+        description: live_description,
+        key_id,
+        tier,
+        data_type,
+        allowed_pattern,
+        policies,
+        labels,
+        // Read only before a write; ownership is checked then.
+        tags: _,
+    } = live;
+    let mut out = Vec::new();
+    let mut check = |path: &str, have: &str, want: &str| {
+        if have != want {
+            out.push(FieldChange::changed(path, shown(have), shown(want)));
+        }
+    };
+    check("type", kind, "SecureString");
+    check("description", live_description, description);
+    check("keyId", key_id, DEFAULT_KEY);
+    check("tier", tier, DEFAULT_TIER);
+    check("dataType", data_type, DEFAULT_DATA_TYPE);
+    check("allowedPattern", allowed_pattern, "");
+    for p in policies {
+        out.push(FieldChange::removed("policies", p));
+    }
+    for l in labels {
+        out.push(FieldChange::removed("labels", l));
+    }
+    out
+}
+
+fn shown(v: &str) -> &str {
+    if v.is_empty() { "(none)" } else { v }
+}
+
+/// Fails when a declared parameter is tagged for another stack (its tags are read before
+/// any write).
+pub fn check_owners(desired: &Desired, observed: &Observed) -> Result<(), AwsError> {
+    for (r, spec) in desired.parameters() {
+        if let Some(Some(LiveParameter { tags: Some(t), .. })) = observed.parameters.get(&r.id.name)
+        {
+            check_owner(|| format!("{} (parameter {})", r.id, spec.name), t, desired)?;
+        }
+    }
+    Ok(())
+}
+
 /// Plans parameters: create, adopt, overwrite. Never deletes (base resource).
 pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>) {
     for (r, spec) in desired.parameters() {
@@ -236,18 +343,26 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                 change: Change::new(r.id.clone(), Action::Create),
                 ops: vec![Op::Parameter(ParameterOp::Put { overwrite: false })],
             }),
-            (Some(_), Some(SecretRead::Missing(_)) | None) => plan.conditions.push(Condition {
-                id: r.id.clone(),
-                kind: "SecretVerified".into(),
-                status: ConditionStatus::Unknown,
-                reason: "ValueUnverified".into(),
-                message: format!("the value is unverified: {}", why_of(secret)),
-            }),
-            (Some(l), Some(SecretRead::Value(v))) => {
-                let mut fields = Vec::new();
-                if l.kind != "SecureString" {
-                    fields.push(FieldChange::changed("type", &l.kind, "SecureString"));
+            (Some(l), Some(SecretRead::Missing(_)) | None) => {
+                plan.conditions.push(Condition {
+                    id: r.id.clone(),
+                    kind: "SecretVerified".into(),
+                    status: ConditionStatus::Unknown,
+                    reason: "ValueUnverified".into(),
+                    message: format!("the value is unverified: {}", why_of(secret)),
+                });
+                // Settings are seen even so; writing them needs the value, so apply says
+                // which variable is missing.
+                let fields = settings_differ(&spec.description, l);
+                if !fields.is_empty() {
+                    plan.steps.push(Step {
+                        change: Change::new(r.id.clone(), Action::Update).with_fields(fields),
+                        ops: vec![Op::Parameter(ParameterOp::Put { overwrite: true })],
+                    });
                 }
+            }
+            (Some(l), Some(SecretRead::Value(v))) => {
+                let mut fields = settings_differ(&spec.description, l);
                 if &l.value != v {
                     fields.push(FieldChange::secret("value"));
                 }
@@ -330,17 +445,36 @@ pub async fn apply(
                 .name(&spec.name)
                 .value(value.expose())
                 .r#type(ParameterType::SecureString)
-                .overwrite(overwrite);
-            if !spec.description.is_empty() {
-                req = req.description(&spec.description);
-            }
+                .overwrite(overwrite)
+                .description(&spec.description)
+                .data_type(DEFAULT_DATA_TYPE)
+                .tier(aws_sdk_ssm::types::ParameterTier::Standard);
             // Tags may only accompany a create (with Overwrite the API refuses them).
             if !overwrite {
                 req = req.set_tags(Some(ssm_tags(&tags)?));
             }
-            req.send()
-                .await
-                .map_err(|e| AwsError::call("PutParameter", res, e))?;
+            // Only an overwrite can carry settings someone changed by hand: clear them.
+            if overwrite && let Some(Some(l)) = ctx.observed.parameters.get(&change.id.name) {
+                if l.key_id != DEFAULT_KEY {
+                    req = req.key_id(DEFAULT_KEY);
+                }
+                if !l.allowed_pattern.is_empty() {
+                    req = req.allowed_pattern("");
+                }
+                if !l.policies.is_empty() {
+                    req = req.policies("[]");
+                }
+            }
+            match req.send().await {
+                Ok(_) => {}
+                // A concurrent apply created it first: the next pass compares its value (and
+                // reads its tags before any write).
+                Err(e)
+                    if !overwrite
+                        && e.as_service_error()
+                            .is_some_and(|s| s.is_parameter_already_exists()) => {}
+                Err(e) => return Err(AwsError::call("PutParameter", res, e)),
+            }
         }
         ParameterOp::Tag => {
             tracing::info!(resource = %res, "tagging parameter with ownership tags");
@@ -360,6 +494,79 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The struct literal names every field: a new one does not compile until it is given
+    /// here, and then it needs a row in the table below.
+    fn live() -> LiveParameter {
+        LiveParameter {
+            value: Secret::new("v"),
+            kind: "SecureString".into(),
+            description: "d".into(),
+            key_id: DEFAULT_KEY.into(),
+            tier: DEFAULT_TIER.into(),
+            data_type: DEFAULT_DATA_TYPE.into(),
+            allowed_pattern: String::new(),
+            policies: vec![],
+            labels: vec![],
+            tags: None,
+        }
+    }
+
+    #[test]
+    fn every_parameter_setting_changed_by_hand_is_seen() {
+        type Edit = fn(&mut LiveParameter);
+        let seen: Vec<(&str, Edit)> = vec![
+            ("kind", |l| l.kind = "String".into()),
+            ("description", |l| l.description = "changed".into()),
+            ("key_id", |l| l.key_id = "alias/other".into()),
+            ("tier", |l| l.tier = "Advanced".into()),
+            ("data_type", |l| l.data_type = "aws:ec2:image".into()),
+            ("allowed_pattern", |l| l.allowed_pattern = ".*".into()),
+            ("policies", |l| l.policies.push("{}".into())),
+            ("labels", |l| l.labels.push("hand".into())),
+        ];
+        // The value is compared (never shown) by `diff`; tags with ownership before a write.
+        let not_here = ["value", "tags"];
+        let LiveParameter {
+            value: _,
+            kind: _,
+            description: _,
+            key_id: _,
+            tier: _,
+            data_type: _,
+            allowed_pattern: _,
+            policies: _,
+            labels: _,
+            tags: _,
+        } = live();
+        let fields = [
+            "value",
+            "kind",
+            "description",
+            "key_id",
+            "tier",
+            "data_type",
+            "allowed_pattern",
+            "policies",
+            "labels",
+            "tags",
+        ];
+        for f in fields {
+            assert!(
+                not_here.contains(&f) || seen.iter().any(|(n, _)| *n == f),
+                "field {f} has no case"
+            );
+        }
+        assert!(settings_differ("d", &live()).is_empty());
+        for (field, edit) in seen {
+            let mut l = live();
+            edit(&mut l);
+            assert!(
+                !settings_differ("d", &l).is_empty(),
+                "a changed {field} is not seen"
+            );
+        }
+    }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
