@@ -864,7 +864,7 @@ fn stackwarden_and_host_rules_fire_on_their_signals_and_stay_quiet_otherwise() {
                 "interval": "1m",
                 "input_series": [
                     {"series": format!(r#"stackwarden_reconcile_total{{{sw}, result="success", trigger="resync"}}"#), "values": "0+2x10 20x30"},
-                    {"series": format!(r#"stackwarden_reconcile_total{{{sw}, result="error", trigger="resync"}}"#), "values": "0x10 1+2x30"},
+                    {"series": format!(r#"stackwarden_reconcile_total{{{sw}, result="failed", trigger="resync"}}"#), "values": "0x10 1+2x30"},
                     {"series": format!("stackwarden_last_success_timestamp_seconds{{{sw}}}"), "values": "0+60x10 600x30"},
                 ],
                 "alert_rule_test": [
