@@ -3,6 +3,7 @@
 //! ever returned, so a broken manifest can never replace the one in force.
 
 mod diagnostic;
+pub mod files;
 mod schema;
 mod validate;
 pub mod values;
@@ -19,6 +20,9 @@ use values::Values;
 
 /// The folder under the manifests directory holding per-environment values.
 pub const ENVIRONMENTS_DIR: &str = "environments";
+/// Problems after which checking stops: a person reads the first screenful, and a hostile
+/// file with thousands of broken documents must not cost thousands of schema passes.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// Why manifests could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -56,21 +60,38 @@ pub struct Loaded {
 /// the values of `env`.
 pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     let mut diags = Vec::new();
-    let (values, env_name) = load_values(dir, env, &mut diags)?;
-    let files = manifest_files(dir)?;
-    let mut texts = Vec::with_capacity(files.len());
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        texts.push(text);
+    // One reader and one budget for the whole load: size, alias expansion and the position
+    // index are bounded across files, not only per file.
+    let mut reader = files::Reader::default();
+    let mut budget = yaml::Budget::default();
+    let (values, env_name) = load_values(dir, env, &mut reader, &mut budget, &mut diags)?;
+    let walk = files::manifest_files(dir, ENVIRONMENTS_DIR).map_err(|source| LoadError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // Files too large, alone or together, are refused from their sizes, before any is read.
+    let too_large = walk.size_problems(dir);
+    if !too_large.is_empty() {
+        diags.extend(too_large);
+        return Err(LoadError::Invalid(Diagnostics(diags)));
     }
+    diags.extend(walk.problems);
+    let files = walk.files;
 
     // Parse every document, remembering where each resource came from.
     let mut docs: Vec<(PathBuf, yaml::Document)> = Vec::new();
-    for (file, text) in files.iter().zip(&texts) {
-        match yaml::parse(text) {
+    for file in &files {
+        let text = match reader.read(file, files::FileRole::Manifest) {
+            Ok(text) => text,
+            Err(problem) => {
+                diags.push(problem.diagnostic(file));
+                if matches!(problem, files::ReadProblem::TotalTooLarge { .. }) {
+                    break;
+                }
+                continue;
+            }
+        };
+        match yaml::parse_within(&text, &mut budget) {
             Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file.clone(), d))),
             Err(e) => diags.push(syntax_error(file, &e)),
         }
@@ -79,6 +100,23 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     for (i, (file, doc)) in docs.iter().enumerate() {
         if doc.value.is_null() {
             continue;
+        }
+        if diags.len() >= MAX_PROBLEMS {
+            diags.push(Diagnostic {
+                location: SourceLocation {
+                    file: file.clone(),
+                    line: doc.start.line,
+                    column: doc.start.column,
+                },
+                resource: None,
+                path: None,
+                message: format!(
+                    "stopped after {MAX_PROBLEMS} problems; the documents from here on were not checked"
+                ),
+                fix: "correct the problems above and validate again".to_string(),
+                rule: None,
+            });
+            break;
         }
         let mut value = doc.value.clone();
         let mut r = Reporter {
@@ -96,7 +134,7 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             r.report(&path, message, fix);
         }
         if let Some(mut resource) = schema::read_resource(value, &mut r) {
-            read_sources(&mut resource, file, &values, &mut r);
+            read_sources(&mut resource, file, &values, &mut reader, &mut r);
             resources.push((resource, i));
         }
     }
@@ -250,6 +288,14 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
             "`${` without a closing `}`".to_string(),
             "close the reference, or write `$${` for a literal `${`".to_string(),
         ),
+        values::SubstError::TooLarge => (
+            format!(
+                "substituting values here takes the manifests past {} MiB of inserted text (values that repeat other values grow exponentially)",
+                values::MAX_SUBSTITUTED_BYTES >> 20
+            ),
+            "refer to large values once, and do not build values out of repeated references"
+                .to_string(),
+        ),
         values::SubstError::NotScalar(name) => (
             format!("`${{{name}}}` is a map or list and cannot be placed inside text"),
             format!(
@@ -260,7 +306,13 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
 }
 
 /// Reads ConfigFile `source:` files (relative to the manifest) into `content`.
-fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &mut Reporter<'_>) {
+fn read_sources(
+    resource: &mut Resource,
+    manifest: &Path,
+    values: &Values,
+    reader: &mut files::Reader,
+    r: &mut Reporter<'_>,
+) {
     let Spec::ConfigFile(spec) = &mut resource.spec else {
         return;
     };
@@ -276,7 +328,7 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
         return;
     }
     let path = manifest.parent().unwrap_or(Path::new(".")).join(&source);
-    match std::fs::read_to_string(&path) {
+    match reader.read(&path, files::FileRole::Source) {
         Ok(text) if spec.template => match values.interpolate(&text) {
             Ok(text) => spec.content = Some(text),
             Err(errors) => {
@@ -296,41 +348,13 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
             }
         },
         Ok(text) => spec.content = Some(text),
-        Err(e) => r.report(
+        Err(e @ files::ReadProblem::Io { .. }) => r.report(
             "spec.source",
-            format!("cannot read {}: {e}", path.display()),
+            e.to_string(),
             "give a path relative to this manifest file, e.g. ../dashboards/home.json",
         ),
+        Err(e) => r.report("spec.source", e.to_string(), e.fix()),
     }
-}
-
-/// Every manifest file, sorted so that output is deterministic.
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| LoadError::Read {
-                    path: d.clone(),
-                    source,
-                })?
-                .path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != ENVIRONMENTS_DIR) {
-                    pending.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Reads `_defaults.yaml` and `<env>.yaml`; with no `--env`, the only environment if there is
@@ -338,6 +362,8 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 fn load_values(
     dir: &Path,
     env: Option<&str>,
+    reader: &mut files::Reader,
+    budget: &mut yaml::Budget,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<(Values, String), LoadError> {
     let env_dir = dir.join(ENVIRONMENTS_DIR);
@@ -378,12 +404,22 @@ fn load_values(
     };
     let mut read =
         |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
-            let text = match std::fs::read_to_string(&path) {
+            let text = match reader.read(&path, files::FileRole::Values) {
                 Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-                Err(source) => return Err(LoadError::Read { path, source }),
+                Err(files::ReadProblem::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !required =>
+                {
+                    return Ok(None);
+                }
+                Err(files::ReadProblem::Io { path, source }) => {
+                    return Err(LoadError::Read { path, source });
+                }
+                Err(problem) => {
+                    diags.push(problem.diagnostic(&path));
+                    return Ok(None);
+                }
             };
-            match yaml::parse(&text) {
+            match yaml::parse_within(&text, budget) {
                 Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
                 Ok(_) => {
                     diags.push(Diagnostic {
@@ -448,9 +484,9 @@ fn syntax_error(file: &Path, e: &yaml::SyntaxError) -> Diagnostic {
             column: e.pos.column,
         },
         resource: None,
-        path: None,
-        message: format!("YAML syntax error: {}", e.message),
-        fix: "correct the YAML at this position".to_string(),
+        path: e.path.clone(),
+        message: e.message.clone(),
+        fix: e.fix.clone(),
         rule: None,
     }
 }

@@ -7,16 +7,24 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Values resolved at run time, not from files (the AWS account comes from STS).
 pub const RUNTIME_VALUES: [&str; 1] = ["account"];
 /// The file under `environments/` that every environment starts from.
 pub const DEFAULTS_FILE: &str = "_defaults.yaml";
+/// How many bytes substitution may insert in one load. A value can repeat other values
+/// (`a: ${b}${b}`, `b: ${c}${c}`…), which grows exponentially like nested YAML aliases; the
+/// shipped manifests insert a few KiB.
+pub const MAX_SUBSTITUTED_BYTES: usize = 16 << 20;
 
 /// The merged values of one environment.
 #[derive(Debug, Clone, Default)]
 pub struct Values {
     root: serde_json::Map<String, Value>,
+    /// Bytes inserted so far, shared by every copy of these values (one load).
+    inserted: Arc<AtomicUsize>,
 }
 
 /// Why a `${…}` could not be substituted.
@@ -28,6 +36,8 @@ pub enum SubstError {
     Unterminated,
     /// A map or list spliced into text.
     NotScalar(String),
+    /// Substitution would insert more than [`MAX_SUBSTITUTED_BYTES`].
+    TooLarge,
 }
 
 impl Values {
@@ -41,7 +51,10 @@ impl Values {
             }
         }
         root.insert("env".to_string(), Value::String(env.to_string()));
-        let mut values = Values { root };
+        let mut values = Values {
+            root,
+            inserted: Arc::default(),
+        };
         values.resolve_self_references();
         values
     }
@@ -87,6 +100,9 @@ impl Values {
                         return;
                     }
                     match self.get(name) {
+                        Some(v) if !self.spend_on(|| size_of(v)) => {
+                            on_error(&path, SubstError::TooLarge)
+                        }
                         Some(v) => *value = v.clone(),
                         None => on_error(&path, SubstError::Undefined(name.to_string())),
                     }
@@ -141,11 +157,20 @@ impl Values {
             if RUNTIME_VALUES.contains(&name) {
                 out.push_str(&rest[i..i + 3 + end]);
             } else {
-                match self.get(name) {
-                    Some(Value::String(s)) => out.push_str(s),
-                    Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
-                    Some(_) => errors.push(SubstError::NotScalar(name.to_string())),
-                    None => errors.push(SubstError::Undefined(name.to_string())),
+                let text = match self.get(name) {
+                    Some(Value::String(s)) => Ok(std::borrow::Cow::Borrowed(s.as_str())),
+                    Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string().into()),
+                    Some(_) => Err(SubstError::NotScalar(name.to_string())),
+                    None => Err(SubstError::Undefined(name.to_string())),
+                };
+                match text {
+                    // Spent before copying: a spent budget costs nothing more.
+                    Ok(text) if !self.spend_on(|| text.len()) => {
+                        errors.push(SubstError::TooLarge);
+                        break;
+                    }
+                    Ok(text) => out.push_str(&text),
+                    Err(e) => errors.push(e),
                 }
             }
             rest = &after[end + 1..];
@@ -156,6 +181,17 @@ impl Values {
         } else {
             Err(errors)
         }
+    }
+
+    /// Takes `bytes()` from the load's substitution budget; false when it is spent. Once it
+    /// is, nothing more is measured, so further references cost nothing.
+    fn spend_on(&self, bytes: impl FnOnce() -> usize) -> bool {
+        if self.inserted.load(Ordering::Relaxed) > MAX_SUBSTITUTED_BYTES {
+            return false;
+        }
+        let bytes = bytes();
+        let before = self.inserted.fetch_add(bytes, Ordering::Relaxed);
+        before.saturating_add(bytes) <= MAX_SUBSTITUTED_BYTES
     }
 
     /// Every top-level name, for "did you mean" hints.
@@ -172,6 +208,16 @@ fn merge(into: &mut serde_json::Map<String, Value>, from: serde_json::Map<String
                 into.insert(k, v);
             }
         }
+    }
+}
+
+/// About what a value takes as text: its scalars and keys, one byte per node more.
+fn size_of(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len() + 1,
+        Value::Array(items) => items.iter().map(size_of).sum::<usize>() + 1,
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + size_of(v)).sum::<usize>() + 1,
+        _ => 8,
     }
 }
 
@@ -226,6 +272,22 @@ mod tests {
             vals.interpolate("$${HOME}").ok(),
             Some("${HOME}".to_string())
         );
+    }
+
+    #[test]
+    fn values_repeating_values_stop_at_the_substitution_budget() {
+        // Each level doubles ten times: 10^8 copies of "lol" if nothing stopped it.
+        let mut layers = serde_json::Map::new();
+        layers.insert("v0".to_string(), json!("lol"));
+        for level in 1..=8 {
+            let refs = format!("${{v{}}}", level - 1).repeat(10);
+            layers.insert(format!("v{level}"), json!(refs));
+        }
+        let vals = Values::new(None, Value::Object(layers), "dev");
+        let mut v = json!({"spec": {"x": "${v8}"}});
+        let mut seen = Vec::new();
+        vals.substitute(&mut v, &mut |p, e| seen.push((p.to_string(), e)));
+        assert_eq!(seen, vec![("spec.x".to_string(), SubstError::TooLarge)]);
     }
 
     #[test]

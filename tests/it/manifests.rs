@@ -270,3 +270,236 @@ fn an_unknown_environment_lists_the_known_ones() {
         "{stderr}"
     );
 }
+
+// Hostile manifests: each is refused with a located message, from sizes and bounds, without
+// reading or building what it would expand to. Large inputs are generated here, in a temp
+// dir; `scripts/bench-hostile` prints the time and peak memory of each against the release
+// binary.
+
+/// Runs `validate --env test` in a case directory; asserts exit 1 and that every line of
+/// `expected` is in stderr.
+fn assert_refused(tmp: &tempfile::TempDir, expected: &[&str]) -> String {
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "missing `{e}` in:\n{stderr}");
+    }
+    stderr
+}
+
+/// `size` bytes of valid YAML: comment lines, the cheapest thing a parser can be fed.
+fn yaml_of_size(size: usize) -> Vec<u8> {
+    let line = b"# padding padding padding padding padding padding padding padding\n";
+    line.iter().copied().cycle().take(size).collect()
+}
+
+#[test]
+fn a_fifty_megabyte_manifest_is_refused_by_its_size_before_it_is_read() {
+    let tmp = with_case("");
+    std::fs::write(
+        tmp.path().join("manifests/big.yaml"),
+        yaml_of_size(50 << 20),
+    )
+    .expect("write big.yaml");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/big.yaml:1:1: manifests/big.yaml is 52428800 bytes, over the 1 MiB limit for one manifest file",
+            "fix: split it into several files, or move large content into a `source:` file",
+        ],
+    );
+}
+
+#[test]
+fn manifest_files_adding_up_past_the_load_limit_are_refused_before_any_is_read() {
+    let tmp = with_case("");
+    for i in 0..17 {
+        std::fs::write(
+            tmp.path().join(format!("manifests/pad{i:02}.yaml")),
+            yaml_of_size(1_000_000 + i / 16),
+        )
+        .expect("write padding");
+    }
+    let stderr = assert_refused(&tmp, &[]);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("manifests:1:1: the 19 manifest files under manifests add up to 17"),
+        "{stderr}"
+    );
+    assert!(
+        first.ends_with(
+            " bytes, over the 16 MiB limit for one load (the largest is manifests/pad16.yaml, 1000001 bytes)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: keep only the stack's manifests under the manifests directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ten_thousand_levels_of_nesting_fail_fast_in_every_yaml_form() {
+    for (form, text) in [
+        ("flow sequences", "[".repeat(10_000)),
+        ("flow mappings", "{a: ".repeat(10_000)),
+        ("block sequences", "- ".repeat(10_000)),
+        (
+            "block mappings",
+            (0..1_000)
+                .map(|i| format!("{}a:\n", " ".repeat(i)))
+                .collect(),
+        ),
+    ] {
+        let tmp = with_case(&text);
+        let stderr = assert_refused(&tmp, &["manifests/case.yaml:"]);
+        assert!(
+            stderr.contains(": nested deeper than 64 levels\n    fix: flatten the structure"),
+            "{form}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_loop_in_the_manifest_directory_is_named_as_a_loop() {
+    let tmp = with_case("");
+    let manifests = tmp.path().join("manifests");
+    std::os::unix::fs::symlink(".", manifests.join("again")).expect("symlink");
+    std::fs::create_dir(manifests.join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink("..", manifests.join("sub/up")).expect("symlink");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/again:1:1: symlink loop: manifests/again leads back to manifests, which contains it",
+            "manifests/sub/up:1:1: symlink loop: manifests/sub/up leads back to manifests, which contains it",
+            "fix: remove the symlink, or point it outside the manifests directory",
+        ],
+    );
+    assert!(!stderr.contains("declared twice"), "{stderr}");
+}
+
+#[test]
+fn a_second_path_to_a_manifest_directory_is_named_not_read_twice() {
+    let tmp = with_case("");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir(manifests.join("shared")).expect("mkdir");
+    std::fs::rename(
+        manifests.join("case.yaml"),
+        manifests.join("shared/case.yaml"),
+    )
+    .expect("move case");
+    std::os::unix::fs::symlink("shared", manifests.join("a-link")).expect("symlink");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/a-link:1:1: manifests/a-link is a second path to manifests/shared: its manifests would be read twice",
+        ],
+    );
+    assert!(!stderr.contains("declared twice"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_among_the_manifests_is_refused_without_blocking() {
+    let tmp = with_case("");
+    let fifo = tmp.path().join("manifests/pipe.yaml");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/pipe.yaml:1:1: manifests/pipe.yaml is not a regular file",
+            "fix: point it at a regular file: a FIFO, socket or device could block or never end",
+        ],
+    );
+}
+
+#[test]
+fn an_environment_values_file_over_the_limit_is_refused_by_its_size() {
+    let tmp = with_case("");
+    std::fs::write(
+        tmp.path().join("manifests/environments/test.yaml"),
+        yaml_of_size(2 << 20),
+    )
+    .expect("write values");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/environments/test.yaml:1:1: manifests/environments/test.yaml is 2097152 bytes, over the 1 MiB limit for one environment values file",
+            "fix: keep only values in it; large content belongs in `source:` files",
+        ],
+    );
+}
+
+#[test]
+fn a_billion_laughs_in_an_environment_values_file_is_refused() {
+    let tmp = with_case("");
+    let mut text = String::from("project: demo\nl0: &l0 [\"lol\"]\n");
+    for level in 1..=9 {
+        let items = vec![format!("*l{}", level - 1); 9].join(", ");
+        text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+    }
+    std::fs::write(tmp.path().join("manifests/environments/test.yaml"), text)
+        .expect("write values");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/environments/test.yaml:8:20: l6[2]: aliases here copy more than 1 MiB of content",
+        ],
+    );
+}
+
+#[test]
+fn values_that_repeat_values_exponentially_are_refused() {
+    let tmp = with_case("");
+    let mut text = String::from("project: demo\nv0: lol\n");
+    for level in 1..=9 {
+        let refs = format!("${{v{}}}", level - 1).repeat(10);
+        text.push_str(&format!("v{level}: \"{refs}\"\n"));
+    }
+    std::fs::write(tmp.path().join("manifests/environments/test.yaml"), text)
+        .expect("write values");
+    edit_base_stack(&tmp, "domain: example.com", "domain: ${v9}");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/stack.yaml:12:3: Stack/demo spec.domain: substituting values here takes the manifests past 16 MiB of inserted text (values that repeat other values grow exponentially)",
+            "fix: refer to large values once, and do not build values out of repeated references",
+        ],
+    );
+}
+
+/// A ConfigFile whose content comes from `source`.
+fn config_file_from(source: &str) -> String {
+    format!(
+        "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: big\nspec:\n  path: big.json\n  source: {source}\n  mode: \"0640\"\n"
+    )
+}
+
+#[test]
+fn a_source_file_over_the_limit_is_refused_by_its_size() {
+    let tmp = with_case(&config_file_from("big.json"));
+    let file = std::fs::File::create(tmp.path().join("manifests/big.json")).expect("create");
+    file.set_len(5 << 20).expect("set_len");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: manifests/big.json is 5242880 bytes, over the 4 MiB limit for one source file",
+        ],
+    );
+}
+
+#[test]
+fn a_source_that_is_a_device_is_refused_without_reading_it() {
+    let tmp = with_case(&config_file_from("/dev/zero"));
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: /dev/zero is not a regular file",
+            "fix: point it at a regular file: a FIFO, socket or device could block or never end",
+        ],
+    );
+}
