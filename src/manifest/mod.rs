@@ -227,7 +227,10 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
         }
     };
     if let Some(desired) = &desired {
-        for v in crate::policy::check_desired(desired) {
+        let findings = crate::policy::check_desired(desired)
+            .into_iter()
+            .chain(secret_findings(desired));
+        for v in findings {
             locate_finding(&v.resource, &v.path, v.message, v.fix, Some(v.rule));
         }
     }
@@ -449,6 +452,46 @@ fn load_values(
         read(env_dir.join(format!("{env}.yaml")), true)?
     };
     Ok((Values::new(defaults, own.unwrap_or_default(), &env), env))
+}
+
+/// The weak-secret rule over every Parameter whose value source is set (an unset variable
+/// is the providers' concern: an existing parameter is left alone). Read here so that
+/// validate, plan and apply refuse a weak secret before anything is written; each value is
+/// dropped once judged.
+fn secret_findings(desired: &Desired) -> Vec<crate::plan::Violation> {
+    let mut out = Vec::new();
+    for (r, spec) in desired.parameters() {
+        let id = r.id.to_string();
+        let source = &spec.value_from;
+        // The same precedence as the providers: a named variable wins over a file.
+        let finding = if let Some(var) = &source.env {
+            std::env::var_os(var).and_then(|value| {
+                crate::policy::check_secret(
+                    &id,
+                    "spec.valueFrom.env",
+                    &format!("environment variable {var}"),
+                    &value.to_string_lossy(),
+                )
+            })
+        } else if let Some(file) = &source.file {
+            // An unreadable file is reported by the provider that needs its value.
+            files::Reader::default()
+                .read(Path::new(file), files::FileRole::Secret)
+                .ok()
+                .and_then(|text| {
+                    crate::policy::check_secret(
+                        &id,
+                        "spec.valueFrom.file",
+                        &format!("file {file}"),
+                        text.trim_end_matches(['\n', '\r']),
+                    )
+                })
+        } else {
+            None
+        };
+        out.extend(finding);
+    }
+    out
 }
 
 /// Fills the run-time values (`${account}`) into a desired state once they are known.

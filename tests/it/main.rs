@@ -8,4 +8,5 @@ mod cli;
 mod host;
 mod local_world;
 mod manifests;
+mod secrets;
 mod support;
