@@ -237,6 +237,13 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     diags.extend(located);
     let mut diags = Diagnostics(diags);
     diags.sort();
+    tracing::debug!(
+        dir = %dir.display(),
+        environment = %env_name,
+        files = files.len(),
+        problems = diags.0.len(),
+        "manifests loaded"
+    );
     match desired {
         Some(desired) if diags.is_empty() => Ok(Loaded {
             desired,

@@ -216,3 +216,68 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The password as it appears in a `Bytes([..])` debug rendering of a request body.
+fn as_debug_bytes(secret: &str) -> String {
+    secret
+        .bytes()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn rust_log_is_honoured_and_stackwarden_log_wins_when_both_are_set() {
+    let loaded = "DEBUG stackwarden::manifest: manifests loaded";
+    let strong = Some("a-strong-enough-password");
+    let rust_log = stackwarden(&["validate"], strong, NO_AWS, &[("RUST_LOG", "debug")]);
+    assert!(text(&rust_log).contains(loaded), "{}", text(&rust_log));
+    let both = stackwarden(
+        &["validate"],
+        strong,
+        NO_AWS,
+        &[("RUST_LOG", "debug"), ("STACKWARDEN_LOG", "error")],
+    );
+    assert!(!text(&both).contains(loaded), "{}", text(&both));
+    let ours = stackwarden(
+        &["validate"],
+        strong,
+        NO_AWS,
+        &[("RUST_LOG", "error"), ("STACKWARDEN_LOG", "debug")],
+    );
+    assert!(text(&ours).contains(loaded), "{}", text(&ours));
+    let neither = stackwarden(&["validate"], strong, NO_AWS, &[]);
+    assert_eq!(String::from_utf8_lossy(&neither.stderr), "");
+}
+
+#[tokio::test]
+async fn no_log_level_shows_the_admin_password_in_validate_plan_or_apply() {
+    let moto = Moto::start(&[]).await;
+    let secret = "Quartz-Zebra-Lantern-4711";
+    // LOG_SIGNABLE_BODY makes the AWS SDK print request bodies at TRACE: PutParameter's
+    // carries the password.
+    let trace = [("RUST_LOG", "trace"), ("LOG_SIGNABLE_BODY", "true")];
+    let runs = [
+        ("validate", vec!["validate"]),
+        ("apply", vec!["apply", "--scope", "aws"]),
+        ("plan", vec!["plan", "--scope", "aws"]),
+    ];
+    for (name, args) in runs {
+        let out = stackwarden(&args, Some(secret), &moto.endpoint, &trace);
+        let all = text(&out);
+        assert!(
+            out.status.code() == Some(0),
+            "{name} exit {:?}: {all}",
+            out.status.code()
+        );
+        assert!(
+            all.contains("DEBUG stackwarden::manifest: manifests loaded"),
+            "{name} logged at trace: {all}"
+        );
+        assert!(!all.contains(secret), "{name} printed the password");
+        assert!(
+            !all.contains(&as_debug_bytes(secret)),
+            "{name} printed the password as bytes"
+        );
+    }
+}
