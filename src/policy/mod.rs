@@ -408,17 +408,22 @@ fn check_grafana(desired: &Desired, out: &mut Vec<Violation>) {
     }
     for (r, c) in desired.containers().filter(|(r, _)| r.id.name == "grafana") {
         let admin = c.environment.get("GF_SECURITY_ADMIN_PASSWORD");
-        let message = match admin {
-            None => "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin",
-            Some(v) if v.from_parameter.is_none() => {
-                "sets GF_SECURITY_ADMIN_PASSWORD to a literal value"
-            }
+        // Located at the variable when it is there, else at the map it is missing from.
+        let (path, message) = match admin {
+            None => (
+                "spec.environment",
+                "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin",
+            ),
+            Some(v) if v.from_parameter.is_none() => (
+                "spec.environment.GF_SECURITY_ADMIN_PASSWORD",
+                "sets GF_SECURITY_ADMIN_PASSWORD to a literal value",
+            ),
             Some(_) => continue,
         };
         out.push(violation(
             "no-default-grafana-password",
             &r.id.to_string(),
-            "spec.environment",
+            path,
             message.to_string(),
             "set environment.GF_SECURITY_ADMIN_PASSWORD.fromParameter to the admin-password Parameter",
         ));

@@ -503,3 +503,104 @@ fn a_source_that_is_a_device_is_refused_without_reading_it() {
         ],
     );
 }
+
+/// The named keys of a field path: `spec.ingress[0].from.cidr` → spec, ingress, from, cidr.
+fn keys_of(path: &str) -> Vec<&str> {
+    path.split('.')
+        .filter_map(|s| s.split('[').next())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Checks one `[policy: …]` diagnostic line against the manifest text it points into: the
+/// text at line:col is the key of the field it names or, when that field is absent, of its
+/// nearest parent present (and the absent key is nowhere in that document).
+fn check_policy_location(root: &Path, diagnostic: &str) -> Result<(), String> {
+    let fail = |why: String| Err(format!("{why}\n  in: {diagnostic}"));
+    let Some((location, rest)) = diagnostic.split_once(": ") else {
+        return fail("no location".into());
+    };
+    let mut parts = location.rsplitn(3, ':');
+    let (Some(col), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return fail("location is not file:line:col".into());
+    };
+    let (line, col): (usize, usize) = (line.parse().unwrap(), col.parse().unwrap());
+    let subject = rest.split_once(": ").map(|(s, _)| s).unwrap_or_default();
+    let Some((_resource, path)) = subject.split_once(' ') else {
+        return fail("no field path".into());
+    };
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(at) = lines.get(line - 1).and_then(|l| l.get(col - 1..)) else {
+        return fail(format!("{file} has no {line}:{col}"));
+    };
+    let keys = keys_of(path);
+    let Some(held) = keys.iter().rposition(|k| at.starts_with(&format!("{k}:"))) else {
+        return fail(format!("`{at}` holds none of the keys of {path}"));
+    };
+    if let Some(absent) = keys.get(held + 1) {
+        // A parent was reported: the named field must really be absent from this document.
+        let document = lines[line - 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("---"))
+            .filter(|l| !l.trim_start().starts_with('#'));
+        if let Some(present) = document
+            .into_iter()
+            .find(|l| l.contains(&format!("{absent}:")))
+        {
+            return fail(format!(
+                "located at parent `{}` though `{absent}` is present: `{present}`",
+                keys[held]
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent() {
+    let dir = repo().join("tests/fixtures/invalid");
+    let mut cases: Vec<(String, String, Option<(&str, &str)>)> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("policy-"))
+        })
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap(), None)
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "{} policy fixtures", cases.len());
+    // The weak-secret rule, on the base fixture's Parameter.
+    cases.push((
+        "weak secret".into(),
+        String::new(),
+        Some(("DEMO_PASSWORD", "admin")),
+    ));
+    let mut failures = Vec::new();
+    for (name, text, env) in &cases {
+        let tmp = with_case(text);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
+        cmd.args(["validate", "--env", "test"])
+            .current_dir(tmp.path())
+            .env_remove("DEMO_PASSWORD");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("the stackwarden binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let violations: Vec<&str> = stderr.lines().filter(|l| l.contains("[policy: ")).collect();
+        if violations.is_empty() {
+            failures.push(format!("{name}: no policy violation in:\n{stderr}"));
+        }
+        for v in violations {
+            if let Err(e) = check_policy_location(tmp.path(), v) {
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
