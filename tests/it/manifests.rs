@@ -557,10 +557,13 @@ fn check_policy_location(root: &Path, diagnostic: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A case name, the document added to the base fixture, and an environment variable to set.
+type PolicyCase = (String, String, Option<(&'static str, &'static str)>);
+
 #[test]
 fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent() {
     let dir = repo().join("tests/fixtures/invalid");
-    let mut cases: Vec<(String, String, Option<(&str, &str)>)> = std::fs::read_dir(&dir)
+    let mut cases: Vec<PolicyCase> = std::fs::read_dir(&dir)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
         .filter(|p| {
