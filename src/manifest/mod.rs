@@ -413,7 +413,7 @@ fn load_values(
         }
     };
     let mut read =
-        |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
+        |path: PathBuf, required: bool| -> Result<Option<(PathBuf, yaml::Document)>, LoadError> {
             let text = match reader.read(&path, files::FileRole::Values) {
                 Ok(t) => t,
                 Err(files::ReadProblem::Io { source, .. })
@@ -430,7 +430,7 @@ fn load_values(
                 }
             };
             match yaml::parse_within(&text, budget) {
-                Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
+                Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| (path, d))),
                 Ok(_) => {
                     diags.push(Diagnostic {
                         location: SourceLocation {
@@ -458,7 +458,42 @@ fn load_values(
     } else {
         read(env_dir.join(format!("{env}.yaml")), true)?
     };
-    Ok((Values::new(defaults, own.unwrap_or_default(), &env), env))
+    let values = Values::new(
+        defaults.as_ref().map(|(_, d)| d.value.clone()),
+        own.as_ref()
+            .map(|(_, d)| d.value.clone())
+            .unwrap_or_default(),
+        &env,
+    );
+    // A value that grows past the budget is reported where it is written: in the
+    // environment's file when it sets it, else in the defaults.
+    for name in values.oversized() {
+        let Some((file, doc)) = [&own, &defaults]
+            .into_iter()
+            .flatten()
+            .find(|(_, d)| d.positions.contains_key(name))
+        else {
+            continue;
+        };
+        let pos = doc.position_of(name);
+        diags.push(Diagnostic {
+            location: SourceLocation {
+                file: file.clone(),
+                line: pos.line,
+                column: pos.column,
+            },
+            resource: None,
+            path: Some(name.to_string()),
+            message: format!(
+                "this value repeats other values past {} MiB of text (values that repeat other values grow exponentially)",
+                values::MAX_VALUE_BYTES >> 20
+            ),
+            fix: "build it from fewer references, without repeating values that repeat others"
+                .to_string(),
+            rule: None,
+        });
+    }
+    Ok((values, env))
 }
 
 /// The weak-secret rule over every Parameter whose value source is set (an unset variable

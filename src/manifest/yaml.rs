@@ -57,12 +57,18 @@ pub const MAX_ALIAS_EXPANSION: usize = 1 << 20;
 /// repeats its ancestors' keys, so long keys nested deeply would grow the index quadratically.
 pub const MAX_INDEX_BYTES: usize = 16 << 20;
 
+/// How many nodes (scalars, mappings, sequences, aliases) one load may hold. The shipped
+/// manifests hold about 3,000; every later step (substitution, typing, validation) walks
+/// each node, so their number bounds the cost of all of them.
+pub const MAX_NODES: usize = 100_000;
+
 /// What one load may still spend. Shared by every file of the load, so that many small files
 /// cannot add up to what one file may not do.
 #[derive(Debug, Clone)]
 pub struct Budget {
     alias: usize,
     index: usize,
+    nodes: usize,
 }
 
 impl Default for Budget {
@@ -70,6 +76,7 @@ impl Default for Budget {
         Budget {
             alias: MAX_ALIAS_EXPANSION,
             index: MAX_INDEX_BYTES,
+            nodes: MAX_NODES,
         }
     }
 }
@@ -273,8 +280,40 @@ impl<'b> Builder<'b> {
         }
     }
 
+    /// Counts one node against the budget; false (and an error) once it is spent.
+    fn count_node(&mut self, at: Pos) -> bool {
+        match self.budget.nodes.checked_sub(1) {
+            Some(left) => {
+                self.budget.nodes = left;
+                true
+            }
+            None => {
+                let path = self.stack.last().map(|f| match f {
+                    Frame::Map { path, .. } | Frame::Seq { path, .. } => path.clone(),
+                });
+                self.fail(
+                    at,
+                    path.as_deref(),
+                    format!("the manifests hold more than {MAX_NODES} values"),
+                    "the stack needs a few thousand; remove generated or repeated content",
+                );
+                false
+            }
+        }
+    }
+
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let at = pos(&mark);
+        if matches!(
+            ev,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+        ) && !self.count_node(at)
+        {
+            return;
+        }
         match ev {
             Event::DocumentStart => {
                 self.doc_start = at;
@@ -561,6 +600,14 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_number_of_values_is_bounded() {
+        let text = format!("x: [{}1]\n", "1,".repeat(MAX_NODES));
+        let err = parse(&text).expect_err("too many nodes");
+        assert_eq!(err.path.as_deref(), Some("x"));
+        assert_eq!(err.message, "the manifests hold more than 100000 values");
     }
 
     #[test]

@@ -466,6 +466,8 @@ fn values_that_repeat_values_exponentially_are_refused() {
     assert_refused(
         &tmp,
         &[
+            "manifests/environments/test.yaml:8:1: v6: this value repeats other values past 1 MiB of text (values that repeat other values grow exponentially)",
+            "fix: build it from fewer references, without repeating values that repeat others",
             "manifests/stack.yaml:12:3: Stack/demo spec.domain: substituting values here takes the manifests past 16 MiB of inserted text (values that repeat other values grow exponentially)",
             "fix: refer to large values once, and do not build values out of repeated references",
         ],
@@ -606,4 +608,17 @@ fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn half_a_million_values_in_one_megabyte_are_refused_at_the_value_limit() {
+    let list = "1,".repeat(500_000);
+    let tmp = with_case(&format!("x: [{list}1]\n"));
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:1:",
+            ": x: the manifests hold more than 100000 values\n    fix: the stack needs a few thousand; remove generated or repeated content",
+        ],
+    );
 }
