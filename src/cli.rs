@@ -132,7 +132,7 @@ fn validate(common: &Common) -> ExitCode {
     }
 }
 
-/// Exit codes of `plan` (architecture.md, CLI contract).
+/// Exit codes of `plan` (docs/contract.md, "Commands").
 mod exit {
     pub const NO_CHANGES: u8 = 0;
     pub const ERROR: u8 = 1;

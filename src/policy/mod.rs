@@ -1,6 +1,7 @@
-//! The security policy (the seed's audit, PRs 9–10) as named rules. Each check is a pure
-//! function of model types, so the same rule judges a manifest (`validate`) and live state
-//! (a provider maps what it observes into the model type and calls the same check).
+//! The security policy (the seed's audit, PRs 9–10: see docs/design.md) as named rules. Each
+//! check is a pure function of model types, so the same rule judges a manifest (`validate`)
+//! and live state (a provider maps what it observes into the model type and calls the same
+//! check).
 
 use crate::model::{
     ConfigFileSpec, ContainerSpec, Desired, Encryption, Ensure, HttpTokens, InstanceSpec, MemSize,
