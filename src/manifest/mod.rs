@@ -93,6 +93,14 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
         };
         match yaml::parse_within(&text, &mut budget) {
             Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file.clone(), d))),
+            Err(e) if e.load_wide => {
+                // The rest would fail the same way, and what was not parsed would only add
+                // noise (a missing Stack, dangling references): this is the problem to fix.
+                diags.push(syntax_error(file, &e));
+                let mut diags = Diagnostics(diags);
+                diags.sort();
+                return Err(LoadError::Invalid(diags));
+            }
             Err(e) => diags.push(syntax_error(file, &e)),
         }
     }
@@ -445,6 +453,13 @@ fn load_values(
                         rule: None,
                     });
                     Ok(None)
+                }
+                Err(e) if e.load_wide => {
+                    // As in the manifests: this is the problem to fix, not what follows it.
+                    diags.push(syntax_error(&path, &e));
+                    let mut all = Diagnostics(std::mem::take(diags));
+                    all.sort();
+                    Err(LoadError::Invalid(all))
                 }
                 Err(e) => {
                     diags.push(syntax_error(&path, &e));

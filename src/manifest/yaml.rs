@@ -92,6 +92,9 @@ pub struct SyntaxError {
     pub message: String,
     /// What to do about it.
     pub fix: String,
+    /// True when a bound of the whole load was reached (values, aliases, index): the files
+    /// after this one would only fail the same way.
+    pub load_wide: bool,
 }
 
 /// Parses every document of a multi-document YAML text, within a fresh [`Budget`].
@@ -116,6 +119,7 @@ pub fn parse_within(text: &str, budget: &mut Budget) -> Result<Vec<Document>, Sy
                 path: None,
                 message: format!("YAML syntax error: {info}"),
                 fix: "correct the YAML at this position".to_string(),
+                load_wide: false,
             },
         })?;
         if event == Event::StreamEnd {
@@ -134,6 +138,7 @@ fn too_deep(at: Pos, path: Option<&str>) -> SyntaxError {
         path: path.filter(|p| !p.is_empty()).map(shown),
         message: format!("nested deeper than {MAX_DEPTH} levels"),
         fix: "flatten the structure: a manifest needs only a few levels".to_string(),
+        load_wide: false,
     }
 }
 
@@ -206,7 +211,7 @@ impl<'b> Builder<'b> {
         match self.budget.index.checked_sub(path.len() + 1) {
             Some(left) => self.budget.index = left,
             None => {
-                self.fail(
+                self.exhausted(
                     at,
                     Some(&path),
                     format!(
@@ -276,7 +281,16 @@ impl<'b> Builder<'b> {
                 path: path.filter(|p| !p.is_empty()).map(shown),
                 message: message.into(),
                 fix: fix.to_string(),
+                load_wide: false,
             });
+        }
+    }
+
+    /// Fails on a bound of the whole load.
+    fn exhausted(&mut self, at: Pos, path: Option<&str>, message: String, fix: &str) {
+        self.fail(at, path, message, fix);
+        if let Some(e) = &mut self.error {
+            e.load_wide = true;
         }
     }
 
@@ -291,7 +305,7 @@ impl<'b> Builder<'b> {
                 let path = self.stack.last().map(|f| match f {
                     Frame::Map { path, .. } | Frame::Seq { path, .. } => path.clone(),
                 });
-                self.fail(
+                self.exhausted(
                     at,
                     path.as_deref(),
                     format!("the manifests hold more than {MAX_NODES} values"),
@@ -375,7 +389,7 @@ impl<'b> Builder<'b> {
                 };
                 let size = *size;
                 let Some(left) = self.budget.alias.checked_sub(size) else {
-                    self.fail(
+                    self.exhausted(
                         at,
                         Some(&path),
                         format!(
