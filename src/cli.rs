@@ -20,6 +20,19 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text for people or JSON for log pipelines (filter: STACKWARDEN_LOG or
+    /// RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// The subcommands.
@@ -160,7 +173,7 @@ fn validate(common: &Common) -> ExitCode {
     }
 }
 
-/// Exit codes of `plan` (architecture.md, CLI contract).
+/// Exit codes of `plan` (docs/contract.md, "Commands").
 mod exit {
     pub const NO_CHANGES: u8 = 0;
     pub const ERROR: u8 = 1;

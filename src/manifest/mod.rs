@@ -3,6 +3,7 @@
 //! ever returned, so a broken manifest can never replace the one in force.
 
 mod diagnostic;
+pub mod files;
 mod schema;
 mod validate;
 pub mod values;
@@ -19,6 +20,9 @@ use values::Values;
 
 /// The folder under the manifests directory holding per-environment values.
 pub const ENVIRONMENTS_DIR: &str = "environments";
+/// Problems after which checking stops: a person reads the first screenful, and a hostile
+/// file with thousands of broken documents must not cost thousands of schema passes.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// Why manifests could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -56,22 +60,47 @@ pub struct Loaded {
 /// the values of `env`.
 pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     let mut diags = Vec::new();
-    let (values, env_name) = load_values(dir, env, &mut diags)?;
-    let files = manifest_files(dir)?;
-    let mut texts = Vec::with_capacity(files.len());
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        texts.push(text);
+    // One reader and one budget for the whole load: size, alias expansion and the position
+    // index are bounded across files, not only per file.
+    let mut reader = files::Reader::default();
+    let mut budget = yaml::Budget::default();
+    let (values, env_name) = load_values(dir, env, &mut reader, &mut budget, &mut diags)?;
+    let walk = files::manifest_files(dir, ENVIRONMENTS_DIR).map_err(|source| LoadError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // Files too large, alone or together, are refused from their sizes, before any is read.
+    let too_large = walk.size_problems(dir);
+    if !too_large.is_empty() {
+        diags.extend(too_large);
+        return Err(LoadError::Invalid(Diagnostics(diags)));
     }
+    diags.extend(walk.problems);
+    let files = walk.files;
 
     // Parse every document, remembering where each resource came from.
     let mut docs: Vec<(PathBuf, yaml::Document)> = Vec::new();
-    for (file, text) in files.iter().zip(&texts) {
-        match yaml::parse(text) {
+    for file in &files {
+        let text = match reader.read(file, files::FileRole::Manifest) {
+            Ok(text) => text,
+            Err(problem) => {
+                diags.push(problem.diagnostic(file));
+                if matches!(problem, files::ReadProblem::TotalTooLarge { .. }) {
+                    break;
+                }
+                continue;
+            }
+        };
+        match yaml::parse_within(&text, &mut budget) {
             Ok(parsed) => docs.extend(parsed.into_iter().map(|d| (file.clone(), d))),
+            Err(e) if e.load_wide => {
+                // The rest would fail the same way, and what was not parsed would only add
+                // noise (a missing Stack, dangling references): this is the problem to fix.
+                diags.push(syntax_error(file, &e));
+                let mut diags = Diagnostics(diags);
+                diags.sort();
+                return Err(LoadError::Invalid(diags));
+            }
             Err(e) => diags.push(syntax_error(file, &e)),
         }
     }
@@ -79,6 +108,23 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
     for (i, (file, doc)) in docs.iter().enumerate() {
         if doc.value.is_null() {
             continue;
+        }
+        if diags.len() >= MAX_PROBLEMS {
+            diags.push(Diagnostic {
+                location: SourceLocation {
+                    file: file.clone(),
+                    line: doc.start.line,
+                    column: doc.start.column,
+                },
+                resource: None,
+                path: None,
+                message: format!(
+                    "stopped after {MAX_PROBLEMS} problems; the documents from here on were not checked"
+                ),
+                fix: "correct the problems above and validate again".to_string(),
+                rule: None,
+            });
+            break;
         }
         let mut value = doc.value.clone();
         let mut r = Reporter {
@@ -96,7 +142,7 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             r.report(&path, message, fix);
         }
         if let Some(mut resource) = schema::read_resource(value, &mut r) {
-            read_sources(&mut resource, file, &values, &mut r);
+            read_sources(&mut resource, file, &values, &mut reader, &mut r);
             resources.push((resource, i));
         }
     }
@@ -189,13 +235,23 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
         }
     };
     if let Some(desired) = &desired {
-        for v in crate::policy::check_desired(desired) {
+        let findings = crate::policy::check_desired(desired)
+            .into_iter()
+            .chain(secret_findings(desired));
+        for v in findings {
             locate_finding(&v.resource, &v.path, v.message, v.fix, Some(v.rule));
         }
     }
     diags.extend(located);
     let mut diags = Diagnostics(diags);
     diags.sort();
+    tracing::debug!(
+        dir = %dir.display(),
+        environment = %env_name,
+        files = files.len(),
+        problems = diags.0.len(),
+        "manifests loaded"
+    );
     match desired {
         Some(desired) if diags.is_empty() => Ok(Loaded {
             desired,
@@ -250,6 +306,14 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
             "`${` without a closing `}`".to_string(),
             "close the reference, or write `$${` for a literal `${`".to_string(),
         ),
+        values::SubstError::TooLarge => (
+            format!(
+                "substituting values here takes the manifests past {} MiB of inserted text (values that repeat other values grow exponentially)",
+                values::MAX_SUBSTITUTED_BYTES >> 20
+            ),
+            "refer to large values once, and do not build values out of repeated references"
+                .to_string(),
+        ),
         values::SubstError::NotScalar(name) => (
             format!("`${{{name}}}` is a map or list and cannot be placed inside text"),
             format!(
@@ -260,7 +324,13 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
 }
 
 /// Reads ConfigFile `source:` files (relative to the manifest) into `content`.
-fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &mut Reporter<'_>) {
+fn read_sources(
+    resource: &mut Resource,
+    manifest: &Path,
+    values: &Values,
+    reader: &mut files::Reader,
+    r: &mut Reporter<'_>,
+) {
     let Spec::ConfigFile(spec) = &mut resource.spec else {
         return;
     };
@@ -276,7 +346,7 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
         return;
     }
     let path = manifest.parent().unwrap_or(Path::new(".")).join(&source);
-    match std::fs::read_to_string(&path) {
+    match reader.read(&path, files::FileRole::Source) {
         Ok(text) if spec.template => match values.interpolate(&text) {
             Ok(text) => spec.content = Some(text),
             Err(errors) => {
@@ -296,41 +366,13 @@ fn read_sources(resource: &mut Resource, manifest: &Path, values: &Values, r: &m
             }
         },
         Ok(text) => spec.content = Some(text),
-        Err(e) => r.report(
+        Err(e @ files::ReadProblem::Io { .. }) => r.report(
             "spec.source",
-            format!("cannot read {}: {e}", path.display()),
+            e.to_string(),
             "give a path relative to this manifest file, e.g. ../dashboards/home.json",
         ),
+        Err(e) => r.report("spec.source", e.to_string(), e.fix()),
     }
-}
-
-/// Every manifest file, sorted so that output is deterministic.
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| LoadError::Read {
-                    path: d.clone(),
-                    source,
-                })?
-                .path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != ENVIRONMENTS_DIR) {
-                    pending.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Reads `_defaults.yaml` and `<env>.yaml`; with no `--env`, the only environment if there is
@@ -338,6 +380,8 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 fn load_values(
     dir: &Path,
     env: Option<&str>,
+    reader: &mut files::Reader,
+    budget: &mut yaml::Budget,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<(Values, String), LoadError> {
     let env_dir = dir.join(ENVIRONMENTS_DIR);
@@ -377,14 +421,24 @@ fn load_values(
         }
     };
     let mut read =
-        |path: PathBuf, required: bool| -> Result<Option<serde_json::Value>, LoadError> {
-            let text = match std::fs::read_to_string(&path) {
+        |path: PathBuf, required: bool| -> Result<Option<(PathBuf, yaml::Document)>, LoadError> {
+            let text = match reader.read(&path, files::FileRole::Values) {
                 Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-                Err(source) => return Err(LoadError::Read { path, source }),
+                Err(files::ReadProblem::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !required =>
+                {
+                    return Ok(None);
+                }
+                Err(files::ReadProblem::Io { path, source }) => {
+                    return Err(LoadError::Read { path, source });
+                }
+                Err(problem) => {
+                    diags.push(problem.diagnostic(&path));
+                    return Ok(None);
+                }
             };
-            match yaml::parse(&text) {
-                Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| d.value)),
+            match yaml::parse_within(&text, budget) {
+                Ok(mut docs) if docs.len() <= 1 => Ok(docs.pop().map(|d| (path, d))),
                 Ok(_) => {
                     diags.push(Diagnostic {
                         location: SourceLocation {
@@ -400,6 +454,13 @@ fn load_values(
                     });
                     Ok(None)
                 }
+                Err(e) if e.load_wide => {
+                    // As in the manifests: this is the problem to fix, not what follows it.
+                    diags.push(syntax_error(&path, &e));
+                    let mut all = Diagnostics(std::mem::take(diags));
+                    all.sort();
+                    Err(LoadError::Invalid(all))
+                }
                 Err(e) => {
                     diags.push(syntax_error(&path, &e));
                     Ok(None)
@@ -412,7 +473,82 @@ fn load_values(
     } else {
         read(env_dir.join(format!("{env}.yaml")), true)?
     };
-    Ok((Values::new(defaults, own.unwrap_or_default(), &env), env))
+    let values = Values::new(
+        defaults.as_ref().map(|(_, d)| d.value.clone()),
+        own.as_ref()
+            .map(|(_, d)| d.value.clone())
+            .unwrap_or_default(),
+        &env,
+    );
+    // A value that grows past the budget is reported where it is written: in the
+    // environment's file when it sets it, else in the defaults.
+    for name in values.oversized() {
+        let Some((file, doc)) = [&own, &defaults]
+            .into_iter()
+            .flatten()
+            .find(|(_, d)| d.positions.contains_key(name))
+        else {
+            continue;
+        };
+        let pos = doc.position_of(name);
+        diags.push(Diagnostic {
+            location: SourceLocation {
+                file: file.clone(),
+                line: pos.line,
+                column: pos.column,
+            },
+            resource: None,
+            path: Some(name.to_string()),
+            message: format!(
+                "this value repeats other values past {} MiB of text (values that repeat other values grow exponentially)",
+                values::MAX_VALUE_BYTES >> 20
+            ),
+            fix: "build it from fewer references, without repeating values that repeat others"
+                .to_string(),
+            rule: None,
+        });
+    }
+    Ok((values, env))
+}
+
+/// The weak-secret rule over every Parameter whose value source is set (an unset variable
+/// is the providers' concern: an existing parameter is left alone). Read here so that
+/// validate, plan and apply refuse a weak secret before anything is written; each value is
+/// dropped once judged.
+fn secret_findings(desired: &Desired) -> Vec<crate::plan::Violation> {
+    let mut out = Vec::new();
+    for (r, spec) in desired.parameters() {
+        let id = r.id.to_string();
+        let source = &spec.value_from;
+        // The same precedence as the providers: a named variable wins over a file.
+        let finding = if let Some(var) = &source.env {
+            std::env::var_os(var).and_then(|value| {
+                crate::policy::check_secret(
+                    &id,
+                    "spec.valueFrom.env",
+                    &format!("environment variable {var}"),
+                    &value.to_string_lossy(),
+                )
+            })
+        } else if let Some(file) = &source.file {
+            // An unreadable file is reported by the provider that needs its value.
+            files::Reader::default()
+                .read(Path::new(file), files::FileRole::Secret)
+                .ok()
+                .and_then(|text| {
+                    crate::policy::check_secret(
+                        &id,
+                        "spec.valueFrom.file",
+                        &format!("file {file}"),
+                        text.trim_end_matches(['\n', '\r']),
+                    )
+                })
+        } else {
+            None
+        };
+        out.extend(finding);
+    }
+    out
 }
 
 /// Fills the run-time values (`${account}`) into a desired state once they are known.
@@ -446,9 +582,9 @@ fn syntax_error(file: &Path, e: &yaml::SyntaxError) -> Diagnostic {
             column: e.pos.column,
         },
         resource: None,
-        path: None,
-        message: format!("YAML syntax error: {}", e.message),
-        fix: "correct the YAML at this position".to_string(),
+        path: e.path.clone(),
+        message: e.message.clone(),
+        fix: e.fix.clone(),
         rule: None,
     }
 }

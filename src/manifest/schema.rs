@@ -328,7 +328,7 @@ pub fn fix_for_unknown(given: &str, valid: &[&str]) -> String {
             let d = if norm(v) == norm(given) {
                 0
             } else {
-                edit_distance(v, given)
+                strsim::levenshtein(v, given)
             };
             (d, *v)
         })
@@ -338,20 +338,6 @@ pub fn fix_for_unknown(given: &str, valid: &[&str]) -> String {
         _ if valid.is_empty() => "remove it".to_string(),
         _ => format!("remove it, or use one of: {}", valid.join(", ")),
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The security policy (the seed's audit, PRs 9–10) as named rules. Each check is a pure
-//! function of model types, so the same rule judges a manifest (`validate`) and live state
-//! (a provider maps what it observes into the model type and calls the same check).
+//! The security policy (the seed's audit, PRs 9–10: see docs/design.md) as named rules. Each
+//! check is a pure function of model types, so the same rule judges a manifest (`validate`)
+//! and live state (a provider maps what it observes into the model type and calls the same
+//! check).
 
 use crate::model::{
     ConfigFileSpec, ContainerSpec, Desired, Encryption, Ensure, HttpTokens, InstanceSpec, MemSize,
@@ -14,6 +15,10 @@ pub const GRAFANA_PORT: u16 = 3001;
 pub const FARO_MAX_PAYLOAD: u64 = 4 << 20;
 /// Alloy's default `max_allowed_payload_size` when the field is absent.
 const ALLOY_DEFAULT_PAYLOAD: u64 = 5 << 20;
+/// Grafana's built-in admin password, the first one any attacker tries.
+const GRAFANA_DEFAULT_PASSWORD: &str = "admin";
+/// The shortest secret accepted, in characters.
+pub const MIN_SECRET_CHARS: usize = 12;
 /// Memory the OS and the Docker engine keep for themselves on the host.
 const HOST_RESERVE: MemSize = MemSize(1 << 30);
 
@@ -50,7 +55,7 @@ pub const RULES: [(&str, &str); 13] = [
     ),
     (
         "no-default-grafana-password",
-        "Grafana's admin password comes from the SSM SecureString parameter",
+        "Grafana's admin password comes from the SSM SecureString parameter, and is not `admin`, blank or shorter than 12 characters",
     ),
     ("imdsv2-required", "the instance requires IMDSv2 tokens"),
     (
@@ -294,6 +299,36 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Why a secret value is too weak to protect Grafana's admin account, if it is. Says what is
+/// wrong with it, never what it is.
+pub fn weak_secret(value: &str) -> Option<&'static str> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        Some("is blank")
+    } else if trimmed.eq_ignore_ascii_case(GRAFANA_DEFAULT_PASSWORD) {
+        Some("is Grafana's default password")
+    } else if value.chars().count() < MIN_SECRET_CHARS {
+        Some("is shorter than 12 characters")
+    } else {
+        None
+    }
+}
+
+/// The weak-password rule over a Parameter's secret as read from `source` (`environment
+/// variable X`, `file Y`) for the field `path`. The message names the source, never the value.
+pub fn check_secret(resource: &str, path: &str, source: &str, value: &str) -> Option<Violation> {
+    let why = weak_secret(value)?;
+    Some(violation(
+        "no-default-grafana-password",
+        resource,
+        path,
+        format!("{source} {why}"),
+        &format!(
+            "set {source} to a generated password of at least {MIN_SECRET_CHARS} characters, e.g. the output of `openssl rand -base64 24`"
+        ),
+    ))
+}
+
 /// Memory of known instance types, for the budget check.
 fn instance_memory(instance_type: &str) -> Option<MemSize> {
     let gib = match instance_type {
@@ -388,17 +423,24 @@ fn check_grafana(desired: &Desired, out: &mut Vec<Violation>) {
                         })
                 })
             });
-        let message = if c.environment.contains_key("GF_SECURITY_ADMIN_PASSWORD") {
-            "sets GF_SECURITY_ADMIN_PASSWORD to a literal value"
+        // Located at the variable when it is there, else at the map it is missing from.
+        let (path, message) = if c.environment.contains_key("GF_SECURITY_ADMIN_PASSWORD") {
+            (
+                "spec.environment.GF_SECURITY_ADMIN_PASSWORD",
+                "sets GF_SECURITY_ADMIN_PASSWORD to a literal value",
+            )
         } else if !from_secret_file {
-            "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin"
+            (
+                "spec.environment",
+                "sets no GF_SECURITY_ADMIN_PASSWORD, so Grafana starts with admin/admin",
+            )
         } else {
             continue;
         };
         out.push(violation(
             "no-default-grafana-password",
             &r.id.to_string(),
-            "spec.environment",
+            path,
             message.to_string(),
             "mount a ConfigFile with fromParameter: <admin-password Parameter> read-only and set GF_SECURITY_ADMIN_PASSWORD__FILE to its target",
         ));
@@ -469,6 +511,51 @@ mod tests {
             "no-new-privileges:false".to_string()
         ]));
         assert!(!has_no_new_privileges(&[]));
+    }
+
+    #[test]
+    fn admin_blank_whitespace_and_short_secrets_are_weak() {
+        assert_eq!(weak_secret("admin"), Some("is Grafana's default password"));
+        assert_eq!(
+            weak_secret(" Admin\n"),
+            Some("is Grafana's default password")
+        );
+        assert_eq!(weak_secret(""), Some("is blank"));
+        assert_eq!(weak_secret(" \t \n"), Some("is blank"));
+        assert_eq!(
+            weak_secret("elevenchars"),
+            Some("is shorter than 12 characters")
+        );
+        // Characters, not bytes: eleven two-byte letters are still eleven.
+        assert_eq!(
+            weak_secret("ééééééééééé"),
+            Some("is shorter than 12 characters")
+        );
+        assert_eq!(weak_secret("twelve-chars"), None);
+        assert_eq!(weak_secret("correct-horse-battery-staple"), None);
+    }
+
+    #[test]
+    fn a_weak_secret_violation_names_its_source_and_never_the_value() {
+        let v = check_secret(
+            "Parameter/admin",
+            "spec.valueFrom.env",
+            "environment variable GF_PW",
+            "hunter2",
+        )
+        .expect("weak");
+        assert_eq!(v.rule, "no-default-grafana-password");
+        assert_eq!(v.path, "spec.valueFrom.env");
+        assert_eq!(
+            v.message,
+            "environment variable GF_PW is shorter than 12 characters"
+        );
+        assert!(
+            v.fix
+                .starts_with("set environment variable GF_PW to a generated password")
+        );
+        assert!(!format!("{v}").contains("hunter2"));
+        assert!(check_secret("P/a", "p", "s", "a-long-enough-secret").is_none());
     }
 
     #[test]

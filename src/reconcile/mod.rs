@@ -14,7 +14,7 @@ pub mod triggers;
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
 use crate::model::{Desired, Kind, Mode};
-use crate::plan::Plan;
+use crate::plan::{Cause, Change, Plan};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, watch_events};
@@ -96,6 +96,9 @@ pub struct Controller {
     events: Option<mpsc::Receiver<HostEvent>>,
     files: Option<triggers::FileWatch>,
     desired: Option<Desired>,
+    /// Spec hash of each resource at the last pass that found it in sync: tells a manifest
+    /// edit from a hand-made change for kinds that record no hash on the resource itself.
+    in_sync: BTreeMap<String, String>,
     revision: Option<String>,
     rejected_revision: Option<String>,
     status: Status,
@@ -169,6 +172,7 @@ impl Controller {
             events: None,
             files: None,
             desired: None,
+            in_sync: BTreeMap::new(),
             revision: None,
             rejected_revision: None,
             status: Status::default(),
@@ -587,6 +591,8 @@ impl Controller {
             }
         };
         after.errors.extend(errors);
+        let mut report = report;
+        self.attribute_causes(&desired, &mut report, &mut after);
         self.note_reachability(&after);
         let finished = SystemTime::now();
         for o in &report.outcomes {
@@ -684,6 +690,44 @@ impl Controller {
             finished,
         );
         self.publish();
+    }
+
+    /// Sharpens each change's cause with what this daemon saw: a resource that was in sync
+    /// under an older spec changed because its manifest did; under the same spec, because
+    /// someone changed it. A provider's own record (a container's config-hash label) already
+    /// said `manifest` and is kept; creates stay `missing`. Then remembers what is in sync now.
+    fn attribute_causes(&mut self, desired: &Desired, report: &mut ApplyReport, after: &mut Plan) {
+        let hashes: BTreeMap<String, String> = desired
+            .resources
+            .iter()
+            .map(|r| (r.id.to_string(), content_hash(&r.spec)))
+            .collect();
+        let in_sync = &self.in_sync;
+        let sharpen = |c: &mut Change| {
+            let id = c.id.to_string();
+            if c.cause == Cause::Drift
+                && let (Some(then), Some(now)) = (in_sync.get(&id), hashes.get(&id))
+                && then != now
+            {
+                c.cause = Cause::Manifest;
+            }
+        };
+        report.plan.changes.iter_mut().for_each(sharpen);
+        report
+            .outcomes
+            .iter_mut()
+            .for_each(|o| sharpen(&mut o.change));
+        after.changes.iter_mut().for_each(sharpen);
+        // Only a resource the pass observed without error counts as in sync.
+        if after.errors.is_empty() {
+            let pending: BTreeSet<String> =
+                after.changes.iter().map(|c| c.id.to_string()).collect();
+            for (id, hash) in hashes {
+                if !pending.contains(&id) {
+                    self.in_sync.insert(id, hash);
+                }
+            }
+        }
     }
 
     /// Marks AWS and Docker unreachable when their provider could not observe this pass.

@@ -12,4 +12,5 @@ mod grafana;
 mod host;
 mod local_world;
 mod manifests;
+mod secrets;
 mod support;

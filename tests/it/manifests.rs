@@ -270,3 +270,359 @@ fn an_unknown_environment_lists_the_known_ones() {
         "{stderr}"
     );
 }
+
+// Hostile manifests: each is refused with a located message, from sizes and bounds, without
+// reading or building what it would expand to. Large inputs are generated here, in a temp
+// dir; `scripts/bench-hostile` prints the time and peak memory of each against the release
+// binary.
+
+/// Runs `validate --env test` in a case directory; asserts exit 1 and that every line of
+/// `expected` is in stderr.
+fn assert_refused(tmp: &tempfile::TempDir, expected: &[&str]) -> String {
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "missing `{e}` in:\n{stderr}");
+    }
+    stderr
+}
+
+/// `size` bytes of valid YAML: comment lines, the cheapest thing a parser can be fed.
+fn yaml_of_size(size: usize) -> Vec<u8> {
+    let line = b"# padding padding padding padding padding padding padding padding\n";
+    line.iter().copied().cycle().take(size).collect()
+}
+
+#[test]
+fn a_fifty_megabyte_manifest_is_refused_by_its_size_before_it_is_read() {
+    let tmp = with_case("");
+    std::fs::write(
+        tmp.path().join("manifests/big.yaml"),
+        yaml_of_size(50 << 20),
+    )
+    .expect("write big.yaml");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/big.yaml:1:1: manifests/big.yaml is 52428800 bytes, over the 1 MiB limit for one manifest file",
+            "fix: split it into several files, or move large content into a `source:` file",
+        ],
+    );
+}
+
+#[test]
+fn manifest_files_adding_up_past_the_load_limit_are_refused_before_any_is_read() {
+    let tmp = with_case("");
+    for i in 0..17 {
+        std::fs::write(
+            tmp.path().join(format!("manifests/pad{i:02}.yaml")),
+            yaml_of_size(1_000_000 + i / 16),
+        )
+        .expect("write padding");
+    }
+    let stderr = assert_refused(&tmp, &[]);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("manifests:1:1: the 19 manifest files under manifests add up to 17"),
+        "{stderr}"
+    );
+    assert!(
+        first.ends_with(
+            " bytes, over the 16 MiB limit for one load (the largest is manifests/pad16.yaml, 1000001 bytes)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: keep only the stack's manifests under the manifests directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ten_thousand_levels_of_nesting_fail_fast_in_every_yaml_form() {
+    for (form, text) in [
+        ("flow sequences", "[".repeat(10_000)),
+        ("flow mappings", "{a: ".repeat(10_000)),
+        ("block sequences", "- ".repeat(10_000)),
+        (
+            "block mappings",
+            (0..1_000)
+                .map(|i| format!("{}a:\n", " ".repeat(i)))
+                .collect(),
+        ),
+    ] {
+        let tmp = with_case(&text);
+        let stderr = assert_refused(&tmp, &["manifests/case.yaml:"]);
+        assert!(
+            stderr.contains(": nested deeper than 64 levels\n    fix: flatten the structure"),
+            "{form}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_loop_in_the_manifest_directory_is_named_as_a_loop() {
+    let tmp = with_case("");
+    let manifests = tmp.path().join("manifests");
+    std::os::unix::fs::symlink(".", manifests.join("again")).expect("symlink");
+    std::fs::create_dir(manifests.join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink("..", manifests.join("sub/up")).expect("symlink");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/again:1:1: symlink loop: manifests/again leads back to manifests, which contains it",
+            "manifests/sub/up:1:1: symlink loop: manifests/sub/up leads back to manifests, which contains it",
+            "fix: remove the symlink, or point it outside the manifests directory",
+        ],
+    );
+    assert!(!stderr.contains("declared twice"), "{stderr}");
+}
+
+#[test]
+fn a_second_path_to_a_manifest_directory_is_named_not_read_twice() {
+    let tmp = with_case("");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir(manifests.join("shared")).expect("mkdir");
+    std::fs::rename(
+        manifests.join("case.yaml"),
+        manifests.join("shared/case.yaml"),
+    )
+    .expect("move case");
+    std::os::unix::fs::symlink("shared", manifests.join("a-link")).expect("symlink");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/a-link:1:1: manifests/a-link is a second path to manifests/shared: its manifests would be read twice",
+        ],
+    );
+    assert!(!stderr.contains("declared twice"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_among_the_manifests_is_refused_without_blocking() {
+    let tmp = with_case("");
+    let fifo = tmp.path().join("manifests/pipe.yaml");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/pipe.yaml:1:1: manifests/pipe.yaml is not a regular file",
+            "fix: point it at a regular file: a FIFO, socket or device could block or never end",
+        ],
+    );
+}
+
+#[test]
+fn an_environment_values_file_over_the_limit_is_refused_by_its_size() {
+    let tmp = with_case("");
+    std::fs::write(
+        tmp.path().join("manifests/environments/test.yaml"),
+        yaml_of_size(2 << 20),
+    )
+    .expect("write values");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/environments/test.yaml:1:1: manifests/environments/test.yaml is 2097152 bytes, over the 1 MiB limit for one environment values file",
+            "fix: keep only values in it; large content belongs in `source:` files",
+        ],
+    );
+}
+
+#[test]
+fn a_billion_laughs_in_an_environment_values_file_is_refused() {
+    let tmp = with_case("");
+    let mut text = String::from("project: demo\nl0: &l0 [\"lol\"]\n");
+    for level in 1..=9 {
+        let items = vec![format!("*l{}", level - 1); 9].join(", ");
+        text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+    }
+    std::fs::write(tmp.path().join("manifests/environments/test.yaml"), text)
+        .expect("write values");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/environments/test.yaml:8:20: l6[2]: aliases here copy more than 1 MiB of content",
+            // Alone: the manifests that could not be given values are not checked.
+            "\n1 problem found; the manifests were not accepted",
+        ],
+    );
+}
+
+#[test]
+fn values_that_repeat_values_exponentially_are_refused() {
+    let tmp = with_case("");
+    let mut text = String::from("project: demo\nv0: lol\n");
+    for level in 1..=9 {
+        let refs = format!("${{v{}}}", level - 1).repeat(10);
+        text.push_str(&format!("v{level}: \"{refs}\"\n"));
+    }
+    std::fs::write(tmp.path().join("manifests/environments/test.yaml"), text)
+        .expect("write values");
+    edit_base_stack(&tmp, "domain: example.com", "domain: ${v9}");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/environments/test.yaml:8:1: v6: this value repeats other values past 1 MiB of text (values that repeat other values grow exponentially)",
+            "fix: build it from fewer references, without repeating values that repeat others",
+            "manifests/stack.yaml:12:3: Stack/demo spec.domain: substituting values here takes the manifests past 16 MiB of inserted text (values that repeat other values grow exponentially)",
+            "fix: refer to large values once, and do not build values out of repeated references",
+        ],
+    );
+}
+
+/// A ConfigFile whose content comes from `source`.
+fn config_file_from(source: &str) -> String {
+    format!(
+        "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: big\nspec:\n  path: big.json\n  source: {source}\n  mode: \"0640\"\n"
+    )
+}
+
+#[test]
+fn a_source_file_over_the_limit_is_refused_by_its_size() {
+    let tmp = with_case(&config_file_from("big.json"));
+    let file = std::fs::File::create(tmp.path().join("manifests/big.json")).expect("create");
+    file.set_len(5 << 20).expect("set_len");
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: manifests/big.json is 5242880 bytes, over the 4 MiB limit for one source file",
+        ],
+    );
+}
+
+#[test]
+fn a_source_that_is_a_device_is_refused_without_reading_it() {
+    let tmp = with_case(&config_file_from("/dev/zero"));
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: /dev/zero is not a regular file",
+            "fix: point it at a regular file: a FIFO, socket or device could block or never end",
+        ],
+    );
+}
+
+/// The named keys of a field path: `spec.ingress[0].from.cidr` → spec, ingress, from, cidr.
+fn keys_of(path: &str) -> Vec<&str> {
+    path.split('.')
+        .filter_map(|s| s.split('[').next())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Checks one `[policy: …]` diagnostic line against the manifest text it points into: the
+/// text at line:col is the key of the field it names or, when that field is absent, of its
+/// nearest parent present (and the absent key is nowhere in that document).
+fn check_policy_location(root: &Path, diagnostic: &str) -> Result<(), String> {
+    let fail = |why: String| Err(format!("{why}\n  in: {diagnostic}"));
+    let Some((location, rest)) = diagnostic.split_once(": ") else {
+        return fail("no location".into());
+    };
+    let mut parts = location.rsplitn(3, ':');
+    let (Some(col), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return fail("location is not file:line:col".into());
+    };
+    let (line, col): (usize, usize) = (line.parse().unwrap(), col.parse().unwrap());
+    let subject = rest.split_once(": ").map(|(s, _)| s).unwrap_or_default();
+    let Some((_resource, path)) = subject.split_once(' ') else {
+        return fail("no field path".into());
+    };
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(at) = lines.get(line - 1).and_then(|l| l.get(col - 1..)) else {
+        return fail(format!("{file} has no {line}:{col}"));
+    };
+    let keys = keys_of(path);
+    let Some(held) = keys.iter().rposition(|k| at.starts_with(&format!("{k}:"))) else {
+        return fail(format!("`{at}` holds none of the keys of {path}"));
+    };
+    if let Some(absent) = keys.get(held + 1) {
+        // A parent was reported: the named field must really be absent from this document.
+        let document = lines[line - 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("---"))
+            .filter(|l| !l.trim_start().starts_with('#'));
+        if let Some(present) = document
+            .into_iter()
+            .find(|l| l.contains(&format!("{absent}:")))
+        {
+            return fail(format!(
+                "located at parent `{}` though `{absent}` is present: `{present}`",
+                keys[held]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A case name, the document added to the base fixture, and an environment variable to set.
+type PolicyCase = (String, String, Option<(&'static str, &'static str)>);
+
+#[test]
+fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent() {
+    let dir = repo().join("tests/fixtures/invalid");
+    let mut cases: Vec<PolicyCase> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("policy-"))
+        })
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap(), None)
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "{} policy fixtures", cases.len());
+    // The weak-secret rule, on the base fixture's Parameter.
+    cases.push((
+        "weak secret".into(),
+        String::new(),
+        Some(("DEMO_PASSWORD", "admin")),
+    ));
+    let mut failures = Vec::new();
+    for (name, text, env) in &cases {
+        let tmp = with_case(text);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
+        cmd.args(["validate", "--env", "test"])
+            .current_dir(tmp.path())
+            .env_remove("DEMO_PASSWORD");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("the stackwarden binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let violations: Vec<&str> = stderr.lines().filter(|l| l.contains("[policy: ")).collect();
+        if violations.is_empty() {
+            failures.push(format!("{name}: no policy violation in:\n{stderr}"));
+        }
+        for v in violations {
+            if let Err(e) = check_policy_location(tmp.path(), v) {
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn half_a_million_values_in_one_megabyte_are_refused_at_the_value_limit() {
+    let list = "1,".repeat(500_000);
+    let tmp = with_case(&format!("x: [{list}1]\n"));
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:1:",
+            ": x: the manifests hold more than 100000 values\n    fix: the stack needs a few thousand; remove generated or repeated content",
+            // Alone: stack.yaml, after case.yaml, is not read, nor reported missing.
+            "\n1 problem found; the manifests were not accepted",
+        ],
+    );
+}
