@@ -530,12 +530,34 @@ impl Controller {
         if let Some(host) = &self.host {
             if !desired.unresolved_runtime().is_empty() {
                 errors.push(
-                    "host: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers"
+                    "account: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers"
                         .to_string(),
                 );
             } else {
                 providers.push(host.clone());
             }
+        }
+        // A world in scope that cannot be reached fails the pass: nothing planned there is
+        // not the same as nothing to do.
+        if self.opts.scope.aws && !aws_up {
+            let why = self
+                .status
+                .connectivity
+                .aws
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "not connected".to_string());
+            errors.push(format!("aws: unreachable: {why}"));
+        }
+        if self.opts.scope.host && self.host.is_none() {
+            let why = self
+                .status
+                .connectivity
+                .docker
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "not connected".to_string());
+            errors.push(format!("host: Docker engine unreachable: {why}"));
         }
         let acting = if desired.stack.mode == Mode::Observe {
             // Observe mode writes nothing, the lease object included: it needs no lease.

@@ -403,7 +403,8 @@ async fn with_aws_down_the_daemon_starts_not_ready_and_converges_when_it_is_back
     d.wait_until("the stack converges once AWS answers", CONVERGE, || {
         converged(&d.status())
     });
-    assert_eq!(d.get("/readyz").unwrap().0, 200);
+    let (code, body) = d.get("/readyz").unwrap();
+    assert_eq!(code, 200, "{body}");
 
     drop(moto);
     d.wait_until("the daemon notices AWS is gone", REPAIR, || {

@@ -156,39 +156,61 @@ pub async fn stop(docker: &Docker, name: &str) {
 
 /// A unix-socket proxy in front of the real engine: the daemon under test talks to it, and a
 /// test stops it to make "the Docker engine is gone" real for the client (connections
-/// refused, streams cut) without stopping the engine other tests share.
+/// refused, streams cut) without stopping the engine other tests share. It runs on a thread
+/// of its own: the tests poll the daemon with blocking waits, which would starve a proxy
+/// running on the test's own runtime.
 pub struct SocketProxy {
     path: std::path::PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl SocketProxy {
     /// Listens on `path`, forwarding every connection to /var/run/docker.sock.
     pub async fn start(path: &std::path::Path) -> SocketProxy {
         let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path).expect("proxy socket binds");
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                conns.spawn(async move {
-                    if let Ok(mut outbound) =
-                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("proxy socket binds");
+        listener.set_nonblocking(true).expect("nonblocking socket");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::UnixListener::from_std(listener).expect("proxy listener");
+                let accept = async {
+                    while let Ok((mut inbound, _)) = listener.accept().await {
+                        tokio::spawn(async move {
+                            if let Ok(mut outbound) =
+                                tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                            {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
+                        });
                     }
-                });
-            }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime cancels every forwarding task: open streams are cut.
+            drop(rt);
         });
         SocketProxy {
             path: path.to_path_buf(),
-            task,
+            stop,
+            thread,
         }
     }
 
     /// Stops accepting, cuts every open connection, removes the socket.
     pub async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        let _ = self.stop.send(());
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
         let _ = std::fs::remove_file(&self.path);
     }
 }
