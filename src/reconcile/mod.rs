@@ -204,6 +204,11 @@ impl Controller {
         self.publish();
         let mut next_trigger = Some(Trigger::Startup);
         let mut resync_at = tokio::time::Instant::now();
+        // The lease is renewed (or, by a standby, checked) three times per TTL, between
+        // passes too: a resync longer than the TTL must neither lose the lease to a standby
+        // nor leave a dead holder's stack unattended for longer than the TTL.
+        let lease_period = self.opts.lease_ttl / 3;
+        let mut lease_at = tokio::time::Instant::now() + lease_period;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -225,6 +230,14 @@ impl Controller {
                         },
                         _ = tokio::time::sleep_until(resync_at) => Trigger::Resync,
                         _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => Trigger::Retry,
+                        _ = tokio::time::sleep_until(lease_at) => {
+                            lease_at = tokio::time::Instant::now() + lease_period;
+                            if !self.lease_tick().await {
+                                continue;
+                            }
+                            // Just became the leader: act at once.
+                            Trigger::Retry
+                        },
                     }
                 }
             };
@@ -415,6 +428,21 @@ impl Controller {
         }
     }
 
+    /// Renews or checks the lease between passes; true when this daemon just took it over.
+    async fn lease_tick(&mut self) -> bool {
+        let observing = self
+            .desired
+            .as_ref()
+            .is_some_and(|d| d.stack.mode == Mode::Observe);
+        if self.lease.is_none() || observing {
+            return false;
+        }
+        let was_leader = self.status.lease.role == "leader";
+        let acting = self.lease_step().await;
+        self.publish();
+        acting == Acting::Full && !was_leader
+    }
+
     fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
         self.status.lease.role == "leader" && self.status.lease.expires.is_some_and(|e| e.0 > now)
     }
@@ -457,6 +485,11 @@ impl Controller {
             Ok(Holding::NoBucket) => {
                 self.status.lease = LeaseStatus::default();
                 Acting::BucketOnly
+            }
+            Err(e) if self.holds_unexpired_lease(SystemTime::now()) => {
+                // Ours until its expiry, whatever S3 answers now.
+                tracing::warn!(error = %e, "lease renewal failed; acting until it expires");
+                Acting::Full
             }
             Err(e) => {
                 // Without knowing who holds the lease, acting could make two actors.

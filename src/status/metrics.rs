@@ -297,6 +297,35 @@ mod tests {
     fn every_contract_metric_is_exported() {
         let m = Metrics::new();
         m.count_write("Container", "drift");
+        let pass = super::super::PassSummary {
+            started: super::super::Timestamp(std::time::SystemTime::now()),
+            duration_ms: 12,
+            trigger: super::super::Trigger::Resync,
+            result: super::super::PassResult::Converged,
+            api_calls: Default::default(),
+            writes: 0,
+            drifts_found: 0,
+            repairs: 0,
+        };
+        m.count_pass(
+            &pass,
+            &[("ec2".into(), "DescribeInstances".into(), "read", 1)],
+        );
+        let status = super::super::Status {
+            resources: vec![super::super::ResourceStatus {
+                kind: "Container".into(),
+                name: "loki".into(),
+                mode: crate::model::Mode::Enforce,
+                conditions: Vec::new(),
+                drift: None,
+                drifted_since: Some(pass.started),
+                violations: Vec::new(),
+                last_error: None,
+                backoff_until: None,
+            }],
+            ..Default::default()
+        };
+        m.set_from(&status);
         let text = m.encode();
         for name in [
             "stackwarden_reconcile_total",
