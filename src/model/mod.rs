@@ -253,7 +253,7 @@ impl Desired {
     }
 }
 
-/// Ownership contract constants (architecture.md, "Naming contract").
+/// Ownership contract constants (docs/contract.md, "Naming and tagging").
 pub mod ownership {
     pub use super::common::{MANAGED_BY_TAG, MANAGED_BY_VALUE, STACK_LABEL, STACK_TAG};
 }

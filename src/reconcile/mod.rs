@@ -732,6 +732,21 @@ impl Controller {
                 scope.aws
             }
         };
+        let aws_error = after
+            .errors
+            .iter()
+            .find_map(|e| e.strip_prefix("aws: ").map(str::to_string));
+        let host_error = after
+            .errors
+            .iter()
+            .find_map(|e| e.strip_prefix("host: ").map(str::to_string));
+        let unobserved = move |k: Kind| {
+            if matches!(k, Kind::ConfigFile | Kind::Container) {
+                host_error.clone()
+            } else {
+                aws_error.clone()
+            }
+        };
         self.status.record_pass(
             PassRecord {
                 desired: &desired,
@@ -741,6 +756,7 @@ impl Controller {
                 backoff: &backoff_until,
                 summary,
                 covers: &covers,
+                unobserved: &unobserved,
             },
             finished,
         );

@@ -350,6 +350,17 @@ pub struct PassRecord<'a> {
     pub summary: PassSummary,
     /// Which kinds the pass covered (the rest are out of the daemon's scope and not shown).
     pub covers: &'a dyn Fn(crate::model::Kind) -> bool,
+    /// Why a kind's world could not be observed this pass, if it could not: its resources
+    /// are `Unknown` and carry that error instead of claiming what was last seen.
+    pub unobserved: &'a dyn Fn(crate::model::Kind) -> Option<String>,
+}
+
+/// The kind named in a `Kind/name` id.
+fn kind_of(id: &str) -> crate::model::Kind {
+    id.split('/')
+        .next()
+        .and_then(crate::model::Kind::parse)
+        .unwrap_or(crate::model::Kind::Stack)
 }
 
 impl Status {
@@ -396,7 +407,14 @@ impl Status {
                 .conditions
                 .iter()
                 .find(|c| c.id.to_string() == id && c.kind == "Ready");
+            let unobserved = (pass.unobserved)(kind_of(&id));
             let (ready_status, ready_reason, ready_message) = match (ready, &drift) {
+                // Its world could not be observed this pass: nothing is known of it.
+                _ if unobserved.is_some() => (
+                    ConditionStatus::Unknown,
+                    "ObserveFailed".to_string(),
+                    unobserved.clone().unwrap_or_default(),
+                ),
                 (Some(c), _) => (c.status, c.reason.clone(), c.message.clone()),
                 (None, Some(d)) if d.action == Action::Create => (
                     ConditionStatus::False,
@@ -409,9 +427,15 @@ impl Status {
                     "exists as observed".to_string(),
                 ),
             };
-            let error = failed.get(&id).map(|e| e.to_string());
+            let error = failed
+                .get(&id)
+                .map(|e| e.to_string())
+                .or_else(|| unobserved.clone());
             let backoff_until = pass.backoff.get(&id).copied().map(Timestamp);
             let (synced_status, synced_reason, synced_message) = match (&error, &drift) {
+                (Some(e), _) if unobserved.is_some() => {
+                    (ConditionStatus::Unknown, "ObserveFailed", e.clone())
+                }
                 (Some(e), _) => (ConditionStatus::False, "ApplyFailed", e.clone()),
                 (None, Some(_)) if mode == Mode::Observe => (
                     ConditionStatus::False,

@@ -71,6 +71,7 @@ fn record(status: &mut Status, d: &Desired, after: &Plan, at: SystemTime, result
             backoff: &BTreeMap::new(),
             summary: summary(at, result),
             covers: &|_| true,
+            unobserved: &|_| None,
         },
         at,
     );
@@ -139,6 +140,7 @@ fn a_failed_write_is_synced_false_with_its_error() {
             backoff: &BTreeMap::from([("Parameter/pw".to_string(), now)]),
             summary: summary(now, PassResult::Failed),
             covers: &|_| true,
+            unobserved: &|_| None,
         },
         now,
     );
@@ -203,4 +205,34 @@ fn the_pass_history_is_bounded() {
         );
     }
     assert_eq!(s.passes.len(), PASS_HISTORY);
+}
+
+#[test]
+fn resources_of_a_world_that_could_not_be_observed_are_unknown_with_its_error() {
+    let d = desired();
+    let now = SystemTime::now();
+    let plan = Plan {
+        errors: vec!["aws: AWS endpoint http://127.0.0.1:1: no answer in time".into()],
+        ..Plan::default()
+    };
+    let mut s = Status::default();
+    s.record_pass(
+        PassRecord {
+            desired: &d,
+            before: &plan,
+            after: &plan,
+            outcomes: &[],
+            backoff: &BTreeMap::new(),
+            summary: summary(now, PassResult::Failed),
+            covers: &|_| true,
+            unobserved: &|k| (k == Kind::Parameter).then(|| "no answer in time".to_string()),
+        },
+        now,
+    );
+    let r = &s.resources[0];
+    let ready = r.condition("Ready").unwrap();
+    assert_eq!(ready.status, ConditionStatus::Unknown);
+    assert_eq!(ready.reason, "ObserveFailed");
+    assert_eq!(r.last_error.as_deref(), Some("no answer in time"));
+    assert_eq!(s.phase, Phase::Degraded);
 }

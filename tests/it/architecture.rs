@@ -1,5 +1,6 @@
-//! The layering the source tree promises (style.md): the model, the plan and the policy are
-//! plain data and pure functions, and the engine knows no API. A forbidden import fails here.
+//! The layering the source tree promises (docs/design.md, "Modules and the direction of
+//! dependencies"): the model, the plan and the policy are plain data and pure functions, and
+//! the engine knows no API. A forbidden import fails here.
 
 use std::path::{Path, PathBuf};
 
@@ -57,4 +58,26 @@ fn model_plan_and_policy_are_pure() {
 #[test]
 fn the_engine_knows_no_api() {
     assert_free_of("engine", &WORLDS[..4]);
+}
+
+#[test]
+fn the_status_is_data_and_the_server_only_reads_it() {
+    let effects = [
+        &WORLDS[..4],
+        &["tokio", "std::fs", "std::net", "std::process"],
+    ]
+    .concat();
+    assert_free_of("status", &effects);
+    // The HTTP side never calls AWS or Docker: a slow world cannot stall a request, and a
+    // request cannot cost an API call.
+    assert_free_of(
+        "server",
+        &[
+            "aws_sdk",
+            "aws_config",
+            "bollard",
+            "crate::provider",
+            "crate::engine",
+        ],
+    );
 }

@@ -143,7 +143,7 @@ async fn daemon_converges_and_repairs_drift_with_its_cause_audited() {
     let d = Daemon::start(DaemonOptions {
         aws_endpoint: Some(&moto.endpoint),
         resync: "5s",
-        log_level: "debug",
+        log_level: "trace",
         ..Default::default()
     });
     d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));

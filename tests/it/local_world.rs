@@ -1,7 +1,7 @@
 //! The local world scripts are idempotent: `scripts/dev-env up` and `scripts/seed-world`
 //! change nothing when run again.
 //!
-//! These tests bring up the real local world (architecture.md, "The local world"): moto on
+//! These tests bring up the real local world (docs/local-world.md): moto on
 //! 127.0.0.1:$STACKWARDEN_MOTO_PORT (default 5000) and a Docker engine on
 //! /var/run/docker.sock, installing them if missing. They leave it running.
 

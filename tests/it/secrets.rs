@@ -246,8 +246,15 @@ fn rust_log_is_honoured_and_stackwarden_log_wins_when_both_are_set() {
         &[("RUST_LOG", "error"), ("STACKWARDEN_LOG", "debug")],
     );
     assert!(text(&ours).contains(loaded), "{}", text(&ours));
+    // With neither set, no log line at all (validate's own findings still print).
     let neither = stackwarden(&["validate"], strong, NO_AWS, &[]);
-    assert_eq!(String::from_utf8_lossy(&neither.stderr), "");
+    let stderr = String::from_utf8_lossy(&neither.stderr).into_owned();
+    for level in [" ERROR ", " WARN ", " INFO ", " DEBUG ", " TRACE "] {
+        assert!(
+            !stderr.contains(level),
+            "a log line at the default filter: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The Docker engine: thin client calls (each with a deadline, each recorded in [`Stats`]),
-//! the normalization of inspect responses into [`ContainerView`] (docker-notes.md, "Inspect
-//! shapes") and the create body. The comparison with the manifests is `diff`'s.
+//! the normalization of inspect responses into [`ContainerView`] (docs/quirks.md, "Docker
+//! Engine") and the create body. The comparison with the manifests is `diff`'s.
 
 use super::view::{
     ContainerView, Env, device_string, env_map, health_view, normalize_bind, normalize_caps,
@@ -430,7 +430,7 @@ pub fn create_body(
 }
 
 /// The deadline of one API call (connect and answer): the engine answers in milliseconds
-/// (docker-notes.md), so a socket silent this long is stuck, not busy.
+/// (docs/quirks.md), so a socket silent this long is stuck, not busy.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The deadline of a whole image pull: a registry may be slow, but a dead one must not
 /// hold the apply forever (no registry is reachable in the local world at all).

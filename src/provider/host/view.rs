@@ -1,6 +1,6 @@
 //! The normalized view of a container: one type for what is declared and what is observed,
 //! so that comparing them is plain equality field by field. Both sides are brought to one
-//! spelling here (docker-notes.md, "Inspect shapes"): null = [] = {}, `""` = `no` restart,
+//! spelling here (docs/quirks.md, "Docker Engine"): null = [] = {}, `""` = `no` restart,
 //! capabilities upper-cased with `CAP_`, every spelling of no-new-privileges, binds without
 //! `rw`. No I/O.
 
