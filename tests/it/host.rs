@@ -23,6 +23,8 @@ const STACK: &str = "observability";
 const UNMANAGED: &str = "sw-test-unmanaged-root";
 const BROKEN: &str = "broken";
 const SECRET: &str = "s3cret-for-tests";
+/// The account of moto's default credentials.
+const MOTO_ACCOUNT: &str = "123456789012";
 
 /// The host root shared by the tests of this process (tests are serialized by the lock, and
 /// a shared root lets each start from the converged state instead of rebuilding it). Roots
@@ -90,6 +92,8 @@ fn local_desired() -> Desired {
     let mut desired = stackwarden::manifest::load(&dir, Some("local"))
         .unwrap_or_else(|e| panic!("the shipped manifests load: {e}"))
         .desired;
+    // The account moto answers, as the binary's host scope resolves it.
+    stackwarden::manifest::fill_runtime(&mut desired, MOTO_ACCOUNT);
     let secret = secret_file();
     for r in &mut desired.resources {
         if let Spec::Parameter(p) = &mut r.spec {

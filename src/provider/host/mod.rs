@@ -622,6 +622,20 @@ impl Provider for HostProvider {
     }
 
     async fn observe(&self, desired: &Desired) -> Result<HostObserved, ProviderError> {
+        // A `${account}` still in a file or a container would be written literally: refuse
+        // before anything is planned (the caller resolves the account first).
+        let unresolved: Vec<String> = desired
+            .unresolved_runtime()
+            .iter()
+            .filter(|id| matches!(id.kind, Kind::ConfigFile | Kind::Container))
+            .map(|id| id.to_string())
+            .collect();
+        if !unresolved.is_empty() {
+            return Err(provider_err(format!(
+                "{} still hold an unresolved ${{account}}; nothing on the host is planned until the AWS account is known",
+                unresolved.join(", ")
+            )));
+        }
         let mut obs = HostObserved::default();
         for (res, spec) in desired.config_files() {
             self.record_file("InspectFile");
