@@ -91,6 +91,22 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// True for the kinds that live on the host (files and containers), false for AWS and
+    /// the Stack itself. Exhaustive, so a new kind must choose its world.
+    pub fn on_host(self) -> bool {
+        match self {
+            Kind::ConfigFile | Kind::Container => true,
+            Kind::Stack
+            | Kind::Lookup
+            | Kind::SecurityGroup
+            | Kind::Bucket
+            | Kind::Parameter
+            | Kind::Instance
+            | Kind::TargetGroup
+            | Kind::ListenerRule => false,
+        }
+    }
+
     /// Runtime kinds are removed when the stack is disabled; base kinds stay (the seed's
     /// base/runtime workspace split: data and identity survive a disable).
     pub fn is_runtime(self) -> bool {

@@ -725,13 +725,7 @@ impl Controller {
         self.metrics.count_pass(&summary, &call_rows);
         let backoff_until = self.backoff.until();
         let scope = self.opts.scope;
-        let covers = move |k: Kind| {
-            if matches!(k, Kind::ConfigFile | Kind::Container) {
-                scope.host
-            } else {
-                scope.aws
-            }
-        };
+        let covers = move |k: Kind| if k.on_host() { scope.host } else { scope.aws };
         let aws_error = after
             .errors
             .iter()
@@ -741,7 +735,7 @@ impl Controller {
             .iter()
             .find_map(|e| e.strip_prefix("host: ").map(str::to_string));
         let unobserved = move |k: Kind| {
-            if matches!(k, Kind::ConfigFile | Kind::Container) {
+            if k.on_host() {
                 host_error.clone()
             } else {
                 aws_error.clone()

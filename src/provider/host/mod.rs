@@ -627,7 +627,7 @@ impl Provider for HostProvider {
         let unresolved: Vec<String> = desired
             .unresolved_runtime()
             .iter()
-            .filter(|id| matches!(id.kind, Kind::ConfigFile | Kind::Container))
+            .filter(|id| id.kind.on_host())
             .map(|id| id.to_string())
             .collect();
         if !unresolved.is_empty() {
