@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-/// First retry delay: long enough that a transient refusal has a chance to clear.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// First retry delay. Short: the commonest first failure is a race with a person changing
+/// the same thing (`docker rm` then `docker run` of a root copy makes our create collide with
+/// theirs), and the next attempt sees their result. Repeated failures double from here.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest delay: a permanently failing resource is still retried every few minutes, and
 /// always at a manifest change (the loop clears backoff when the revision changes).
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -92,8 +94,8 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let mut b = Backoff::default();
         b.failed("Container/loki", t0, 0.5);
-        assert!(b.holds("Container/loki", t0 + Duration::from_secs(1)));
-        assert!(!b.holds("Container/loki", t0 + Duration::from_secs(3)));
+        assert!(b.holds("Container/loki", t0 + Duration::from_millis(100)));
+        assert!(!b.holds("Container/loki", t0 + Duration::from_millis(300)));
         assert!(!b.holds("Container/mimir", t0));
         b.failed("Container/loki", t0, 0.5);
         assert_eq!(b.next_expiry(t0), Some(t0 + BACKOFF_BASE * 2));

@@ -87,6 +87,19 @@ async fn ingress_rule_count(moto: &Moto, group_id: &str) -> usize {
         .count()
 }
 
+/// A seeded moto and an AWS-scope daemon with this resync that has converged the stack.
+async fn converged_aws_daemon(resync: &str) -> (Moto, Daemon) {
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync,
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    (moto, d)
+}
+
 /// Runs promtool's exposition linter over a metrics text.
 fn promtool_check(metrics: &str) -> (bool, String) {
     use std::io::Write;
@@ -225,14 +238,7 @@ async fn daemon_converges_and_repairs_drift_with_its_cause_audited() {
 
 #[tokio::test]
 async fn observe_mode_switched_live_reports_drift_and_writes_nothing() {
-    let moto = Moto::start(&[]).await;
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        scope: "aws",
-        resync: "5s",
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let (moto, d) = converged_aws_daemon("5s").await;
 
     // Switch the stack to observe by editing its values: no restart.
     let values = d.dir.join("manifests/environments/local.yaml");
@@ -247,8 +253,8 @@ async fn observe_mode_switched_live_reports_drift_and_writes_nothing() {
         d.passes() > passes
     });
 
-    reqwest_free_post(&moto.endpoint, "/moto-api/recorder/reset-recording");
-    let http = reqwest_free_post(&moto.endpoint, "/moto-api/recorder/start-recording");
+    moto_post(&moto.endpoint, "/moto-api/recorder/reset-recording");
+    let http = moto_post(&moto.endpoint, "/moto-api/recorder/start-recording");
     assert!(http.contains("True"), "{http}");
     revoke_first_ingress(&moto).await;
     d.wait_until("the drift is reported", REPAIR, || {
@@ -256,8 +262,8 @@ async fn observe_mode_switched_live_reports_drift_and_writes_nothing() {
     });
     let passes = d.passes();
     d.wait_until("two more passes ran", REPAIR, || d.passes() >= passes + 2);
-    let recording = reqwest_free_get(&moto.endpoint, "/moto-api/recorder/download-recording");
-    reqwest_free_post(&moto.endpoint, "/moto-api/recorder/stop-recording");
+    let recording = moto_get(&moto.endpoint, "/moto-api/recorder/download-recording");
+    moto_post(&moto.endpoint, "/moto-api/recorder/stop-recording");
     let writes: Vec<String> = recording
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -338,24 +344,17 @@ fn raw_http(endpoint: &str, method: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn reqwest_free_get(endpoint: &str, path: &str) -> String {
+fn moto_get(endpoint: &str, path: &str) -> String {
     raw_http(endpoint, "GET", path)
 }
 
-fn reqwest_free_post(endpoint: &str, path: &str) -> String {
+fn moto_post(endpoint: &str, path: &str) -> String {
     raw_http(endpoint, "POST", path)
 }
 
 #[tokio::test]
 async fn a_burst_of_file_events_costs_at_most_one_extra_pass() {
-    let moto = Moto::start(&[]).await;
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        scope: "aws",
-        resync: "10m",
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let (_moto, d) = converged_aws_daemon("10m").await;
     // Let the passes that converging caused settle.
     let mut settled = d.passes();
     loop {
@@ -539,14 +538,7 @@ async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
 
 #[tokio::test]
 async fn post_reconcile_needs_the_bearer_token() {
-    let moto = Moto::start(&[]).await;
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        scope: "aws",
-        resync: "10m",
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let (_moto, d) = converged_aws_daemon("10m").await;
     assert_eq!(d.post("/reconcile", None).unwrap().0, 401);
     assert_eq!(d.post("/reconcile", Some("wrong-token")).unwrap().0, 401);
     let passes = d.passes();
