@@ -20,7 +20,10 @@ fn default_filter() -> String {
     )
 }
 
-#[tokio::main]
+// One thread: every command waits on the network (AWS, Docker, HTTP), never on the CPU, and
+// each extra runtime thread costs the daemon memory (its stack and its malloc arena) that
+// its 25 MB budget does not have.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only stackwarden's own events may be more detailed than INFO. The HTTP, AWS and Docker
