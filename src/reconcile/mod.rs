@@ -246,7 +246,13 @@ impl Controller {
             if let Some(rx) = self.events.as_mut() {
                 while rx.try_recv().is_ok() {}
             }
-            let wait = self.budget.wait(Instant::now());
+            // A Docker-triggered pass makes no AWS call (see `pass`): it never waits on the
+            // AWS budget.
+            let wait = if trigger == Trigger::Docker {
+                Duration::ZERO
+            } else {
+                self.budget.wait(Instant::now())
+            };
             if !wait.is_zero() {
                 tracing::warn!(
                     wait_ms = wait.as_millis() as u64,
@@ -553,10 +559,16 @@ impl Controller {
             .aws
             .as_ref()
             .is_some_and(|r| r.reachable);
+        // A Docker event can only mean a change on the host: that pass observes the host
+        // alone, so a container is repaired without waiting on AWS or spending its budget.
+        // Level-triggered still: the host is reconciled whole, and AWS at the next other
+        // trigger.
+        let host_only = trigger == Trigger::Docker && self.host.is_some();
         let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
         if let Some(aws) = &self.aws
             && aws_up
             && self.opts.scope.aws
+            && !host_only
         {
             providers.push(aws.clone());
         }
@@ -572,7 +584,7 @@ impl Controller {
         }
         // A world in scope that cannot be reached fails the pass: nothing planned there is
         // not the same as nothing to do.
-        if self.opts.scope.aws && !aws_up {
+        if self.opts.scope.aws && !aws_up && !host_only {
             let why = self
                 .status
                 .connectivity
@@ -596,6 +608,13 @@ impl Controller {
             // Observe mode writes nothing, the lease object included: it needs no lease.
             self.status.lease = LeaseStatus::default();
             Acting::Standby
+        } else if host_only && self.lease.is_some() {
+            // Between lease checks, the lease we hold is ours until its expiry.
+            if self.holds_unexpired_lease(SystemTime::now()) {
+                Acting::Full
+            } else {
+                Acting::Standby
+            }
         } else if !self.opts.scope.aws || aws_up {
             self.lease_step().await
         } else if self.holds_unexpired_lease(SystemTime::now()) {
@@ -647,7 +666,8 @@ impl Controller {
         };
         after.errors.extend(errors);
         let mut report = report;
-        self.attribute_causes(&desired, &mut report, &mut after);
+        let looked_at = move |k: Kind| !host_only || k.on_host();
+        self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
         self.note_reachability(&after);
         let finished = SystemTime::now();
         for o in &report.outcomes {
@@ -751,6 +771,7 @@ impl Controller {
                 summary,
                 covers: &covers,
                 unobserved: &unobserved,
+                kept: &|k: Kind| host_only && !k.on_host(),
             },
             finished,
         );
@@ -761,10 +782,17 @@ impl Controller {
     /// under an older spec changed because its manifest did; under the same spec, because
     /// someone changed it. A provider's own record (a container's config-hash label) already
     /// said `manifest` and is kept; creates stay `missing`. Then remembers what is in sync now.
-    fn attribute_causes(&mut self, desired: &Desired, report: &mut ApplyReport, after: &mut Plan) {
+    fn attribute_causes(
+        &mut self,
+        desired: &Desired,
+        report: &mut ApplyReport,
+        after: &mut Plan,
+        looked_at: &dyn Fn(Kind) -> bool,
+    ) {
         let hashes: BTreeMap<String, String> = desired
             .resources
             .iter()
+            .filter(|r| looked_at(r.id.kind))
             .map(|r| (r.id.to_string(), content_hash(&r.spec)))
             .collect();
         let in_sync = &self.in_sync;

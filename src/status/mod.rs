@@ -353,6 +353,9 @@ pub struct PassRecord<'a> {
     /// Why a kind's world could not be observed this pass, if it could not: its resources
     /// are `Unknown` and carry that error instead of claiming what was last seen.
     pub unobserved: &'a dyn Fn(crate::model::Kind) -> Option<String>,
+    /// Kinds this pass did not look at (a Docker event wakes a host-only pass): their last
+    /// status, violations and errors stay as they were.
+    pub kept: &'a dyn Fn(crate::model::Kind) -> bool,
 }
 
 /// The kind named in a `Kind/name` id.
@@ -382,7 +385,7 @@ impl Status {
             .desired
             .resources
             .iter()
-            .filter(|r| (pass.covers)(r.id.kind))
+            .filter(|r| (pass.covers)(r.id.kind) && !(pass.kept)(r.id.kind))
             .map(|r| {
                 (
                     r.id.to_string(),
@@ -520,8 +523,38 @@ impl Status {
         self.stack = Some(pass.desired.stack_name.clone());
         self.environment = Some(pass.desired.environment.clone());
         self.mode = Some(pass.desired.stack.mode);
-        self.violations = pass.after.violations.clone();
-        self.errors = pass.after.errors.clone();
+        // Kinds this pass did not look at keep their last status, in declaration order.
+        let mut fresh: BTreeMap<String, ResourceStatus> = std::mem::take(&mut self.resources)
+            .into_iter()
+            .map(|r| (format!("{}/{}", r.kind, r.name), r))
+            .collect();
+        let mut ordered = Vec::with_capacity(fresh.len());
+        for r in &pass.desired.resources {
+            let id = r.id.to_string();
+            if let Some(f) = fresh.remove(&id) {
+                ordered.push(f);
+            } else if (pass.covers)(r.id.kind)
+                && (pass.kept)(r.id.kind)
+                && let Some(p) = previous.get(&id)
+            {
+                ordered.push(p.clone());
+            }
+        }
+        ordered.extend(fresh.into_values());
+        self.resources = ordered;
+        let kept_violations: Vec<Violation> = std::mem::take(&mut self.violations)
+            .into_iter()
+            .filter(|v| (pass.kept)(kind_of(&v.resource)) && v.resource.contains('/'))
+            .collect();
+        self.violations = kept_violations;
+        self.violations
+            .extend(pass.after.violations.iter().cloned());
+        let kept_errors: Vec<String> = std::mem::take(&mut self.errors)
+            .into_iter()
+            .filter(|e| e.starts_with("aws: ") && (pass.kept)(crate::model::Kind::Bucket))
+            .collect();
+        self.errors = kept_errors;
+        self.errors.extend(pass.after.errors.iter().cloned());
         if pass.summary.result == PassResult::Converged {
             self.last_success = Some(now_ts);
         }

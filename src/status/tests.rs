@@ -72,6 +72,7 @@ fn record(status: &mut Status, d: &Desired, after: &Plan, at: SystemTime, result
             summary: summary(at, result),
             covers: &|_| true,
             unobserved: &|_| None,
+            kept: &|_| false,
         },
         at,
     );
@@ -141,6 +142,7 @@ fn a_failed_write_is_synced_false_with_its_error() {
             summary: summary(now, PassResult::Failed),
             covers: &|_| true,
             unobserved: &|_| None,
+            kept: &|_| false,
         },
         now,
     );
@@ -226,6 +228,7 @@ fn resources_of_a_world_that_could_not_be_observed_are_unknown_with_its_error() 
             summary: summary(now, PassResult::Failed),
             covers: &|_| true,
             unobserved: &|k| (k == Kind::Parameter).then(|| "no answer in time".to_string()),
+            kept: &|_| false,
         },
         now,
     );
