@@ -223,7 +223,7 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
             Output::Text => print!("{plan}"),
             Output::Json => println!("{}", to_json(&plan)),
         }
-        if !plan.errors.is_empty() {
+        if plan.is_incomplete() {
             exit::ERROR
         } else if plan.has_changes() {
             exit::CHANGES_PENDING
@@ -419,6 +419,14 @@ fn print_apply(report: &ApplyReport, output: Output) {
     for e in &plan.errors {
         println!("error: {e}");
     }
+    for u in &plan.unobserved {
+        println!(
+            "? {} not observed ({}): {}",
+            u.id,
+            u.class.as_str(),
+            u.error
+        );
+    }
     for v in &plan.violations {
         println!("! {v}");
     }
@@ -445,8 +453,8 @@ fn print_apply(report: &ApplyReport, output: Output) {
             report.outcomes.len(),
             failed.join(", ")
         );
-    } else if !plan.errors.is_empty() {
-        println!("Apply incomplete: some providers could not observe live state.");
+    } else if plan.is_incomplete() {
+        println!("Apply incomplete: some live state could not be observed; the rest was applied.");
     } else if report.outcomes.is_empty() {
         println!("No changes. Live state matches the manifests.");
     } else {

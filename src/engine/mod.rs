@@ -28,9 +28,9 @@ impl ApplyReport {
         self.outcomes.iter().filter(|o| o.error.is_some())
     }
 
-    /// True when every attempted step succeeded and every provider could observe.
+    /// True when every attempted step succeeded and everything could be observed.
     pub fn converged(&self) -> bool {
-        self.failures().next().is_none() && self.plan.errors.is_empty()
+        self.failures().next().is_none() && !self.plan.is_incomplete()
     }
 }
 
@@ -71,9 +71,10 @@ impl Engine {
                     plan.conditions.extend(work.conditions());
                     plan.violations.extend(work.violations());
                     plan.errors.extend(work.errors());
+                    plan.unobserved.extend(work.unobserved());
                     works.push(work);
                 }
-                Err(e) => plan.errors.push(e.to_string()),
+                Err(e) => plan.provider_failed(e.provider, e.class, e.to_string()),
             }
         }
         (plan, works)

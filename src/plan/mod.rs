@@ -2,6 +2,7 @@
 //! printed for people (`Display`) and serialized for machines (`--output json`).
 
 use crate::model::{Mode, ResourceId};
+use crate::provider::ErrorClass;
 use serde::Serialize;
 use std::fmt;
 
@@ -295,14 +296,77 @@ pub struct Plan {
     pub conditions: Vec<Condition>,
     /// Policy violations found in live state.
     pub violations: Vec<Violation>,
-    /// Providers that could not observe, with why (their resources are not planned).
+    /// What needs a person, in words: providers that could not observe at all, resources
+    /// blocked by an owner that is not this stack.
     pub errors: Vec<String>,
+    /// Providers that could not observe at all, with their class (their resources are not
+    /// planned); each is also in `errors`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_providers: Vec<ProviderFailure>,
+    /// Resources whose live state could not be read this time: not planned, not applied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unobserved: Vec<Unobserved>,
+}
+
+/// A resource whose live state could not be read (a refused or failed call about it alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unobserved {
+    /// The resource.
+    pub id: ResourceId,
+    /// How the failure is to be treated.
+    pub class: ErrorClass,
+    /// What failed, for people.
+    pub error: String,
+}
+
+/// A provider (a whole world) that could not observe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderFailure {
+    /// The provider (`aws`, `host`).
+    pub provider: String,
+    /// How the failure is to be treated.
+    pub class: ErrorClass,
+    /// What failed, for people.
+    pub error: String,
+}
+
+impl ProviderFailure {
+    /// The error without the provider's name in front (for places that already name it).
+    pub fn detail(&self) -> &str {
+        self.error
+            .strip_prefix(self.provider.as_str())
+            .and_then(|rest| rest.strip_prefix(": "))
+            .unwrap_or(&self.error)
+    }
 }
 
 impl Plan {
     /// True when an apply would change something (observe-mode drift included: it is pending).
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// True when something could not be observed or is blocked: the plan is not the whole
+    /// truth, and plan and apply exit non-zero.
+    pub fn is_incomplete(&self) -> bool {
+        !self.errors.is_empty() || !self.unobserved.is_empty()
+    }
+
+    /// Records a provider that could not observe.
+    pub fn provider_failed(&mut self, provider: &str, class: ErrorClass, error: String) {
+        self.errors.push(error.clone());
+        self.failed_providers.push(ProviderFailure {
+            provider: provider.to_string(),
+            class,
+            error,
+        });
+    }
+
+    /// The failure of a provider, if it could not observe.
+    pub fn failure_of(&self, provider: &str) -> Option<&ProviderFailure> {
+        self.failed_providers
+            .iter()
+            .find(|f| f.provider == provider)
     }
 
     /// Counts by action, for the summary line.
@@ -335,6 +399,15 @@ impl fmt::Display for Plan {
                     c.id, c.kind, c.status, c.reason, c.message
                 )?;
             }
+        }
+        for u in &self.unobserved {
+            writeln!(
+                f,
+                "? {} not observed ({}): {}",
+                u.id,
+                u.class.as_str(),
+                u.error
+            )?;
         }
         for e in &self.errors {
             writeln!(f, "error: {e}")?;

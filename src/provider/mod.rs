@@ -3,36 +3,19 @@
 //! time, idempotent). The engine drives them through [`DynProvider`] and knows no API.
 
 pub mod aws;
+pub mod error;
 pub mod host;
 pub mod stats;
 
 use crate::model::Desired;
-use crate::plan::{Change, Condition, Violation};
+use crate::plan::{Change, Condition, Unobserved, Violation};
 use futures_util::future::BoxFuture;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 
+pub use error::{Classify, ErrorClass, ProviderError, StepError};
 pub use stats::{CallKind, Stats};
-
-/// A provider failed to observe its world (endpoint down, credentials refused, …).
-#[derive(Debug, thiserror::Error)]
-#[error("{provider}: {message}")]
-pub struct ProviderError {
-    /// Which provider.
-    pub provider: &'static str,
-    /// What failed, with the cause chain flattened.
-    pub message: String,
-}
-
-impl ProviderError {
-    /// Builds an error from any displayable cause.
-    pub fn new(provider: &'static str, message: impl fmt::Display) -> Self {
-        ProviderError {
-            provider,
-            message: message.to_string(),
-        }
-    }
-}
 
 /// One resource's planned change with the provider's typed operations that carry it out.
 #[derive(Debug)]
@@ -55,6 +38,9 @@ pub struct ProviderPlan<Op> {
     /// What blocks a declared resource and needs a person (a name held by something that
     /// is not ours): plan and apply report it and exit non-zero.
     pub errors: Vec<String>,
+    /// Resources whose live state could not be read: nothing is planned for them (the
+    /// engine drops whatever `diff` said of them), the rest of the plan goes ahead.
+    pub unobserved: Vec<Unobserved>,
 }
 
 impl<Op> Default for ProviderPlan<Op> {
@@ -64,7 +50,26 @@ impl<Op> Default for ProviderPlan<Op> {
             conditions: Vec::new(),
             violations: Vec::new(),
             errors: Vec::new(),
+            unobserved: Vec::new(),
         }
+    }
+}
+
+impl<Op> ProviderPlan<Op> {
+    /// Drops every step, condition and violation of an unobserved resource: a diff against
+    /// state that could not be read would plan from a guess (a bucket that failed to
+    /// answer is not a bucket to create).
+    fn without_unobserved(mut self) -> Self {
+        let unknown: BTreeSet<String> = self.unobserved.iter().map(|u| u.id.to_string()).collect();
+        if unknown.is_empty() {
+            return self;
+        }
+        self.steps
+            .retain(|s| !unknown.contains(&s.change.id.to_string()));
+        self.conditions
+            .retain(|c| !unknown.contains(&c.id.to_string()));
+        self.violations.retain(|v| !unknown.contains(&v.resource));
+        self
     }
 }
 
@@ -75,6 +80,29 @@ pub struct StepOutcome {
     pub change: Change,
     /// `None` when it succeeded; otherwise what failed, for people.
     pub error: Option<String>,
+    /// How the failure is to be treated (when it is retried); `None` on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<ErrorClass>,
+}
+
+impl StepOutcome {
+    /// A step that succeeded.
+    pub fn done(change: Change) -> Self {
+        StepOutcome {
+            change,
+            error: None,
+            class: None,
+        }
+    }
+
+    /// A step that failed.
+    pub fn failed(change: Change, error: StepError) -> Self {
+        StepOutcome {
+            change,
+            error: Some(error.message),
+            class: Some(error.class),
+        }
+    }
 }
 
 /// The contract every provider implements.
@@ -116,6 +144,8 @@ pub trait PlannedWork: Send + Sync {
     fn violations(&self) -> Vec<Violation>;
     /// Blocked resources, for people.
     fn errors(&self) -> Vec<String>;
+    /// Resources that could not be observed.
+    fn unobserved(&self) -> Vec<Unobserved>;
     /// Applies the steps whose change `select` accepts.
     fn apply<'s>(
         self: Box<Self>,
@@ -160,6 +190,10 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
         self.plan.errors.clone()
     }
 
+    fn unobserved(&self) -> Vec<Unobserved> {
+        self.plan.unobserved.clone()
+    }
+
     fn apply<'s>(
         self: Box<Self>,
         select: &'s (dyn Fn(&Change) -> bool + Sync),
@@ -198,7 +232,7 @@ impl<P: Provider> DynProvider for P {
     ) -> BoxFuture<'a, Result<Box<dyn PlannedWork + 'a>, ProviderError>> {
         Box::pin(async move {
             let observed = self.observe(desired).await?;
-            let plan = self.diff(desired, &observed);
+            let plan = self.diff(desired, &observed).without_unobserved();
             let work: Box<dyn PlannedWork + 'a> = Box::new(Planned {
                 provider: self,
                 desired,

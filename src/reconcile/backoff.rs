@@ -1,7 +1,11 @@
-//! Per-resource backoff: a resource whose write failed is left alone for a while, longer after
-//! each failure, with jitter so that several failing resources do not retry in lockstep. A
-//! success resets it. Pure: the caller passes the clock and the random draw.
+//! Per-resource backoff: a resource whose write (or read) failed is left alone for a while,
+//! longer after each failure, with jitter so that several failing resources do not retry in
+//! lockstep. A success resets it. The failure's class sets the policy: a transient one is
+//! retried after its delay; a permanent one (access denied, an invalid parameter) waits for
+//! the next resync or a manifest change, and is never retried hot. Pure: the caller passes
+//! the clock and the random draw.
 
+use crate::provider::ErrorClass;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -23,18 +27,54 @@ pub fn delay(failures: u32, draw: f64) -> Duration {
     capped.mul_f64(factor)
 }
 
+/// One resource's wait.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    until: SystemTime,
+    /// Released early by a resync (its `until` is only the expected resync time).
+    until_resync: bool,
+}
+
 /// The backoff state of every resource (`Kind/name` → failures and the end of its wait).
 #[derive(Debug, Clone, Default)]
 pub struct Backoff {
-    entries: BTreeMap<String, (u32, SystemTime)>,
+    entries: BTreeMap<String, Entry>,
 }
 
 impl Backoff {
-    /// Records a failed write of `id` at `now`.
-    pub fn failed(&mut self, id: &str, now: SystemTime, draw: f64) {
-        let failures = self.entries.get(id).map(|(n, _)| n + 1).unwrap_or(1);
-        self.entries
-            .insert(id.to_string(), (failures, now + delay(failures, draw)));
+    /// Records a failure of `id` at `now`: a retryable one waits its jittered delay; a
+    /// permanent one waits until `next_resync` (or longer, after repeated failures).
+    pub fn failed(
+        &mut self,
+        id: &str,
+        class: ErrorClass,
+        now: SystemTime,
+        next_resync: SystemTime,
+        draw: f64,
+    ) {
+        let failures = self.entries.get(id).map(|e| e.failures + 1).unwrap_or(1);
+        let retry = now + delay(failures, draw);
+        let entry = if class.is_retryable() {
+            Entry {
+                failures,
+                until: retry,
+                until_resync: false,
+            }
+        } else {
+            Entry {
+                failures,
+                until: retry.max(next_resync),
+                until_resync: retry <= next_resync,
+            }
+        };
+        self.entries.insert(id.to_string(), entry);
+    }
+
+    /// A resync gives every permanently failing resource one more attempt (someone may have
+    /// fixed the permission); failing again holds it until the next one.
+    pub fn resync(&mut self) {
+        self.entries.retain(|_, e| !e.until_resync);
     }
 
     /// Forgets `id` (its write succeeded, or it needs nothing any more).
@@ -49,7 +89,7 @@ impl Backoff {
 
     /// True while `id` must not be written.
     pub fn holds(&self, id: &str, now: SystemTime) -> bool {
-        self.entries.get(id).is_some_and(|(_, until)| *until > now)
+        self.entries.get(id).is_some_and(|e| e.until > now)
     }
 
     /// Keeps only the ids `keep` accepts.
@@ -61,7 +101,7 @@ impl Backoff {
     pub fn until(&self) -> BTreeMap<String, SystemTime> {
         self.entries
             .iter()
-            .map(|(id, (_, until))| (id.clone(), *until))
+            .map(|(id, e)| (id.clone(), e.until))
             .collect()
     }
 
@@ -69,7 +109,8 @@ impl Backoff {
     pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
         self.entries
             .values()
-            .map(|(_, until)| *until)
+            .filter(|e| !e.until_resync)
+            .map(|e| e.until)
             .filter(|u| *u > now)
             .min()
     }
@@ -92,15 +133,33 @@ mod tests {
     #[test]
     fn a_failing_resource_is_held_until_its_wait_ends_and_a_success_resets_it() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let resync = t0 + Duration::from_secs(30);
         let mut b = Backoff::default();
-        b.failed("Container/loki", t0, 0.5);
+        b.failed("Container/loki", ErrorClass::Transient, t0, resync, 0.5);
         assert!(b.holds("Container/loki", t0 + Duration::from_millis(100)));
         assert!(!b.holds("Container/loki", t0 + Duration::from_millis(300)));
         assert!(!b.holds("Container/mimir", t0));
-        b.failed("Container/loki", t0, 0.5);
+        b.failed("Container/loki", ErrorClass::Transient, t0, resync, 0.5);
         assert_eq!(b.next_expiry(t0), Some(t0 + BACKOFF_BASE * 2));
         b.reset("Container/loki");
         assert!(!b.holds("Container/loki", t0));
         assert_eq!(b.next_expiry(t0), None);
+    }
+
+    #[test]
+    fn a_permanent_failure_waits_for_the_resync_and_is_never_retried_hot() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let resync = t0 + Duration::from_secs(30);
+        let mut b = Backoff::default();
+        b.failed("Bucket/data", ErrorClass::Permanent, t0, resync, 0.5);
+        assert!(b.holds("Bucket/data", t0 + Duration::from_secs(29)));
+        // No retry timer fires for it: only the resync (or a manifest change) frees it.
+        assert_eq!(b.next_expiry(t0), None);
+        b.resync();
+        assert!(!b.holds("Bucket/data", t0 + Duration::from_secs(1)));
+        // A transient failure is not released by a resync: its own timer runs.
+        b.failed("Bucket/data", ErrorClass::Transient, t0, resync, 0.5);
+        b.resync();
+        assert!(b.holds("Bucket/data", t0 + Duration::from_millis(100)));
     }
 }

@@ -18,7 +18,7 @@ use crate::plan::{Cause, Change, Plan};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, watch_events};
-use crate::provider::{CallKind, DynProvider, Stats};
+use crate::provider::{CallKind, DynProvider, ErrorClass, Stats};
 use crate::status::{
     AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassResult, PassSummary, Reach,
     Rejected, ServiceCalls, Status, Timestamp, Trigger,
@@ -104,6 +104,8 @@ pub struct Controller {
     status: Status,
     audit: AuditLog,
     backoff: Backoff,
+    /// When the next resync is due: a permanently failing resource waits for it.
+    next_resync: SystemTime,
     budget: Budget,
     lease: Option<Lease>,
     s3: Option<aws_sdk_s3::Client>,
@@ -178,6 +180,7 @@ impl Controller {
             status: Status::default(),
             audit: AuditLog::default(),
             backoff: Backoff::default(),
+            next_resync: SystemTime::now(),
             budget: Budget::default(),
             lease: None,
             s3: None,
@@ -284,7 +287,9 @@ impl Controller {
                 .as_ref()
                 .map(|d| d.stack.reconcile_interval)
                 .unwrap_or(Duration::from_secs(30));
-            resync_at = tokio::time::Instant::now() + jittered(interval);
+            let wait = jittered(interval);
+            resync_at = tokio::time::Instant::now() + wait;
+            self.next_resync = SystemTime::now() + wait;
         }
         self.shutdown().await;
     }
@@ -515,6 +520,9 @@ impl Controller {
     async fn pass(&mut self, trigger: Trigger) {
         let started = SystemTime::now();
         let t0 = Instant::now();
+        if trigger == Trigger::Resync {
+            self.backoff.resync();
+        }
         self.load();
         let Some(mut desired) = self.desired.clone() else {
             self.publish();
@@ -523,6 +531,8 @@ impl Controller {
         self.connect(&desired).await;
         self.stats.reset();
         let mut errors = Vec::new();
+        // Worlds in scope that cannot be reached, as (provider, why).
+        let mut unreachable: Vec<(&'static str, String)> = Vec::new();
         if let Some(aws) = &self.aws {
             match aws.account_id().await {
                 Ok(account) => {
@@ -592,7 +602,7 @@ impl Controller {
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_else(|| "not connected".to_string());
-            errors.push(format!("aws: unreachable: {why}"));
+            unreachable.push(("aws", format!("aws: unreachable: {why}")));
         }
         if self.opts.scope.host && self.host.is_none() {
             let why = self
@@ -602,7 +612,7 @@ impl Controller {
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_else(|| "not connected".to_string());
-            errors.push(format!("host: Docker engine unreachable: {why}"));
+            unreachable.push(("host", format!("host: Docker engine unreachable: {why}")));
         }
         let acting = if desired.stack.mode == Mode::Observe {
             // Observe mode writes nothing, the lease object included: it needs no lease.
@@ -665,6 +675,9 @@ impl Controller {
             }
         };
         after.errors.extend(errors);
+        for (provider, why) in unreachable {
+            after.provider_failed(provider, ErrorClass::Transient, why);
+        }
         let mut report = report;
         let looked_at = move |k: Kind| !host_only || k.on_host();
         self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
@@ -678,11 +691,33 @@ impl Controller {
                     self.metrics
                         .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
                 }
-                Some(_) => self.backoff.failed(&id, finished, fastrand::f64()),
+                Some(_) => self.backoff.failed(
+                    &id,
+                    o.class.unwrap_or(ErrorClass::Transient),
+                    finished,
+                    self.next_resync,
+                    fastrand::f64(),
+                ),
             }
             self.audit.push(AuditEntry::of(o, trigger, finished));
         }
-        let pending: BTreeSet<String> = after.changes.iter().map(|c| c.id.to_string()).collect();
+        // A resource that could not be read is looked at again by its class's policy: soon
+        // when the failure is transient, at the resync when it is not.
+        for u in &after.unobserved {
+            self.backoff.failed(
+                &u.id.to_string(),
+                u.class,
+                finished,
+                self.next_resync,
+                fastrand::f64(),
+            );
+        }
+        let pending: BTreeSet<String> = after
+            .changes
+            .iter()
+            .map(|c| c.id.to_string())
+            .chain(after.unobserved.iter().map(|u| u.id.to_string()))
+            .collect();
         self.backoff.retain(|id| pending.contains(id));
         if acting == Acting::BucketOnly
             && !report.outcomes.is_empty()
@@ -707,7 +742,7 @@ impl Controller {
             }
         }
         let writes = self.stats.total(CallKind::Write);
-        let result = if !after.errors.is_empty() || report.failures().next().is_some() {
+        let result = if after.is_incomplete() || report.failures().next().is_some() {
             PassResult::Failed
         } else if after.has_changes() {
             PassResult::Drifted
@@ -746,14 +781,8 @@ impl Controller {
         let backoff_until = self.backoff.until();
         let scope = self.opts.scope;
         let covers = move |k: Kind| if k.on_host() { scope.host } else { scope.aws };
-        let aws_error = after
-            .errors
-            .iter()
-            .find_map(|e| e.strip_prefix("aws: ").map(str::to_string));
-        let host_error = after
-            .errors
-            .iter()
-            .find_map(|e| e.strip_prefix("host: ").map(str::to_string));
+        let aws_error = after.failure_of("aws").map(|f| f.detail().to_string());
+        let host_error = after.failure_of("host").map(|f| f.detail().to_string());
         let unobserved = move |k: Kind| {
             if k.on_host() {
                 host_error.clone()
@@ -813,8 +842,12 @@ impl Controller {
         after.changes.iter_mut().for_each(sharpen);
         // Only a resource the pass observed without error counts as in sync.
         if after.errors.is_empty() {
-            let pending: BTreeSet<String> =
-                after.changes.iter().map(|c| c.id.to_string()).collect();
+            let pending: BTreeSet<String> = after
+                .changes
+                .iter()
+                .map(|c| c.id.to_string())
+                .chain(after.unobserved.iter().map(|u| u.id.to_string()))
+                .collect();
             for (id, hash) in hashes {
                 if !pending.contains(&id) {
                     self.in_sync.insert(id, hash);
@@ -825,22 +858,21 @@ impl Controller {
 
     /// Marks AWS and Docker unreachable when their provider could not observe this pass.
     fn note_reachability(&mut self, plan: &Plan) {
-        for e in &plan.errors {
-            if let Some(msg) = e.strip_prefix("aws: ") {
-                self.status.connectivity.aws = Some(Reach {
-                    reachable: false,
-                    error: Some(msg.to_string()),
-                });
-                self.aws = None;
-                self.lease = None;
-            } else if let Some(msg) = e.strip_prefix("host: ") {
-                self.status.connectivity.docker = Some(Reach {
-                    reachable: false,
-                    error: Some(msg.to_string()),
-                });
-            }
+        if let Some(f) = plan.failure_of("aws") {
+            self.status.connectivity.aws = Some(Reach {
+                reachable: false,
+                error: Some(f.detail().to_string()),
+            });
+            self.aws = None;
+            self.lease = None;
         }
-        let host_failed = plan.errors.iter().any(|e| e.starts_with("host: "));
+        if let Some(f) = plan.failure_of("host") {
+            self.status.connectivity.docker = Some(Reach {
+                reachable: false,
+                error: Some(f.detail().to_string()),
+            });
+        }
+        let host_failed = plan.failure_of("host").is_some();
         if self.host.is_some() && !host_failed {
             self.status.connectivity.docker = Some(Reach {
                 reachable: true,

@@ -321,6 +321,7 @@ mod tests {
                 drifted_since: Some(pass.started),
                 violations: Vec::new(),
                 last_error: None,
+                last_error_class: None,
                 backoff_until: None,
             }],
             ..Default::default()

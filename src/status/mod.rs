@@ -189,6 +189,10 @@ pub struct ResourceStatus {
     /// The last write that failed, if the latest attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last error's class (`transient`: retried with backoff; `permanent`: waits for
+    /// the next resync or a manifest change; `notfound`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_class: Option<crate::provider::ErrorClass>,
     /// No write is attempted on it before this time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_until: Option<Timestamp>,
@@ -375,10 +379,14 @@ impl Status {
             .into_iter()
             .map(|r| (format!("{}/{}", r.kind, r.name), r))
             .collect();
-        let failed: BTreeMap<String, &str> = pass
+        let failed: BTreeMap<String, (&str, Option<crate::provider::ErrorClass>)> = pass
             .outcomes
             .iter()
-            .filter_map(|o| o.error.as_deref().map(|e| (o.change.id.to_string(), e)))
+            .filter_map(|o| {
+                o.error
+                    .as_deref()
+                    .map(|e| (o.change.id.to_string(), (e, o.class)))
+            })
             .collect();
         let drift_of = |id: &str| pass.after.changes.iter().find(|c| c.id.to_string() == id);
         let mut ids: Vec<(String, String, String, Mode)> = pass
@@ -410,7 +418,15 @@ impl Status {
                 .conditions
                 .iter()
                 .find(|c| c.id.to_string() == id && c.kind == "Ready");
-            let unobserved = (pass.unobserved)(kind_of(&id));
+            // Unknown: the resource's own read failed, or its whole world could not be read.
+            let own = pass
+                .after
+                .unobserved
+                .iter()
+                .find(|u| u.id.to_string() == id);
+            let unobserved = own
+                .map(|u| u.error.clone())
+                .or_else(|| (pass.unobserved)(kind_of(&id)));
             let (ready_status, ready_reason, ready_message) = match (ready, &drift) {
                 // Its world could not be observed this pass: nothing is known of it.
                 _ if unobserved.is_some() => (
@@ -432,8 +448,17 @@ impl Status {
             };
             let error = failed
                 .get(&id)
-                .map(|e| e.to_string())
+                .map(|(e, _)| e.to_string())
                 .or_else(|| unobserved.clone());
+            let error_class = failed
+                .get(&id)
+                .and_then(|(_, c)| *c)
+                .or_else(|| own.map(|u| u.class))
+                .or_else(|| {
+                    unobserved
+                        .as_ref()
+                        .map(|_| crate::provider::ErrorClass::Transient)
+                });
             let backoff_until = pass.backoff.get(&id).copied().map(Timestamp);
             let (synced_status, synced_reason, synced_message) = match (&error, &drift) {
                 (Some(e), _) if unobserved.is_some() => {
@@ -517,6 +542,7 @@ impl Status {
                 drifted_since,
                 violations,
                 last_error: error,
+                last_error_class: error_class,
                 backoff_until,
             });
         }

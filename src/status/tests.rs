@@ -127,10 +127,10 @@ fn a_failed_write_is_synced_false_with_its_error() {
         changes: vec![drift()],
         ..Plan::default()
     };
-    let outcome = StepOutcome {
-        change: drift(),
-        error: Some("PutParameter refused: AccessDenied".into()),
-    };
+    let outcome = StepOutcome::failed(
+        drift(),
+        crate::provider::StepError::permanent("PutParameter refused: AccessDenied"),
+    );
     let mut s = Status::default();
     s.record_pass(
         PassRecord {
@@ -167,14 +167,7 @@ fn secrets_reach_status_and_audit_only_as_differs() {
     let json = serde_json::to_string(&s).unwrap();
     assert!(json.contains("\"sensitive\":true"), "{json}");
     assert!(describe_drift(&drift()).contains("value: differs"));
-    let entry = AuditEntry::of(
-        &StepOutcome {
-            change: drift(),
-            error: None,
-        },
-        Trigger::Docker,
-        now,
-    );
+    let entry = AuditEntry::of(&StepOutcome::done(drift()), Trigger::Docker, now);
     assert!(entry.fields[0].changed_secret);
     assert!(entry.fields[0].before.is_none() && entry.fields[0].after.is_none());
     assert_eq!(entry.cause, "drift");

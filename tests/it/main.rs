@@ -12,5 +12,6 @@ mod grafana;
 mod host;
 mod local_world;
 mod manifests;
+mod partial;
 mod secrets;
 mod support;

@@ -7,19 +7,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::error::Error as StdError;
 
+pub use crate::provider::ErrorClass;
+
 /// A boxed cause, kept for the source chain.
 type Source = Box<dyn StdError + Send + Sync + 'static>;
-
-/// How a failed call should be treated by whoever decides what to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum ErrorClass {
-    /// Worth trying again later: throttling, a 5xx, a timeout, a refused or dropped connection.
-    Transient,
-    /// Trying again changes nothing: access denied, an invalid parameter, a conflict.
-    Permanent,
-    /// The resource named does not exist.
-    NotFound,
-}
 
 /// Service codes that mean "slow down or try again" whatever their HTTP status.
 const TRANSIENT_CODES: &[&str] = &[
@@ -218,6 +209,12 @@ fn innermost(err: &(dyn StdError + 'static)) -> String {
         cur = next;
     }
     last
+}
+
+impl crate::provider::Classify for AwsError {
+    fn class(&self) -> ErrorClass {
+        AwsError::class(self)
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ mod s3;
 mod ssm;
 
 use crate::model::{Desired, Kind, LookupSpec, LookupType, Tags};
-use crate::plan::{Action, Change};
-use crate::provider::{Provider, ProviderError, ProviderPlan, Stats, Step, StepOutcome};
+use crate::plan::{Action, Change, Unobserved};
+use crate::provider::{
+    ErrorClass as Class, Provider, ProviderError, ProviderPlan, Stats, Step, StepError, StepOutcome,
+};
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -69,6 +71,8 @@ pub struct Observed {
     pub elb: ElbObserved,
     /// The roles of instanceProfile Lookups, by Lookup manifest name (`None`: no role).
     pub iam: BTreeMap<String, Option<LiveRole>>,
+    /// Resources whose calls failed: they are Unknown this pass, the rest is planned.
+    pub unobserved: Vec<Unobserved>,
 }
 
 /// One typed write, per kind.
@@ -250,7 +254,31 @@ impl AwsProvider {
 
     /// A provider error for an AWS error, naming the endpoint when it never answered.
     fn fail(&self, e: AwsError) -> ProviderError {
-        ProviderError::new(NAME, self.name_endpoint(e))
+        ProviderError::of(NAME, self.name_endpoint(e))
+    }
+
+    /// Marks every declared resource of `kinds` unobserved because of `e`.
+    fn unobserved(
+        &self,
+        desired: &Desired,
+        kinds: &[Kind],
+        e: AwsError,
+        out: &mut Vec<Unobserved>,
+    ) {
+        let e = self.name_endpoint(e);
+        let (class, error) = (e.class(), e.to_string());
+        tracing::warn!(error = %error, "observe failed; these resources are unknown this pass");
+        out.extend(
+            desired
+                .resources
+                .iter()
+                .filter(|r| kinds.contains(&r.id.kind))
+                .map(|r| Unobserved {
+                    id: r.id.clone(),
+                    class,
+                    error: error.clone(),
+                }),
+        );
     }
 
     /// The call statistics this provider records into.
@@ -285,7 +313,11 @@ impl AwsProvider {
                         self.fail(AwsError::call("GetCallerIdentity", "account", e))
                     })?;
                 out.account().map(str::to_string).ok_or_else(|| {
-                    ProviderError::new(NAME, "GetCallerIdentity returned no account")
+                    ProviderError::plain(
+                        NAME,
+                        Class::Transient,
+                        "GetCallerIdentity returned no account",
+                    )
                 })?
             }
         };
@@ -368,9 +400,32 @@ impl AwsProvider {
         );
         let (groups, instances, elb, buckets, params, roles) =
             tokio::join!(groups, instances, elb, buckets, params, roles);
-        let groups = groups?;
-        let instances = instances?;
-        let elb = elb?;
+        let mut unobserved = Vec::new();
+        // One failed describe leaves what it covers unknown, and what is planned from it:
+        // instances reference groups, and target groups register instances.
+        let ec2_kinds = [
+            Kind::SecurityGroup,
+            Kind::Instance,
+            Kind::TargetGroup,
+            Kind::ListenerRule,
+        ];
+        let (groups, instances, elb) = match (groups, instances) {
+            (Ok(g), Ok(i)) => match elb {
+                Ok(elb) => (g, i, elb),
+                Err(e) => {
+                    self.unobserved(desired, &ec2_kinds[2..], e, &mut unobserved);
+                    (g, i, ElbObserved::default())
+                }
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                self.unobserved(desired, &ec2_kinds, e, &mut unobserved);
+                (
+                    Vec::new(),
+                    ec2::InstancesObserved::default(),
+                    ElbObserved::default(),
+                )
+            }
+        };
         let groups_by_name = ec2::live_groups(&groups, &desired.stack_name);
         ec2::check_ownership(desired, &groups_by_name, &instances.instances)?;
         let mut observed = Observed {
@@ -380,19 +435,43 @@ impl AwsProvider {
             elb,
             ..Observed::default()
         };
+        let mut one_failed = |kind: Kind, name: &str, e: AwsError| {
+            let e = self.name_endpoint(e);
+            tracing::warn!(resource = %format!("{kind}/{name}"), error = %e, "observe failed; unknown this pass");
+            unobserved.push(Unobserved {
+                id: crate::model::ResourceId::new(kind, name),
+                class: e.class(),
+                error: e.to_string(),
+            });
+        };
         for (name, role) in roles {
-            observed.iam.insert(name, role?);
+            match role {
+                Ok(role) => {
+                    observed.iam.insert(name, role);
+                }
+                Err(e) => one_failed(Kind::Lookup, &name, e),
+            }
         }
         if let Some(owner) = groups.iter().find_map(|g| g.owner_id()) {
             observed.account = owner.to_string();
             *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner.to_string());
         }
         for (name, live) in buckets {
-            observed.buckets.insert(name, live?);
+            match live {
+                Ok(live) => {
+                    observed.buckets.insert(name, live);
+                }
+                Err(e) => one_failed(Kind::Bucket, &name, e),
+            }
         }
         for (name, live, secret) in params {
-            observed.parameters.insert(name.clone(), live?);
-            observed.secrets.insert(name, secret);
+            match live {
+                Ok(live) => {
+                    observed.parameters.insert(name.clone(), live);
+                    observed.secrets.insert(name, secret);
+                }
+                Err(e) => one_failed(Kind::Parameter, &name, e),
+            }
         }
         // Ownership is absolute: a resource tagged for another stack stops the pass.
         elbv2::check_owners(desired, &observed.elb)?;
@@ -408,12 +487,13 @@ impl AwsProvider {
         if !running.is_empty() {
             observed.ssm = ssm::reachability(&self.ssm, &running).await;
         }
+        observed.unobserved = unobserved;
         Ok(observed)
     }
 
     async fn apply_step(&self, ctx: &ApplyCtx<'_>, step: Step<Op>) -> StepOutcome {
         let change = step.change.clone();
-        let mut error = None;
+        let mut error: Option<StepError> = None;
         for op in step.ops {
             let result = match op {
                 Op::SecurityGroup(op) => ec2::apply_group(self, ctx, &change, op).await,
@@ -426,14 +506,20 @@ impl AwsProvider {
             if let Err(e) = result {
                 let e = self.name_endpoint(e);
                 tracing::warn!(resource = %change.id, error = %e, "apply step failed");
-                error = Some(format!("{}: {e}", change.id));
+                error = Some(StepError {
+                    class: e.class(),
+                    message: format!("{}: {e}", change.id),
+                });
                 break;
             }
         }
-        if error.is_none() {
-            tracing::info!(resource = %change.id, action = change.action.verb(), "applied");
+        match error {
+            None => {
+                tracing::info!(resource = %change.id, action = change.action.verb(), "applied");
+                StepOutcome::done(change)
+            }
+            Some(e) => StepOutcome::failed(change, e),
         }
-        StepOutcome { change, error }
     }
 }
 
@@ -542,6 +628,7 @@ impl Provider for AwsProvider {
         elbv2::diff(desired, observed, &replaced, &mut plan);
         diff_roles(desired, observed, &mut plan);
         plan.steps.sort_by_key(|s| phase(&s.change));
+        plan.unobserved = observed.unobserved.clone();
         plan
     }
 

@@ -462,6 +462,29 @@ fn describe(e: &bollard::errors::Error) -> String {
     }
 }
 
+impl crate::provider::Classify for DockerError {
+    fn class(&self) -> crate::provider::ErrorClass {
+        use crate::provider::ErrorClass;
+        use bollard::errors::Error as E;
+        match &self.source {
+            E::DockerResponseServerError { status_code, .. } => match status_code {
+                404 => ErrorClass::NotFound,
+                // A name taken or a container in the middle of a state change: the race
+                // with a person's `docker run` is decided by the next observe.
+                409 | 429 => ErrorClass::Transient,
+                s if *s >= 500 => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
+            E::RequestTimeoutError
+            | E::HyperResponseError { .. }
+            | E::IOError { .. }
+            | E::HyperLegacyError { .. }
+            | E::SocketNotFoundError(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
 impl DockerError {
     /// True when the engine answered 404.
     pub fn is_not_found(&self) -> bool {

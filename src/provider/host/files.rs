@@ -77,6 +77,24 @@ pub enum FileError {
     },
 }
 
+impl crate::provider::Classify for FileError {
+    fn class(&self) -> crate::provider::ErrorClass {
+        use crate::provider::ErrorClass;
+        match self {
+            FileError::Read { source, .. } | FileError::Write { source, .. } => {
+                match source.kind() {
+                    std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::InvalidInput => ErrorClass::Permanent,
+                    std::io::ErrorKind::NotFound => ErrorClass::NotFound,
+                    _ => ErrorClass::Transient,
+                }
+            }
+            FileError::Mode(_) | FileError::NotADirectory { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
 /// The absolute path of a ConfigFile (or a hostPath) under the host root. Leading `/` are
 /// stripped so a path can never escape the root by being absolute.
 pub fn resolve(host_root: &Path, relative: &str) -> PathBuf {

@@ -17,9 +17,12 @@ mod view;
 pub use events::{HostEvent, watch_events};
 pub use hash::HASH_LABEL;
 
-use crate::model::{ContainerSpec, Desired, Kind};
-use crate::plan::{Action, Change};
-use crate::provider::{CallKind, Provider, ProviderError, ProviderPlan, Stats, Step, StepOutcome};
+use crate::model::{ContainerSpec, Desired, Kind, ResourceId};
+use crate::plan::{Action, Change, Unobserved};
+use crate::provider::{
+    CallKind, Classify, ErrorClass, Provider, ProviderError, ProviderPlan, Stats, Step, StepError,
+    StepOutcome,
+};
 use docker::{Client, ImageInfo, LiveContainer};
 use files::FileState;
 use futures_util::future::join_all;
@@ -138,10 +141,50 @@ pub struct HostObserved {
     secrets: Secrets,
     /// Identity (`dev:inode`) of each bind source under the host root, now.
     sources: BTreeMap<PathBuf, String>,
+    /// Resources whose state could not be read this pass (and the containers built on them).
+    unobserved: Vec<Unobserved>,
 }
 
-fn provider_err(e: impl fmt::Display) -> ProviderError {
-    ProviderError::new(NAME, e)
+fn provider_err<E: Classify>(e: E) -> ProviderError {
+    ProviderError::of(NAME, e)
+}
+
+/// The resources a failed read leaves unknown: the files and images themselves, and every
+/// container built on one (planned from a guess, it would be recreated for nothing).
+fn unobserved_of(
+    desired: &Desired,
+    files: &BTreeMap<String, (ErrorClass, String)>,
+    images: &BTreeMap<String, (ErrorClass, String)>,
+) -> Vec<Unobserved> {
+    let mut out: Vec<Unobserved> = files
+        .iter()
+        .map(|(name, (class, error))| Unobserved {
+            id: ResourceId::new(Kind::ConfigFile, name),
+            class: *class,
+            error: error.clone(),
+        })
+        .collect();
+    for (r, spec) in desired.containers() {
+        let cause = images.get(&spec.image).or_else(|| {
+            spec.mounts
+                .iter()
+                .find_map(|m| m.config_file.as_ref().and_then(|f| files.get(f)))
+        });
+        if let Some((class, error)) = cause {
+            out.push(Unobserved {
+                id: r.id.clone(),
+                class: *class,
+                error: error.clone(),
+            });
+        }
+    }
+    if !out.is_empty() {
+        tracing::warn!(
+            count = out.len(),
+            "some host resources could not be observed; they are unknown this pass"
+        );
+    }
+    out
 }
 
 /// Reads a Parameter's value from where its manifest says; the error names the source.
@@ -175,15 +218,17 @@ impl HostProvider {
             && !host.is_empty()
             && !host.starts_with("unix://")
         {
-            return Err(provider_err(format!(
-                "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock"
-            )));
+            return Err(ProviderError::plain(
+                NAME,
+                ErrorClass::Permanent,
+                format!("DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock"),
+            ));
         }
         let client = Client::new(stats.clone())
-            .map_err(|e| provider_err(format!("connecting to the Docker engine: {e}")))?
+            .map_err(provider_err)?
             .negotiate()
             .await
-            .map_err(|e| provider_err(format!("negotiating the Docker API version: {e}")))?;
+            .map_err(provider_err)?;
         Ok(HostProvider {
             client,
             host_root,
@@ -287,79 +332,81 @@ impl HostProvider {
         desired: &Desired,
         observed: &HostObserved,
         op: &HostOp,
-    ) -> Result<(), String> {
-        let s = |e: &dyn fmt::Display| e.to_string();
+    ) -> Result<(), StepError> {
         match op {
             HostOp::WriteFile { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
                 let mode = spec
                     .mode_bits()
-                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
                 if let Ok(meta) = std::fs::symlink_metadata(&path)
                     && meta.is_dir()
                 {
-                    return Err(format!(
+                    return Err(StepError::permanent(format!(
                         "{} is a directory; remove it by hand, stackwarden does not delete directories",
                         path.display()
-                    ));
+                    )));
                 }
                 let content = Self::file_content(spec, observed)?;
-                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
+                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 self.record_file("WriteFile");
-                files::write_atomic(&path, content, spec.owner, spec.group, mode).map_err(|e| s(&e))
+                files::write_atomic(&path, content, spec.owner, spec.group, mode)
+                    .map_err(StepError::from)
             }
             HostOp::MakeDirectory { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
                 let mode = spec
                     .mode_bits()
-                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
-                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
+                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
+                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 // A symlink (or file) where the directory belongs goes, never its target.
                 self.record_file("RemoveFile");
-                files::remove_non_directory(&path).map_err(|e| s(&e))?;
+                files::remove_non_directory(&path).map_err(StepError::from)?;
                 self.record_file("CreateDirectory");
-                files::make_dir(&path).map_err(|e| s(&e))?;
+                files::make_dir(&path).map_err(StepError::from)?;
                 self.record_file("SetOwner");
-                files::set_owner(&path, spec.owner, spec.group).map_err(|e| s(&e))?;
+                files::set_owner(&path, spec.owner, spec.group).map_err(StepError::from)?;
                 self.record_file("SetMode");
-                files::set_mode(&path, mode).map_err(|e| s(&e))
+                files::set_mode(&path, mode).map_err(StepError::from)
             }
             HostOp::SetOwner { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
+                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 self.record_file("SetOwner");
-                files::set_owner(&path, spec.owner, spec.group).map_err(|e| s(&e))
+                files::set_owner(&path, spec.owner, spec.group).map_err(StepError::from)
             }
             HostOp::SetMode { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let mode = spec
                     .mode_bits()
-                    .ok_or_else(|| s(&files::FileError::Mode(spec.mode.clone())))?;
+                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                files::check_parents(&self.host_root, &path).map_err(|e| s(&e))?;
+                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 self.record_file("SetMode");
-                files::set_mode(&path, mode).map_err(|e| s(&e))
+                files::set_mode(&path, mode).map_err(StepError::from)
             }
             HostOp::EnsureImage { image } => {
                 if diff_image_found(observed, image) {
                     return Ok(());
                 }
-                self.client.pull(image).await.map_err(|e| {
-                    format!("image {image} is not present and cannot be pulled: {e}")
+                // A registry that cannot be reached may be back later: transient.
+                self.client.pull(image).await.map_err(|e| StepError {
+                    class: ErrorClass::Transient,
+                    message: format!("image {image} is not present and cannot be pulled: {e}"),
                 })?;
                 // A pinned reference must now resolve to an image carrying its digest.
-                match self.client.image(image).await.map_err(|e| s(&e))? {
+                match self.client.image(image).await.map_err(StepError::from)? {
                     Some(info)
                         if image::ImageRef::parse(image).is_satisfied_by(&info.repo_digests) =>
                     {
                         Ok(())
                     }
-                    _ => Err(format!(
+                    _ => Err(StepError::permanent(format!(
                         "image {image} was pulled but no local image carries that reference"
-                    )),
+                    ))),
                 }
             }
             HostOp::EnsureNetwork { network } => {
@@ -367,7 +414,7 @@ impl HostProvider {
                     .client
                     .networks()
                     .await
-                    .map_err(|e| s(&e))?
+                    .map_err(StepError::from)?
                     .contains(network)
                 {
                     return Ok(());
@@ -380,9 +427,11 @@ impl HostProvider {
                 self.client
                     .create_network(network, &labels)
                     .await
-                    .map_err(|e| s(&e))
+                    .map_err(StepError::from)
             }
-            HostOp::RemoveContainer { id, .. } => self.client.remove(id).await.map_err(|e| s(&e)),
+            HostOp::RemoveContainer { id, .. } => {
+                self.client.remove(id).await.map_err(StepError::from)
+            }
             HostOp::CreateContainer { name } => {
                 let spec = Self::container_spec(desired, name)?;
                 // A missing bind source would be created by the engine as root 0755 (or,
@@ -393,14 +442,14 @@ impl HostProvider {
                         let path = files::host_path(&self.host_root, p);
                         if std::fs::symlink_metadata(&path).is_err() {
                             self.record_file("CreateDirectory");
-                            files::make_dir(&path).map_err(|e| s(&e))?;
+                            files::make_dir(&path).map_err(StepError::from)?;
                         }
                     }
                 }
                 // The engine resolves bind sources through symlinks: none may hide in the
                 // path of a source under the root.
                 for source in diff::managed_sources(desired, &self.host_root, spec) {
-                    files::check_parents(&self.host_root, &source).map_err(|e| s(&e))?;
+                    files::check_parents(&self.host_root, &source).map_err(StepError::from)?;
                 }
                 // A missing ConfigFile (its write failed) would become a root-owned directory
                 // made by the engine, which then blocks the file for good: refuse instead.
@@ -409,10 +458,10 @@ impl HostProvider {
                         let f = Self::file_spec(desired, file)?;
                         let path = files::resolve(&self.host_root, &f.path);
                         if std::fs::symlink_metadata(&path).is_err() {
-                            return Err(format!(
+                            return Err(StepError::permanent(format!(
                                 "mounted ConfigFile/{file} is missing at {}; it must be written first",
                                 path.display()
-                            ));
+                            )));
                         }
                     }
                 }
@@ -435,13 +484,23 @@ impl HostProvider {
                     .create(name, body)
                     .await
                     .map(|_| ())
-                    .map_err(|e| s(&e))
+                    .map_err(StepError::from)
             }
-            HostOp::StartContainer { name } => self.client.start(name).await.map_err(|e| s(&e)),
-            HostOp::UnpauseContainer { name } => self.client.unpause(name).await.map_err(|e| s(&e)),
+            HostOp::StartContainer { name } => {
+                self.client.start(name).await.map_err(StepError::from)
+            }
+            HostOp::UnpauseContainer { name } => {
+                self.client.unpause(name).await.map_err(StepError::from)
+            }
             HostOp::WaitReady { name } => {
                 let spec = Self::container_spec(desired, name)?;
-                self.wait_ready(name, spec).await
+                // A container that is not (yet) healthy may become so: transient.
+                self.wait_ready(name, spec)
+                    .await
+                    .map_err(|message| StepError {
+                        class: ErrorClass::Transient,
+                        message,
+                    })
             }
         }
     }
@@ -535,10 +594,7 @@ impl HostProvider {
                     step.change.id,
                     started.elapsed().as_secs_f64()
                 );
-                return StepOutcome {
-                    change: step.change,
-                    error: Some(error),
-                };
+                return StepOutcome::failed(step.change, error);
             }
         }
         tracing::info!(
@@ -548,10 +604,7 @@ impl HostProvider {
             step.change.id,
             started.elapsed().as_secs_f64()
         );
-        StepOutcome {
-            change: step.change,
-            error: None,
-        }
+        StepOutcome::done(step.change)
     }
 }
 
@@ -631,20 +684,31 @@ impl Provider for HostProvider {
             .map(|id| id.to_string())
             .collect();
         if !unresolved.is_empty() {
-            return Err(provider_err(format!(
-                "{} still hold an unresolved ${{account}}; nothing on the host is planned until the AWS account is known",
-                unresolved.join(", ")
-            )));
+            return Err(ProviderError::plain(
+                NAME,
+                ErrorClass::Transient,
+                format!(
+                    "{} still hold an unresolved ${{account}}; nothing on the host is planned until the AWS account is known",
+                    unresolved.join(", ")
+                ),
+            ));
         }
         let mut obs = HostObserved::default();
+        // Why a resource could not be read, by manifest name of what it holds up.
+        let mut failed_files: BTreeMap<String, (ErrorClass, String)> = BTreeMap::new();
         for (res, spec) in desired.config_files() {
             self.record_file("InspectFile");
-            let state = files::observe_under(
+            match files::observe_under(
                 &self.host_root,
                 &files::resolve(&self.host_root, &spec.path),
-            )
-            .map_err(provider_err)?;
-            obs.files.insert(res.id.name.clone(), state);
+            ) {
+                Ok(state) => {
+                    obs.files.insert(res.id.name.clone(), state);
+                }
+                Err(e) => {
+                    failed_files.insert(res.id.name.clone(), (e.class(), e.to_string()));
+                }
+            }
         }
         for (_, spec) in desired.containers() {
             for source in diff::managed_sources(desired, &self.host_root, spec) {
@@ -656,13 +720,21 @@ impl Provider for HostProvider {
             .containers()
             .map(|(_, s)| s.image.as_str())
             .collect();
+        let mut failed_images: BTreeMap<String, (ErrorClass, String)> = BTreeMap::new();
         for (image, info) in images
             .iter()
             .zip(join_all(images.iter().map(|i| self.client.image(i))).await)
         {
-            obs.images
-                .insert(image.to_string(), info.map_err(provider_err)?);
+            match info {
+                Ok(info) => {
+                    obs.images.insert(image.to_string(), info);
+                }
+                Err(e) => {
+                    failed_images.insert(image.to_string(), (e.class(), e.to_string()));
+                }
+            }
         }
+        obs.unobserved = unobserved_of(desired, &failed_files, &failed_images);
         obs.containers = self.observe_containers(&obs.images).await?;
         let custom_network = desired
             .containers()

@@ -29,6 +29,7 @@ pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> Provider
     plan_removals(desired, obs, &mut out);
     plan_containers(desired, host_root, obs, &rolled, &mut out);
     live_policy(desired, obs, &mut out);
+    out.unobserved = obs.unobserved.clone();
     out
 }
 
