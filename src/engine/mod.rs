@@ -93,7 +93,19 @@ impl Engine {
         desired: &Desired,
         select: &(dyn Fn(&Change) -> bool + Sync),
     ) -> ApplyReport {
+        self.apply_announcing(desired, select, |_| {}).await
+    }
+
+    /// Like [`Engine::apply_selected`], handing the plan to `planned` as soon as it is made,
+    /// before any write: the daemon shows it while a slow write goes on.
+    pub async fn apply_announcing(
+        &self,
+        desired: &Desired,
+        select: &(dyn Fn(&Change) -> bool + Sync),
+        planned: impl FnOnce(&Plan),
+    ) -> ApplyReport {
         let (plan, works) = self.plan_work(desired).await;
+        planned(&plan);
         let enforce = |c: &Change| mode_of(desired, &c.id) == Mode::Enforce && select(c);
         let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce)))
             .await

@@ -29,8 +29,10 @@ use lease::{Holding, Lease};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// A pass that runs longer than this is abandoned (the next pass starts from what is live:
 /// nothing is lost, a half-done step is simply planned again).
@@ -38,6 +40,11 @@ pub const PASS_DEADLINE: Duration = Duration::from_secs(120);
 /// ± fraction of the resync interval drawn at random, so that several daemons (or a daemon
 /// and CI) do not observe in lockstep.
 pub const RESYNC_JITTER: f64 = 0.1;
+/// How long a pass waits for its writes before it lets them go on in the background: a
+/// slow step (an image pull, a health check taking its time) must not keep the loop from
+/// seeing and repairing anything else. What is still being written is held back from later
+/// passes until it finishes; then a pass re-observes it.
+pub const DETACH_AFTER: Duration = Duration::from_secs(2);
 /// How long a shutdown waits for the pass in flight before abandoning it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -76,6 +83,67 @@ pub struct Handle {
     pub wake: mpsc::Sender<Trigger>,
 }
 
+/// What a pass's work task gives back: the report and the plan re-observed after the
+/// writes; `None` when it ran past [`PASS_DEADLINE`].
+type Work = Option<(ApplyReport, Plan)>;
+
+/// Writes a pass let go on in the background, and the trigger of that pass.
+struct Detached {
+    task: JoinHandle<Work>,
+    trigger: Trigger,
+}
+
+/// The resources some write is working on now (`Kind/name`). A pass claims what it is
+/// about to write; a later pass leaves claimed resources alone.
+#[derive(Debug, Clone, Default)]
+struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+
+impl InFlight {
+    fn ids(&self) -> BTreeSet<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One pass's claims on [`InFlight`], released when the pass's writes end (or are
+/// abandoned: dropping the task drops the claims).
+struct Claims {
+    in_flight: InFlight,
+    mine: Mutex<Vec<String>>,
+}
+
+impl Claims {
+    fn new(in_flight: InFlight) -> Self {
+        Claims {
+            in_flight,
+            mine: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// True when `id` was free and is now this pass's to write.
+    fn claim(&self, id: String) -> bool {
+        let fresh = self
+            .in_flight
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        if fresh {
+            self.mine.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        }
+        fresh
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let mine = std::mem::take(self.mine.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let mut all = self.in_flight.0.lock().unwrap_or_else(|e| e.into_inner());
+        for id in mine {
+            all.remove(&id);
+        }
+    }
+}
+
 /// Whether this daemon may write this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Acting {
@@ -107,6 +175,8 @@ pub struct Controller {
     /// When the next resync is due: a permanently failing resource waits for it.
     next_resync: SystemTime,
     budget: Budget,
+    in_flight: InFlight,
+    detached: Vec<Detached>,
     lease: Option<Lease>,
     s3: Option<aws_sdk_s3::Client>,
     identity: String,
@@ -182,6 +252,8 @@ impl Controller {
             backoff: Backoff::default(),
             next_resync: SystemTime::now(),
             budget: Budget::default(),
+            in_flight: InFlight::default(),
+            detached: Vec::new(),
             lease: None,
             s3: None,
             identity: lease::identity("daemon"),
@@ -233,6 +305,13 @@ impl Controller {
                         },
                         _ = tokio::time::sleep_until(resync_at) => Trigger::Resync,
                         _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => Trigger::Retry,
+                        // (select_all panics on no futures, and select! builds every branch's future.)
+                        (done, index) = async { if self.detached.is_empty() { std::future::pending().await } else { let (done, index, _) = futures_util::future::select_all(self.detached.iter_mut().map(|d| &mut d.task)).await; (done, index) } } => {
+                            let d = self.detached.swap_remove(index);
+                            self.fold_detached(done, d.trigger);
+                            // Converged means observed: look at what those writes left.
+                            Trigger::Retry
+                        },
                         _ = tokio::time::sleep_until(lease_at) => {
                             lease_at = tokio::time::Instant::now() + lease_period;
                             if !self.lease_tick().await {
@@ -294,7 +373,58 @@ impl Controller {
         self.shutdown().await;
     }
 
+    /// Folds in the outcomes of writes that finished after their pass.
+    fn fold_detached(&mut self, done: Result<Work, tokio::task::JoinError>, trigger: Trigger) {
+        match done {
+            Ok(Some((report, _))) => {
+                tracing::info!(steps = report.outcomes.len(), "background writes finished");
+                self.record_outcomes(&report.outcomes, trigger, SystemTime::now());
+                self.publish();
+            }
+            Ok(None) => tracing::warn!(
+                "background writes ran past the {}s deadline and were abandoned",
+                PASS_DEADLINE.as_secs()
+            ),
+            Err(e) => tracing::error!(error = %e, "background writes failed"),
+        }
+    }
+
+    /// Audits each write, counts it, and sets its resource's backoff by the failure's class.
+    fn record_outcomes(
+        &mut self,
+        outcomes: &[crate::provider::StepOutcome],
+        trigger: Trigger,
+        at: SystemTime,
+    ) {
+        for o in outcomes {
+            let id = o.change.id.to_string();
+            match &o.error {
+                None => {
+                    self.backoff.reset(&id);
+                    self.metrics
+                        .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
+                }
+                Some(_) => self.backoff.failed(
+                    &id,
+                    o.class.unwrap_or(ErrorClass::Transient),
+                    at,
+                    self.next_resync,
+                    fastrand::f64(),
+                ),
+            }
+            self.audit.push(AuditEntry::of(o, trigger, at));
+        }
+    }
+
     async fn shutdown(&mut self) {
+        // Writes in the background get the same grace as a pass in flight.
+        for d in std::mem::take(&mut self.detached) {
+            let abort = d.task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, d.task).await.is_err() {
+                abort.abort();
+                tracing::warn!("shutdown: background writes were abandoned");
+            }
+        }
         if let Some(lease) = &self.lease {
             match tokio::time::timeout(SHUTDOWN_GRACE, lease.release()).await {
                 Ok(Ok(())) => tracing::info!(holder = lease.identity(), "lease released"),
@@ -639,40 +769,91 @@ impl Controller {
         let engine = Engine::shared(providers);
         let now = SystemTime::now();
         let backoff = self.backoff.clone();
-        let work = async {
-            let report = match acting {
-                Acting::Full => {
-                    engine
-                        .apply_selected(&desired, &|c| !backoff.holds(&c.id.to_string(), now))
-                        .await
-                }
-                Acting::BucketOnly => {
-                    engine
-                        .apply_selected(&desired, &|c| c.id.kind == Kind::Bucket)
-                        .await
-                }
-                Acting::Standby => ApplyReport {
-                    plan: engine.plan(&desired).await,
-                    outcomes: Vec::new(),
-                },
+        let claims = Claims::new(self.in_flight.clone());
+        let work_desired = desired.clone();
+        let (plan_tx, plan_rx) = oneshot::channel::<Plan>();
+        // The work runs as its own task so that a slow write can outlive this pass.
+        let mut task: JoinHandle<Work> = tokio::spawn(async move {
+            let work = async {
+                let select = |c: &Change| {
+                    let allowed = match acting {
+                        Acting::Full => !backoff.holds(&c.id.to_string(), now),
+                        Acting::BucketOnly => c.id.kind == Kind::Bucket,
+                        Acting::Standby => false,
+                    };
+                    allowed && claims.claim(c.id.to_string())
+                };
+                let report = engine
+                    .apply_announcing(&work_desired, &select, |plan| {
+                        let _ = plan_tx.send(plan.clone());
+                    })
+                    .await;
+                // Converged means observed: re-read what was written.
+                let after = if report.outcomes.is_empty() {
+                    report.plan.clone()
+                } else {
+                    engine.plan(&work_desired).await
+                };
+                (report, after)
             };
-            // Converged means observed: re-read what was written.
-            let after = if report.outcomes.is_empty() {
-                report.plan.clone()
-            } else {
-                engine.plan(&desired).await
-            };
-            (report, after)
+            let done = tokio::time::timeout(PASS_DEADLINE, work).await.ok();
+            drop(claims);
+            done
+        });
+        let exceeded = || {
+            format!(
+                "the pass exceeded its {}s deadline and was abandoned",
+                PASS_DEADLINE.as_secs()
+            )
         };
-        let (report, mut after) = match tokio::time::timeout(PASS_DEADLINE, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                errors.push(format!(
-                    "the pass exceeded its {}s deadline and was abandoned",
-                    PASS_DEADLINE.as_secs()
-                ));
+        let finished_in_time = tokio::select! {
+            done = &mut task => Some(done),
+            _ = tokio::time::sleep(DETACH_AFTER) => None,
+        };
+        let (report, mut after) = match finished_in_time {
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => {
+                errors.push(exceeded());
                 (ApplyReport::default(), Plan::default())
             }
+            Some(Err(e)) => {
+                errors.push(format!("the pass failed: {e}"));
+                (ApplyReport::default(), Plan::default())
+            }
+            None => match tokio::time::timeout(PASS_DEADLINE, plan_rx).await {
+                Ok(Ok(plan)) => {
+                    // Planned, and writing still: show the plan now, let the writes go on.
+                    tracing::info!(
+                        in_flight = ?self.in_flight.ids(),
+                        "writes continue in the background"
+                    );
+                    self.detached.push(Detached { task, trigger });
+                    (
+                        ApplyReport {
+                            plan: plan.clone(),
+                            outcomes: Vec::new(),
+                        },
+                        plan,
+                    )
+                }
+                // The task ended before it could hand over a plan: it is done.
+                Ok(Err(_)) => match task.await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        errors.push(exceeded());
+                        (ApplyReport::default(), Plan::default())
+                    }
+                    Err(e) => {
+                        errors.push(format!("the pass failed: {e}"));
+                        (ApplyReport::default(), Plan::default())
+                    }
+                },
+                Err(_) => {
+                    task.abort();
+                    errors.push(exceeded());
+                    (ApplyReport::default(), Plan::default())
+                }
+            },
         };
         after.errors.extend(errors);
         for (provider, why) in unreachable {
@@ -683,24 +864,7 @@ impl Controller {
         self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
         self.note_reachability(&after);
         let finished = SystemTime::now();
-        for o in &report.outcomes {
-            let id = o.change.id.to_string();
-            match &o.error {
-                None => {
-                    self.backoff.reset(&id);
-                    self.metrics
-                        .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
-                }
-                Some(_) => self.backoff.failed(
-                    &id,
-                    o.class.unwrap_or(ErrorClass::Transient),
-                    finished,
-                    self.next_resync,
-                    fastrand::f64(),
-                ),
-            }
-            self.audit.push(AuditEntry::of(o, trigger, finished));
-        }
+        self.record_outcomes(&report.outcomes, trigger, finished);
         // A resource that could not be read is looked at again by its class's policy: soon
         // when the failure is transient, at the resync when it is not.
         for u in &after.unobserved {
@@ -712,11 +876,13 @@ impl Controller {
                 fastrand::f64(),
             );
         }
+        let applying = self.in_flight.ids();
         let pending: BTreeSet<String> = after
             .changes
             .iter()
             .map(|c| c.id.to_string())
             .chain(after.unobserved.iter().map(|u| u.id.to_string()))
+            .chain(applying.iter().cloned())
             .collect();
         self.backoff.retain(|id| pending.contains(id));
         if acting == Acting::BucketOnly
@@ -801,6 +967,7 @@ impl Controller {
                 covers: &covers,
                 unobserved: &unobserved,
                 kept: &|k: Kind| host_only && !k.on_host(),
+                applying: &applying,
             },
             finished,
         );

@@ -360,6 +360,8 @@ pub struct PassRecord<'a> {
     /// Kinds this pass did not look at (a Docker event wakes a host-only pass): their last
     /// status, violations and errors stay as they were.
     pub kept: &'a dyn Fn(crate::model::Kind) -> bool,
+    /// Resources a write is still working on (in the background, after its pass).
+    pub applying: &'a std::collections::BTreeSet<String>,
 }
 
 /// The kind named in a `Kind/name` id.
@@ -465,11 +467,19 @@ impl Status {
                     (ConditionStatus::Unknown, "ObserveFailed", e.clone())
                 }
                 (Some(e), _) => (ConditionStatus::False, "ApplyFailed", e.clone()),
+                // Its write goes on after the pass (a slow start waiting on its health
+                // check): not synced until that write ends and a pass has looked again.
+                (None, _) if pass.applying.contains(&id) => (
+                    ConditionStatus::False,
+                    "Applying",
+                    "a write is in progress".to_string(),
+                ),
                 (None, Some(_)) if mode == Mode::Observe => (
                     ConditionStatus::False,
                     "ObserveOnly",
                     "drift is reported, never repaired (mode observe)".to_string(),
                 ),
+
                 (None, Some(_)) if backoff_until.is_some() => (
                     ConditionStatus::False,
                     "BackingOff",

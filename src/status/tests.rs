@@ -73,6 +73,7 @@ fn record(status: &mut Status, d: &Desired, after: &Plan, at: SystemTime, result
             covers: &|_| true,
             unobserved: &|_| None,
             kept: &|_| false,
+            applying: &Default::default(),
         },
         at,
     );
@@ -143,6 +144,7 @@ fn a_failed_write_is_synced_false_with_its_error() {
             covers: &|_| true,
             unobserved: &|_| None,
             kept: &|_| false,
+            applying: &Default::default(),
         },
         now,
     );
@@ -222,6 +224,7 @@ fn resources_of_a_world_that_could_not_be_observed_are_unknown_with_its_error() 
             covers: &|_| true,
             unobserved: &|k| (k == Kind::Parameter).then(|| "no answer in time".to_string()),
             kept: &|_| false,
+            applying: &Default::default(),
         },
         now,
     );

@@ -546,3 +546,55 @@ async fn post_reconcile_needs_the_bearer_token() {
     d.wait_until("the requested pass runs", REPAIR, || d.passes() > passes);
     assert_eq!(d.status()["lastPass"]["trigger"], "http");
 }
+
+fn synced_reason(status: &Value, id: &str) -> String {
+    resource(status, id)
+        .and_then(|r| r["conditions"].as_array())
+        .and_then(|c| c.iter().find(|c| c["type"] == "Synced"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_slow_start_holds_up_nothing_else_a_root_container_is_repaired_meanwhile() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "30s",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+
+    // Pyroscope gets a health check that never passes: its replacement waits on it for
+    // tens of seconds (the readiness bound), in the background after its pass.
+    let containers = d.dir.join("manifests/host/containers.yaml");
+    let text = std::fs::read_to_string(&containers).unwrap();
+    let edited = text.replacen(
+        r#"test: [CMD, wget, -q, -O, /dev/null, "http://127.0.0.1:4040/ready"]"#,
+        "test: [CMD, \"false\"]",
+        1,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&containers, edited).unwrap();
+    d.wait_until("pyroscope's slow start is in progress", REPAIR, || {
+        synced_reason(&d.status(), "Container/pyroscope") == "Applying"
+    });
+
+    // Meanwhile someone recreates loki as root: it is repaired without waiting.
+    dk::recreate_by_hand(&docker, "loki", true, |b| b.user = Some("0".into())).await;
+    d.wait_until("the root loki is repaired", REPAIR, || {
+        audited(&d.status(), "Container/loki", "drift")
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.config.unwrap().user.as_deref(), Some("10001:10001"));
+    let status = d.status();
+    assert_eq!(
+        synced_reason(&status, "Container/pyroscope"),
+        "Applying",
+        "the repair came while the slow start still waited: {status}"
+    );
+}

@@ -400,6 +400,21 @@ impl AwsProvider {
         );
         let (groups, instances, elb, buckets, params, roles) =
             tokio::join!(groups, instances, elb, buckets, params, roles);
+        // An endpoint that does not answer at all is the whole world unreachable, not one
+        // resource: the provider fails (and the daemon goes not-ready).
+        let (groups, instances, elb) = (answered(groups)?, answered(instances)?, answered(elb)?);
+        let buckets = buckets
+            .into_iter()
+            .map(|(n, r)| answered(r).map(|r| (n, r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = params
+            .into_iter()
+            .map(|(n, r, secret)| answered(r).map(|r| (n, r, secret)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let roles = roles
+            .into_iter()
+            .map(|(n, r)| answered(r).map(|r| (n, r)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut unobserved = Vec::new();
         // One failed describe leaves what it covers unknown, and what is planned from it:
         // instances reference groups, and target groups register instances.
@@ -520,6 +535,15 @@ impl AwsProvider {
             }
             Some(e) => StepOutcome::failed(change, e),
         }
+    }
+}
+
+/// Splits off the failure of a call that got no answer at all (the endpoint is down): that
+/// fails the whole observe; an answered failure stays with its resource.
+fn answered<T>(r: Result<T, AwsError>) -> Result<Result<T, AwsError>, AwsError> {
+    match r {
+        Err(e) if e.is_unanswered() => Err(e),
+        other => Ok(other),
     }
 }
 

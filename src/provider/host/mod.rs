@@ -25,7 +25,8 @@ use crate::provider::{
 };
 use docker::{Client, ImageInfo, LiveContainer};
 use files::FileState;
-use futures_util::future::join_all;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared, join_all};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -789,25 +790,28 @@ impl Provider for HostProvider {
             )
             .await,
         );
-        // Containers level by level: a level starts once the one before is running and
-        // healthy (or has failed: a dependent still starts, its services retry, and the
-        // failure is reported on the dependency's own step).
+        // Containers as a graph: each starts once the containers it depends on are running
+        // and healthy (or have failed: a dependent still starts, its services retry, and the
+        // failure is reported on the dependency's own step). A slow start (a pull, a health
+        // check that takes its time) holds up its own dependents and nothing else.
         let levels = diff::levels(desired);
-        let mut by_level: BTreeMap<usize, Vec<Step<HostOp>>> = BTreeMap::new();
+        let mut rest = rest;
+        rest.sort_by_key(|s| levels.get(&s.change.id.name).copied().unwrap_or(0));
+        let with_steps: BTreeSet<String> = rest.iter().map(|s| s.change.id.name.clone()).collect();
+        let mut started: BTreeMap<String, Shared<BoxFuture<'_, StepOutcome>>> = BTreeMap::new();
         for step in rest {
-            let level = levels.get(&step.change.id.name).copied().unwrap_or(0);
-            by_level.entry(level).or_default().push(step);
+            let name = step.change.id.name.clone();
+            let waits: Vec<_> = diff::step_dependencies(desired, &name, &with_steps)
+                .iter()
+                .filter_map(|d| started.get(d).cloned())
+                .collect();
+            let run = async move {
+                join_all(waits).await;
+                self.run_step(desired, observed, step).await
+            };
+            started.insert(name, run.boxed().shared());
         }
-        for (_, steps) in by_level {
-            outcomes.extend(
-                join_all(
-                    steps
-                        .into_iter()
-                        .map(|s| self.run_step(desired, observed, s)),
-                )
-                .await,
-            );
-        }
+        outcomes.extend(join_all(started.into_values()).await);
         outcomes
     }
 }

@@ -525,6 +525,38 @@ pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<S
     labels
 }
 
+/// The containers whose steps `name`'s step must wait for: its nearest ancestors in the
+/// `dependsOn` graph that have a step this apply (one without a step already runs; the wait
+/// goes through it to what it depends on).
+pub fn step_dependencies(
+    desired: &Desired,
+    name: &str,
+    with_steps: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let deps_of = |n: &str| -> Vec<String> {
+        desired
+            .containers()
+            .find(|(r, _)| r.id.name == n)
+            .map(|(_, s)| s.depends_on.iter().map(|d| d.container.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut todo = deps_of(name);
+    // `seen` bounds the walk even if validation ever let a cycle through.
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        if with_steps.contains(&d) {
+            out.insert(d);
+        } else {
+            todo.extend(deps_of(&d));
+        }
+    }
+    out
+}
+
 /// Start order: a container's depth in the dependsOn graph (0 = depends on nothing).
 /// Cycles are rejected by validation; a defensive bound stops them here anyway.
 pub fn levels(desired: &Desired) -> BTreeMap<String, usize> {
