@@ -2,6 +2,7 @@
 //! servers (moto, dockerd) the way users' runs do.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
+mod alertmanager;
 mod architecture;
 mod aws;
 mod aws_ec2;

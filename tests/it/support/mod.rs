@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: spawning real servers and seeding them.
 
+pub mod alertmanager;
 pub mod daemon;
 pub mod docker;
 pub mod moto;
