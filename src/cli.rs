@@ -3,7 +3,7 @@
 
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
-use crate::model::{Desired, Mode};
+use crate::model::Desired;
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::{DynProvider, Stats};
@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// without one the endpoint is off.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The page's address as people reach it (behind a proxy, say), for the links alerts
+    /// carry; defaults to http://<listen>/.
+    #[arg(long)]
+    pub external_url: Option<String>,
 }
 
 /// Output formats of plan and apply.
@@ -150,6 +154,17 @@ fn validate(common: &Common) -> ExitCode {
             }
             for w in &grafana.warnings {
                 eprintln!("warning: {w}");
+            }
+            let now = std::time::SystemTime::now();
+            for a in &d.stack.acknowledgements {
+                if !a.active(now) {
+                    eprintln!(
+                        "warning: Stack/{} spec.acknowledgements: the acknowledgement of {} expired at {}: its drift is repaired and alerted again\n    fix: remove it, or renew it with a new reason",
+                        d.stack_name,
+                        a.resource,
+                        a.expires.as_deref().unwrap_or("?")
+                    );
+                }
             }
             println!(
                 "{}: valid for environment `{}`: Stack/{} and {} resources in {} files, all {} policy rules pass",
@@ -359,6 +374,10 @@ async fn daemon(args: RunArgs) -> anyhow::Result<()> {
         host_root: args.host_root.clone(),
         scope,
         lease_ttl: args.lease_ttl,
+        page_url: args
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/", args.listen)),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -430,7 +449,7 @@ fn print_apply(report: &ApplyReport, output: Output) {
     for v in &plan.violations {
         println!("! {v}");
     }
-    for c in plan.changes.iter().filter(|c| c.mode == Mode::Observe) {
+    for c in plan.changes.iter().filter(|c| !c.mode.repairs()) {
         println!("{c}");
     }
     for o in &report.outcomes {

@@ -16,6 +16,7 @@
 //! - [`model`]: the resource kinds; plain data.
 #![deny(unsafe_code)]
 
+pub mod alerts;
 pub mod cli;
 pub mod engine;
 pub mod grafana;

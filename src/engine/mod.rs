@@ -106,7 +106,10 @@ impl Engine {
     ) -> ApplyReport {
         let (plan, works) = self.plan_work(desired).await;
         planned(&plan);
-        let enforce = |c: &Change| mode_of(desired, &c.id) == Mode::Enforce && select(c);
+        let now = std::time::SystemTime::now();
+        let enforce = |c: &Change| {
+            mode_of(desired, &c.id).repairs() && !acknowledged(desired, c, now) && select(c)
+        };
         let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce)))
             .await
             .into_iter()
@@ -114,6 +117,20 @@ impl Engine {
             .collect();
         ApplyReport { plan, outcomes }
     }
+}
+
+/// True when an acknowledgement in force covers every field the change makes: it is left
+/// as it is (a create or a delete changes the whole resource, so only an in-place change
+/// with fields can be covered).
+pub fn acknowledged(desired: &Desired, change: &Change, now: std::time::SystemTime) -> bool {
+    !change.fields.is_empty()
+        && desired
+            .acknowledgement(
+                &change.id.to_string(),
+                change.fields.iter().map(|f| f.path.as_str()),
+                now,
+            )
+            .is_some()
 }
 
 /// A change's mode: its resource's effective mode, or the stack's for resources no longer

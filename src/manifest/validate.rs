@@ -2,6 +2,7 @@
 //! fields, formats, cycles. Pure: it reads resources and reports, it never fixes.
 
 use super::schema::fix_for_unknown;
+use crate::model::stack::MAX_ACKNOWLEDGEMENT;
 use crate::model::{
     ConfigFileSpec, ContainerSpec, FileType, InstanceSpec, Kind, LookupSpec, LookupType, Peer,
     Protocol, Resource, ResourceId, Spec, StackSpec,
@@ -255,7 +256,26 @@ impl Checker<'_> {
                 "use 30s or more",
             );
         }
+        self.acknowledgements(id, s);
         for (i, rcv) in s.alerts.receivers.iter().enumerate() {
+            if rcv.signing_key.is_some() && rcv.kind != crate::model::ReceiverType::Webhook {
+                self.finding(
+                    id,
+                    &format!("spec.alerts.receivers[{i}].signingKey"),
+                    "only a webhook receiver signs its bodies",
+                    "remove signingKey, or set type: webhook",
+                );
+            }
+            if let Some(key) = &rcv.signing_key
+                && key.env.is_some() == key.file.is_some()
+            {
+                self.finding(
+                    id,
+                    &format!("spec.alerts.receivers[{i}].signingKey"),
+                    "names neither or both of env and file",
+                    "give exactly one: `env: VARIABLE` or `file: /path/to/key`",
+                );
+            }
             if !(rcv.url.starts_with("http://") || rcv.url.starts_with("https://")) {
                 self.finding(
                     id,
@@ -263,6 +283,81 @@ impl Checker<'_> {
                     format!("`{}` is not an http(s) URL", rcv.url),
                     "write e.g. http://127.0.0.1:9093",
                 );
+            }
+        }
+    }
+
+    /// Acknowledgements are reviewed like code: each names what it covers, why, and until
+    /// when, and none runs longer than [`MAX_ACKNOWLEDGEMENT`] (an expired one only warns:
+    /// `stackwarden validate` says so).
+    fn acknowledgements(&mut self, id: &ResourceId, s: &StackSpec) {
+        let now = std::time::SystemTime::now();
+        for (i, a) in s.acknowledgements.iter().enumerate() {
+            let at = |field: &str| format!("spec.acknowledgements[{i}]{field}");
+            let known = a
+                .resource
+                .split_once('/')
+                .and_then(|(k, n)| Some((Kind::parse(k)?, n)))
+                .is_some_and(|(k, n)| self.by_id.contains_key(&(k, n)));
+            if !known {
+                self.finding(
+                    id,
+                    &at(".resource"),
+                    format!("`{}` is not a declared resource", a.resource),
+                    "name one as Kind/name, e.g. Container/loki",
+                );
+            }
+            if a.fields.is_empty() && a.rule.is_none() {
+                self.finding(
+                    id,
+                    &at(""),
+                    "covers nothing: it names neither fields nor a rule",
+                    "add `fields: [spec.user]` or `rule: no-root-containers`",
+                );
+            }
+            if let Some(rule) = &a.rule
+                && !crate::policy::RULES.iter().any(|(r, _)| r == rule)
+            {
+                let names: Vec<&str> = crate::policy::RULES.iter().map(|(r, _)| *r).collect();
+                self.finding(
+                    id,
+                    &at(".rule"),
+                    format!("`{rule}` is not a policy rule"),
+                    fix_for_unknown(rule, &names),
+                );
+            }
+            if a.reason.trim().is_empty() {
+                self.finding(
+                    id,
+                    &at(".reason"),
+                    "an acknowledgement needs a reason",
+                    "say why the drift may stand and who decided, e.g. `reason: loki migration, ops-123`",
+                );
+            }
+            match (&a.expires, a.expires_at()) {
+                (None, _) => self.finding(
+                    id,
+                    &at(".expires"),
+                    "an acknowledgement needs an expiry",
+                    "add `expires: 2026-12-31` (at most 90 days ahead)",
+                ),
+                (Some(text), None) => self.finding(
+                    id,
+                    &at(".expires"),
+                    format!("`{text}` is not a date or an RFC 3339 time"),
+                    "write `2026-12-31` or `2026-12-31T18:00:00Z`",
+                ),
+                (Some(text), Some(t))
+                    if t.duration_since(now).unwrap_or_default() > MAX_ACKNOWLEDGEMENT =>
+                {
+                    self.finding(
+                        id,
+                        &at(".expires"),
+                        format!("`{text}` is more than 90 days ahead"),
+                        "acknowledge for at most 90 days, and fix the manifest or the stack meanwhile",
+                    )
+                }
+                _ => {}
             }
         }
     }

@@ -11,6 +11,10 @@ pub const MANAGED_BY_TAG: &str = "ManagedBy";
 pub const MANAGED_BY_VALUE: &str = "stackwarden";
 /// AWS tag key naming the owning stack.
 pub const STACK_TAG: &str = "stackwarden:stack";
+/// AWS tag key recording the hash of the spec last applied to a resource: a live resource
+/// whose recorded hash matches the manifest moved by hand (drift); another hash means the
+/// manifest changed. It lives on the resource, so it survives restarts with no state file.
+pub const SPEC_HASH_TAG: &str = "stackwarden:spec-hash";
 /// Docker label naming the owning stack.
 pub const STACK_LABEL: &str = "stackwarden.stack";
 
@@ -76,15 +80,45 @@ pub struct Metadata {
     pub mode: Option<Mode>,
 }
 
-/// Whether stackwarden repairs drift or only reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// How far stackwarden goes about drift: a ladder from watching to repairing.
+/// Ordered from least to most acting, so the stricter of two modes is their minimum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Repair drift.
+    /// Report drift in status and metrics; never write, never alert.
+    Observe,
+    /// Alert on drift; never write.
+    Warn,
+    /// Repair drift and alert.
     #[default]
     Enforce,
-    /// Report drift, never write.
-    Observe,
+}
+
+impl Mode {
+    /// The word used in manifests, plans and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Warn => "warn",
+            Mode::Enforce => "enforce",
+        }
+    }
+
+    /// True when drift is repaired.
+    pub fn repairs(self) -> bool {
+        self == Mode::Enforce
+    }
+
+    /// True when drift is alerted on.
+    pub fn alerts(self) -> bool {
+        self != Mode::Observe
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether a resource should exist.

@@ -7,7 +7,7 @@ mod config_file;
 mod container;
 mod lookup;
 mod network;
-mod stack;
+pub mod stack;
 mod storage;
 
 pub use common::{Ensure, MemSize, Metadata, Mode, ResourceId, SourceLocation, Tags};
@@ -22,7 +22,7 @@ pub use network::{
     ListenerRuleSpec, MetadataOptions, Peer, Protocol, RootVolume, SecurityGroupSpec, Target,
     TargetGroupSpec,
 };
-pub use stack::{HostSpec, Receiver, ReceiverType, StackSpec};
+pub use stack::{Acknowledgement, HostSpec, Receiver, ReceiverType, StackSpec};
 pub use storage::{
     BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ParameterSpec, ParameterType,
     PublicAccessBlock, SecretSource,
@@ -183,6 +183,17 @@ pub struct Resource {
     pub source: SourceLocation,
 }
 
+impl Resource {
+    /// A short, stable hash of the declared spec (mode and location excluded): what
+    /// [`ownership::SPEC_HASH_TAG`] records at apply.
+    pub fn spec_hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(&self.spec).unwrap_or_default();
+        // 64 bits tell revisions of one resource apart; the tag stays short in consoles.
+        hex::encode(&sha2::Sha256::digest(&json)[..8])
+    }
+}
+
 /// The whole desired state, validated: the Stack plus every other resource, sorted by kind
 /// (dependency order) then name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -259,17 +270,43 @@ impl Desired {
             .collect()
     }
 
-    /// The effective mode of a resource: `observe` if either the stack or the resource says so.
+    /// The acknowledgement in force at `now` that covers a change of `resource` (`Kind/name`)
+    /// to all of these field paths, if any.
+    pub fn acknowledgement<'a>(
+        &self,
+        resource: &str,
+        paths: impl Iterator<Item = &'a str> + Clone,
+        now: std::time::SystemTime,
+    ) -> Option<&stack::Acknowledgement> {
+        self.stack
+            .acknowledgements
+            .iter()
+            .find(|a| a.active(now) && a.covers_fields(resource, paths.clone()))
+    }
+
+    /// The acknowledgement in force at `now` of `rule`'s violation on `resource`, if any.
+    pub fn acknowledged_rule(
+        &self,
+        resource: &str,
+        rule: &str,
+        now: std::time::SystemTime,
+    ) -> Option<&stack::Acknowledgement> {
+        self.stack
+            .acknowledgements
+            .iter()
+            .find(|a| a.active(now) && a.covers_rule(resource, rule))
+    }
+
+    /// The effective mode of a resource: the stricter of the stack's and its own (a stack in
+    /// `observe` is a kill switch no resource can override).
     pub fn effective_mode(&self, resource: &Resource) -> Mode {
-        if self.stack.mode == Mode::Observe || resource.mode == Mode::Observe {
-            Mode::Observe
-        } else {
-            Mode::Enforce
-        }
+        self.stack.mode.min(resource.mode)
     }
 }
 
 /// Ownership contract constants (docs/contract.md, "Naming and tagging").
 pub mod ownership {
-    pub use super::common::{MANAGED_BY_TAG, MANAGED_BY_VALUE, STACK_LABEL, STACK_TAG};
+    pub use super::common::{
+        MANAGED_BY_TAG, MANAGED_BY_VALUE, SPEC_HASH_TAG, STACK_LABEL, STACK_TAG,
+    };
 }

@@ -3,7 +3,7 @@
 use super::common::{MemSize, Mode, duration};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// `kind: Stack`: identity of the stack and its stack-wide settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -30,6 +30,77 @@ pub struct StackSpec {
     /// Where drift alerts go.
     #[serde(default)]
     pub alerts: AlertsSpec,
+    /// Drift people know about and accept until a date: no repair and no alert for exactly
+    /// that, reviewed like any other manifest change.
+    #[serde(default)]
+    pub acknowledgements: Vec<Acknowledgement>,
+}
+
+/// The longest an acknowledgement may run: past that, fix the manifest instead.
+pub const MAX_ACKNOWLEDGEMENT: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// One acknowledged drift or policy violation.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Acknowledgement {
+    /// The resource, `Kind/name` (`Container/loki`).
+    pub resource: String,
+    /// Field paths it covers (`spec.user`, `ingress`): a change is covered when every field
+    /// it changes is one of them or lies under one.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// A policy rule whose violation on the resource it covers.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Why the drift may stand (required).
+    #[serde(default)]
+    pub reason: String,
+    /// Until when: RFC 3339 (`2026-12-04T18:00:00Z`) or a date (`2026-12-04`, midnight UTC).
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+impl Acknowledgement {
+    /// When it runs out, if `expires` is set and readable.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let text = self.expires.as_deref()?.trim();
+        let full = if text.len() == 10 {
+            format!("{text}T00:00:00Z")
+        } else {
+            text.to_string()
+        };
+        humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).ok()
+    }
+
+    /// True while it holds.
+    pub fn active(&self, now: SystemTime) -> bool {
+        self.expires_at().is_some_and(|t| now < t)
+    }
+
+    /// True when it covers a change of `resource` to these field paths (all of them).
+    pub fn covers_fields<'a>(
+        &self,
+        resource: &str,
+        mut paths: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        !self.fields.is_empty()
+            && self.resource == resource
+            && paths.all(|p| self.fields.iter().any(|f| field_under(p, f)))
+    }
+
+    /// True when it covers the violation of `rule` on `resource`.
+    pub fn covers_rule(&self, resource: &str, rule: &str) -> bool {
+        self.resource == resource && self.rule.as_deref() == Some(rule)
+    }
+}
+
+/// True when `path` is `field` or lies under it (`spec.user` under `spec`, `ingress[tcp/22 …]`
+/// under `ingress`).
+fn field_under(path: &str, field: &str) -> bool {
+    path == field
+        || path
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 fn default_interval() -> Duration {
@@ -73,6 +144,10 @@ pub struct Receiver {
     pub kind: ReceiverType,
     /// Base URL (Alertmanager) or full URL (webhook).
     pub url: String,
+    /// The HMAC-SHA256 key a webhook's body is signed with, from a file or an environment
+    /// variable: never written in a manifest.
+    #[serde(default)]
+    pub signing_key: Option<super::SecretSource>,
 }
 
 /// The protocol a receiver speaks.

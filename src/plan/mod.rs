@@ -2,9 +2,12 @@
 //! printed for people (`Display`) and serialized for machines (`--output json`).
 
 use crate::model::{Mode, ResourceId};
-use crate::provider::ErrorClass;
 use serde::Serialize;
 use std::fmt;
+
+/// The field a container's failing health check shows as: not a setting anyone changed,
+/// but a state to restore (the container is restarted).
+pub const HEALTH_FIELD: &str = "health";
 
 /// What happens to one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -218,8 +221,8 @@ impl fmt::Display for Change {
             write!(f, " ({reason})")?;
         }
         write!(f, " [cause: {}]", self.cause)?;
-        if self.mode == Mode::Observe {
-            f.write_str(" [observe: not applied]")?;
+        if !self.mode.repairs() {
+            write!(f, " [{}: not applied]", self.mode)?;
         }
         for field in &self.fields {
             f.write_str("\n    ")?;
@@ -446,5 +449,36 @@ mod tests {
             change.to_string(),
             "-/+ replace Instance/host (user data changed) [cause: drift]"
         );
+    }
+}
+
+/// How a failure should be treated by whoever decides what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Worth trying again soon: throttling, a 5xx, a timeout, a refused or dropped
+    /// connection, a conflict with a concurrent change.
+    Transient,
+    /// Trying again changes nothing until someone acts: access denied, an invalid
+    /// parameter, a resource owned by someone else.
+    Permanent,
+    /// The thing named does not exist (any more).
+    NotFound,
+}
+
+impl ErrorClass {
+    /// The word used in status, logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::NotFound => "notfound",
+        }
+    }
+
+    /// True when trying again soon may succeed. A vanished resource counts: the next
+    /// observe sees it gone and plans accordingly.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, ErrorClass::Permanent)
     }
 }

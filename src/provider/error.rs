@@ -6,36 +6,8 @@ use std::error::Error as StdError;
 /// A boxed cause, kept whole for the source chain.
 pub type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-/// How a failure should be treated by whoever decides what to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorClass {
-    /// Worth trying again soon: throttling, a 5xx, a timeout, a refused or dropped
-    /// connection, a conflict with a concurrent change.
-    Transient,
-    /// Trying again changes nothing until someone acts: access denied, an invalid
-    /// parameter, a resource owned by someone else.
-    Permanent,
-    /// The thing named does not exist (any more).
-    NotFound,
-}
-
-impl ErrorClass {
-    /// The word used in status, logs and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Permanent => "permanent",
-            ErrorClass::NotFound => "notfound",
-        }
-    }
-
-    /// True when trying again soon may succeed. A vanished resource counts: the next
-    /// observe sees it gone and plans accordingly.
-    pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorClass::Permanent)
-    }
-}
+// The class is plain data that plans carry: it lives with the plan.
+pub use crate::plan::ErrorClass;
 
 /// What a provider's failure is: its own typed error, classified.
 pub trait Classify: StdError + Send + Sync + 'static {

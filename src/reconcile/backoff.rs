@@ -71,6 +71,11 @@ impl Backoff {
         self.entries.insert(id.to_string(), entry);
     }
 
+    /// Consecutive failures of `id` (0 when it is not failing).
+    pub fn failures(&self, id: &str) -> u32 {
+        self.entries.get(id).map_or(0, |e| e.failures)
+    }
+
     /// A resync gives every permanently failing resource one more attempt (someone may have
     /// fixed the permission); failing again holds it until the next one.
     pub fn resync(&mut self) {

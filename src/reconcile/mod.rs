@@ -8,12 +8,14 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod health;
 pub mod lease;
 pub mod triggers;
 
+use crate::alerts;
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
-use crate::model::{Desired, Kind, Mode};
+use crate::model::{Desired, Kind};
 use crate::plan::{Cause, Change, Plan};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
@@ -70,6 +72,8 @@ pub struct Options {
     pub scope: Scope,
     /// Lease time-to-live.
     pub lease_ttl: Duration,
+    /// The daemon's page as people reach it: alerts link to it.
+    pub page_url: String,
 }
 
 /// What the HTTP side holds: snapshots to read and a way to wake the loop.
@@ -172,6 +176,8 @@ pub struct Controller {
     status: Status,
     audit: AuditLog,
     backoff: Backoff,
+    /// Restarts of unhealthy containers, counted across restarts that worked.
+    restarts: health::Restarts,
     /// When the next resync is due: a permanently failing resource waits for it.
     next_resync: SystemTime,
     budget: Budget,
@@ -181,6 +187,10 @@ pub struct Controller {
     s3: Option<aws_sdk_s3::Client>,
     identity: String,
     metrics: Arc<Metrics>,
+    /// Which alerts are firing.
+    alerts: alerts::Book,
+    /// The receivers they go to.
+    dispatcher: alerts::deliver::Dispatcher,
     status_tx: watch::Sender<Arc<Status>>,
     wake_tx: mpsc::Sender<Trigger>,
     wake_rx: mpsc::Receiver<Trigger>,
@@ -192,6 +202,14 @@ impl std::fmt::Debug for Controller {
             .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
+}
+
+/// The kind named in a `Kind/name` id (the stack's for anything unparsable).
+fn kind_of_id(id: &str) -> Kind {
+    id.split('/')
+        .next()
+        .and_then(Kind::parse)
+        .unwrap_or(Kind::Stack)
 }
 
 /// `sha256:<hex>` of a serializable value.
@@ -250,6 +268,7 @@ impl Controller {
             status: Status::default(),
             audit: AuditLog::default(),
             backoff: Backoff::default(),
+            restarts: health::Restarts::default(),
             next_resync: SystemTime::now(),
             budget: Budget::default(),
             in_flight: InFlight::default(),
@@ -257,7 +276,9 @@ impl Controller {
             lease: None,
             s3: None,
             identity: lease::identity("daemon"),
-            metrics,
+            metrics: metrics.clone(),
+            alerts: alerts::Book::default(),
+            dispatcher: alerts::deliver::Dispatcher::new(metrics.clone()),
             status_tx,
             wake_tx,
             wake_rx,
@@ -267,6 +288,23 @@ impl Controller {
 
     fn publish(&mut self) {
         self.status.audit = self.audit.entries();
+        self.status.alerts.receivers = self.dispatcher.status();
+        if let Some(d) = &self.desired {
+            let now = SystemTime::now();
+            self.status.acknowledgements = d
+                .stack
+                .acknowledgements
+                .iter()
+                .map(|a| crate::status::AcknowledgementStatus {
+                    resource: a.resource.clone(),
+                    fields: a.fields.clone(),
+                    rule: a.rule.clone(),
+                    reason: a.reason.clone(),
+                    expires: a.expires.clone(),
+                    active: a.active(now),
+                })
+                .collect();
+        }
         self.status.phase = self.status.derive_phase();
         self.metrics.set_from(&self.status);
         self.status_tx.send_replace(Arc::new(self.status.clone()));
@@ -398,6 +436,10 @@ impl Controller {
     ) {
         for o in outcomes {
             let id = o.change.id.to_string();
+            if alerts::is_health_restart(&o.change) {
+                // Restarted, whether or not it came back healthy: the next waits longer.
+                self.restarts.restarted(&id, at);
+            }
             match &o.error {
                 None => {
                     self.backoff.reset(&id);
@@ -574,7 +616,7 @@ impl Controller {
         let observing = self
             .desired
             .as_ref()
-            .is_some_and(|d| d.stack.mode == Mode::Observe);
+            .is_some_and(|d| !d.stack.mode.repairs());
         if self.lease.is_none() || observing {
             return false;
         }
@@ -744,8 +786,8 @@ impl Controller {
                 .unwrap_or_else(|| "not connected".to_string());
             unreachable.push(("host", format!("host: Docker engine unreachable: {why}")));
         }
-        let acting = if desired.stack.mode == Mode::Observe {
-            // Observe mode writes nothing, the lease object included: it needs no lease.
+        let acting = if !desired.stack.mode.repairs() {
+            // Observe and warn modes write nothing, the lease object included: no lease.
             self.status.lease = LeaseStatus::default();
             Acting::Standby
         } else if host_only && self.lease.is_some() {
@@ -769,6 +811,7 @@ impl Controller {
         let engine = Engine::shared(providers);
         let now = SystemTime::now();
         let backoff = self.backoff.clone();
+        let restarts = self.restarts.clone();
         let claims = Claims::new(self.in_flight.clone());
         let work_desired = desired.clone();
         let (plan_tx, plan_rx) = oneshot::channel::<Plan>();
@@ -776,8 +819,10 @@ impl Controller {
         let mut task: JoinHandle<Work> = tokio::spawn(async move {
             let work = async {
                 let select = |c: &Change| {
+                    let restart_waits =
+                        alerts::is_health_restart(c) && restarts.holds(&c.id.to_string(), now);
                     let allowed = match acting {
-                        Acting::Full => !backoff.holds(&c.id.to_string(), now),
+                        Acting::Full => !backoff.holds(&c.id.to_string(), now) && !restart_waits,
                         Acting::BucketOnly => c.id.kind == Kind::Bucket,
                         Acting::Standby => false,
                     };
@@ -971,7 +1016,74 @@ impl Controller {
             },
             finished,
         );
+        // A standby leaves alerting to the leader (one alert, not one per daemon); where
+        // nobody writes (observe, warn) there is no leader and each daemon alerts.
+        if acting != Acting::Standby || !desired.stack.mode.repairs() {
+            let pass_failed = !after.errors.is_empty();
+            let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
+            self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
+        }
         self.publish();
+    }
+
+    /// Works out which alerts fire and resolve after this pass and hands them to the
+    /// receivers (never waiting on them); then shows both in the status.
+    fn raise_alerts(
+        &mut self,
+        desired: &Desired,
+        report: &ApplyReport,
+        after: &Plan,
+        looked_at: &dyn Fn(Kind) -> bool,
+        now: SystemTime,
+    ) {
+        let unhealthy: BTreeSet<String> = report
+            .plan
+            .changes
+            .iter()
+            .chain(after.changes.iter())
+            .filter(|c| alerts::is_health_restart(c))
+            .map(|c| c.id.to_string())
+            .collect();
+        self.restarts
+            .settle(&unhealthy, |id| looked_at(kind_of_id(id)), now);
+        let errors = self.dispatcher.configure(&desired.stack.alerts.receivers);
+        let backoff = &self.backoff;
+        let restarts = &self.restarts;
+        let events = self.alerts.pass(&alerts::PassView {
+            desired,
+            before: &report.plan,
+            after,
+            outcomes: &report.outcomes,
+            looked_at,
+            failures: &|id: &str| backoff.failures(id),
+            restarts: &|id: &str| restarts.count(id),
+            page: &self.opts.page_url,
+            now,
+        });
+        for e in &events {
+            match e {
+                alerts::Event::Firing(a) => tracing::info!(
+                    target: "stackwarden::alerts",
+                    alert = a.name.as_str(),
+                    resource = %format!("{}/{}", a.labels["kind"], a.labels["resource"]),
+                    fingerprint = %a.fingerprint,
+                    "alert firing"
+                ),
+                alerts::Event::Resolved(a, _) => tracing::info!(
+                    target: "stackwarden::alerts",
+                    alert = a.name.as_str(),
+                    resource = %format!("{}/{}", a.labels["kind"], a.labels["resource"]),
+                    fingerprint = %a.fingerprint,
+                    "alert resolved"
+                ),
+            }
+        }
+        self.dispatcher.push(&events);
+        self.status.alerts = crate::status::AlertsStatus {
+            active: self.alerts.active().cloned().collect(),
+            receivers: self.dispatcher.status(),
+            errors,
+        };
     }
 
     /// Sharpens each change's cause with what this daemon saw: a resource that was in sync

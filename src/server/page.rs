@@ -157,6 +157,53 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                         }
                     }
                 }
+                h2 { "Alerts" }
+                @if status.alerts.active.is_empty() {
+                    p id="alerts" class="ok" { "None firing." }
+                } @else {
+                    table id="alerts" {
+                        thead { tr { th { "Alert" } th { "Resource" } th { "Since" } th { "What differs" } th { "Done" } } }
+                        tbody {
+                            @for a in &status.alerts.active {
+                                tr class="alert" {
+                                    td class="bad" { (a.name.as_str()) }
+                                    td { code { (a.labels.get("kind").map_or("", String::as_str)) "/" (a.labels.get("resource").map_or("", String::as_str)) } }
+                                    td { (a.starts_at) }
+                                    td { (a.annotations.get("differs").map_or("", String::as_str)) }
+                                    td { (a.annotations.get("action").map_or("", String::as_str)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if !status.alerts.receivers.is_empty() {
+                    p { "Receivers: "
+                        @for r in &status.alerts.receivers {
+                            b { (r.name) } " (" (r.kind) ", " (r.pending) " pending"
+                            @if let Some(e) = &r.last_error { ", " span class="bad" { "failing: " (e) } }
+                            ") "
+                        }
+                    }
+                }
+                @if !status.acknowledgements.is_empty() {
+                    h2 { "Acknowledged" }
+                    table id="acknowledgements" {
+                        thead { tr { th { "Resource" } th { "Covers" } th { "Reason" } th { "Until" } } }
+                        tbody {
+                            @for a in &status.acknowledgements {
+                                tr class=(if a.active { "acknowledged" } else { "expired" }) {
+                                    td { code { (a.resource) } }
+                                    td { (a.fields.join(", ")) @if let Some(r) = &a.rule { " rule " (r) } }
+                                    td { (a.reason) }
+                                    td class=(if a.active { "warn" } else { "bad" }) {
+                                        (a.expires.as_deref().unwrap_or("?"))
+                                        @if !a.active { " (expired)" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 h2 { "Last hour" }
                 (timeline(status, now))
                 h2 { "Audit trail" }

@@ -53,6 +53,13 @@ struct WriteLabels {
     cause: String,
 }
 
+/// `{receiver,result}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SentLabels {
+    receiver: String,
+    result: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the daemon exports.
@@ -70,6 +77,10 @@ pub struct Metrics {
     manifest_rejected: Gauge,
     last_success: FloatGauge,
     leader: Gauge,
+    alerts_sent: Family<SentLabels, Counter>,
+    alerts_pending: Gauge,
+    alerts_dropped: Gauge,
+    acknowledged: Family<ResourceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -93,6 +104,30 @@ impl Metrics {
         let manifest_rejected = Gauge::default();
         let last_success = FloatGauge::default();
         let leader = Gauge::default();
+        let alerts_sent = Family::<SentLabels, Counter>::default();
+        let alerts_pending = Gauge::default();
+        let alerts_dropped = Gauge::default();
+        let acknowledged = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "stackwarden_alerts_sent",
+            "Alert deliveries by receiver and result (ok, error)",
+            alerts_sent.clone(),
+        );
+        registry.register(
+            "stackwarden_alerts_pending",
+            "Alerts waiting to reach a receiver in their latest state",
+            alerts_pending.clone(),
+        );
+        registry.register(
+            "stackwarden_alerts_dropped",
+            "Alerts dropped because a receiver's outbox was full, since start",
+            alerts_dropped.clone(),
+        );
+        registry.register(
+            "stackwarden_acknowledged",
+            "1 while an acknowledgement in force covers drift or a violation of the resource",
+            acknowledged.clone(),
+        );
         registry.register(
             "stackwarden_reconcile",
             "Reconcile passes by result and trigger",
@@ -161,7 +196,21 @@ impl Metrics {
             manifest_rejected,
             last_success,
             leader,
+            alerts_sent,
+            alerts_pending,
+            alerts_dropped,
+            acknowledged,
         }
+    }
+
+    /// Counts deliveries to a receiver (`result`: `ok` or `error`).
+    pub fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64) {
+        self.alerts_sent
+            .get_or_create(&SentLabels {
+                receiver: receiver.to_string(),
+                result: result.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// Counts one finished pass and its calls (`calls`: service, operation, access, count).
@@ -232,6 +281,22 @@ impl Metrics {
             self.last_success.set(t.unix_seconds());
         }
         self.leader.set(i64::from(status.lease.role == "leader"));
+        let receivers = &status.alerts.receivers;
+        self.alerts_pending
+            .set(receivers.iter().map(|r| r.pending as i64).sum());
+        self.alerts_dropped
+            .set(receivers.iter().map(|r| r.dropped as i64).sum());
+        self.acknowledged.clear();
+        for a in status.acknowledgements.iter().filter(|a| a.active) {
+            if let Some((kind, name)) = a.resource.split_once('/') {
+                self.acknowledged
+                    .get_or_create(&ResourceLabels {
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                    })
+                    .set(1);
+            }
+        }
     }
 
     /// The OpenMetrics exposition (for scrapers that ask for it).

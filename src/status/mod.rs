@@ -313,6 +313,43 @@ pub struct Status {
     pub audit: Vec<AuditEntry>,
     /// Recent passes, for the timeline (oldest first).
     pub passes: Vec<PassSummary>,
+    /// Alerts firing and their delivery.
+    pub alerts: AlertsStatus,
+    /// The acknowledgements declared, and whether each is in force.
+    pub acknowledgements: Vec<AcknowledgementStatus>,
+}
+
+/// The alerts side of `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsStatus {
+    /// Alerts firing now.
+    pub active: Vec<crate::alerts::Alert>,
+    /// Each receiver's delivery state.
+    pub receivers: Vec<crate::alerts::deliver::ReceiverStatus>,
+    /// Receivers that could not be started (a signing key that cannot be read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// One declared acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcknowledgementStatus {
+    /// `Kind/name`.
+    pub resource: String,
+    /// Fields covered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Rule covered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Until when.
+    pub expires: Option<String>,
+    /// True until it expires: no repair and no alert for what it covers.
+    pub active: bool,
 }
 
 impl Default for Status {
@@ -333,6 +370,8 @@ impl Default for Status {
             errors: Vec::new(),
             audit: Vec::new(),
             passes: Vec::new(),
+            alerts: AlertsStatus::default(),
+            acknowledgements: Vec::new(),
         }
     }
 }
@@ -474,10 +513,14 @@ impl Status {
                     "Applying",
                     "a write is in progress".to_string(),
                 ),
-                (None, Some(_)) if mode == Mode::Observe => (
+                (None, Some(_)) if !mode.repairs() => (
                     ConditionStatus::False,
-                    "ObserveOnly",
-                    "drift is reported, never repaired (mode observe)".to_string(),
+                    if mode == Mode::Warn {
+                        "WarnOnly"
+                    } else {
+                        "ObserveOnly"
+                    },
+                    format!("drift is reported, never repaired (mode {mode})"),
                 ),
 
                 (None, Some(_)) if backoff_until.is_some() => (

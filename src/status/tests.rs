@@ -23,6 +23,7 @@ fn desired() -> Desired {
             root: "/tmp".into(),
         },
         alerts: Default::default(),
+        acknowledgements: Vec::new(),
     };
     let param: ParameterSpec = serde_json::from_value(serde_json::json!({
         "name": "/p/e/pw", "type": "SecureString",

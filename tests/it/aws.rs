@@ -16,6 +16,8 @@ const PASSWORD: &str = "correct-horse-battery-staple";
 
 /// One seeded moto, the shipped local manifests, SDK clients for making drift.
 struct World {
+    /// The spec of each resource at the last apply, for the causes plans must give.
+    applied: crate::support::causes::Applied,
     _moto: Moto,
     _secret_dir: tempfile::TempDir,
     config: aws_config::SdkConfig,
@@ -57,6 +59,7 @@ impl World {
             .force_path_style(true)
             .build();
         World {
+            applied: Default::default(),
             ec2: aws_sdk_ec2::Client::new(&config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
@@ -92,6 +95,7 @@ impl World {
             "not converged: {:?}",
             report.plan.errors
         );
+        self.applied.record(&self.desired);
         report
     }
 
@@ -111,6 +115,7 @@ impl World {
     /// next plan is empty.
     async fn assert_repaired(&self, expect: &str) -> Plan {
         let before = self.plan().await;
+        self.applied.assert_causes(&before, &self.desired);
         let text = before.to_string();
         assert!(before.has_changes(), "the drift is not seen:\n{text}");
         assert!(

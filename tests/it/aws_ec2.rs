@@ -21,6 +21,8 @@ const GROUP: &str = "durable-code-local-observability-sg";
 
 /// One seeded moto, the shipped local manifests, an SDK client for making changes by hand.
 struct World {
+    /// The spec of each resource at the last apply, for the causes plans must give.
+    applied: crate::support::causes::Applied,
     _moto: Moto,
     _secret_dir: tempfile::TempDir,
     config: aws_config::SdkConfig,
@@ -52,6 +54,7 @@ impl World {
         }
         assert_eq!(desired.stack_name, STACK);
         World {
+            applied: Default::default(),
             ec2: aws_sdk_ec2::Client::new(&config),
             _moto: moto,
             _secret_dir: secret_dir,
@@ -91,6 +94,7 @@ impl World {
             "not converged: {:?}",
             report.plan.errors
         );
+        self.applied.record(&self.desired);
         report
     }
 
@@ -98,6 +102,7 @@ impl World {
     /// next plan is empty.
     async fn assert_repaired(&self, expect: &str) -> Plan {
         let before = self.plan().await;
+        self.applied.assert_causes(&before, &self.desired);
         let text = before.to_string();
         assert!(
             text.contains(expect),

@@ -22,6 +22,8 @@ const STACK_TAG: &str = "stackwarden:stack";
 
 /// One seeded moto, the shipped local manifests, SDK clients for making changes by hand.
 struct World {
+    /// The spec of each resource at the last apply, for the causes plans must give.
+    applied: crate::support::causes::Applied,
     _moto: Moto,
     _secret_dir: tempfile::TempDir,
     config: aws_config::SdkConfig,
@@ -59,6 +61,7 @@ impl World {
             .force_path_style(true)
             .build();
         World {
+            applied: Default::default(),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             ssm: aws_sdk_ssm::Client::new(&config),
@@ -88,6 +91,7 @@ impl World {
         let report = self.engine().apply(&self.desired).await;
         let failures: Vec<_> = report.failures().collect();
         assert!(failures.is_empty(), "apply failed: {failures:#?}");
+        self.applied.record(&self.desired);
         report
     }
 
@@ -106,6 +110,7 @@ impl World {
     /// the next plan is empty.
     async fn assert_repaired(&self, expect: &str) {
         let before = self.plan().await;
+        self.applied.assert_causes(&before, &self.desired);
         let text = before.to_string();
         assert!(before.has_changes(), "the change is not seen:\n{text}");
         assert!(

@@ -27,7 +27,7 @@ fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
     })
 }
 
-fn audited(status: &Value, id: &str, cause: &str) -> bool {
+pub(crate) fn audited(status: &Value, id: &str, cause: &str) -> bool {
     status["audit"].as_array().is_some_and(|entries| {
         entries
             .iter()
@@ -35,7 +35,7 @@ fn audited(status: &Value, id: &str, cause: &str) -> bool {
     })
 }
 
-fn converged(status: &Value) -> bool {
+pub(crate) fn converged(status: &Value) -> bool {
     status["phase"] == "Ready" && status["lastPass"]["result"] == "converged"
 }
 
@@ -44,7 +44,7 @@ async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
 }
 
 /// Revokes the observability group's first ingress rule by hand; returns its group id.
-async fn revoke_first_ingress(moto: &Moto) -> String {
+pub(crate) async fn revoke_first_ingress(moto: &Moto) -> String {
     let ec2 = ec2(moto).await;
     let groups = ec2
         .describe_security_groups()
@@ -68,7 +68,7 @@ async fn revoke_first_ingress(moto: &Moto) -> String {
     group.group_id().unwrap().to_string()
 }
 
-async fn ingress_rule_count(moto: &Moto, group_id: &str) -> usize {
+pub(crate) async fn ingress_rule_count(moto: &Moto, group_id: &str) -> usize {
     ec2(moto)
         .await
         .describe_security_group_rules()
@@ -534,6 +534,44 @@ async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
     let body = obj.body.collect().await.unwrap().into_bytes();
     let record: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(record["holder"], "", "the lease was not released: {record}");
+}
+
+#[tokio::test]
+async fn the_cause_of_a_change_survives_a_restart_it_lives_on_the_resource() {
+    let (moto, mut a) = converged_aws_daemon("5s").await;
+    assert_eq!(a.terminate(), Some(0));
+
+    // While no daemon runs, the manifest is edited and, separately, a rule is revoked by hand.
+    let compute = a.dir.join("manifests/compute.yaml");
+    let text = std::fs::read_to_string(&compute).unwrap();
+    let edited = text.replacen("path: /-/ready", "path: /ready", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&compute, edited).unwrap();
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+
+    // A new daemon, with no memory of the first, tells one from the other by the spec hash
+    // each resource carries.
+    let b = Daemon::start_in(
+        &a.dir,
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "aws",
+            resync: "5s",
+            ..Default::default()
+        },
+    );
+    b.wait_until("both are repaired", CONVERGE, || {
+        let s = b.status();
+        audited(&s, "TargetGroup/faro", "manifest")
+            && audited(&s, "SecurityGroup/observability", "drift")
+    });
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked + 1);
+    let s = b.status();
+    assert!(
+        !audited(&s, "TargetGroup/faro", "drift"),
+        "the edit was taken for a hand-made change: {s}"
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 mod alertmanager;
+mod alerts;
 mod architecture;
 mod aws;
 mod aws_ec2;

@@ -626,3 +626,68 @@ fn half_a_million_values_in_one_megabyte_are_refused_at_the_value_limit() {
         ],
     );
 }
+
+/// The base stack with these acknowledgements (YAML list items, indented for `spec:`).
+fn with_acknowledgements(items: &str) -> tempfile::TempDir {
+    let tmp = with_case("");
+    let stack = tmp.path().join("manifests/stack.yaml");
+    let text = std::fs::read_to_string(&stack).expect("read stack");
+    let text = text.replacen(
+        "    memoryBudget: 3G\n",
+        &format!("    memoryBudget: 3G\n  acknowledgements:\n{items}"),
+        1,
+    );
+    std::fs::write(&stack, text).expect("write stack");
+    std::fs::remove_file(tmp.path().join("manifests/case.yaml")).expect("no case");
+    tmp
+}
+
+fn days_ahead(days: u64) -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[test]
+fn acknowledgements_without_reason_or_expiry_or_beyond_90_days_are_refused_with_their_location() {
+    let tmp = with_acknowledgements(&format!(
+        "    - {{ resource: Container/loki, fields: [spec.user] }}\n\
+         \x20   - {{ resource: Container/loki, fields: [spec.memory], reason: migration, expires: \"{}\" }}\n\
+         \x20   - {{ resource: Container/lokki, rule: no-root-containers, reason: r, expires: \"{}\" }}\n\
+         \x20   - {{ resource: Container/loki, rule: no-root-container, reason: r, expires: \"{}\" }}\n",
+        days_ahead(91),
+        days_ahead(1),
+        days_ahead(1),
+    ));
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "stack.yaml:17:9: Stack/demo spec.acknowledgements[0].reason: an acknowledgement needs a reason",
+        "Stack/demo spec.acknowledgements[0].expires: an acknowledgement needs an expiry",
+        "stack.yaml:18:",
+        "Stack/demo spec.acknowledgements[1].expires: ",
+        "is more than 90 days ahead",
+        "Stack/demo spec.acknowledgements[2].resource: `Container/lokki` is not a declared resource",
+        "Stack/demo spec.acknowledgements[3].rule: `no-root-container` is not a policy rule",
+        "no-root-containers",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_acknowledgement_only_warns() {
+    let tmp = with_acknowledgements(
+        "    - { resource: Container/loki, fields: [spec.memory], reason: migration, expires: 2020-01-01 }\n",
+    );
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: Stack/demo spec.acknowledgements: the acknowledgement of Container/loki expired at 2020-01-01"),
+        "{stderr}"
+    );
+}

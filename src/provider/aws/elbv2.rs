@@ -969,7 +969,7 @@ fn diff_target_groups(
             continue;
         };
         let owned = is_owned(&l.tags, desired);
-        let found = compare_target_group(spec, &desired_tags(desired, &spec.tags), l);
+        let found = compare_target_group(spec, &desired_tags(desired, &r.id, &spec.tags), l);
         if found.fixed.is_some() && owned {
             plan.steps.push(replace_target_group(r, spec, l, elb));
             replaced.insert(spec.name.clone());
@@ -1285,7 +1285,7 @@ fn diff_rules(
                 tracing::info!(rule = %x.arn, "listener rule exists without ownership tags: planning to adopt it");
                 action = Action::Adopt;
             }
-            let found = compare_rule(spec, &desired_tags(desired, &spec.tags), &tg_name, x);
+            let found = compare_rule(spec, &desired_tags(desired, &r.id, &spec.tags), &tg_name, x);
             let prefixed = |v: Vec<FieldChange>| {
                 v.into_iter().map(|mut f| {
                     f.path = format!("{at}.{}", f.path);
@@ -1381,6 +1381,10 @@ fn tg_spec<'a>(desired: &'a Desired, name: &str) -> Result<&'a TargetGroupSpec, 
         .ok_or_else(|| AwsError::invalid(format!("TargetGroup/{name}"), "not declared"))
 }
 
+fn tg_id(name: &str) -> crate::model::ResourceId {
+    crate::model::ResourceId::new(crate::model::Kind::TargetGroup, name)
+}
+
 fn elb_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -1432,7 +1436,11 @@ pub async fn apply_target_group(
                 ))
                 .health_check_enabled(hc.enabled)
                 .matcher(Matcher::builder().http_code(&hc.matcher).build())
-                .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(elb_tags(&desired_tags(
+                    ctx.desired,
+                    &tg_id(&name),
+                    &spec.tags,
+                ))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("CreateTargetGroup", &res, e));
@@ -1502,7 +1510,11 @@ pub async fn apply_target_group(
             tracing::info!(resource = %res, "tagging target group with ownership tags");
             c.add_tags()
                 .resource_arns(tg_arn(ctx, spec)?)
-                .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(elb_tags(&desired_tags(
+                    ctx.desired,
+                    &tg_id(&name),
+                    &spec.tags,
+                ))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("AddTags", &res, e))?;
@@ -1633,7 +1645,11 @@ pub async fn apply_rule(
                 .priority(i32::try_from(spec.priority).unwrap_or(i32::MAX))
                 .conditions(condition)
                 .actions(action)
-                .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(elb_tags(&desired_tags(
+                    ctx.desired,
+                    &change.id,
+                    &spec.tags,
+                ))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("CreateRule", &res, e));
@@ -1670,7 +1686,11 @@ pub async fn apply_rule(
             let spec = rule_spec(ctx.desired, change)?;
             c.add_tags()
                 .resource_arns(&rule)
-                .set_tags(Some(elb_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(elb_tags(&desired_tags(
+                    ctx.desired,
+                    &change.id,
+                    &spec.tags,
+                ))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("AddTags", &res, e))?;

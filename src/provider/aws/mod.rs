@@ -12,8 +12,9 @@ mod iam;
 mod s3;
 mod ssm;
 
-use crate::model::{Desired, Kind, LookupSpec, LookupType, Tags};
-use crate::plan::{Action, Change, Unobserved};
+use crate::model::ownership::SPEC_HASH_TAG;
+use crate::model::{Desired, Kind, LookupSpec, LookupType, ResourceId, Tags};
+use crate::plan::{Action, Cause, Change, Unobserved};
 use crate::provider::{
     ErrorClass as Class, Provider, ProviderError, ProviderPlan, Stats, Step, StepError, StepOutcome,
 };
@@ -605,11 +606,45 @@ pub(crate) fn group_name_of(desired: &Desired, manifest_name: &str) -> Option<St
     lookup(desired, manifest_name).and_then(|l| l.name.clone())
 }
 
-/// Desired tags of a resource: the ownership tags plus its own.
-pub(crate) fn desired_tags(desired: &Desired, own: &Tags) -> Tags {
+/// Desired tags of a resource: the ownership tags, the hash of its spec, plus its own.
+pub(crate) fn desired_tags(desired: &Desired, id: &ResourceId, own: &Tags) -> Tags {
     let mut tags = own.clone();
     tags.extend(desired.ownership_tags());
+    if let Some(r) = desired.get(id.kind, &id.name) {
+        tags.insert(SPEC_HASH_TAG.to_string(), r.spec_hash());
+    }
     tags
+}
+
+/// Tells a hand-made change from a reviewed one by the spec hash the live resource records
+/// (see [`SPEC_HASH_TAG`]): an update that rewrites the hash applies a changed manifest; one
+/// that leaves it alone, or adds a missing one, puts back what someone changed. A replacement is always the
+/// manifest's: only fields that cannot change in place force one, so no hand made it. A
+/// delete of what the manifest now says is absent (a disabled stack) is the manifest's too.
+fn attribute_cause(desired: &Desired, change: &mut Change) {
+    let hash_field = format!("tags.{SPEC_HASH_TAG}");
+    let absent = desired
+        .get(change.id.kind, &change.id.name)
+        .is_some_and(|r| r.ensure == crate::model::Ensure::Absent);
+    change.cause = match change.action {
+        Action::Create => Cause::Missing,
+        Action::Replace => Cause::Manifest,
+        Action::Delete if absent => Cause::Manifest,
+        Action::Delete => Cause::Drift,
+        // Only a recorded hash that differs says the manifest moved; none at all is a copy
+        // made by hand (or a resource from before hashes were recorded): drift.
+        Action::Update | Action::Adopt => {
+            if change
+                .fields
+                .iter()
+                .any(|f| f.path == hash_field && f.old.is_some())
+            {
+                Cause::Manifest
+            } else {
+                Cause::Drift
+            }
+        }
+    };
 }
 
 /// Tags that are missing or differ (extra live tags are not drift: AWS and people add some).
@@ -651,6 +686,9 @@ impl Provider for AwsProvider {
         let replaced = ec2::diff_instances(desired, observed, &mut plan);
         elbv2::diff(desired, observed, &replaced, &mut plan);
         diff_roles(desired, observed, &mut plan);
+        for step in &mut plan.steps {
+            attribute_cause(desired, &mut step.change);
+        }
         plan.steps.sort_by_key(|s| phase(&s.change));
         plan.unobserved = observed.unobserved.clone();
         plan
@@ -744,6 +782,79 @@ mod tests {
         ];
         let phases: Vec<u8> = order.iter().map(phase).collect();
         assert!(phases.windows(2).all(|w| w[0] < w[1]), "{phases:?}");
+    }
+
+    fn desired_with_group(spec_tags: &str) -> Desired {
+        let mut desired = crate::manifest::load(std::path::Path::new("manifests"), Some("local"))
+            .expect("the shipped manifests load")
+            .desired;
+        for r in &mut desired.resources {
+            if let crate::model::Spec::SecurityGroup(g) = &mut r.spec {
+                g.tags.insert("team".into(), spec_tags.into());
+            }
+        }
+        desired
+    }
+
+    #[test]
+    fn an_update_that_rewrites_the_spec_hash_is_the_manifests_one_that_keeps_it_is_drift() {
+        let desired = desired_with_group("a");
+        let (r, g) = desired.security_groups().next().expect("a group");
+        let want = desired_tags(&desired, &r.id, &g.tags);
+        let hash = want
+            .get(SPEC_HASH_TAG)
+            .expect("the hash is desired")
+            .clone();
+        assert_eq!(hash, r.spec_hash());
+
+        // Live carries today's hash, a rule was revoked: drift.
+        let mut revoked = Change::new(r.id.clone(), Action::Update).with_fields(vec![
+            crate::plan::FieldChange::added("ingress[tcp/22 10.0.0.0/8]", "ssh"),
+        ]);
+        attribute_cause(&desired, &mut revoked);
+        assert_eq!(revoked.cause, Cause::Drift);
+
+        // Live carries an older hash: the manifest changed.
+        let mut live = want.clone();
+        live.insert(SPEC_HASH_TAG.into(), "0123456789abcdef".into());
+        let mut edited =
+            Change::new(r.id.clone(), Action::Update).with_fields(tag_changes(&want, &live));
+        attribute_cause(&desired, &mut edited);
+        assert_eq!(edited.cause, Cause::Manifest);
+
+        // Live carries no hash at all (a copy launched by hand): drift.
+        let mut unrecorded = want.clone();
+        unrecorded.remove(SPEC_HASH_TAG);
+        let mut copy =
+            Change::new(r.id.clone(), Action::Update).with_fields(tag_changes(&want, &unrecorded));
+        attribute_cause(&desired, &mut copy);
+        assert_eq!(copy.cause, Cause::Drift);
+
+        // Another spec has another hash.
+        let other = desired_with_group("b");
+        let (r2, _) = other.security_groups().next().expect("a group");
+        assert_ne!(r2.spec_hash(), hash);
+    }
+
+    #[test]
+    fn creates_are_missing_and_replacements_the_manifests() {
+        let desired = desired_with_group("a");
+        let id = desired
+            .security_groups()
+            .next()
+            .expect("a group")
+            .0
+            .id
+            .clone();
+        for (action, cause) in [
+            (Action::Create, Cause::Missing),
+            (Action::Replace, Cause::Manifest),
+            (Action::Delete, Cause::Drift),
+        ] {
+            let mut c = Change::new(id.clone(), action);
+            attribute_cause(&desired, &mut c);
+            assert_eq!(c.cause, cause, "{action:?}");
+        }
     }
 
     #[test]

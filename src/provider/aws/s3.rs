@@ -474,7 +474,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
         let Some(live) = observed.buckets.get(&r.id.name) else {
             continue;
         };
-        let want_tags = desired_tags(desired, &spec.tags);
+        let want_tags = desired_tags(desired, &r.id, &spec.tags);
         let (action, mut fields, mut ops) = match live {
             None => {
                 let ops = vec![
@@ -570,7 +570,7 @@ pub async fn apply(
         }
         BucketOp::Tag => {
             // Exactly the declared set: a tag added by hand is drift, and goes.
-            let tags = desired_tags(desired, &spec.tags);
+            let tags = desired_tags(desired, &change.id, &spec.tags);
             let set = tags
                 .iter()
                 .map(|(k, v)| {

@@ -369,12 +369,17 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                 if fields.is_empty() {
                     continue;
                 }
+                // Tags were read because a write is due: the spec hash among them tells
+                // whether the manifest changed.
                 let tags = l.tags.clone().unwrap_or_default();
                 let owned = is_owned(&tags, desired);
                 let mut ops = Vec::new();
                 if !owned {
                     tracing::info!(parameter = %spec.name, "parameter exists without ownership tags: planning to adopt it");
-                    fields.extend(tag_changes(&desired_tags(desired, &spec.tags), &tags));
+                }
+                let tag_fields = tag_changes(&desired_tags(desired, &r.id, &spec.tags), &tags);
+                if !tag_fields.is_empty() {
+                    fields.extend(tag_fields);
                     ops.push(Op::Parameter(ParameterOp::Tag));
                 }
                 ops.push(Op::Parameter(ParameterOp::Put { overwrite: true }));
@@ -427,7 +432,7 @@ pub async fn apply(
 ) -> Result<(), AwsError> {
     let spec = spec_of(ctx.desired, change)?;
     let res = format!("{} ({})", change.id, spec.name);
-    let tags = desired_tags(ctx.desired, &spec.tags);
+    let tags = desired_tags(ctx.desired, &change.id, &spec.tags);
     match op {
         ParameterOp::Put { overwrite } => {
             let value = match ctx.observed.secrets.get(&change.id.name) {

@@ -704,6 +704,17 @@ impl Client {
         .map_err(self.err("StartContainer", name))
     }
 
+    /// Restarts a running container (stop with the engine's grace, then start).
+    pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
+        self.record("RestartContainer");
+        bounded(self.docker.restart_container(
+            name,
+            None::<bollard::query_parameters::RestartContainerOptions>,
+        ))
+        .await
+        .map_err(self.err("RestartContainer", name))
+    }
+
     /// Unpauses a container.
     pub async fn unpause(&self, name: &str) -> Result<(), DockerError> {
         self.record("UnpauseContainer");

@@ -103,6 +103,11 @@ pub enum HostOp {
         /// Container name.
         name: String,
     },
+    /// Restart a container whose health check fails.
+    RestartContainer {
+        /// Container name.
+        name: String,
+    },
     /// Unpause a container paused by hand.
     UnpauseContainer {
         /// Container name.
@@ -492,6 +497,9 @@ impl HostProvider {
             }
             HostOp::UnpauseContainer { name } => {
                 self.client.unpause(name).await.map_err(StepError::from)
+            }
+            HostOp::RestartContainer { name } => {
+                self.client.restart(name).await.map_err(StepError::from)
             }
             HostOp::WaitReady { name } => {
                 let spec = Self::container_spec(desired, name)?;

@@ -39,6 +39,9 @@ pub struct DaemonOptions<'a> {
     pub log_level: &'a str,
     /// DOCKER_HOST override.
     pub docker_host: Option<String>,
+    /// The Alertmanager the Stack's receiver points at; `None`: a closed port, so a test
+    /// never alerts the local world's Alertmanager.
+    pub alertmanager: Option<&'a str>,
 }
 
 impl Default for DaemonOptions<'_> {
@@ -50,6 +53,7 @@ impl Default for DaemonOptions<'_> {
             lease_ttl: "3s",
             log_level: "info",
             docker_host: None,
+            alertmanager: None,
         }
     }
 }
@@ -95,10 +99,38 @@ pub fn repo_copy(resync: &str) -> tempfile::TempDir {
     tmp
 }
 
+/// Sets one value of the local environment in a repository copy (`key: value` on its own line).
+pub fn set_value(dir: &Path, key: &str, value: &str) {
+    let local = dir.join("manifests/environments/local.yaml");
+    let text = std::fs::read_to_string(&local).unwrap();
+    let mut found = false;
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{key}:")) {
+                found = true;
+                format!("{key}: {value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        lines.push(format!("{key}: {value}"));
+    }
+    std::fs::write(&local, lines.join("\n") + "\n").unwrap();
+}
+
 impl Daemon {
     /// Starts a daemon over a fresh repository copy.
     pub fn start(opts: DaemonOptions<'_>) -> Daemon {
         let tmp = repo_copy(opts.resync);
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        set_value(
+            tmp.path(),
+            "alertmanagerUrl",
+            opts.alertmanager.unwrap_or(&closed),
+        );
         let dir = tmp.path().to_path_buf();
         let mut d = Daemon::start_in(&dir, opts);
         d._tmp = Some(tmp);

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: spawning real servers and seeding them.
 
 pub mod alertmanager;
+pub mod causes;
 pub mod daemon;
 pub mod docker;
 pub mod moto;

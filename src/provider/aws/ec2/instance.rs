@@ -204,7 +204,8 @@ pub fn profile_name_of_arn(arn: &str) -> &str {
 
 /// The desired tags of an instance: Name, ownership, the manifest it stands for, its own.
 fn instance_tags(desired: &Desired, manifest: &str, spec: &InstanceSpec) -> Tags {
-    let mut tags = desired_tags(desired, &spec.tags);
+    let id = crate::model::ResourceId::new(crate::model::Kind::Instance, manifest);
+    let mut tags = desired_tags(desired, &id, &spec.tags);
     tags.insert("Name".into(), spec.name.clone());
     tags.insert(TAG_RESOURCE.into(), manifest.to_string());
     tags
@@ -1243,7 +1244,11 @@ async fn run_instance(
         TAG_USER_DATA.into(),
         user_data_hash(spec.user_data.as_deref()),
     );
-    let volume_tags = desired_tags(ctx.desired, &spec.tags);
+    let volume_tags = desired_tags(
+        ctx.desired,
+        &crate::model::ResourceId::new(crate::model::Kind::Instance, name),
+        &spec.tags,
+    );
     let group_ids = group_ids_of(ctx, spec)?;
     // Every instance of this Name seen by observe: concurrent runs that saw the same world
     // derive the same token, so EC2 launches once for both; the next re-creation (after the

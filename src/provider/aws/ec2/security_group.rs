@@ -617,7 +617,7 @@ pub fn diff_groups(desired: &Desired, observed: &Observed, plan: &mut ProviderPl
         let want = GroupWant {
             name: &r.id.name,
             spec,
-            tags: desired_tags(desired, &spec.tags),
+            tags: desired_tags(desired, &r.id, &spec.tags),
             ingress: desired_keys(&ingress_tuples(spec), &group_name),
             egress: desired_keys(&egress_tuples(spec), &group_name),
         };
@@ -768,7 +768,7 @@ pub async fn apply_group(
             p.ec2
                 .create_tags()
                 .resources(id)
-                .set_tags(Some(ec2_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(ec2_tags(&group_tags(ctx.desired, spec))))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("CreateTags", &res, e))?;
@@ -857,6 +857,14 @@ pub async fn apply_group(
     Ok(())
 }
 
+/// The tags a declared group is written with (its AWS name is unique among the declared).
+fn group_tags(desired: &Desired, spec: &SecurityGroupSpec) -> Tags {
+    match desired.security_groups().find(|(_, s)| s.name == spec.name) {
+        Some((r, s)) => desired_tags(desired, &r.id, &s.tags),
+        None => spec.tags.clone(),
+    }
+}
+
 async fn create_group(
     p: &AwsProvider,
     ctx: &ApplyCtx<'_>,
@@ -873,7 +881,7 @@ async fn create_group(
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::SecurityGroup)
-                .set_tags(Some(ec2_tags(&desired_tags(ctx.desired, &spec.tags))))
+                .set_tags(Some(ec2_tags(&group_tags(ctx.desired, spec))))
                 .build(),
         )
         .send()

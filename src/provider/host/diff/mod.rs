@@ -326,12 +326,33 @@ fn ownership(desired: &Desired, id: &ResourceId, live: &LiveContainer) -> Option
     }
 }
 
-/// A container whose settings match: only its state may need a start, an unpause, or
-/// nothing but a condition.
+use crate::plan::HEALTH_FIELD;
+
+/// A container whose settings match: only its state may need a start, an unpause, a
+/// restart, or nothing but a condition.
 fn plan_state(id: &ResourceId, live: &LiveContainer, out: &mut ProviderPlan<HostOp>) {
     let name = id.name.clone();
     let wait = HostOp::WaitReady { name: name.clone() };
     let (reason, first) = match live.status.as_str() {
+        // Unhealthy: restarted, and the daemon's backoff spaces the restarts out while the
+        // check keeps failing (an alert says so after a few).
+        "running" if live.health.as_deref() == Some("unhealthy") => {
+            out.conditions.push(health_condition(id, live));
+            out.steps.push(Step {
+                change: Change::new(id.clone(), Action::Update)
+                    .with_fields(vec![FieldChange::changed(
+                        HEALTH_FIELD,
+                        "unhealthy",
+                        "healthy",
+                    )])
+                    .because(format!(
+                        "its health check fails: {}",
+                        live.health_output.as_deref().unwrap_or("no output").trim()
+                    )),
+                ops: vec![HostOp::RestartContainer { name: name.clone() }, wait],
+            });
+            return;
+        }
         "running" => {
             out.conditions.push(health_condition(id, live));
             return;

@@ -1,0 +1,660 @@
+//! Delivery of alert transitions to the Stack's receivers: Alertmanager's v2 API and
+//! generic JSON webhooks signed with HMAC-SHA256. Reconciliation only ever drops a
+//! transition into a receiver's bounded outbox ([`Outbox::push`] takes a lock for
+//! microseconds and never waits on the network); one task per receiver sends, retries with
+//! backoff while the receiver is down, and then sends each alert in its latest state.
+//!
+//! An alert's firing is always delivered before its resolution, and the resolution waits
+//! [`HOLD`] after it: Alertmanager notifies a resolution only for an alert it notified as
+//! firing, and it only notifies once its group waited. A drift repaired in a second would
+//! otherwise reach nobody.
+
+use super::{Alert, Event};
+use crate::model::{Receiver, ReceiverType, SecretSource};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Alerts a receiver's outbox holds at most; a new alert beyond it is dropped and counted.
+pub const OUTBOX_LIMIT: usize = 1000;
+/// How long a resolution waits after its firing was delivered (Alertmanager's group wait in
+/// the shipped configuration is 1 s).
+pub const HOLD: Duration = Duration::from_millis(1500);
+/// How often a standing alert is sent again to Alertmanager, which resolves an alert by
+/// itself once its `endsAt` passes.
+pub const REFRESH: Duration = Duration::from_secs(60);
+/// The `endsAt` of a firing alert: how long Alertmanager keeps it without a refresh (several
+/// refreshes, so a slow pass or a short outage never flaps it).
+pub const VALIDITY: Duration = Duration::from_secs(300);
+/// One delivery attempt's deadline.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay after a failed delivery; doubled up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The header carrying a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "X-Stackwarden-Signature";
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The URL is not one this client speaks.
+    #[error("`{0}` is not an http:// URL")]
+    Url(String),
+    /// Connecting, writing or reading failed.
+    #[error("{url}: {source}")]
+    Io {
+        /// Where.
+        url: String,
+        /// What.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer within the deadline.
+    #[error("{0}: no answer within 5 s")]
+    Timeout(String),
+    /// The receiver answered with an error status.
+    #[error("{url}: answered HTTP {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+}
+
+/// One alert's state in an outbox.
+#[derive(Debug, Clone)]
+struct Entry {
+    alert: Alert,
+    /// When it ended, once it did.
+    ended: Option<SystemTime>,
+    /// When its firing was delivered.
+    fired: Option<Instant>,
+    /// When it was last delivered in any state.
+    sent: Option<Instant>,
+}
+
+/// A receiver's pending alerts, latest state per fingerprint.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    wake: Notify,
+    dropped: AtomicU64,
+    sent_ok: AtomicU64,
+    sent_failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Outbox {
+    /// Records a transition; never blocks on delivery.
+    pub fn push(&self, event: &Event) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Firing(alert) => {
+                if let Some(e) = entries.get_mut(&alert.fingerprint) {
+                    e.alert = alert.clone();
+                    e.ended = None;
+                } else if entries.len() >= OUTBOX_LIMIT {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(alert = %alert.fingerprint, "alert outbox full: alert dropped");
+                } else {
+                    entries.insert(
+                        alert.fingerprint.clone(),
+                        Entry {
+                            alert: alert.clone(),
+                            ended: None,
+                            fired: None,
+                            sent: None,
+                        },
+                    );
+                }
+            }
+            Event::Resolved(alert, at) => {
+                if let Some(e) = entries.get_mut(&alert.fingerprint) {
+                    e.alert = alert.clone();
+                    e.ended = Some(*at);
+                }
+            }
+        }
+        drop(entries);
+        self.wake.notify_one();
+    }
+
+    /// Alerts not yet delivered in their latest state.
+    pub fn pending(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| e.fired.is_none() || e.ended.is_some())
+            .count()
+    }
+
+    /// What is due now, and when the next thing falls due.
+    fn due(&self, kind: ReceiverType, now: Instant) -> (Vec<(String, Phase)>, Option<Instant>) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut later = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for (fp, e) in entries.iter() {
+            match (e.fired, e.ended) {
+                (None, _) => due.push((fp.clone(), Phase::Firing)),
+                (Some(fired), Some(_)) => {
+                    let at = fired + HOLD;
+                    if now >= at {
+                        due.push((fp.clone(), Phase::Resolved));
+                    } else {
+                        later(at);
+                    }
+                }
+                (Some(_), None) if kind == ReceiverType::Alertmanager => {
+                    let at = e.sent.map_or(now, |s| s + REFRESH);
+                    if now >= at {
+                        due.push((fp.clone(), Phase::Firing));
+                    } else {
+                        later(at);
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        (due, next)
+    }
+
+    /// Marks what was delivered; a resolved alert is done and leaves the outbox.
+    fn delivered(&self, sent: &[(String, Phase)], now: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (fp, phase) in sent {
+            match phase {
+                Phase::Firing => {
+                    if let Some(e) = entries.get_mut(fp) {
+                        e.fired.get_or_insert(now);
+                        e.sent = Some(now);
+                    }
+                }
+                Phase::Resolved => {
+                    entries.remove(fp);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, fps: &[(String, Phase)]) -> Vec<(Entry, Phase)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        fps.iter()
+            .filter_map(|(fp, p)| Some((entries.get(fp)?.clone(), *p)))
+            .collect()
+    }
+}
+
+/// Which state of an alert a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Firing,
+    Resolved,
+}
+
+/// What `/status` and the metrics show of one receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverStatus {
+    /// The receiver's name.
+    pub name: String,
+    /// `alertmanager` or `webhook`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Alerts waiting to be delivered in their latest state.
+    pub pending: usize,
+    /// Deliveries that succeeded.
+    pub sent: u64,
+    /// Deliveries that failed (each is retried).
+    pub failed: u64,
+    /// Alerts dropped because the outbox was full.
+    pub dropped: u64,
+    /// The last failure, while the receiver is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One configured receiver and its sending task.
+struct Running {
+    receiver: Receiver,
+    outbox: Arc<Outbox>,
+    task: JoinHandle<()>,
+}
+
+/// Every receiver of the Stack, reconfigured live when the manifest changes.
+#[derive(Default)]
+pub struct Dispatcher {
+    running: Vec<Running>,
+    metrics: Option<Arc<crate::status::Metrics>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("receivers", &self.running.len())
+            .finish()
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        for r in &self.running {
+            r.task.abort();
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher that counts its deliveries in `metrics`.
+    pub fn new(metrics: Arc<crate::status::Metrics>) -> Dispatcher {
+        Dispatcher {
+            running: Vec::new(),
+            metrics: Some(metrics),
+        }
+    }
+
+    /// Starts, keeps or stops receivers to match `receivers`. A receiver kept by name keeps
+    /// its outbox (nothing pending is lost by an unrelated edit). A webhook whose signing key
+    /// cannot be read is not started; the error says why, never the key.
+    pub fn configure(&mut self, receivers: &[Receiver]) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut old: BTreeMap<String, Running> = self
+            .running
+            .drain(..)
+            .map(|r| (r.receiver.name.clone(), r))
+            .collect();
+        for receiver in receivers {
+            if let Some(r) = old.remove(&receiver.name) {
+                if r.receiver == *receiver && !r.task.is_finished() {
+                    self.running.push(r);
+                    continue;
+                }
+                r.task.abort();
+            }
+            let key = match &receiver.signing_key {
+                Some(source) => match read_key(source) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errors.push(format!("receiver {}: {e}", receiver.name));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let outbox = Arc::new(Outbox::default());
+            let task = tokio::spawn(send_loop(
+                receiver.clone(),
+                key,
+                outbox.clone(),
+                self.metrics.clone(),
+            ));
+            self.running.push(Running {
+                receiver: receiver.clone(),
+                outbox,
+                task,
+            });
+        }
+        for (_, r) in old {
+            r.task.abort();
+        }
+        errors
+    }
+
+    /// Hands transitions to every receiver.
+    pub fn push(&self, events: &[Event]) {
+        for r in &self.running {
+            for e in events {
+                r.outbox.push(e);
+            }
+        }
+    }
+
+    /// Every receiver's delivery state.
+    pub fn status(&self) -> Vec<ReceiverStatus> {
+        self.running
+            .iter()
+            .map(|r| ReceiverStatus {
+                name: r.receiver.name.clone(),
+                kind: match r.receiver.kind {
+                    ReceiverType::Alertmanager => "alertmanager",
+                    ReceiverType::Webhook => "webhook",
+                },
+                pending: r.outbox.pending(),
+                sent: r.outbox.sent_ok.load(Ordering::Relaxed),
+                failed: r.outbox.sent_failed.load(Ordering::Relaxed),
+                dropped: r.outbox.dropped.load(Ordering::Relaxed),
+                last_error: r
+                    .outbox
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+}
+
+/// A signing key, never shown.
+struct Key(Vec<u8>);
+
+fn read_key(source: &SecretSource) -> Result<Key, String> {
+    let text = match (&source.env, &source.file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("the signing key variable {var} is not set"))?
+        }
+        (None, Some(file)) => {
+            use std::io::Read;
+            // A key is short: a bounded read, so a wrong path (a log, a device) costs nothing.
+            let mut text = String::new();
+            std::fs::File::open(file)
+                .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+                .map_err(|e| format!("the signing key file {file}: {e}"))?;
+            text
+        }
+        (None, None) => return Err("the signing key names neither env nor file".into()),
+    };
+    let key = text.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    if key.is_empty() {
+        return Err("the signing key is empty".into());
+    }
+    Ok(Key(key))
+}
+
+/// Sends what falls due, forever: retries with backoff while the receiver fails.
+async fn send_loop(
+    receiver: Receiver,
+    key: Option<Key>,
+    outbox: Arc<Outbox>,
+    metrics: Option<Arc<crate::status::Metrics>>,
+) {
+    let count = |result: &str, n: u64| {
+        if let Some(m) = &metrics {
+            m.count_alerts_sent(&receiver.name, result, n);
+        }
+    };
+    let mut failures = 0u32;
+    loop {
+        let now = Instant::now();
+        let (due, next) = outbox.due(receiver.kind, now);
+        if due.is_empty() {
+            let wait = next.map_or(REFRESH, |n| n.saturating_duration_since(now));
+            tokio::select! {
+                _ = outbox.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        let batch = outbox.snapshot(&due);
+        let result = match receiver.kind {
+            ReceiverType::Alertmanager => post_alertmanager(&receiver.url, &batch).await,
+            ReceiverType::Webhook => post_webhooks(&receiver, key.as_ref(), &batch).await,
+        };
+        match result {
+            Ok(()) => {
+                failures = 0;
+                outbox.delivered(&due, Instant::now());
+                outbox
+                    .sent_ok
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                count("ok", batch.len() as u64);
+                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                outbox.sent_failed.fetch_add(1, Ordering::Relaxed);
+                count("error", 1);
+                tracing::warn!(receiver = %receiver.name, error = %e, "alert delivery failed; retrying with backoff");
+                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                let exp = RETRY_BASE.saturating_mul(2u32.saturating_pow(failures.min(16) - 1));
+                let delay = exp.min(RETRY_MAX).mul_f64(0.8 + 0.4 * fastrand::f64());
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Alertmanager's `postableAlert`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Postable<'a> {
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: &'a str,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One POST of every due alert to `/api/v2/alerts`: firing ones valid for [`VALIDITY`],
+/// resolved ones ending when they were repaired.
+async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), DeliveryError> {
+    let now = SystemTime::now();
+    let body: Vec<Postable<'_>> = batch
+        .iter()
+        .map(|(e, phase)| Postable {
+            labels: &e.alert.labels,
+            annotations: &e.alert.annotations,
+            starts_at: rfc3339(e.alert.starts_at.0),
+            ends_at: rfc3339(match phase {
+                Phase::Firing => now + VALIDITY,
+                Phase::Resolved => e.ended.unwrap_or(now).max(e.alert.starts_at.0),
+            }),
+            generator_url: e.alert.annotations.get("page").map_or("", String::as_str),
+        })
+        .collect();
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+    post(&url, &[], &json).await
+}
+
+/// The body a webhook receives for one alert.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookBody<'a> {
+    /// The body's schema version.
+    version: &'static str,
+    /// `firing` or `resolved`.
+    status: &'static str,
+    /// The alert.
+    alert: &'a Alert,
+    /// When it ended (resolved only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ends_at: Option<String>,
+    /// When this body was sent (a receiver may refuse old replays).
+    sent_at: String,
+}
+
+/// One signed POST per due alert, in order.
+async fn post_webhooks(
+    receiver: &Receiver,
+    key: Option<&Key>,
+    batch: &[(Entry, Phase)],
+) -> Result<(), DeliveryError> {
+    for (e, phase) in batch {
+        let body = WebhookBody {
+            version: "1",
+            status: match phase {
+                Phase::Firing => "firing",
+                Phase::Resolved => "resolved",
+            },
+            alert: &e.alert,
+            ends_at: match phase {
+                Phase::Firing => None,
+                Phase::Resolved => e.ended.map(rfc3339),
+            },
+            sent_at: rfc3339(SystemTime::now()),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let signature = key.map(|k| format!("sha256={}", sign(&k.0, &json)));
+        let headers: Vec<(&str, &str)> = signature
+            .as_deref()
+            .map(|s| vec![(SIGNATURE_HEADER, s)])
+            .unwrap_or_default();
+        post(&receiver.url, &headers, &json).await?;
+    }
+    Ok(())
+}
+
+/// Hex HMAC-SHA256 of `body` under `key`.
+pub fn sign(key: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes a key of any length; new_from_slice cannot fail for it.
+    match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// A plain HTTP/1.1 POST of a JSON body, `Connection: close`; 2xx is success. The bodies
+/// are small and the receivers few: one connection per delivery keeps this client tiny.
+async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), DeliveryError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| DeliveryError::Url(url.to_string()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let io = |source| DeliveryError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(io)?;
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nUser-Agent: stackwarden\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.map_err(io)?;
+        stream.write_all(body).await.map_err(io)?;
+        // The status line is all we need; read a bounded prefix of the answer.
+        let mut answer = vec![0u8; 512];
+        let mut filled = 0;
+        while filled < answer.len() {
+            let n = stream.read(&mut answer[filled..]).await.map_err(io)?;
+            if n == 0 || answer[..filled + n].windows(2).any(|w| w == b"\r\n") {
+                filled += n;
+                break;
+            }
+            filled += n;
+        }
+        let line = String::from_utf8_lossy(&answer[..filled]);
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(DeliveryError::Status {
+                url: url.to_string(),
+                status,
+            })
+        }
+    };
+    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| DeliveryError::Timeout(url.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::AlertName;
+    use crate::status::Timestamp;
+
+    fn alert(fp: &str) -> Alert {
+        Alert {
+            fingerprint: fp.into(),
+            name: AlertName::StackDrift,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            starts_at: Timestamp(SystemTime::now()),
+        }
+    }
+
+    #[test]
+    fn a_resolution_waits_for_its_firing_to_be_delivered_and_held() {
+        let out = Outbox::default();
+        out.push(&Event::Firing(alert("a")));
+        out.push(&Event::Resolved(alert("a"), SystemTime::now()));
+        let t0 = Instant::now();
+        let (due, _) = out.due(ReceiverType::Alertmanager, t0);
+        assert_eq!(due, vec![("a".to_string(), Phase::Firing)]);
+        out.delivered(&due, t0);
+        let (due, next) = out.due(ReceiverType::Alertmanager, t0);
+        assert!(due.is_empty());
+        assert_eq!(next, Some(t0 + HOLD));
+        let (due, _) = out.due(ReceiverType::Alertmanager, t0 + HOLD);
+        assert_eq!(due, vec![("a".to_string(), Phase::Resolved)]);
+        out.delivered(&due, t0 + HOLD);
+        assert_eq!(out.pending(), 0);
+    }
+
+    #[test]
+    fn a_standing_alert_is_refreshed_for_alertmanager_and_sent_once_to_a_webhook() {
+        let out = Outbox::default();
+        out.push(&Event::Firing(alert("a")));
+        let t0 = Instant::now();
+        let (due, _) = out.due(ReceiverType::Alertmanager, t0);
+        out.delivered(&due, t0);
+        assert!(
+            out.due(ReceiverType::Alertmanager, t0 + REFRESH / 2)
+                .0
+                .is_empty()
+        );
+        assert_eq!(out.due(ReceiverType::Alertmanager, t0 + REFRESH).0.len(), 1);
+        assert!(
+            out.due(ReceiverType::Webhook, t0 + REFRESH * 10)
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_drops_new_alerts_and_counts_them_but_updates_known_ones() {
+        let out = Outbox::default();
+        for i in 0..OUTBOX_LIMIT {
+            out.push(&Event::Firing(alert(&i.to_string())));
+        }
+        out.push(&Event::Firing(alert("one too many")));
+        assert_eq!(out.dropped.load(Ordering::Relaxed), 1);
+        out.push(&Event::Resolved(alert("0"), SystemTime::now()));
+        assert_eq!(out.pending(), OUTBOX_LIMIT);
+    }
+
+    #[test]
+    fn the_signature_is_rfc_4231s_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,592 @@
+//! Drift alerts people trust. After each pass, [`Book::pass`] works out, as data, which
+//! alerts should be firing (one per drift, per policy violation, per resource whose repair
+//! keeps failing) and which have ended; [`deliver`] sends those transitions to the Stack's
+//! receivers without ever holding up a pass.
+//!
+//! One alert per drift, not one per pass: an alert is keyed by its fingerprint (stack,
+//! kind, resource and the rule or set of fields), fires once when first seen, is kept alive
+//! by the delivery side while it stands, and resolves when it is gone. A drift found and
+//! repaired in the same pass still fires and then resolves, so people learn that someone
+//! changed the stack.
+
+pub mod deliver;
+
+use crate::engine::acknowledged;
+use crate::model::{Desired, Kind, Mode, ResourceId};
+use crate::plan::{Cause, Change, Plan, Violation};
+use crate::provider::StepOutcome;
+use crate::status::Timestamp;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+/// Consecutive failed repairs of one resource after which `ReconcileFailing` fires.
+pub const FAILING_AFTER: u32 = 3;
+
+/// The alerts stackwarden raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum AlertName {
+    /// Live state differs from the manifest.
+    StackDrift,
+    /// A live resource breaks a policy rule.
+    PolicyViolation,
+    /// A resource's repair keeps failing.
+    ReconcileFailing,
+    /// A container's health check keeps failing after restarts.
+    ContainerUnhealthy,
+}
+
+impl AlertName {
+    /// The `alertname` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertName::StackDrift => "StackDrift",
+            AlertName::PolicyViolation => "PolicyViolation",
+            AlertName::ReconcileFailing => "ReconcileFailing",
+            AlertName::ContainerUnhealthy => "ContainerUnhealthy",
+        }
+    }
+
+    fn severity(self) -> &'static str {
+        match self {
+            AlertName::StackDrift => "warning",
+            AlertName::PolicyViolation | AlertName::ReconcileFailing => "critical",
+            AlertName::ContainerUnhealthy => "critical",
+        }
+    }
+}
+
+/// One alert, in the shape every receiver is sent (Alertmanager's, give or take the names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// Stable identity: stack, kind, resource and the rule or the set of fields.
+    pub fingerprint: String,
+    /// The `alertname` label's value.
+    pub name: AlertName,
+    /// `alertname`, `stack`, `environment`, `kind`, `resource`, `severity`, `cause` (and
+    /// `rule` for a violation).
+    pub labels: BTreeMap<String, String>,
+    /// `summary`, `differs` (before → after; a secret only "differs"), `action` (what was
+    /// done) and `page` (the daemon's page).
+    pub annotations: BTreeMap<String, String>,
+    /// When it was first seen.
+    pub starts_at: Timestamp,
+}
+
+/// What changed about an alert this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Newly firing.
+    Firing(Alert),
+    /// Ended at the given time (the alert as it was last seen, `action` updated).
+    Resolved(Alert, SystemTime),
+}
+
+/// An alert that is firing, and which world it belongs to (a pass that did not look at a
+/// world leaves its alerts alone).
+#[derive(Debug, Clone)]
+struct Active {
+    alert: Alert,
+    kind: Kind,
+    /// `Kind/name` (or the unmanaged container a violation names).
+    resource: String,
+}
+
+/// What one pass saw, as the alert book needs it.
+pub struct PassView<'a> {
+    /// The desired state in force.
+    pub desired: &'a Desired,
+    /// The plan before the pass's writes.
+    pub before: &'a Plan,
+    /// The plan after them (what still differs).
+    pub after: &'a Plan,
+    /// The writes' outcomes.
+    pub outcomes: &'a [StepOutcome],
+    /// Kinds the pass looked at.
+    pub looked_at: &'a dyn Fn(Kind) -> bool,
+    /// Consecutive failed repairs of a resource (`Kind/name`).
+    pub failures: &'a dyn Fn(&str) -> u32,
+    /// Consecutive restarts of a container for its failing health check (`Container/name`).
+    pub restarts: &'a dyn Fn(&str) -> u32,
+    /// Link to the daemon's page, for annotations.
+    pub page: &'a str,
+    /// Now.
+    pub now: SystemTime,
+}
+
+/// The alerts firing now, and what is needed to tell the next pass's transitions.
+#[derive(Debug, Default)]
+pub struct Book {
+    active: BTreeMap<String, Active>,
+    /// Resources seen existing: a later `missing` is someone removing one (an alert), while
+    /// the first converge of a new stack creates everything without alerting.
+    present: BTreeSet<String>,
+}
+
+impl Book {
+    /// The alerts firing now.
+    pub fn active(&self) -> impl Iterator<Item = &Alert> {
+        self.active.values().map(|a| &a.alert)
+    }
+
+    /// Folds one pass in and returns the transitions to deliver, firings first.
+    pub fn pass(&mut self, v: &PassView<'_>) -> Vec<Event> {
+        let seen = candidates(v, v.before, &self.present);
+        let mut standing = candidates(v, v.after, &self.present);
+        for (fp, (mut alert, kind)) in failing(v).into_iter().chain(unhealthy(v)) {
+            let action = if alert.name == AlertName::ContainerUnhealthy {
+                "restarted with backoff; still unhealthy"
+            } else {
+                "repair keeps failing"
+            };
+            alert.annotations.insert("action".into(), action.into());
+            standing.insert(fp, (alert, kind));
+        }
+        let mut events = Vec::new();
+        for (fp, (alert, kind)) in seen.iter().chain(standing.iter()) {
+            if !self.active.contains_key(fp) {
+                let mut alert = alert.clone();
+                if let Some(action) = action_of(v, &alert, standing.contains_key(fp)) {
+                    alert.annotations.insert("action".into(), action);
+                }
+                events.push(Event::Firing(alert.clone()));
+                let resource = format!(
+                    "{}/{}",
+                    alert.labels.get("kind").map_or("", String::as_str),
+                    alert.labels.get("resource").map_or("", String::as_str)
+                );
+                self.active.insert(
+                    fp.clone(),
+                    Active {
+                        alert,
+                        kind: *kind,
+                        resource,
+                    },
+                );
+            }
+        }
+        // A resource that could not be read this pass keeps its alerts: unknown is not fixed.
+        let unknown: BTreeSet<String> = v
+            .after
+            .unobserved
+            .iter()
+            .map(|u| u.id.to_string())
+            .collect();
+        let ended: Vec<String> = self
+            .active
+            .iter()
+            .filter(|(fp, a)| {
+                (v.looked_at)(a.kind)
+                    && !standing.contains_key(*fp)
+                    && !unknown.contains(&a.resource)
+            })
+            .map(|(fp, _)| fp.clone())
+            .collect();
+        for fp in ended {
+            if let Some(a) = self.active.remove(&fp) {
+                let mut alert = a.alert;
+                let action = match alert.name {
+                    AlertName::StackDrift | AlertName::PolicyViolation => {
+                        resolution(v, &alert).to_string()
+                    }
+                    AlertName::ReconcileFailing => "the repair succeeded".to_string(),
+                    AlertName::ContainerUnhealthy => "healthy again".to_string(),
+                };
+                alert.annotations.insert("action".into(), action);
+                events.push(Event::Resolved(alert, v.now));
+            }
+        }
+        // What exists now may alert when it goes missing later.
+        let missing: BTreeSet<String> = v
+            .after
+            .changes
+            .iter()
+            .filter(|c| c.cause == Cause::Missing)
+            .map(|c| c.id.to_string())
+            .chain(v.after.unobserved.iter().map(|u| u.id.to_string()))
+            .collect();
+        for r in &v.desired.resources {
+            let id = r.id.to_string();
+            if (v.looked_at)(r.id.kind) && !missing.contains(&id) {
+                self.present.insert(id);
+            }
+        }
+        events
+    }
+}
+
+/// Why an alert that was firing ended.
+fn resolution(v: &PassView<'_>, alert: &Alert) -> &'static str {
+    let resource = format!(
+        "{}/{}",
+        alert.labels.get("kind").map(String::as_str).unwrap_or(""),
+        alert
+            .labels
+            .get("resource")
+            .map(String::as_str)
+            .unwrap_or("")
+    );
+    let repaired = v
+        .outcomes
+        .iter()
+        .any(|o| o.error.is_none() && o.change.id.to_string() == resource);
+    if repaired {
+        "repaired"
+    } else if v
+        .desired
+        .stack
+        .acknowledgements
+        .iter()
+        .any(|a| a.active(v.now) && a.resource == resource)
+    {
+        "acknowledged"
+    } else {
+        "no longer differs"
+    }
+}
+
+/// What was done about a newly firing alert: repaired, held by the mode, or failing.
+fn action_of(v: &PassView<'_>, alert: &Alert, standing: bool) -> Option<String> {
+    if alert.annotations.contains_key("action") {
+        return None;
+    }
+    let resource = format!(
+        "{}/{}",
+        alert.labels.get("kind")?,
+        alert.labels.get("resource")?
+    );
+    let outcome = v
+        .outcomes
+        .iter()
+        .find(|o| o.change.id.to_string() == resource);
+    let mode = mode_of(v.desired, &resource);
+    Some(match (mode, outcome) {
+        (Mode::Warn, _) => "not repaired: mode warn (alert only)".to_string(),
+        (_, Some(o)) if o.error.is_none() && !standing => "repaired".to_string(),
+        (_, Some(o)) if o.error.is_some() => "repair failed; retried with backoff".to_string(),
+        _ if standing => "repair pending".to_string(),
+        _ => "repaired".to_string(),
+    })
+}
+
+/// A resource's effective mode by its `Kind/name` (the stack's for anything undeclared).
+fn mode_of(desired: &Desired, resource: &str) -> Mode {
+    resource
+        .split_once('/')
+        .and_then(|(k, n)| desired.get(Kind::parse(k)?, n))
+        .map(|r| desired.effective_mode(r))
+        .unwrap_or(desired.stack.mode)
+}
+
+/// A short, stable hash of the parts that make an alert itself.
+fn fingerprint(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+fn labels(
+    desired: &Desired,
+    name: AlertName,
+    kind: &str,
+    resource: &str,
+    cause: &str,
+) -> BTreeMap<String, String> {
+    [
+        ("alertname", name.as_str()),
+        ("stack", desired.stack_name.as_str()),
+        ("environment", desired.environment.as_str()),
+        ("kind", kind),
+        ("resource", resource),
+        ("severity", name.severity()),
+        ("cause", cause),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The alerts a plan's drift and violations call for (acknowledged and observe-mode ones
+/// left out), by fingerprint.
+fn candidates(
+    v: &PassView<'_>,
+    plan: &Plan,
+    present: &BTreeSet<String>,
+) -> BTreeMap<String, (Alert, Kind)> {
+    let mut out = BTreeMap::new();
+    for c in &plan.changes {
+        if let Some((fp, alert)) = drift_alert(v, c, present) {
+            out.insert(fp, (alert, c.id.kind));
+        }
+    }
+    for violation in &plan.violations {
+        if let Some((fp, alert, kind)) = violation_alert(v, violation) {
+            out.insert(fp, (alert, kind));
+        }
+    }
+    out
+}
+
+fn drift_alert(
+    v: &PassView<'_>,
+    c: &Change,
+    present: &BTreeSet<String>,
+) -> Option<(String, Alert)> {
+    let id = c.id.to_string();
+    if !(v.looked_at)(c.id.kind) || !mode_of(v.desired, &id).alerts() {
+        return None;
+    }
+    if c.cause == Cause::Missing && !present.contains(&id) {
+        return None;
+    }
+    // A failing health check is nobody's change: restarts repair it, and only once they
+    // keep failing is it an alert (`ContainerUnhealthy`).
+    if is_health(c) {
+        return None;
+    }
+    if acknowledged(v.desired, c, v.now) {
+        return None;
+    }
+    let mut fields: Vec<&str> = c.fields.iter().map(|f| f.path.as_str()).collect();
+    fields.sort_unstable();
+    let what = if fields.is_empty() {
+        c.action.verb().to_string()
+    } else {
+        fields.join(",")
+    };
+    let fp = fingerprint(&[
+        AlertName::StackDrift.as_str(),
+        &v.desired.stack_name,
+        c.id.kind.as_str(),
+        &c.id.name,
+        &what,
+    ]);
+    let cause = match c.cause {
+        Cause::Manifest => "manifest",
+        Cause::Drift | Cause::Missing => "drift",
+    };
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "summary".to_string(),
+        match c.cause {
+            Cause::Manifest => format!("{id} is behind its manifest"),
+            Cause::Missing => format!("{id} was removed by hand"),
+            Cause::Drift => format!("{id} was changed by hand"),
+        },
+    );
+    annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+    annotations.insert("page".to_string(), v.page.to_string());
+    Some((
+        fp.clone(),
+        Alert {
+            fingerprint: fp,
+            name: AlertName::StackDrift,
+            labels: labels(
+                v.desired,
+                AlertName::StackDrift,
+                c.id.kind.as_str(),
+                &c.id.name,
+                cause,
+            ),
+            annotations,
+            starts_at: Timestamp(v.now),
+        },
+    ))
+}
+
+fn violation_alert(v: &PassView<'_>, x: &Violation) -> Option<(String, Alert, Kind)> {
+    let (kind, name) = match x.resource.split_once('/') {
+        Some((k, n)) => (Kind::parse(k)?, n),
+        // An unmanaged container (`docker container adhoc`) belongs to the host.
+        None => (Kind::Container, x.resource.as_str()),
+    };
+    if !(v.looked_at)(kind) || !mode_of(v.desired, &x.resource).alerts() {
+        return None;
+    }
+    if v.desired
+        .acknowledged_rule(&x.resource, x.rule, v.now)
+        .is_some()
+    {
+        return None;
+    }
+    let fp = fingerprint(&[
+        AlertName::PolicyViolation.as_str(),
+        &v.desired.stack_name,
+        kind.as_str(),
+        name,
+        x.rule,
+    ]);
+    let mut labels = labels(
+        v.desired,
+        AlertName::PolicyViolation,
+        kind.as_str(),
+        name,
+        "drift",
+    );
+    labels.insert("rule".into(), x.rule.to_string());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "summary".to_string(),
+        format!("{} breaks {}: {}", x.resource, x.rule, x.message),
+    );
+    annotations.insert("differs".to_string(), x.path.clone());
+    annotations.insert("fix".to_string(), x.fix.clone());
+    annotations.insert("page".to_string(), v.page.to_string());
+    Some((
+        fp.clone(),
+        Alert {
+            fingerprint: fp,
+            name: AlertName::PolicyViolation,
+            labels,
+            annotations,
+            starts_at: Timestamp(v.now),
+        },
+        kind,
+    ))
+}
+
+/// `ReconcileFailing` for each resource still differing whose repair failed
+/// [`FAILING_AFTER`] times in a row.
+fn failing(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
+    let mut out = BTreeMap::new();
+    for c in &v.after.changes {
+        let id = c.id.to_string();
+        if !(v.looked_at)(c.id.kind)
+            || !mode_of(v.desired, &id).repairs()
+            || (v.failures)(&id) < FAILING_AFTER
+            || is_health(c)
+        {
+            continue;
+        }
+        let name = AlertName::ReconcileFailing;
+        let fp = fingerprint(&[
+            name.as_str(),
+            &v.desired.stack_name,
+            c.id.kind.as_str(),
+            &c.id.name,
+        ]);
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".to_string(),
+            format!(
+                "{id} could not be repaired {} times in a row",
+                (v.failures)(&id)
+            ),
+        );
+        annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+        if let Some(e) = v
+            .outcomes
+            .iter()
+            .find(|o| o.change.id == c.id)
+            .and_then(|o| o.error.clone())
+        {
+            annotations.insert("error".to_string(), e);
+        }
+        annotations.insert("page".to_string(), v.page.to_string());
+        let cause = if c.cause == Cause::Manifest {
+            "manifest"
+        } else {
+            "drift"
+        };
+        out.insert(
+            fp.clone(),
+            (
+                Alert {
+                    fingerprint: fp,
+                    name,
+                    labels: labels(v.desired, name, c.id.kind.as_str(), &c.id.name, cause),
+                    annotations,
+                    starts_at: Timestamp(v.now),
+                },
+                c.id.kind,
+            ),
+        );
+    }
+    out
+}
+
+/// `ContainerUnhealthy` for each container restarted [`FAILING_AFTER`] times in a row for a
+/// failing health check; it stands until the container has stayed healthy a while.
+fn unhealthy(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
+    let mut out = BTreeMap::new();
+    for (r, _) in v.desired.containers() {
+        let id = r.id.to_string();
+        let restarts = (v.restarts)(&id);
+        if !(v.looked_at)(Kind::Container)
+            || !mode_of(v.desired, &id).alerts()
+            || restarts < FAILING_AFTER
+        {
+            continue;
+        }
+        let name = AlertName::ContainerUnhealthy;
+        let fp = fingerprint(&[
+            name.as_str(),
+            &v.desired.stack_name,
+            Kind::Container.as_str(),
+            &r.id.name,
+        ]);
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".to_string(),
+            format!("{id} keeps failing its health check: {restarts} restarts in a row"),
+        );
+        if let Some(c) = v.before.changes.iter().find(|c| c.id == r.id) {
+            annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+        }
+        annotations.insert("page".to_string(), v.page.to_string());
+        out.insert(
+            fp.clone(),
+            (
+                Alert {
+                    fingerprint: fp,
+                    name,
+                    labels: labels(
+                        v.desired,
+                        name,
+                        Kind::Container.as_str(),
+                        &r.id.name,
+                        "drift",
+                    ),
+                    annotations,
+                    starts_at: Timestamp(v.now),
+                },
+                Kind::Container,
+            ),
+        );
+    }
+    out
+}
+
+/// True for a container's failing health check (restarted, not drift).
+fn is_health(c: &Change) -> bool {
+    !c.fields.is_empty() && c.fields.iter().all(|f| f.path == crate::plan::HEALTH_FIELD)
+}
+
+/// True for a change that only restarts an unhealthy container.
+pub fn is_health_restart(c: &Change) -> bool {
+    is_health(c)
+}
+
+/// The resources an acknowledgement in force covers now (for status and metrics).
+pub fn acknowledged_resources(desired: &Desired, now: SystemTime) -> Vec<ResourceId> {
+    desired
+        .stack
+        .acknowledgements
+        .iter()
+        .filter(|a| a.active(now))
+        .filter_map(|a| {
+            let (k, n) = a.resource.split_once('/')?;
+            Some(ResourceId::new(Kind::parse(k)?, n))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,402 @@
+//! Drift alerts end to end: the real daemon against moto and dockerd, alerting a real
+//! Alertmanager whose webhook receiver is a sink this test reads. What counts is what
+//! Alertmanager delivers (and what a generic webhook receives), never stackwarden's own word.
+
+use crate::daemon::{audited, converged, ingress_rule_count, revoke_first_ingress};
+use crate::support::alertmanager::{Alertmanager, Notification, WebhookSink};
+use crate::support::daemon::{Daemon, DaemonOptions, SECRET, TOKEN, set_value};
+use crate::support::docker as dk;
+use crate::support::moto::Moto;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A cold converge of the whole local stack takes seconds; CI machines are slower.
+const CONVERGE: Duration = Duration::from_secs(180);
+/// Generous bound for an alert to travel; the benchmark reports the real figure.
+const DELIVER: Duration = Duration::from_secs(60);
+
+/// True when Alertmanager notified `alertname` on `resource` in state `status`.
+fn notified(n: &[Notification], alertname: &str, resource: &str, status: &str) -> bool {
+    n.iter().any(|n| {
+        n.alerts.iter().any(|a| {
+            a.status == status
+                && a.labels.get("alertname").map(String::as_str) == Some(alertname)
+                && a.labels.get("resource").map(String::as_str) == Some(resource)
+        })
+    })
+}
+
+/// Notifications that carry `alertname` on `resource` firing.
+fn firing_notifications(n: &[Notification], alertname: &str, resource: &str) -> usize {
+    n.iter()
+        .filter(|n| {
+            n.alerts.iter().any(|a| {
+                a.status == "firing"
+                    && a.labels.get("alertname").map(String::as_str) == Some(alertname)
+                    && a.labels.get("resource").map(String::as_str) == Some(resource)
+            })
+        })
+        .count()
+}
+
+/// A seeded moto, a private Alertmanager, and an AWS-scope daemon alerting it, converged.
+async fn aws_daemon_alerting(mode: &str) -> (Moto, Alertmanager, Daemon) {
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "aws",
+        resync: "5s",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    if mode != "enforce" {
+        set_value(&d.dir, "mode", mode);
+        d.wait_until("the mode is in force", CONVERGE, || {
+            d.status()["mode"] == mode
+        });
+    }
+    (moto, am, d)
+}
+
+/// Edits the Stack document of a daemon's manifests and waits until the edit is in force.
+fn edit_stack(d: &Daemon, edit: impl FnOnce(String) -> String) {
+    let path = d.dir.join("manifests/stack.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(text, edited, "the edit changes nothing");
+    let before = d.status()["manifest"]["revision"].clone();
+    std::fs::write(&path, edited).unwrap();
+    d.wait_until("the edit is in force", CONVERGE, || {
+        let s = d.status();
+        s["manifest"]["revision"] != before && s["manifest"]["rejected"].is_null()
+    });
+}
+
+#[tokio::test]
+async fn a_root_container_fires_drift_and_violation_and_both_resolve_after_the_repair() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "5s",
+        log_level: "trace",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    // The first converge of a new stack created everything and alerted nothing.
+    assert!(am.sink.received().is_empty(), "{:?}", am.sink.received());
+
+    let t0 = Instant::now();
+    dk::recreate_by_hand(&docker, "loki", true, |b| b.user = Some("0".into())).await;
+    am.wait_until("both alerts fire", DELIVER, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "loki", "firing")
+            && notified(&n, "PolicyViolation", "loki", "firing")
+    });
+    let fired = t0.elapsed();
+    am.wait_until("both alerts resolve", DELIVER, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "loki", "resolved")
+            && notified(&n, "PolicyViolation", "loki", "resolved")
+    });
+    eprintln!(
+        "root loki: firing notified {:.2} s, resolved notified {:.2} s after the drift",
+        fired.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(audited(&d.status(), "Container/loki", "drift"));
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.config.unwrap().user.as_deref(), Some("10001:10001"));
+
+    // Labels as documented; the payload carries no secret.
+    let n = am.sink.notifications();
+    let drift = n
+        .iter()
+        .flat_map(|n| &n.alerts)
+        .find(|a| a.labels.get("alertname").map(String::as_str) == Some("StackDrift"))
+        .unwrap();
+    for (k, v) in [
+        ("stack", "observability"),
+        ("environment", "local"),
+        ("kind", "Container"),
+        ("resource", "loki"),
+        ("severity", "warning"),
+        ("cause", "drift"),
+    ] {
+        assert_eq!(drift.labels.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    for r in am.sink.received() {
+        assert!(
+            !r.body.contains(SECRET),
+            "a notification carries the secret"
+        );
+        assert!(!r.body.contains(TOKEN), "a notification carries the token");
+    }
+    let alerts = am.get("/api/v2/alerts?active=true&silenced=true&inhibited=true");
+    assert!(!alerts.unwrap().1.contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_standing_drift_in_warn_mode_is_notified_once_across_ten_passes() {
+    let (moto, am, d) = aws_daemon_alerting("warn").await;
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+    am.wait_until("the drift is notified", DELIVER, || {
+        notified(
+            &am.sink.notifications(),
+            "StackDrift",
+            "observability",
+            "firing",
+        )
+    });
+    for _ in 0..10 {
+        let passes = d.passes();
+        assert_eq!(d.post("/reconcile", Some(TOKEN)).unwrap().0, 202);
+        d.wait_until("a pass", DELIVER, || d.passes() > passes);
+    }
+    // Alertmanager's group interval is 1 s: anything these passes caused is out by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let n = am.sink.notifications();
+    assert_eq!(
+        firing_notifications(&n, "StackDrift", "observability"),
+        1,
+        "{n:#?}"
+    );
+    // Warn mode alerts and never repairs.
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked);
+    let s = d.status();
+    let active = s["alerts"]["active"].as_array().unwrap();
+    assert!(
+        active.iter().any(|a| a["annotations"]["action"]
+            .as_str()
+            .unwrap_or("")
+            .contains("warn")),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_raised_while_alertmanager_is_down_arrives_after_it_restarts() {
+    let (moto, mut am, d) = aws_daemon_alerting("warn").await;
+    am.stop();
+    revoke_first_ingress(&moto).await;
+    d.wait_until("delivery fails and the alert waits", DELIVER, || {
+        let s = d.status();
+        s["alerts"]["receivers"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["pending"] == 1 && !r["lastError"].is_null())
+        })
+    });
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(am.sink.notifications().is_empty());
+    am.restart();
+    am.wait_until("the alert arrives", DELIVER, || {
+        notified(
+            &am.sink.notifications(),
+            "StackDrift",
+            "observability",
+            "firing",
+        )
+    });
+    let metrics = d.get("/metrics").unwrap().1;
+    assert!(
+        metrics
+            .contains("stackwarden_alerts_sent_total{receiver=\"alertmanager\",result=\"error\"}"),
+        "{metrics}"
+    );
+}
+
+/// HMAC-SHA256 of `body` under `key`, by Python's standard library (not our code).
+fn python_hmac(key: &str, body: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())",
+            key,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(body.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_webhook_receives_bodies_whose_hmac_verifies_with_the_shared_key() {
+    let (moto, _am, d) = aws_daemon_alerting("enforce").await;
+    let hook = WebhookSink::start();
+    let key = "a-shared-key-nobody-logs";
+    let key_file = d.dir.join("webhook-key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    edit_stack(&d, |text| {
+        text.replacen(
+            "        url: ${alertmanagerUrl}\n",
+            &format!(
+                "        url: ${{alertmanagerUrl}}\n      - name: hooks\n        type: webhook\n        url: {}/hooks/stackwarden\n        signingKey: {{ file: {} }}\n",
+                hook.url,
+                key_file.display()
+            ),
+            1,
+        )
+    });
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+    d.wait_until("firing and resolved reach the webhook", DELIVER, || {
+        let statuses: Vec<String> = hook
+            .received()
+            .iter()
+            .filter_map(|r| r.json())
+            .map(|j| j["status"].as_str().unwrap_or("").to_string())
+            .collect();
+        statuses.contains(&"firing".to_string()) && statuses.contains(&"resolved".to_string())
+    });
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked + 1);
+    for r in hook.received() {
+        let signature = r
+            .header("X-Stackwarden-Signature")
+            .expect("every body is signed");
+        assert_eq!(signature, format!("sha256={}", python_hmac(key, &r.body)));
+        assert_ne!(
+            signature,
+            format!("sha256={}", python_hmac("another key", &r.body))
+        );
+        let j = r.json().unwrap();
+        assert_eq!(j["alert"]["labels"]["resource"], "observability", "{j}");
+        assert!(!r.body.contains(key), "the body carries the key");
+    }
+    assert_eq!(hook.received()[0].json().unwrap()["status"], "firing");
+    assert!(!d.log_text().contains(key), "the log carries the key");
+}
+
+#[tokio::test]
+async fn an_acknowledgement_holds_repair_and_alert_until_it_expires_then_both_happen() {
+    let (moto, am, d) = aws_daemon_alerting("enforce").await;
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(30));
+    edit_stack(&d, |text| {
+        text.replacen(
+            "  alerts:\n",
+            &format!(
+                "  acknowledgements:\n    - resource: SecurityGroup/observability\n      fields: [ingress]\n      reason: \"a port closed on purpose until the expiry (test)\"\n      expires: \"{expires}\"\n  alerts:\n"
+            ),
+            1,
+        )
+    });
+    assert_eq!(d.status()["acknowledgements"][0]["active"], true);
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+    // Two resyncs go by: the drift is seen, and left alone.
+    let passes = d.passes();
+    d.wait_until("two passes see the drift", DELIVER, || {
+        d.passes() >= passes + 2
+    });
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked);
+    assert!(
+        am.sink.notifications().is_empty(),
+        "{:?}",
+        am.sink.notifications()
+    );
+    let metrics = d.get("/metrics").unwrap().1;
+    assert!(
+        metrics
+            .contains("stackwarden_acknowledged{kind=\"SecurityGroup\",name=\"observability\"} 1"),
+        "{metrics}"
+    );
+    // At expiry it is repaired, and people hear about it.
+    am.wait_until("the expired drift alerts and resolves", DELIVER, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "observability", "firing")
+            && notified(&n, "StackDrift", "observability", "resolved")
+    });
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked + 1);
+    assert_eq!(d.status()["acknowledgements"][0]["active"], false);
+}
+
+/// Freezes a container's service (SIGSTOP to its httpd, as a hung process would be): its
+/// health check times out from then on, until the container is restarted.
+fn freeze(container: &str) {
+    let _ = std::process::Command::new("docker")
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .args([
+            "exec",
+            container,
+            "sh",
+            "-c",
+            "for p in /proc/[0-9]*; do read -r c < $p/comm && [ \"$c\" = httpd ] && kill -STOP ${p#/proc/}; done; true",
+        ])
+        .output();
+}
+
+#[tokio::test]
+async fn an_unhealthy_container_is_restarted_with_backoff_and_its_alert_fires_and_resolves() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "5s",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+
+    // A service that hangs again after every restart.
+    let limit = Instant::now() + Duration::from_secs(300);
+    while !notified(
+        &am.sink.notifications(),
+        "ContainerUnhealthy",
+        "loki",
+        "firing",
+    ) {
+        assert!(
+            Instant::now() < limit,
+            "no ContainerUnhealthy: {}",
+            d.log_tail()
+        );
+        freeze("loki");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let restarts: Vec<String> = d.status()["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["resource"] == "Container/loki"
+                && e["fields"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["path"] == "health"))
+        })
+        .map(|e| e["at"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(restarts.len() >= 3, "restarts: {restarts:?}");
+    // It is not a hand-made change: no drift alert for it.
+    assert!(!notified(
+        &am.sink.notifications(),
+        "StackDrift",
+        "loki",
+        "firing"
+    ));
+
+    // Left alone, it stays healthy, and the alert resolves.
+    am.wait_until("the alert resolves", Duration::from_secs(180), || {
+        notified(
+            &am.sink.notifications(),
+            "ContainerUnhealthy",
+            "loki",
+            "resolved",
+        )
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.state.unwrap().running, Some(true));
+}
