@@ -109,6 +109,9 @@ pub struct PassView<'a> {
     pub failures: &'a dyn Fn(&str) -> u32,
     /// Consecutive restarts of a container for its failing health check (`Container/name`).
     pub restarts: &'a dyn Fn(&str) -> u32,
+    /// True for a resource (`Kind/name`) a write is still working on: what a pass saw of it
+    /// midway (a container between stop and start) is neither drift nor a repair.
+    pub busy: &'a dyn Fn(&str) -> bool,
     /// Link to the daemon's page, for annotations.
     pub page: &'a str,
     /// Now.
@@ -180,6 +183,7 @@ impl Book {
                 (v.looked_at)(a.kind)
                     && !standing.contains_key(*fp)
                     && !unknown.contains(&a.resource)
+                    && !(v.busy)(&a.resource)
             })
             .map(|(fp, _)| fp.clone())
             .collect();
@@ -338,7 +342,7 @@ fn drift_alert(
     present: &BTreeSet<String>,
 ) -> Option<(String, Alert)> {
     let id = c.id.to_string();
-    if !(v.looked_at)(c.id.kind) || !mode_of(v.desired, &id).alerts() {
+    if !(v.looked_at)(c.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&id) {
         return None;
     }
     if c.cause == Cause::Missing && !present.contains(&id) {

@@ -90,6 +90,7 @@ impl Run {
             looked_at: &|_| true,
             failures: &|_| failures,
             restarts: &|_| 0,
+            busy: &|_| false,
             page: "http://127.0.0.1:9464/",
             now,
         })
@@ -269,6 +270,7 @@ fn a_pass_that_did_not_look_at_a_world_leaves_its_alerts_alone() {
         looked_at: &|k: Kind| !k.on_host(),
         failures: &|_| 0,
         restarts: &|_| 0,
+        busy: &|_| false,
         page: "",
         now: SystemTime::now(),
     });
@@ -324,6 +326,7 @@ fn a_container_restarted_again_and_again_raises_container_unhealthy_until_it_set
             looked_at: &|_| true,
             failures: &|_| 0,
             restarts: &|id: &str| if id == "Container/loki" { restarts } else { 0 },
+            busy: &|_| false,
             page: "",
             now: SystemTime::now(),
         })

@@ -1049,6 +1049,7 @@ impl Controller {
         let errors = self.dispatcher.configure(&desired.stack.alerts.receivers);
         let backoff = &self.backoff;
         let restarts = &self.restarts;
+        let busy = self.in_flight.ids();
         let events = self.alerts.pass(&alerts::PassView {
             desired,
             before: &report.plan,
@@ -1057,6 +1058,7 @@ impl Controller {
             looked_at,
             failures: &|id: &str| backoff.failures(id),
             restarts: &|id: &str| restarts.count(id),
+            busy: &|id: &str| busy.contains(id),
             page: &self.opts.page_url,
             now,
         });

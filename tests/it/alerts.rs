@@ -381,12 +381,12 @@ async fn an_unhealthy_container_is_restarted_with_backoff_and_its_alert_fires_an
         .collect();
     assert!(restarts.len() >= 3, "restarts: {restarts:?}");
     // It is not a hand-made change: no drift alert for it.
-    assert!(!notified(
-        &am.sink.notifications(),
-        "StackDrift",
-        "loki",
-        "firing"
-    ));
+    let n = am.sink.notifications();
+    assert!(
+        !notified(&n, "StackDrift", "loki", "firing"),
+        "{:#?}",
+        n.iter().map(|n| &n.body).collect::<Vec<_>>()
+    );
 
     // Left alone, it stays healthy, and the alert resolves.
     am.wait_until("the alert resolves", Duration::from_secs(180), || {

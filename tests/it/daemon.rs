@@ -370,15 +370,26 @@ async fn a_burst_of_file_events_costs_at_most_one_extra_pass() {
     for _ in 0..100 {
         std::fs::write(&stack, &text).unwrap();
     }
-    d.wait_until("the burst triggers a pass", REPAIR, || d.passes() > settled);
+    // Counted by trigger: on a loaded machine a slow call may fail and its retry add a
+    // pass of its own, which is not the burst's doing.
+    let manifest_passes = || {
+        d.status()["passes"].as_array().map_or(0, |p| {
+            p.iter()
+                .skip(settled)
+                .filter(|p| p["trigger"] == "manifest")
+                .count()
+        })
+    };
+    d.wait_until("the burst triggers a pass", REPAIR, || {
+        manifest_passes() > 0
+    });
     std::thread::sleep(Duration::from_secs(3));
-    let extra = d.passes() - settled;
-    assert_eq!(extra, 1, "100 file events caused {extra} passes");
+    let extra = manifest_passes();
     assert_eq!(
-        d.status()["lastPass"]["trigger"],
-        "manifest",
-        "{}",
-        d.status()
+        extra,
+        1,
+        "100 file events caused {extra} passes: {}",
+        d.status()["passes"]
     );
 }
 

@@ -297,6 +297,40 @@ impl HostProvider {
         Ok(out)
     }
 
+    /// Docker's `unhealthy` may be stale: probes failed while the container was paused or
+    /// stopped, and Docker only says otherwise after its next check (up to an interval
+    /// away). Before a restart is planned on it, the declared check runs once, now; a pass
+    /// overrules the verdict. Only unhealthy containers are probed, so a steady pass costs
+    /// nothing more.
+    async fn confirm_unhealthy(&self, desired: &Desired, containers: &mut [LiveContainer]) {
+        let probes = containers.iter().enumerate().filter_map(|(i, live)| {
+            if live.status != "running" || live.health.as_deref() != Some("unhealthy") {
+                return None;
+            }
+            let (_, spec) = desired.containers().find(|(r, _)| r.id.name == live.name)?;
+            let check = spec.health_check.as_ref()?;
+            let cmd = probe_command(&check.test)?;
+            let timeout = if check.timeout.is_zero() {
+                Duration::from_secs(30)
+            } else {
+                check.timeout
+            };
+            let name = live.name.clone();
+            Some(async move {
+                let ok = matches!(
+                    self.client.exec(&name, cmd, timeout).await,
+                    Ok(r) if r.exit_code == Some(0)
+                );
+                (i, ok)
+            })
+        });
+        for (i, ok) in join_all(probes).await {
+            if ok {
+                containers[i].health = Some("healthy".to_string());
+            }
+        }
+    }
+
     fn container_spec<'d>(desired: &'d Desired, name: &str) -> Result<&'d ContainerSpec, String> {
         desired
             .containers()
@@ -745,6 +779,7 @@ impl Provider for HostProvider {
         }
         obs.unobserved = unobserved_of(desired, &failed_files, &failed_images);
         obs.containers = self.observe_containers(&obs.images).await?;
+        self.confirm_unhealthy(desired, &mut obs.containers).await;
         let custom_network = desired
             .containers()
             .any(|(_, s)| !matches!(s.network.as_str(), "none" | "host" | "bridge" | "default"));
