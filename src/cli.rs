@@ -7,6 +7,7 @@ use crate::model::Desired;
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::{DynProvider, Stats};
+use crate::report;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -114,6 +115,10 @@ pub enum Output {
     Text,
     /// For machines.
     Json,
+    /// A Markdown report for a CI job summary: verdict, changes, violations.
+    Markdown,
+    /// SARIF 2.1.0 for code scanning: policy violations and drift, at their manifest lines.
+    Sarif,
 }
 
 /// Which worlds plan and apply cover.
@@ -226,7 +231,7 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         {
             eprintln!("stackwarden: releasing the lease failed (it lapses by itself): {e}");
         }
-        print_apply(&report, args.output);
+        print_apply(&report, &desired, args.output);
         if report.converged() {
             exit::NO_CHANGES
         } else {
@@ -237,6 +242,8 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         match args.output {
             Output::Text => print!("{plan}"),
             Output::Json => println!("{}", to_json(&plan)),
+            Output::Markdown => print!("{}", report::markdown::render(&plan, &desired)),
+            Output::Sarif => println!("{}", report::sarif::render(&plan, &desired, &work_dir())),
         }
         if plan.is_incomplete() {
             exit::ERROR
@@ -429,10 +436,35 @@ async fn wait_for_signal() {
     }
 }
 
-fn print_apply(report: &ApplyReport, output: Output) {
-    if output == Output::Json {
-        println!("{}", to_json(report));
-        return;
+fn print_apply(report: &ApplyReport, desired: &Desired, output: Output) {
+    match output {
+        Output::Text => {}
+        Output::Json => {
+            println!("{}", to_json(report));
+            return;
+        }
+        Output::Markdown => {
+            let outcomes: Vec<report::Outcome<'_>> = report
+                .outcomes
+                .iter()
+                .map(|o| report::Outcome {
+                    change: &o.change,
+                    error: o.error.as_deref(),
+                })
+                .collect();
+            print!(
+                "{}",
+                report::markdown::render_apply(&report.plan, desired, &outcomes)
+            );
+            return;
+        }
+        Output::Sarif => {
+            println!(
+                "{}",
+                report::sarif::render(&report.plan, desired, &work_dir())
+            );
+            return;
+        }
     }
     let plan = &report.plan;
     for e in &plan.errors {
@@ -479,6 +511,11 @@ fn print_apply(report: &ApplyReport, output: Output) {
     } else {
         println!("Apply complete: {} changes applied.", report.outcomes.len());
     }
+}
+
+/// Where SARIF paths are relative to: the working directory (the repository root in CI).
+fn work_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

@@ -12,6 +12,7 @@
 //! - [`reconcile`]: the daemon's loop: triggers, passes, backoff, the stack's lease.
 //! - [`server`]: HTTP: status JSON, health, metrics and the page; reads snapshots only.
 //! - [`status`]: the daemon's status as data: conditions, audit trail, metrics.
+//! - [`report`]: a plan as a Markdown job summary or a SARIF log for code scanning.
 //! - [`plan`]: the plan as data: changes, conditions, violations.
 //! - [`model`]: the resource kinds; plain data.
 #![deny(unsafe_code)]
@@ -26,5 +27,6 @@ pub mod plan;
 pub mod policy;
 pub mod provider;
 pub mod reconcile;
+pub mod report;
 pub mod server;
 pub mod status;

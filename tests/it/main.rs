@@ -15,5 +15,6 @@ mod host;
 mod local_world;
 mod manifests;
 mod partial;
+mod report;
 mod secrets;
 mod support;
