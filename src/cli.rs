@@ -225,7 +225,22 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
                 return ExitCode::from(exit::ERROR);
             }
         };
+        // Renewed while the apply runs, so its TTL can stay short: a killed apply holds
+        // the stack up for one TTL at most (none at all for a later run on the same host).
+        let renewal = lease.clone().map(|lease| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(APPLY_LEASE_TTL / 3).await;
+                    if let Err(e) = lease.acquire(std::time::SystemTime::now()).await {
+                        tracing::warn!(error = %e, "renewing the apply's lease failed; retrying");
+                    }
+                }
+            })
+        });
         let report = engine.apply(&desired).await;
+        if let Some(renewal) = renewal {
+            renewal.abort();
+        }
         if let Some(lease) = lease
             && let Err(e) = lease.release().await
         {
@@ -300,9 +315,9 @@ async fn take_lease(
     }
 }
 
-/// An apply's lease outlives its longest converge (a cold one takes about a minute): a
-/// crashed apply blocks daemons for at most this long.
-const APPLY_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// An apply's lease, renewed every third of it while the apply runs: a crashed apply blocks
+/// daemons (on other hosts; on its own host they see it is gone) for at most this long.
+const APPLY_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connects the providers the scope asks for and fills the run-time values they supply.
 async fn build_engine(

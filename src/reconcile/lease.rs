@@ -89,14 +89,36 @@ fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
 }
 
-/// This process's identity: host name and pid (what `/status` and a refused `apply` show).
-pub fn identity(role: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+/// This machine's host name.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
-    format!("{role}@{host}:{}", std::process::id())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// This process's identity: host name and pid (what `/status` and a refused `apply` show).
+pub fn identity(role: &str) -> String {
+    format!("{role}@{}:{}", host_name(), std::process::id())
+}
+
+/// True when `holder` names a process on this host that no longer exists (killed, crashed):
+/// its lease is as good as expired, and waiting out its TTL would only hold the stack up.
+/// A holder on another host cannot be checked from here and keeps its lease to its expiry.
+fn holder_is_dead_here(holder: &str) -> bool {
+    let Some((_, rest)) = holder.split_once('@') else {
+        return false;
+    };
+    let Some((host, pid)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == host_name()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl Lease {
@@ -240,7 +262,14 @@ impl Lease {
         };
         let won = match &current {
             None => self.write(&ours, None).await?,
-            Some((rec, etag)) if rec.holder == self.identity || rec.expires <= unix(now) => {
+            Some((rec, etag))
+                if rec.holder == self.identity
+                    || rec.expires <= unix(now)
+                    || holder_is_dead_here(&rec.holder) =>
+            {
+                if rec.holder != self.identity && rec.expires > unix(now) {
+                    tracing::warn!(holder = %rec.holder, "the lease's holder ran on this host and is gone: taking the lease over");
+                }
                 self.write(&ours, Some(etag)).await?
             }
             Some((rec, _)) => {
@@ -285,6 +314,19 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_gone_from_this_host_is_dead_one_alive_or_elsewhere_is_not() {
+        let host = host_name();
+        // Pid 1 always exists; a pid beyond pid_max never does.
+        assert!(!holder_is_dead_here(&format!("apply@{host}:1")));
+        assert!(holder_is_dead_here(&format!("apply@{host}:4294967295")));
+        assert!(!holder_is_dead_here(&format!(
+            "apply@{host}-elsewhere:4294967295"
+        )));
+        assert!(!holder_is_dead_here(&identity("daemon")));
+        assert!(!holder_is_dead_here("garbage"));
+    }
 
     #[test]
     fn identities_name_the_role_host_and_pid() {
