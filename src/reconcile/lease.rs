@@ -48,6 +48,11 @@ pub struct Record {
     pub holder: String,
     /// Unix seconds at which it lapses.
     pub expires: u64,
+    /// The boot and pid namespace the holder's pid belongs to: only a contender that sees
+    /// the same process table may judge the holder gone (a container sharing the host name
+    /// does not).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub processes: String,
 }
 
 /// Who holds the lease, as seen by one contender after one attempt.
@@ -106,8 +111,8 @@ pub fn identity(role: &str) -> String {
 /// True when `holder` names a process on this host that no longer exists (killed, crashed):
 /// its lease is as good as expired, and waiting out its TTL would only hold the stack up.
 /// A holder on another host cannot be checked from here and keeps its lease to its expiry.
-fn holder_is_dead_here(holder: &str) -> bool {
-    let Some((_, rest)) = holder.split_once('@') else {
+fn holder_is_dead_here(holder: &Record) -> bool {
+    let Some((_, rest)) = holder.holder.split_once('@') else {
         return false;
     };
     let Some((host, pid)) = rest.rsplit_once(':') else {
@@ -116,9 +121,25 @@ fn holder_is_dead_here(holder: &str) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    host == host_name()
+    !holder.processes.is_empty()
+        && holder.processes == process_table()
+        && host == host_name()
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Names the process table this process sees: the boot, and the pid namespace. Empty when
+/// either cannot be read (then no holder is ever judged gone from here).
+fn process_table() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        String::new()
+    } else {
+        format!("{} {ns}", boot.trim())
+    }
 }
 
 impl Lease {
@@ -213,6 +234,7 @@ impl Lease {
             serde_json::from_slice::<Record>(&bytes[..bytes.len().min(4096)]).unwrap_or(Record {
                 holder: String::new(),
                 expires: 0,
+                processes: String::new(),
             });
         Ok(Ok(Some((record, etag))))
     }
@@ -255,6 +277,7 @@ impl Lease {
         let ours = Record {
             holder: self.identity.clone(),
             expires: unix(expires),
+            processes: process_table(),
         };
         let current = match self.read().await? {
             Ok(current) => current,
@@ -265,7 +288,7 @@ impl Lease {
             Some((rec, etag))
                 if rec.holder == self.identity
                     || rec.expires <= unix(now)
-                    || holder_is_dead_here(&rec.holder) =>
+                    || holder_is_dead_here(rec) =>
             {
                 if rec.holder != self.identity && rec.expires > unix(now) {
                     tracing::warn!(holder = %rec.holder, "the lease's holder ran on this host and is gone: taking the lease over");
@@ -304,6 +327,7 @@ impl Lease {
             let released = Record {
                 holder: String::new(),
                 expires: 0,
+                processes: String::new(),
             };
             self.write(&released, Some(&etag)).await?;
         }
@@ -318,14 +342,27 @@ mod tests {
     #[test]
     fn a_holder_gone_from_this_host_is_dead_one_alive_or_elsewhere_is_not() {
         let host = host_name();
+        let here = |holder: String| Record {
+            holder,
+            expires: u64::MAX,
+            processes: process_table(),
+        };
         // Pid 1 always exists; a pid beyond pid_max never does.
-        assert!(!holder_is_dead_here(&format!("apply@{host}:1")));
-        assert!(holder_is_dead_here(&format!("apply@{host}:4294967295")));
-        assert!(!holder_is_dead_here(&format!(
+        assert!(!holder_is_dead_here(&here(format!("apply@{host}:1"))));
+        assert!(holder_is_dead_here(&here(format!(
+            "apply@{host}:4294967295"
+        ))));
+        assert!(!holder_is_dead_here(&here(format!(
             "apply@{host}-elsewhere:4294967295"
-        )));
-        assert!(!holder_is_dead_here(&identity("daemon")));
-        assert!(!holder_is_dead_here("garbage"));
+        ))));
+        assert!(!holder_is_dead_here(&here(identity("daemon"))));
+        assert!(!holder_is_dead_here(&here("garbage".into())));
+        // Same host name, another process table (a container, another boot): unknowable.
+        let mut elsewhere = here(format!("apply@{host}:4294967295"));
+        elsewhere.processes = "another-boot pid:[1]".into();
+        assert!(!holder_is_dead_here(&elsewhere));
+        elsewhere.processes = String::new();
+        assert!(!holder_is_dead_here(&elsewhere));
     }
 
     #[test]

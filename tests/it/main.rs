@@ -10,6 +10,7 @@ mod aws_ec2;
 mod aws_fields;
 mod cli;
 mod daemon;
+mod faults;
 mod grafana;
 mod host;
 mod local_world;
