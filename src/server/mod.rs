@@ -6,13 +6,15 @@
 mod page;
 
 use crate::reconcile::{Handle, Scope, readiness};
-use crate::status::Trigger;
+use crate::status::{Status, Trigger};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// What every handler reads.
@@ -26,8 +28,57 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
 }
 
+/// How long a rendered `/metrics` or page is served again for the same snapshot (counters
+/// move between snapshots; the page's timeline ages). `/status` is served again for as long
+/// as its snapshot is the newest.
+const RENDER_TTL: Duration = Duration::from_secs(1);
+
+/// The last body each endpoint rendered, and for which snapshot: under a load (a dashboard
+/// left open, a scraper gone wild) the daemon serializes once per snapshot instead of once
+/// per request, so serving never takes the pass's CPU.
+#[derive(Debug, Default)]
+struct Rendered {
+    status: Mutex<Option<Render>>,
+    metrics: Mutex<Option<Render>>,
+    page: Mutex<Option<Render>>,
+}
+
+/// One rendered body. It keeps its snapshot alive, so that a newer snapshot can never be
+/// taken for it (a freed one's address could be reused).
+#[derive(Debug)]
+struct Render {
+    snapshot: Arc<Status>,
+    at: Instant,
+    body: Bytes,
+}
+
+/// The cached body for `snapshot` if still good (`ttl`: `None` means as long as the snapshot
+/// is the newest), else renders, keeps and returns a fresh one.
+fn cached(
+    slot: &Mutex<Option<Render>>,
+    snapshot: &Arc<Status>,
+    ttl: Option<Duration>,
+    render: impl FnOnce() -> String,
+) -> Bytes {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = slot.as_ref()
+        && Arc::ptr_eq(&r.snapshot, snapshot)
+        && ttl.is_none_or(|ttl| r.at.elapsed() < ttl)
+    {
+        return r.body.clone();
+    }
+    let body = Bytes::from(render());
+    *slot = Some(Render {
+        snapshot: snapshot.clone(),
+        at: Instant::now(),
+        body: body.clone(),
+    });
+    body
+}
+
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    let rendered = Arc::new(Rendered::default());
     Router::new()
         .route("/", get(index))
         .route("/status", get(status))
@@ -35,12 +86,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reconcile", post(reconcile))
+        .layer(axum::Extension(rendered))
         .with_state(state)
 }
 
-async fn status(State(s): State<AppState>) -> Response {
+async fn status(
+    State(s): State<AppState>,
+    axum::Extension(rendered): axum::Extension<Arc<Rendered>>,
+) -> Response {
     let snapshot = s.handle.status.borrow().clone();
-    let body = serde_json::to_string_pretty(&*snapshot).unwrap_or_else(|_| "{}".to_string());
+    let body = cached(&rendered.status, &snapshot, None, || {
+        serde_json::to_string_pretty(&*snapshot).unwrap_or_else(|_| "{}".to_string())
+    });
     (
         [(
             header::CONTENT_TYPE,
@@ -67,7 +124,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn metrics(
+    State(s): State<AppState>,
+    axum::Extension(rendered): axum::Extension<Arc<Rendered>>,
+    headers: HeaderMap,
+) -> Response {
     let wants_openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -89,14 +150,24 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        s.handle.metrics.encode(),
+        {
+            let snapshot = s.handle.status.borrow().clone();
+            cached(&rendered.metrics, &snapshot, Some(RENDER_TTL), || {
+                s.handle.metrics.encode()
+            })
+        },
     )
         .into_response()
 }
 
-async fn index(State(s): State<AppState>) -> Html<String> {
+async fn index(
+    State(s): State<AppState>,
+    axum::Extension(rendered): axum::Extension<Arc<Rendered>>,
+) -> Html<Bytes> {
     let snapshot = s.handle.status.borrow().clone();
-    Html(page::render(&snapshot, std::time::SystemTime::now()))
+    Html(cached(&rendered.page, &snapshot, Some(RENDER_TTL), || {
+        page::render(&snapshot, std::time::SystemTime::now())
+    }))
 }
 
 /// True when `headers` carry `Authorization: Bearer <token>`, compared in constant time.
@@ -139,6 +210,32 @@ async fn reconcile(State(s): State<AppState>, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_rendered_once_per_snapshot_and_again_for_a_new_one() {
+        let slot = Mutex::new(None);
+        let mut renders = 0;
+        let old = Arc::new(Status::default());
+        for _ in 0..3 {
+            cached(&slot, &old, None, || {
+                renders += 1;
+                "old".into()
+            });
+        }
+        assert_eq!(renders, 1);
+        let new = Arc::new(Status::default());
+        let body = cached(&slot, &new, None, || {
+            renders += 1;
+            "new".into()
+        });
+        assert_eq!((renders, &body[..]), (2, &b"new"[..]));
+        // With a TTL, the same snapshot is rendered again once it runs out.
+        cached(&slot, &new, Some(Duration::ZERO), || {
+            renders += 1;
+            "newer".into()
+        });
+        assert_eq!(renders, 3);
+    }
 
     #[test]
     fn only_the_exact_bearer_token_is_authorized() {
