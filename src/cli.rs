@@ -160,6 +160,9 @@ fn validate(common: &Common) -> ExitCode {
             for w in &grafana.warnings {
                 eprintln!("warning: {w}");
             }
+            for w in manifest::warnings(d) {
+                eprintln!("warning: {w}");
+            }
             let now = std::time::SystemTime::now();
             for a in &d.stack.acknowledgements {
                 if !a.active(now) {

@@ -11,6 +11,7 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use schema::API_VERSION;
+pub use validate::{RULES_PER_GROUP, warnings};
 
 use crate::model::{Desired, Ensure, Kind, Resource, SourceLocation, Spec};
 use schema::Reporter;

@@ -738,6 +738,30 @@ impl Checker<'_> {
     }
 }
 
+/// AWS's default quota of inbound (and of outbound) rules per security group.
+pub const RULES_PER_GROUP: usize = 60;
+
+/// Warnings that do not make the manifests invalid: a security group declaring more rules
+/// than AWS's default quota allows (fine where the quota was raised; otherwise the apply
+/// stops at the 61st rule).
+pub fn warnings(desired: &crate::model::Desired) -> Vec<String> {
+    let mut out = Vec::new();
+    for (r, g) in desired.security_groups() {
+        // Each port of a rule is a rule to AWS.
+        let inbound: usize = g.ingress.iter().map(|x| x.ports.len().max(1)).sum();
+        let outbound: usize = g.egress.iter().map(|x| x.ports.len().max(1)).sum();
+        for (direction, n) in [("inbound", inbound), ("outbound", outbound)] {
+            if n > RULES_PER_GROUP {
+                out.push(format!(
+                    "{}: {} declares {n} {direction} rules; AWS allows {RULES_PER_GROUP} per group unless the quota \"Inbound or outbound rules per security group\" was raised, and an apply then fails at rule {}\n    fix: split the rules over several groups, or raise the quota first",
+                    r.source, r.id, RULES_PER_GROUP + 1
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn valid_cidr(s: &str) -> bool {
     let Some((addr, len)) = s.split_once('/') else {
         return false;

@@ -691,3 +691,26 @@ fn an_expired_acknowledgement_only_warns() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_group_with_more_rules_than_aws_allows_by_default_is_a_warning_naming_the_quota() {
+    let rules: String = (0..61)
+        .map(|i| {
+            format!(
+                "    - {{ description: r{i}, protocol: tcp, ports: [9100], from: {{ cidr: 10.1.{i}.0/24 }} }}\n"
+            )
+        })
+        .collect();
+    let tmp = with_case(&format!(
+        "apiVersion: stackwarden.io/v1\nkind: SecurityGroup\nmetadata:\n  name: wide\nspec:\n  name: demo-wide\n  description: many rules\n  vpc: vpc\n  ingress:\n{rules}"
+    ));
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: manifests/case.yaml:")
+            && stderr
+                .contains("SecurityGroup/wide declares 61 inbound rules; AWS allows 60 per group"),
+        "{stderr}"
+    );
+}
