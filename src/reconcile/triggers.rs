@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 /// Quiet time that ends a burst of file events: long enough to cover an editor's
 /// write-rename-chmod sequence, short enough to apply an edit well within 2 s.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// A burst that never goes quiet still triggers this often. Generous: a script rewriting
 /// many files on a loaded machine is still one burst (an editor's save goes quiet within
 /// [`DEBOUNCE`], so this never delays one).

@@ -437,8 +437,10 @@ async fn run(mut cmd: Command) -> ExitStatus {
 }
 
 /// A random delay up to `max`.
+/// A random instant within the first 80 % of `max`: a loaded machine converges at its own
+/// pace, and a kill drawn past the end lands on nothing.
 fn random_delay(max: Duration) -> Duration {
-    Duration::from_millis(fastrand::u64(0..=max.as_millis() as u64))
+    Duration::from_millis(fastrand::u64(0..=max.as_millis() as u64 * 4 / 5))
 }
 
 /// How long a cold apply of the whole local stack (AWS and host, from nothing) takes on this
@@ -563,7 +565,7 @@ async fn kill_9_of_apply_at_random_points_never_leaves_a_duplicate() {
     while kills < KILLS {
         round += 1;
         assert!(
-            round <= KILLS,
+            round <= KILLS * 3,
             "{round} rounds for {kills} kills: applies end before the kills land\n{story}"
         );
         let world = World::empty(&docker, &mut next).await;
@@ -638,7 +640,7 @@ async fn kill_9_of_the_daemon_during_a_converge_never_leaves_a_duplicate() {
     while kills < KILLS {
         round += 1;
         assert!(
-            round <= KILLS,
+            round <= KILLS * 3,
             "{round} rounds for {kills} kills: daemons converge before the kills land\n{story}"
         );
         let world = World::empty(&docker, &mut next).await;
