@@ -419,21 +419,36 @@ async fn daemon(args: RunArgs) -> anyhow::Result<()> {
         token,
     });
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
+    // The status server runs on a thread of its own: a flood of requests (a dashboard left
+    // open, a scraper gone wild) then cannot take the reconcile loop's time, and a long pass
+    // cannot keep /healthz waiting. The cost is one thread: its stack and malloc arena.
+    let listener = listener
+        .into_std()
+        .context("handing the status listener to its thread")?;
+    let server = std::thread::Builder::new()
+        .name("status-server".to_string())
+        .spawn(move || -> std::io::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = server_stop.wait_for(|s| *s).await;
+                    })
+                    .await
             })
-            .await
-    });
+        })
+        .context("starting the status server's thread")?;
     let controller = tokio::spawn(controller.run(stop_rx));
     wait_for_signal().await;
     tracing::info!("signal received: finishing the pass in flight, releasing the lease");
     let _ = stop_tx.send(true);
     controller.await.context("the reconcile loop panicked")?;
     server
-        .await
-        .context("the status server panicked")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the status server panicked"))?
         .context("the status server failed")?;
     Ok(())
 }
