@@ -135,8 +135,13 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             out: &mut diags,
         };
         let mut undefined = Vec::new();
+        // One problem per failed reference, each holding its field path: a long path over
+        // many references (`"${u}${u}…"`) must not make as many copies, so no more are kept
+        // than could be shown.
         values.substitute(&mut value, &mut |path, err| {
-            undefined.push((path.to_string(), err))
+            if undefined.len() < MAX_PROBLEMS {
+                undefined.push((path.to_string(), err))
+            }
         });
         for (path, err) in undefined {
             let (message, fix) = subst_message(&err, &env_name);
@@ -351,7 +356,7 @@ fn read_sources(
         Ok(text) if spec.template => match values.interpolate(&text) {
             Ok(text) => spec.content = Some(text),
             Err(errors) => {
-                for e in errors {
+                for e in errors.into_iter().take(MAX_PROBLEMS) {
                     let env = values
                         .get("env")
                         .and_then(|v| v.as_str())
