@@ -7,7 +7,7 @@ use super::Diagnostic;
 use crate::model::SourceLocation;
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest manifest or environment values file. The shipped ones are a few KiB; a larger
@@ -201,7 +201,14 @@ impl Reader {
                 size: meta.len(),
             });
         }
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Non-blocking: a file that only looks regular (/proc/kmsg, a tracing pipe) would
+        // otherwise block the read until the kernel has something to say, and a path swapped
+        // for a FIFO after it was sized would block the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
         let cap = limit.min(total_left);
         // meta.len() ≤ cap here, so the capacity is bounded too.
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
