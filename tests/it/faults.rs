@@ -553,7 +553,6 @@ async fn apply_killed_after(world: &World, name: &str, delay: Duration, story: &
 /// apply that ends on its own converges whatever the kills left (exit 0, then `plan` exits
 /// 0) with exactly one of each. A killed apply's lease never keeps the next one out.
 #[tokio::test]
-#[ignore = "finds a bug not yet fixed: a CreateContainer in flight when apply is killed completes in the engine, and the next apply's create then fails with 409 instead of adopting it (run: cargo test --test it faults:: -- --ignored)"]
 async fn kill_9_of_apply_at_random_points_never_leaves_a_duplicate() {
     let _lock = dk::exclusive().await;
     let docker = dk::docker().await;

@@ -1032,6 +1032,74 @@ async fn a_declared_name_held_by_another_stack_is_an_error_naming_the_owner() {
     dk::remove(&host.docker, "mimir").await;
 }
 
+/// A second host provider, to plan before a container is created elsewhere (as when a
+/// killed apply's create completes in the engine after the next apply observed).
+async fn second_provider() -> HostProvider {
+    HostProvider::connect(host_root().to_path_buf(), Arc::new(Stats::default()))
+        .await
+        .expect("the host provider connects")
+}
+
+#[tokio::test]
+async fn a_container_created_from_the_same_spec_after_the_observe_is_adopted() {
+    use stackwarden::provider::DynProvider;
+    let host = Host::converged().await;
+    dk::remove(&host.docker, "loki").await;
+    let late = second_provider().await;
+    let work = late.plan(&host.desired).await.expect("plan");
+    assert!(
+        work.changes()
+            .iter()
+            .any(|c| c.id.to_string() == "Container/loki" && c.action == Action::Create),
+        "the plan does not create loki: {:?}",
+        work.changes()
+    );
+    // Another apply makes it meanwhile, from the same manifests.
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
+    let made = dk::inspect(&host.docker, "loki").await.id;
+
+    let outcomes = work.apply(&|_| true).await;
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    assert!(failed.is_empty(), "the late create failed: {failed:#?}");
+    assert_eq!(
+        dk::inspect(&host.docker, "loki").await.id,
+        made,
+        "the container made meanwhile was replaced"
+    );
+    host.assert_no_changes().await;
+}
+
+#[tokio::test]
+async fn a_container_of_other_settings_taking_the_name_after_the_observe_is_left_to_the_next_pass()
+{
+    use stackwarden::provider::DynProvider;
+    let host = Host::converged().await;
+    dk::remove(&host.docker, "tempo").await;
+    let late = second_provider().await;
+    let work = late.plan(&host.desired).await.expect("plan");
+    // This stack's label, but not the spec's hash: not the container the step was to make.
+    let id = impostor(&host.docker, "tempo", &[("stackwarden.stack", STACK)]).await;
+
+    let outcomes = work.apply(&|_| true).await;
+    let create = outcomes
+        .iter()
+        .find(|o| o.change.id.to_string() == "Container/tempo")
+        .expect("an outcome for tempo");
+    let error = create.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("taken after the host was observed"),
+        "{outcomes:#?}"
+    );
+    assert_eq!(
+        dk::inspect(&host.docker, "tempo").await.id.as_deref(),
+        Some(id.as_str()),
+        "the container that took the name was touched"
+    );
+    // The next pass sees it, and replaces it with the declared one.
+    host.repair("Container/tempo", Action::Replace, None).await;
+}
+
 #[test]
 fn a_docker_socket_that_never_answers_fails_plan_with_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -488,13 +488,21 @@ impl crate::provider::Classify for DockerError {
 impl DockerError {
     /// True when the engine answered 404.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self.source,
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                ..
+        self.status() == Some(404)
+    }
+
+    /// True when the engine answered 409 (a name in use, a state change under way).
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self.source {
+            bollard::errors::Error::DockerResponseServerError { status_code, .. } => {
+                Some(status_code)
             }
-        )
+            _ => None,
+        }
     }
 }
 

@@ -520,11 +520,11 @@ impl HostProvider {
                 let (k, v) = diff::mount_sources_label(&sources);
                 labels.insert(k, v);
                 let body = docker::create_body(name, spec, &binds, &labels);
-                self.client
-                    .create(name, body)
-                    .await
-                    .map(|_| ())
-                    .map_err(StepError::from)
+                match self.client.create(name, body).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_conflict() => self.adopt(desired, name, &hash).await,
+                    Err(e) => Err(StepError::from(e)),
+                }
             }
             HostOp::StartContainer { name } => {
                 self.client.start(name).await.map_err(StepError::from)
@@ -546,6 +546,43 @@ impl HostProvider {
                     })
             }
         }
+    }
+
+    /// The name was taken between observe and create. When the container holding it is this
+    /// stack's, made from the same spec (the create of an `apply` killed mid-call completes in
+    /// the engine after the process is gone), it is the one this step was to make: adopted.
+    /// Anything else is left to the next observe, which sees it and plans for it.
+    async fn adopt(&self, desired: &Desired, name: &str, hash: &str) -> Result<(), StepError> {
+        // The engine reserves the name before the container can be inspected: a create
+        // still under way answers 404 for a moment.
+        let mut live = None;
+        for round in 0..5 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            live = self.client.inspect(name).await.map_err(StepError::from)?;
+            if live.is_some() {
+                break;
+            }
+        }
+        let ours = live.as_ref().is_some_and(|c| {
+            c.stack() == Some(desired.stack_name.as_str())
+                && c.labels.get(HASH_LABEL).map(String::as_str) == Some(hash)
+        });
+        if ours {
+            return Ok(());
+        }
+        Err(StepError {
+            class: ErrorClass::Transient,
+            message: format!(
+                "the name {name} was taken after the host was observed, by {}; the next pass plans for it",
+                match &live {
+                    Some(c) if c.stack().is_some() => "a container of another spec",
+                    Some(_) => "a container this stack does not own",
+                    None => "a container that is gone again",
+                }
+            ),
+        })
     }
 
     /// Waits until the container runs and, with a health check, passes it. Docker's first
