@@ -15,6 +15,7 @@ mod grafana;
 mod host;
 mod local_world;
 mod manifests;
+mod own_container;
 mod partial;
 mod report;
 mod secrets;

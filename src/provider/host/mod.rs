@@ -12,6 +12,7 @@ pub mod events;
 mod files;
 mod hash;
 mod image;
+mod own_container;
 mod view;
 
 pub use events::{HostEvent, watch_events};
@@ -51,6 +52,9 @@ pub struct HostProvider {
     client: Client,
     host_root: PathBuf,
     stats: Arc<Stats>,
+    /// The container this process runs in (see [`own_container`]): never removed or
+    /// restarted from here.
+    own_container: Option<String>,
 }
 
 /// One typed write on the host.
@@ -239,6 +243,7 @@ impl HostProvider {
             client,
             host_root,
             stats,
+            own_container: own_container::current(),
         })
     }
 
@@ -469,7 +474,8 @@ impl HostProvider {
                     .await
                     .map_err(StepError::from)
             }
-            HostOp::RemoveContainer { id, .. } => {
+            HostOp::RemoveContainer { id, name } => {
+                self.refuse_own(name, id)?;
                 self.client.remove(id).await.map_err(StepError::from)
             }
             HostOp::CreateContainer { name } => {
@@ -533,6 +539,9 @@ impl HostProvider {
                 self.client.unpause(name).await.map_err(StepError::from)
             }
             HostOp::RestartContainer { name } => {
+                if let Some(live) = observed.containers.iter().find(|c| &c.name == name) {
+                    self.refuse_own(name, &live.id)?;
+                }
                 self.client.restart(name).await.map_err(StepError::from)
             }
             HostOp::WaitReady { name } => {
@@ -546,6 +555,18 @@ impl HostProvider {
                     })
             }
         }
+    }
+
+    /// Refuses to stop the container this process runs in: the step would end the process
+    /// midway (a replace would never create the new one). An apply from outside does it.
+    fn refuse_own(&self, name: &str, id: &str) -> Result<(), StepError> {
+        if self.own_container.as_deref() != Some(id) {
+            return Ok(());
+        }
+        Err(StepError::permanent(format!(
+            "Container/{name} runs this stackwarden process, which cannot stop or replace its own container; \
+             run `stackwarden apply` from outside it (CI, or on the host) to apply this change"
+        )))
     }
 
     /// The name was taken between observe and create. When the container holding it is this
