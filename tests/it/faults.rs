@@ -33,7 +33,7 @@ const ALB: &str = "durable-code-local-alb";
 const RULE_PRIORITY: &str = "91";
 const BUCKET: &str = "durable-code-local-observability-123456789012";
 const PARAMETER: &str = "/durable-code/local/grafana/admin-password";
-const CONTAINERS: [&str; 8] = [
+const CONTAINERS: [&str; 9] = [
     "mimir",
     "loki",
     "tempo",
@@ -42,6 +42,7 @@ const CONTAINERS: [&str; 8] = [
     "cadvisor",
     "alloy",
     "grafana",
+    "stackwarden",
 ];
 /// Kills per test.
 const KILLS: usize = 20;

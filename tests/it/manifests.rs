@@ -94,6 +94,7 @@ fn shipped_manifests_express_the_seed_per_environment() {
             "mimir",
             "node-exporter",
             "pyroscope",
+            "stackwarden",
             "tempo"
         ]
     );
