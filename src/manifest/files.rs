@@ -212,7 +212,15 @@ impl Reader {
         let cap = limit.min(total_left);
         // meta.len() ≤ cap here, so the capacity is bounded too.
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
+        file.take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| match e.kind() {
+                // Only something that is not a plain file (a kernel interface) would block.
+                std::io::ErrorKind::WouldBlock => ReadProblem::NotAFile {
+                    path: path.to_path_buf(),
+                },
+                _ => io(e),
+            })?;
         let read = bytes.len() as u64;
         if read > limit {
             return Err(too_large(read, true));

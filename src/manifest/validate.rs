@@ -570,7 +570,10 @@ impl Checker<'_> {
         match (s.kind, s.content.is_some(), s.source.is_some()) {
             // The loader reads `source` into `content` (and reports both being set), so a file
             // is valid here when it has content.
-            (FileType::Directory, false, false) | (FileType::File, true, _) => {}
+            // A source without content is one the loader could not read, and reported.
+            (FileType::Directory, false, false)
+            | (FileType::File, true, _)
+            | (FileType::File, false, true) => {}
             (FileType::Directory, _, _) => self.finding(
                 id,
                 "spec.content",
