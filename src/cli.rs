@@ -240,7 +240,23 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
                 }
             })
         });
-        let report = engine.apply(&desired).await;
+        let mut report = engine.apply(&desired).await;
+        // A transient failure (a name taken since the observe, a throttled or unreachable
+        // API) is observed again and retried with backoff before apply gives up.
+        for attempt in 1..=APPLY_RETRIES {
+            if !report.worth_retrying() {
+                break;
+            }
+            let wait = std::time::Duration::from_secs(1 << (attempt - 1));
+            eprintln!(
+                "stackwarden: {} step(s) failed transiently; observing again in {}s (retry {attempt} of {APPLY_RETRIES})",
+                report.failures().count(),
+                wait.as_secs()
+            );
+            tokio::time::sleep(wait).await;
+            let retry = engine.apply(&desired).await;
+            report = report.then(retry);
+        }
         if let Some(renewal) = renewal {
             renewal.abort();
         }
@@ -317,6 +333,10 @@ async fn take_lease(
         ),
     }
 }
+
+/// How often `apply` observes again and retries steps that failed transiently (after 1 s,
+/// then 2 s) before it gives up and exits 1.
+const APPLY_RETRIES: u32 = 2;
 
 /// An apply's lease, renewed every third of it while the apply runs: a crashed apply blocks
 /// daemons (on other hosts; on its own host they see it is gone) for at most this long.

@@ -32,6 +32,34 @@ impl ApplyReport {
     pub fn converged(&self) -> bool {
         self.failures().next().is_none() && !self.plan.is_incomplete()
     }
+
+    /// True when it did not converge only for failures worth another try: each failed
+    /// step's error is transient, and everything could be observed.
+    pub fn worth_retrying(&self) -> bool {
+        !self.converged()
+            && !self.plan.is_incomplete()
+            && self
+                .failures()
+                .all(|o| o.class == Some(crate::plan::ErrorClass::Transient))
+    }
+
+    /// This report followed by a retry's: the changes first planned, what the retry
+    /// observed (its errors and unobserved resources are the latest word), and every
+    /// outcome except the failures the retry superseded.
+    pub fn then(self, retry: ApplyReport) -> ApplyReport {
+        let mut plan = self.plan;
+        plan.errors = retry.plan.errors;
+        plan.unobserved = retry.plan.unobserved;
+        plan.violations = retry.plan.violations;
+        plan.conditions = retry.plan.conditions;
+        let mut outcomes: Vec<StepOutcome> = self
+            .outcomes
+            .into_iter()
+            .filter(|o| o.error.is_none())
+            .collect();
+        outcomes.extend(retry.outcomes);
+        ApplyReport { plan, outcomes }
+    }
 }
 
 impl Engine {
@@ -139,5 +167,77 @@ fn mode_of(desired: &Desired, id: &ResourceId) -> Mode {
     match desired.get(id.kind, &id.name) {
         Some(resource) => desired.effective_mode(resource),
         None => desired.stack.mode,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::plan::{Action, ErrorClass};
+    use crate::provider::StepError;
+
+    fn change(name: &str) -> Change {
+        Change::new(
+            ResourceId {
+                kind: Kind::Container,
+                name: name.to_string(),
+            },
+            Action::Create,
+        )
+    }
+
+    fn failed(name: &str, class: ErrorClass) -> StepOutcome {
+        StepOutcome::failed(
+            change(name),
+            StepError {
+                class,
+                message: format!("{name} failed"),
+            },
+        )
+    }
+
+    fn report(outcomes: Vec<StepOutcome>) -> ApplyReport {
+        ApplyReport {
+            plan: Plan::default(),
+            outcomes,
+        }
+    }
+
+    #[test]
+    fn only_transient_failures_are_worth_a_retry() {
+        let transient = report(vec![
+            StepOutcome::done(change("a")),
+            failed("b", ErrorClass::Transient),
+        ]);
+        assert!(transient.worth_retrying());
+        let permanent = report(vec![
+            failed("b", ErrorClass::Transient),
+            failed("c", ErrorClass::Permanent),
+        ]);
+        assert!(!permanent.worth_retrying());
+        assert!(!report(vec![StepOutcome::done(change("a"))]).worth_retrying());
+        let mut unobserved = report(vec![failed("b", ErrorClass::Transient)]);
+        unobserved
+            .plan
+            .errors
+            .push("the engine did not answer".into());
+        assert!(!unobserved.worth_retrying());
+    }
+
+    #[test]
+    fn a_retry_supersedes_the_failures_and_keeps_the_earlier_successes() {
+        let first = report(vec![
+            StepOutcome::done(change("a")),
+            failed("b", ErrorClass::Transient),
+        ]);
+        let merged = first.then(report(vec![StepOutcome::done(change("b"))]));
+        let names: Vec<(&str, bool)> = merged
+            .outcomes
+            .iter()
+            .map(|o| (o.change.id.name.as_str(), o.error.is_none()))
+            .collect();
+        assert_eq!(names, [("a", true), ("b", true)]);
+        assert!(merged.converged());
     }
 }

@@ -1106,6 +1106,53 @@ async fn a_container_of_other_settings_taking_the_name_after_the_observe_is_left
     host.repair("Container/tempo", Action::Replace, None).await;
 }
 
+#[tokio::test]
+async fn a_container_wearing_the_stacks_labels_and_hash_but_other_settings_is_not_adopted() {
+    use stackwarden::provider::DynProvider;
+    let host = Host::converged().await;
+    // Labels can be copied by hand, the config hash included: only the settings tell.
+    let labels = dk::inspect(&host.docker, "pyroscope")
+        .await
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert!(labels.contains_key(stackwarden::provider::host::HASH_LABEL));
+    dk::remove(&host.docker, "pyroscope").await;
+    let late = second_provider().await;
+    let work = late.plan(&host.desired).await.expect("plan");
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let id = impostor(&host.docker, "pyroscope", &pairs).await;
+    host.docker
+        .start_container(
+            "pyroscope",
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .ok();
+
+    let outcomes = work.apply(&|_| true).await;
+    let create = outcomes
+        .iter()
+        .find(|o| o.change.id.to_string() == "Container/pyroscope")
+        .expect("an outcome for pyroscope");
+    assert!(
+        create
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("taken after the host was observed")),
+        "a container of other settings was adopted: {outcomes:#?}"
+    );
+    assert_eq!(
+        dk::inspect(&host.docker, "pyroscope").await.id.as_deref(),
+        Some(id.as_str())
+    );
+    host.repair("Container/pyroscope", Action::Replace, None)
+        .await;
+}
+
 #[test]
 fn a_docker_socket_that_never_answers_fails_plan_with_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -528,7 +528,19 @@ impl HostProvider {
                 let body = docker::create_body(name, spec, &binds, &labels);
                 match self.client.create(name, body).await {
                     Ok(_) => Ok(()),
-                    Err(e) if e.is_conflict() => self.adopt(desired, name, &hash).await,
+                    Err(e) if e.is_conflict() => {
+                        let view = |image: Option<&ImageInfo>| {
+                            diff::container::desired_view(
+                                name,
+                                spec,
+                                image,
+                                &binds,
+                                sources.clone(),
+                                diff::labels(desired, spec, &hash),
+                            )
+                        };
+                        self.adopt(desired, name, &spec.image, view).await
+                    }
                     Err(e) => Err(StepError::from(e)),
                 }
             }
@@ -570,38 +582,60 @@ impl HostProvider {
     }
 
     /// The name was taken between observe and create. When the container holding it is this
-    /// stack's, made from the same spec (the create of an `apply` killed mid-call completes in
-    /// the engine after the process is gone), it is the one this step was to make: adopted.
-    /// Anything else is left to the next observe, which sees it and plans for it.
-    async fn adopt(&self, desired: &Desired, name: &str, hash: &str) -> Result<(), StepError> {
+    /// stack's and exactly what this step was to make (the create of an `apply` killed
+    /// mid-call completes in the engine after the process is gone), it is adopted: compared
+    /// field by field as observe would, since labels alone can be copied by hand. Anything
+    /// else is left to the next observe, which sees it and plans for it.
+    async fn adopt(
+        &self,
+        desired: &Desired,
+        name: &str,
+        image: &str,
+        desired_view: impl Fn(Option<&ImageInfo>) -> view::ContainerView,
+    ) -> Result<(), StepError> {
         // The engine reserves the name before the container can be inspected: a create
         // still under way answers 404 for a moment.
-        let mut live = None;
+        let mut raw = None;
         for round in 0..5 {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            live = self.client.inspect(name).await.map_err(StepError::from)?;
-            if live.is_some() {
+            raw = self
+                .client
+                .inspect_raw(name)
+                .await
+                .map_err(StepError::from)?;
+            if raw.is_some() {
                 break;
             }
         }
-        let ours = live.as_ref().is_some_and(|c| {
-            c.stack() == Some(desired.stack_name.as_str())
-                && c.labels.get(HASH_LABEL).map(String::as_str) == Some(hash)
-        });
-        if ours {
-            return Ok(());
-        }
+        let holder = match &raw {
+            None => "a container that is gone again",
+            Some(raw) => {
+                let declared = self.client.image(image).await.map_err(StepError::from)?;
+                let live_image = match raw.image.as_deref() {
+                    Some(id) => self.client.image(id).await.map_err(StepError::from)?,
+                    None => None,
+                };
+                let live = docker::from_inspect(raw, live_image.as_ref());
+                let same = live.stack() == Some(desired.stack_name.as_str())
+                    && declared.as_ref().is_some_and(|d| d.id == live.view.image)
+                    && diff::container::compare(&desired_view(declared.as_ref()), &live.view)
+                        .is_empty();
+                if same {
+                    return Ok(());
+                }
+                if live.stack().is_some() {
+                    "a container of other settings"
+                } else {
+                    "a container this stack does not own"
+                }
+            }
+        };
         Err(StepError {
             class: ErrorClass::Transient,
             message: format!(
-                "the name {name} was taken after the host was observed, by {}; the next pass plans for it",
-                match &live {
-                    Some(c) if c.stack().is_some() => "a container of another spec",
-                    Some(_) => "a container this stack does not own",
-                    None => "a container that is gone again",
-                }
+                "the name {name} was taken after the host was observed, by {holder}; the next pass plans for it"
             ),
         })
     }
