@@ -48,11 +48,28 @@ impl Moto {
     /// listener, the ALB and ECS-tasks groups, the instance profile).
     /// `extra` are further seed-world flags (`--https-listener`).
     pub async fn start(extra: &[&str]) -> Moto {
-        Moto::start_on(free_port(), extra).await
+        // The port was free when picked, but is not reserved: something else may take it
+        // before moto binds it, and moto then exits. Another port is tried.
+        for _ in 0..3 {
+            if let Some(moto) = Moto::spawn_on(free_port()).await {
+                moto.seed(extra).await;
+                return moto;
+            }
+        }
+        panic!("moto_server exited at start three times (ports taken as it started?)");
     }
 
     /// Like [`Moto::start`], on a given port (a server restarted where a client expects it).
     pub async fn start_on(port: u16, extra: &[&str]) -> Moto {
+        let moto = Moto::spawn_on(port)
+            .await
+            .unwrap_or_else(|| panic!("moto_server exited at start on port {port}"));
+        moto.seed(extra).await;
+        moto
+    }
+
+    /// Starts moto on `port` and waits until it answers there; `None` if it exited first.
+    async fn spawn_on(port: u16) -> Option<Moto> {
         let child = Command::new(moto_server_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // Request recordings (the daemon tests count writes with them) stay out of the
@@ -65,17 +82,20 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts (pip install 'moto[server]==5.2.1')");
-        let moto = Moto {
+        let mut moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
+            if let Ok(Some(_)) = moto.child.try_wait() {
+                return None;
+            }
+            // Its own listening socket, not merely something answering on the port: the port
+            // is not reserved between its pick and moto's bind, and a connect to a port
+            // nobody listens on can even land on itself.
+            if listens(moto.child.id(), port) {
+                return Some(moto);
             }
             assert!(
                 Instant::now() < deadline,
@@ -83,8 +103,6 @@ impl Moto {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        moto.seed(extra).await;
-        moto
     }
 
     /// Runs scripts/seed-world against this server (idempotent) and returns what it printed.
@@ -131,4 +149,32 @@ impl Moto {
             .load()
             .await
     }
+}
+
+/// True when process `pid` holds a socket listening on 127.0.0.1 (or any address) `port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // Columns: sl local_address rem_address st … inode; ports in hex, 0A = LISTEN.
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols.get(1)?.rsplit_once(':')?.1;
+            let listening = *cols.get(3)? == "0A";
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| cols.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
