@@ -577,7 +577,7 @@ impl HostProvider {
         }
         Err(StepError::permanent(format!(
             "Container/{name} runs this stackwarden process, which cannot stop or replace its own container; \
-             run `stackwarden apply` from outside it (CI, or on the host) to apply this change"
+             run `stackwarden apply --scope host` on the host, outside this container, to apply this change"
         )))
     }
 
