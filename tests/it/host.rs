@@ -974,15 +974,7 @@ async fn impostor(docker: &Docker, name: &str, labels: &[(&str, &str)]) -> Strin
         }),
         ..Default::default()
     };
-    let opts = bollard::query_parameters::CreateContainerOptions {
-        name: Some(name.into()),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(opts), body)
-        .await
-        .expect("create the impostor")
-        .id
+    dk::create(docker, name, body).await
 }
 
 #[tokio::test]

@@ -14,6 +14,18 @@ const IMAGE: &str = "stackwarden:local";
 const NAME: &str = "sw-self";
 const STACK: &str = "selftest";
 const SOCKET: &str = "/var/run/docker.sock";
+/// What the container runs: `apply` over the manifests mounted at /stack.
+const COMMAND: [&str; 9] = [
+    "apply",
+    "--env",
+    "test",
+    "--scope",
+    "host",
+    "--manifests",
+    "/stack",
+    "--host-root",
+    "/stack",
+];
 
 /// The image, built by scripts/image when this machine has none yet (`.ci/run` builds it
 /// before the tests).
@@ -34,6 +46,7 @@ fn ensure_image() {
 
 /// A stack of one container: this image, running `apply` over the manifests it is given.
 fn manifests(dir: &Path, socket_gid: u32) {
+    let command = COMMAND.join(", ");
     std::fs::create_dir_all(dir.join("environments")).unwrap();
     std::fs::write(
         dir.join("stack.yaml"),
@@ -59,7 +72,7 @@ metadata:
   name: {NAME}
 spec:
   image: {IMAGE}
-  command: [apply, --env, test, --scope, host, --manifests, /stack, --host-root, /stack]
+  command: [{command}]
   user: "10001:{socket_gid}"
   securityOpt: [no-new-privileges]
   capDrop: [ALL]
@@ -89,21 +102,7 @@ async fn drifted_self(docker: &Docker, dir: &Path, socket_gid: u32) -> String {
     labels.insert("stackwarden.stack".to_string(), STACK.to_string());
     let body = bollard::models::ContainerCreateBody {
         image: Some(IMAGE.into()),
-        cmd: Some(
-            [
-                "apply",
-                "--env",
-                "test",
-                "--scope",
-                "host",
-                "--manifests",
-                "/stack",
-                "--host-root",
-                "/stack",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        cmd: Some(COMMAND.map(String::from).to_vec()),
         user: Some(format!("10001:{socket_gid}")),
         labels: Some(labels),
         host_config: Some(bollard::models::HostConfig {
@@ -120,15 +119,7 @@ async fn drifted_self(docker: &Docker, dir: &Path, socket_gid: u32) -> String {
         }),
         ..Default::default()
     };
-    let opts = bollard::query_parameters::CreateContainerOptions {
-        name: Some(NAME.into()),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(opts), body)
-        .await
-        .expect("create the container")
-        .id
+    dk::create(docker, NAME, body).await
 }
 
 #[tokio::test]

@@ -99,6 +99,19 @@ pub async fn inspect(docker: &Docker, name: &str) -> ContainerInspectResponse {
         .unwrap_or_else(|e| panic!("inspecting container {name}: {e}"))
 }
 
+/// Creates container `name` from `body`, as `docker create --name` would; returns its id.
+pub async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> String {
+    let opts = bollard::query_parameters::CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name} by hand: {e}"))
+        .id
+}
+
 /// Recreates container `name` by hand the way a person would with `docker run`: same image,
 /// environment, labels (the stack label and config hash copied) and host config, changed by
 /// `edit`; started only when `start` (this engine refuses to start privileged containers).
@@ -123,14 +136,7 @@ pub async fn recreate_by_hand(
     };
     edit(&mut body);
     remove(docker, name).await;
-    let opts = bollard::query_parameters::CreateContainerOptions {
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(opts), body)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name} by hand: {e}"));
+    create(docker, name, body).await;
     if start {
         docker
             .start_container(
