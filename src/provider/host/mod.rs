@@ -612,14 +612,17 @@ impl HostProvider {
         let holder = match &raw {
             None => "a container that is gone again",
             Some(raw) => {
-                let declared = self.client.image(image).await.map_err(StepError::from)?;
-                let live_image = match raw.image.as_deref() {
-                    Some(id) => self.client.image(id).await.map_err(StepError::from)?,
-                    None => None,
-                };
-                let live = docker::from_inspect(raw, live_image.as_ref());
+                // Only a container of the declared image can be the one: its image info is
+                // the declared one's, so one lookup serves both views.
+                let declared = self
+                    .client
+                    .image(image)
+                    .await
+                    .map_err(StepError::from)?
+                    .filter(|d| raw.image.as_deref() == Some(d.id.as_str()));
+                let live = docker::from_inspect(raw, declared.as_ref());
                 let same = live.stack() == Some(desired.stack_name.as_str())
-                    && declared.as_ref().is_some_and(|d| d.id == live.view.image)
+                    && declared.is_some()
                     && diff::container::compare(&desired_view(declared.as_ref()), &live.view)
                         .is_empty();
                 if same {
