@@ -58,6 +58,17 @@ pub struct Common {
     /// The environment whose values to use (manifests/environments/<env>.yaml).
     #[arg(long, env = "STACKWARDEN_ENV")]
     pub env: Option<String>,
+    /// The repository root: every manifest, values and `source:` file must lie inside it
+    /// (default: the manifests directory's git root, else the directory holding it).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+impl Common {
+    /// Loads the manifests this command names.
+    pub fn load(&self) -> Result<manifest::Loaded, manifest::LoadError> {
+        manifest::load_in(&self.manifests, self.env.as_deref(), self.root.as_deref())
+    }
 }
 
 /// Options of plan and apply.
@@ -149,7 +160,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn validate(common: &Common) -> ExitCode {
-    match manifest::load(&common.manifests, common.env.as_deref()) {
+    match common.load() {
         Ok(loaded) => {
             let d = &loaded.desired;
             let grafana = crate::grafana::check(d);
@@ -205,7 +216,7 @@ mod exit {
 
 /// `plan` (apply = false) and `apply`.
 async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
-    let mut desired = match manifest::load(&args.common.manifests, args.common.env.as_deref()) {
+    let mut desired = match args.common.load() {
         Ok(loaded) => loaded.desired,
         Err(e) => {
             eprintln!("{e}");
@@ -416,6 +427,7 @@ async fn daemon(args: RunArgs) -> anyhow::Result<()> {
     let (controller, handle) = Controller::new(Options {
         manifests: args.common.manifests.clone(),
         env: args.common.env.clone(),
+        root: args.common.root.clone(),
         host_root: args.host_root.clone(),
         scope,
         lease_ttl: args.lease_ttl,

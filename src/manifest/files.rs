@@ -118,6 +118,19 @@ pub enum ReadProblem {
 }
 
 impl ReadProblem {
+    /// The same problem, naming `path` (the path as the manifest wrote it, when the file
+    /// read was its resolved form).
+    pub fn named(mut self, name: &Path) -> ReadProblem {
+        match &mut self {
+            ReadProblem::Io { path, .. }
+            | ReadProblem::NotAFile { path }
+            | ReadProblem::TooLarge { path, .. }
+            | ReadProblem::TotalTooLarge { path, .. }
+            | ReadProblem::NotUtf8 { path } => *path = name.to_path_buf(),
+        }
+        self
+    }
+
     /// What to do about it.
     pub fn fix(&self) -> String {
         match self {

@@ -4,6 +4,7 @@
 
 mod diagnostic;
 pub mod files;
+pub mod repository;
 mod schema;
 mod validate;
 pub mod values;
@@ -58,14 +59,25 @@ pub struct Loaded {
 }
 
 /// Loads and validates every `*.yaml`/`*.yml` under `dir` (except `environments/`), with
-/// the values of `env`.
+/// the values of `env`; files are confined to the repository found from `dir`
+/// ([`repository::Repository::discover`]).
 pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
+    load_in(dir, env, None)
+}
+
+/// [`load`] with the repository root given explicitly (`--root`): every manifest, values
+/// and `source:` file must resolve inside it.
+pub fn load_in(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Loaded, LoadError> {
+    let repo = repository::Repository::discover(dir, root).map_err(|source| LoadError::Read {
+        path: root.unwrap_or(dir).to_path_buf(),
+        source,
+    })?;
     let mut diags = Vec::new();
     // One reader and one budget for the whole load: size, alias expansion and the position
     // index are bounded across files, not only per file.
     let mut reader = files::Reader::default();
     let mut budget = yaml::Budget::default();
-    let (values, env_name) = load_values(dir, env, &mut reader, &mut budget, &mut diags)?;
+    let (values, env_name) = load_values(dir, env, &repo, &mut reader, &mut budget, &mut diags)?;
     let walk = files::manifest_files(dir, ENVIRONMENTS_DIR).map_err(|source| LoadError::Read {
         path: dir.to_path_buf(),
         source,
@@ -77,7 +89,15 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
         return Err(LoadError::Invalid(Diagnostics(diags)));
     }
     diags.extend(walk.problems);
-    let files = walk.files;
+    // A manifest reached through a symlink out of the repository is not read at all: its
+    // content would be parsed and quoted in errors.
+    let mut files = Vec::with_capacity(walk.files.len());
+    for file in walk.files {
+        match repo.confine_found(&file) {
+            Ok(_) => files.push(file),
+            Err(e) => diags.push(escape_diagnostic(&file, &e)),
+        }
+    }
 
     // Parse every document, remembering where each resource came from.
     let mut docs: Vec<(PathBuf, yaml::Document)> = Vec::new();
@@ -148,7 +168,7 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, LoadError> {
             r.report(&path, message, fix);
         }
         if let Some(mut resource) = schema::read_resource(value, &mut r) {
-            read_sources(&mut resource, file, &values, &mut reader, &mut r);
+            read_sources(&mut resource, file, &values, &repo, &mut reader, &mut r);
             resources.push((resource, i));
         }
     }
@@ -329,11 +349,29 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
     }
 }
 
-/// Reads ConfigFile `source:` files (relative to the manifest) into `content`.
+/// A file refused because it resolves outside the repository, at its first line.
+fn escape_diagnostic(file: &Path, e: &repository::Escape) -> Diagnostic {
+    Diagnostic {
+        location: SourceLocation {
+            file: file.to_path_buf(),
+            line: 1,
+            column: 1,
+        },
+        resource: None,
+        path: None,
+        message: e.to_string(),
+        fix: e.fix().to_string(),
+        rule: None,
+    }
+}
+
+/// Reads ConfigFile `source:` files (relative to the manifest, confined to the repository)
+/// into `content`.
 fn read_sources(
     resource: &mut Resource,
     manifest: &Path,
     values: &Values,
+    repo: &repository::Repository,
     reader: &mut files::Reader,
     r: &mut Reporter<'_>,
 ) {
@@ -351,8 +389,21 @@ fn read_sources(
         );
         return;
     }
-    let path = manifest.parent().unwrap_or(Path::new(".")).join(&source);
-    match reader.read(&path, files::FileRole::Source) {
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let path = base.join(&source);
+    // The real path is what is read: a link swapped after the check would need to replace a
+    // directory of the resolved path, which lies inside the repository.
+    let read_path = match repo.confine(base, &source) {
+        Ok(resolved) => resolved.unwrap_or_else(|| path.clone()),
+        Err(e) => {
+            r.report("spec.source", e.to_string(), e.fix());
+            return;
+        }
+    };
+    match reader
+        .read(&read_path, files::FileRole::Source)
+        .map_err(|e| e.named(&path))
+    {
         Ok(text) if spec.template => match values.interpolate(&text) {
             Ok(text) => spec.content = Some(text),
             Err(errors) => {
@@ -386,6 +437,7 @@ fn read_sources(
 fn load_values(
     dir: &Path,
     env: Option<&str>,
+    repo: &repository::Repository,
     reader: &mut files::Reader,
     budget: &mut yaml::Budget,
     diags: &mut Vec<Diagnostic>,
@@ -428,6 +480,10 @@ fn load_values(
     };
     let mut read =
         |path: PathBuf, required: bool| -> Result<Option<(PathBuf, yaml::Document)>, LoadError> {
+            if let Err(e) = repo.confine_found(&path) {
+                diags.push(escape_diagnostic(&path, &e));
+                return Ok(None);
+            }
             let text = match reader.read(&path, files::FileRole::Values) {
                 Ok(t) => t,
                 Err(files::ReadProblem::Io { source, .. })

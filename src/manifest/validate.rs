@@ -540,13 +540,28 @@ impl Checker<'_> {
                 format!("`{}` must be a relative path inside the host root", s.path),
                 "write it relative to the host root, e.g. grafana/grafana.ini, without `..`",
             );
+        } else if p
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == crate::model::RESERVED_DIR)
+        {
+            self.finding(
+                id,
+                "spec.path",
+                format!(
+                    "`{}` is in {}/, where stackwarden keeps its record of the files it wrote",
+                    s.path,
+                    crate::model::RESERVED_DIR
+                ),
+                "choose a path outside that folder",
+            );
         }
         match s.mode_bits() {
             Some(bits) if bits <= 0o7777 => {}
             _ => self.finding(
                 id,
                 "spec.mode",
-                format!("`{}` is not an octal file mode", s.mode),
+                format!("`{}` is not an octal file mode", s.mode_text()),
                 "quote an octal mode, e.g. \"0640\"",
             ),
         }

@@ -32,14 +32,20 @@ pub struct ConfigFileSpec {
     /// Group gid.
     #[serde(default)]
     pub group: u32,
-    /// Octal permission bits as a string (`"0640"`).
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    /// Octal permission bits as a string (`"0640"`); unset, [`DEFAULT_FILE_MODE`] or
+    /// [`DEFAULT_DIRECTORY_MODE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
-fn default_mode() -> String {
-    "0644".to_string()
-}
+/// A file's mode when none is declared: never world-readable, since the host's files sit in
+/// directories that containers mount, and a config file may well hold a credential.
+pub const DEFAULT_FILE_MODE: u32 = 0o640;
+/// The folder under the host root where stackwarden keeps its own record of what it wrote;
+/// no ConfigFile may live in it.
+pub const RESERVED_DIR: &str = ".stackwarden";
+/// A directory's mode when none is declared: the owner and its group may enter it.
+pub const DEFAULT_DIRECTORY_MODE: u32 = 0o750;
 
 impl ConfigFileSpec {
     /// True when the content is a secret (it comes from a Parameter).
@@ -47,9 +53,21 @@ impl ConfigFileSpec {
         self.from_parameter.is_some()
     }
 
-    /// The mode as bits; validation guarantees it parses.
+    /// The mode as bits, the kind's default when none is declared; `None` when the declared
+    /// mode does not parse (validation refuses that).
     pub fn mode_bits(&self) -> Option<u32> {
-        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).ok()
+        match &self.mode {
+            Some(mode) => u32::from_str_radix(mode.trim_start_matches("0o"), 8).ok(),
+            None => Some(match self.kind {
+                FileType::File => DEFAULT_FILE_MODE,
+                FileType::Directory => DEFAULT_DIRECTORY_MODE,
+            }),
+        }
+    }
+
+    /// The mode as declared, for messages.
+    pub fn mode_text(&self) -> &str {
+        self.mode.as_deref().unwrap_or("(default)")
     }
 }
 

@@ -11,7 +11,9 @@ pub mod stack;
 mod storage;
 
 pub use common::{Ensure, MemSize, Metadata, Mode, ResourceId, SourceLocation, Tags};
-pub use config_file::{ConfigFileSpec, FileType};
+pub use config_file::{
+    ConfigFileSpec, DEFAULT_DIRECTORY_MODE, DEFAULT_FILE_MODE, FileType, RESERVED_DIR,
+};
 pub use container::{
     ContainerSpec, DependsOn, DependsOnCondition, Device, EnvValue, HealthCheck, Mount, Port,
     RestartPolicy, RootAllowance,

@@ -66,6 +66,8 @@ pub struct Options {
     pub manifests: PathBuf,
     /// The environment.
     pub env: Option<String>,
+    /// The repository root every file read must lie in (`--root`).
+    pub root: Option<PathBuf>,
     /// Overrides the Stack's host root.
     pub host_root: Option<PathBuf>,
     /// Worlds covered.
@@ -482,7 +484,11 @@ impl Controller {
 
     /// Loads the manifests; an invalid edit is recorded and the last good state stays.
     fn load(&mut self) {
-        match manifest::load(&self.opts.manifests, self.opts.env.as_deref()) {
+        match manifest::load_in(
+            &self.opts.manifests,
+            self.opts.env.as_deref(),
+            self.opts.root.as_deref(),
+        ) {
             Ok(loaded) => {
                 let revision = content_hash(&loaded.desired);
                 if self.revision.as_deref() != Some(revision.as_str()) {

@@ -1211,3 +1211,70 @@ async fn a_linked_parent_directory_is_never_written_through() {
     assert!(report.converged(), "{:#?}", report.outcomes);
     host.assert_no_changes().await;
 }
+
+/// A ConfigFile beyond the shipped ones, with no mode declared.
+fn extra_file(name: &str, path: &str) -> Resource {
+    let spec: ConfigFileSpec = serde_json::from_value(json!({
+        "path": path,
+        "content": "written by a ConfigFile that is later removed\n",
+        "owner": 10001,
+        "group": 10001
+    }))
+    .expect("config file spec");
+    resource(Kind::ConfigFile, name, Spec::ConfigFile(spec))
+}
+
+#[tokio::test]
+async fn a_file_with_no_declared_mode_is_never_world_readable() {
+    let mut host = Host::converged().await;
+    host.desired
+        .resources
+        .push(extra_file("undeclared-mode", "notes/undeclared-mode.txt"));
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    let path = host_root().join("notes/undeclared-mode.txt");
+    let mode = std::fs::metadata(&path).expect("written").mode() & 0o7777;
+    assert_eq!(mode, 0o640, "{mode:o}");
+    // Clean up through the same path a person takes: remove it from the manifests.
+    host.desired.resources.pop();
+    host.repair("ConfigFile/undeclared-mode", Action::Delete, None)
+        .await;
+}
+
+#[tokio::test]
+async fn a_removed_config_file_takes_its_file_with_it() {
+    let mut host = Host::converged().await;
+    host.desired
+        .resources
+        .push(extra_file("removed-later", "notes/removed-later.txt"));
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+    let path = host_root().join("notes/removed-later.txt");
+    assert!(path.exists(), "the file is written");
+    // A data directory beside it is never touched by the removal.
+    host.desired.resources.pop();
+    let plan = host.plan().await;
+    let change = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "ConfigFile/removed-later")
+        .unwrap_or_else(|| panic!("the removal is planned:\n{plan}"));
+    assert_eq!(change.action, Action::Delete);
+    assert!(
+        change
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("notes/removed-later.txt")),
+        "{plan}"
+    );
+    host.repair("ConfigFile/removed-later", Action::Delete, None)
+        .await;
+    assert!(
+        std::fs::symlink_metadata(&path).is_err(),
+        "the file is gone"
+    );
+    assert!(
+        file_path(&host.desired, "loki-config").exists(),
+        "declared files stay"
+    );
+}

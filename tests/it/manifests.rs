@@ -498,14 +498,123 @@ fn a_source_file_over_the_limit_is_refused_by_its_size() {
 }
 
 #[test]
-fn a_source_that_is_a_device_is_refused_without_reading_it() {
-    let tmp = with_case(&config_file_from("/dev/zero"));
+fn a_source_that_is_a_fifo_is_refused_without_reading_it() {
+    let tmp = with_case(&config_file_from("pipe.json"));
+    let made = Command::new("mkfifo")
+        .arg(tmp.path().join("manifests/pipe.json"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
     assert_refused(
         &tmp,
         &[
-            "manifests/case.yaml:7:3: ConfigFile/big spec.source: /dev/zero is not a regular file",
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: ",
+            "pipe.json is not a regular file",
             "fix: point it at a regular file: a FIFO, socket or device could block or never end",
         ],
+    );
+}
+
+#[test]
+fn a_source_with_an_absolute_path_is_refused() {
+    for source in ["/etc/shadow", "/dev/zero"] {
+        let tmp = with_case(&config_file_from(source));
+        assert_refused(
+            &tmp,
+            &[
+                &format!(
+                    "manifests/case.yaml:7:3: ConfigFile/big spec.source: `{source}` is an absolute path; sources come from the repository"
+                ),
+                "fix: give a path relative to this manifest file that stays inside the repository",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_source_climbing_out_of_the_repository_is_refused() {
+    let tmp = with_case(&config_file_from("../../../../../../../../etc/shadow"));
+    assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: `../../../../../../../../etc/shadow` leaves the repository",
+        ],
+    );
+}
+
+/// A file outside the repository `tmp` holds, with a marker that must never be printed.
+fn outside_secret() -> (tempfile::TempDir, PathBuf) {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("shadow.yaml");
+    std::fs::write(&secret, "root-hash-MARKER: $6$never-shown\n").expect("secret");
+    (outside, secret)
+}
+
+#[test]
+fn a_source_linking_out_of_the_repository_is_refused_without_reading_it() {
+    let (_outside, secret) = outside_secret();
+    let tmp = with_case(&config_file_from("link.json"));
+    std::os::unix::fs::symlink(&secret, tmp.path().join("manifests/link.json")).expect("link");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/case.yaml:7:3: ConfigFile/big spec.source: `link.json` resolves through a symlink to ",
+            "outside the repository",
+            "fix: copy the file into the repository instead of linking to it",
+        ],
+    );
+    assert!(!stderr.contains("MARKER"), "{stderr}");
+    // A link that stays inside the repository is followed as before.
+    let tmp = with_case(&config_file_from("link.json"));
+    std::fs::write(tmp.path().join("real.json"), "{}").expect("real");
+    std::os::unix::fs::symlink(
+        tmp.path().join("real.json"),
+        tmp.path().join("manifests/link.json"),
+    )
+    .expect("link");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_manifest_linking_out_of_the_repository_is_not_read() {
+    let (_outside, secret) = outside_secret();
+    let tmp = with_case("");
+    std::os::unix::fs::symlink(&secret, tmp.path().join("manifests/evil.yaml")).expect("link");
+    let stderr = assert_refused(
+        &tmp,
+        &[
+            "manifests/evil.yaml:1:1: `",
+            "resolves through a symlink to ",
+        ],
+    );
+    assert!(!stderr.contains("MARKER"), "{stderr}");
+}
+
+#[test]
+fn the_repository_root_can_be_given_explicitly() {
+    // With the manifests directory itself as the root, the base fixture's sibling is out.
+    let tmp = with_case(&config_file_from("../beside.json"));
+    std::fs::write(tmp.path().join("beside.json"), "{}").expect("beside");
+    let out = stackwarden(tmp.path(), &["validate", "--env", "test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stackwarden(
+        tmp.path(),
+        &["validate", "--env", "test", "--root", "manifests"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`../beside.json` leaves the repository"),
+        "{stderr}"
     );
 }
 

@@ -12,6 +12,7 @@ pub mod events;
 mod files;
 mod hash;
 mod image;
+mod ledger;
 mod own_container;
 mod view;
 
@@ -79,6 +80,12 @@ pub enum HostOp {
     SetMode {
         /// ConfigFile name.
         file: String,
+    },
+    /// Remove a file stackwarden wrote for a ConfigFile no longer declared (the file or a
+    /// link at its path, never a directory, never a link's target).
+    RemoveFile {
+        /// Path under the host root, as recorded when it was written.
+        path: String,
     },
     /// Make sure an image is present, pulling it only when missing.
     EnsureImage {
@@ -153,6 +160,9 @@ pub struct HostObserved {
     sources: BTreeMap<PathBuf, String>,
     /// Resources whose state could not be read this pass (and the containers built on them).
     unobserved: Vec<Unobserved>,
+    /// Files this stack wrote whose ConfigFile is no longer declared: path under the host
+    /// root → (the ConfigFile's name, what is there now).
+    orphans: BTreeMap<String, (String, FileState)>,
 }
 
 fn provider_err<E: Classify>(e: E) -> ProviderError {
@@ -255,6 +265,45 @@ impl HostProvider {
     /// The host root config files live under.
     pub fn host_root(&self) -> &std::path::Path {
         &self.host_root
+    }
+
+    /// The files this stack wrote (its record) that no declared ConfigFile writes any more,
+    /// and what is at each path now. An unreadable record leaves them unknown this pass.
+    fn observe_orphans(
+        &self,
+        desired: &Desired,
+        obs: &mut HostObserved,
+        failed: &mut BTreeMap<String, (ErrorClass, String)>,
+    ) {
+        self.record_file("InspectFile");
+        let record = match ledger::read(&self.host_root, &desired.stack_name) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(error = %e, "the record of written files cannot be read; removed ConfigFiles' files stay this pass");
+                return;
+            }
+        };
+        let declared_paths: BTreeSet<&str> = desired
+            .config_files()
+            .map(|(_, s)| s.path.trim_start_matches('/'))
+            .collect();
+        for (path, name) in record.files {
+            if declared_paths.contains(path.as_str())
+                || desired.get(Kind::ConfigFile, &name).is_some()
+            {
+                continue;
+            }
+            self.record_file("InspectFile");
+            let full = files::resolve(&self.host_root, &path);
+            match files::observe_under(&self.host_root, &full) {
+                Ok(state) => {
+                    obs.orphans.insert(path, (name, state));
+                }
+                Err(e) => {
+                    failed.insert(name, (e.class(), e.to_string()));
+                }
+            }
+        }
     }
 
     fn record_file(&self, operation: &str) {
@@ -382,9 +431,9 @@ impl HostProvider {
             HostOp::WriteFile { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec
-                    .mode_bits()
-                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec.mode_bits().ok_or_else(|| {
+                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
+                })?;
                 if let Ok(meta) = std::fs::symlink_metadata(&path)
                     && meta.is_dir()
                 {
@@ -395,6 +444,12 @@ impl HostProvider {
                 }
                 let content = Self::file_content(spec, observed)?;
                 files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
+                // Recorded before it is written: a file on disk is never one the record
+                // does not know (a record of a file not written is harmless).
+                if ledger::is_plain_relative(&spec.path) {
+                    ledger::update(&self.host_root, &desired.stack_name, &spec.path, Some(file))
+                        .map_err(StepError::from)?;
+                }
                 self.record_file("WriteFile");
                 files::write_atomic(&path, content, spec.owner, spec.group, mode)
                     .map_err(StepError::from)
@@ -402,9 +457,9 @@ impl HostProvider {
             HostOp::MakeDirectory { file } => {
                 let spec = Self::file_spec(desired, file)?;
                 let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec
-                    .mode_bits()
-                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec.mode_bits().ok_or_else(|| {
+                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
+                })?;
                 files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 // A symlink (or file) where the directory belongs goes, never its target.
                 self.record_file("RemoveFile");
@@ -425,13 +480,26 @@ impl HostProvider {
             }
             HostOp::SetMode { file } => {
                 let spec = Self::file_spec(desired, file)?;
-                let mode = spec
-                    .mode_bits()
-                    .ok_or_else(|| StepError::from(files::FileError::Mode(spec.mode.clone())))?;
+                let mode = spec.mode_bits().ok_or_else(|| {
+                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
+                })?;
                 let path = files::resolve(&self.host_root, &spec.path);
                 files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
                 self.record_file("SetMode");
                 files::set_mode(&path, mode).map_err(StepError::from)
+            }
+            HostOp::RemoveFile { path } => {
+                if !ledger::is_plain_relative(path) {
+                    return Err(StepError::permanent(format!(
+                        "`{path}` is not a plain path under the host root; it is left alone"
+                    )));
+                }
+                let full = files::resolve(&self.host_root, path);
+                files::check_parents(&self.host_root, &full).map_err(StepError::from)?;
+                self.record_file("RemoveFile");
+                files::remove_non_directory(&full).map_err(StepError::from)?;
+                ledger::update(&self.host_root, &desired.stack_name, path, None)
+                    .map_err(StepError::from)
             }
             HostOp::EnsureImage { image } => {
                 if diff_image_found(observed, image) {
@@ -848,6 +916,7 @@ impl Provider for HostProvider {
                 }
             }
         }
+        self.observe_orphans(desired, &mut obs, &mut failed_files);
         for (_, spec) in desired.containers() {
             for source in diff::managed_sources(desired, &self.host_root, spec) {
                 let id = files::identity(&source);

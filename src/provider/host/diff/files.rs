@@ -37,7 +37,7 @@ fn short(sha: &str) -> String {
 /// have; `None` when it cannot be known (an unreadable secret): the content is then left
 /// unverified rather than reported different.
 pub fn diff(spec: &ConfigFileSpec, live: &FileState, want_sha256: Option<&str>) -> FileDrift {
-    let want_mode = spec.mode_bits().unwrap_or(0o644);
+    let want_mode = spec.mode_bits().unwrap_or(crate::model::DEFAULT_FILE_MODE);
     let mut drift = FileDrift::default();
     let (uid, gid, mode) = match (spec.kind, live) {
         (
@@ -117,7 +117,7 @@ mod tests {
             template: false,
             owner: 10001,
             group: 10001,
-            mode: "0640".into(),
+            mode: Some("0640".into()),
         }
     }
 

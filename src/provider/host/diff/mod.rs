@@ -26,6 +26,7 @@ const BUILTIN_NETWORKS: [&str; 4] = ["none", "host", "bridge", "default"];
 pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> ProviderPlan<HostOp> {
     let mut out = ProviderPlan::default();
     let rolled = plan_files(desired, obs, &mut out);
+    plan_removed_files(obs, &mut out);
     plan_removals(desired, obs, &mut out);
     plan_containers(desired, host_root, obs, &rolled, &mut out);
     live_policy(desired, obs, &mut out);
@@ -125,6 +126,24 @@ fn owned<'o>(desired: &Desired, obs: &'o HostObserved) -> impl Iterator<Item = &
     obs.containers
         .iter()
         .filter(move |c| c.stack() == Some(stack.as_str()))
+}
+
+/// Files this stack wrote for ConfigFiles no longer declared: each goes with its resource.
+/// A directory at the path is never deleted (it holds data); nothing there, nothing to do.
+fn plan_removed_files(obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
+    for (path, (name, state)) in &obs.orphans {
+        if !matches!(state, FileState::File { .. } | FileState::Symlink { .. }) {
+            continue;
+        }
+        out.steps.push(Step {
+            change: Change::new(
+                ResourceId::new(Kind::ConfigFile, name.clone()),
+                Action::Delete,
+            )
+            .because(format!("no longer declared; stackwarden wrote {path}")),
+            ops: vec![HostOp::RemoveFile { path: path.clone() }],
+        });
+    }
 }
 
 /// Owned containers no longer declared, and declared ones of a disabled stack.
