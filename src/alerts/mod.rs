@@ -13,7 +13,7 @@ pub mod deliver;
 
 use crate::engine::acknowledged;
 use crate::model::{Desired, Kind, Mode, ResourceId};
-use crate::plan::{Cause, Change, Plan, Violation};
+use crate::plan::{Blocked, Cause, Change, Plan, Violation};
 use crate::provider::StepOutcome;
 use crate::status::Timestamp;
 use serde::Serialize;
@@ -333,7 +333,52 @@ fn candidates(
             out.insert(fp, (alert, kind));
         }
     }
+    for b in &plan.blocked {
+        if let Some((fp, alert)) = blocked_alert(v, b) {
+            out.insert(fp, (alert, b.id.kind));
+        }
+    }
     out
+}
+
+/// `StackDrift` for a declared resource whose name something else holds: what runs under
+/// the name is not what the manifest declares, and stackwarden may not write it.
+fn blocked_alert(v: &PassView<'_>, b: &Blocked) -> Option<(String, Alert)> {
+    let id = b.id.to_string();
+    if !(v.looked_at)(b.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&id) {
+        return None;
+    }
+    let fp = fingerprint(&[
+        AlertName::StackDrift.as_str(),
+        &v.desired.stack_name,
+        b.id.kind.as_str(),
+        &b.id.name,
+        b.reason.as_str(),
+    ]);
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".to_string(), b.message.clone());
+    annotations.insert("differs".to_string(), b.reason.as_str().to_string());
+    annotations.insert(
+        "action".to_string(),
+        "not repaired: stackwarden never writes what it does not own".to_string(),
+    );
+    annotations.insert("page".to_string(), v.page.to_string());
+    Some((
+        fp.clone(),
+        Alert {
+            fingerprint: fp,
+            name: AlertName::StackDrift,
+            labels: labels(
+                v.desired,
+                AlertName::StackDrift,
+                b.id.kind.as_str(),
+                &b.id.name,
+                "drift",
+            ),
+            annotations,
+            starts_at: Timestamp(v.now),
+        },
+    ))
 }
 
 fn drift_alert(

@@ -341,3 +341,32 @@ fn a_container_restarted_again_and_again_raises_container_unhealthy_until_it_set
     assert!(pass(&mut run, FAILING_AFTER + 1).is_empty());
     assert_eq!(names(&pass(&mut run, 0)), ["resolved ContainerUnhealthy"]);
 }
+
+#[test]
+fn a_declared_name_held_by_a_foreign_container_raises_stack_drift_until_it_is_gone() {
+    let mut run = Run::new(Mode::Enforce);
+    let mut held = Plan {
+        violations: vec![root_violation()],
+        ..Plan::default()
+    };
+    held.block(crate::plan::Blocked {
+        id: ResourceId::new(Kind::Container, "loki"),
+        reason: crate::plan::BlockReason::HeldByForeignContainer,
+        message: "Container/loki: the name is held by container 0123456789ab".into(),
+    });
+    let events = run.pass(&held, &held, &[], 0);
+    assert_eq!(
+        names(&events),
+        ["firing PolicyViolation", "firing StackDrift"]
+    );
+    let a = firing(&events, AlertName::StackDrift);
+    assert_eq!(a.labels["resource"], "loki");
+    assert!(a.annotations["summary"].contains("0123456789ab"), "{a:?}");
+    assert!(a.annotations["action"].contains("never writes"), "{a:?}");
+    assert!(run.pass(&held, &held, &[], 0).is_empty(), "fires once");
+    let gone = run.pass(&Plan::default(), &Plan::default(), &[], 0);
+    assert_eq!(
+        names(&gone),
+        ["resolved PolicyViolation", "resolved StackDrift"]
+    );
+}

@@ -49,6 +49,7 @@ impl ApplyReport {
     pub fn then(self, retry: ApplyReport) -> ApplyReport {
         let mut plan = self.plan;
         plan.errors = retry.plan.errors;
+        plan.blocked = retry.plan.blocked;
         plan.unobserved = retry.plan.unobserved;
         plan.violations = retry.plan.violations;
         plan.conditions = retry.plan.conditions;
@@ -98,7 +99,9 @@ impl Engine {
                     }));
                     plan.conditions.extend(work.conditions());
                     plan.violations.extend(work.violations());
-                    plan.errors.extend(work.errors());
+                    for b in work.blocked() {
+                        plan.block(b);
+                    }
                     plan.unobserved.extend(work.unobserved());
                     works.push(work);
                 }

@@ -302,6 +302,10 @@ pub struct Plan {
     /// What needs a person, in words: providers that could not observe at all, resources
     /// blocked by an owner that is not this stack.
     pub errors: Vec<String>,
+    /// Declared resources that cannot be written until a person acts; each is also in
+    /// `errors`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<Blocked>,
     /// Providers that could not observe at all, with their class (their resources are not
     /// planned); each is also in `errors`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -309,6 +313,37 @@ pub struct Plan {
     /// Resources whose live state could not be read this time: not planned, not applied.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unobserved: Vec<Unobserved>,
+}
+
+/// Why stackwarden may not write a declared resource: a person must act first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum BlockReason {
+    /// Its name is held by a container no stack manages.
+    HeldByForeignContainer,
+    /// Its name is held by another stack's resource.
+    OwnedByAnotherStack,
+}
+
+impl BlockReason {
+    /// The `Synced` condition's reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::HeldByForeignContainer => "HeldByForeignContainer",
+            BlockReason::OwnedByAnotherStack => "OwnedByAnotherStack",
+        }
+    }
+}
+
+/// A declared resource that cannot be written, and why: shown on the resource itself (not
+/// only among the stack's errors), alerted, and never written to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    /// The declared resource.
+    pub id: ResourceId,
+    /// Why.
+    pub reason: BlockReason,
+    /// What holds it and what to do, for people.
+    pub message: String,
 }
 
 /// A resource whose live state could not be read (a refused or failed call about it alone).
@@ -353,6 +388,17 @@ impl Plan {
     /// truth, and plan and apply exit non-zero.
     pub fn is_incomplete(&self) -> bool {
         !self.errors.is_empty() || !self.unobserved.is_empty()
+    }
+
+    /// Records a resource that cannot be written.
+    pub fn block(&mut self, blocked: Blocked) {
+        self.errors.push(blocked.message.clone());
+        self.blocked.push(blocked);
+    }
+
+    /// Why a resource is blocked, if it is.
+    pub fn blocked(&self, id: &ResourceId) -> Option<&Blocked> {
+        self.blocked.iter().find(|b| &b.id == id)
     }
 
     /// Records a provider that could not observe.

@@ -8,7 +8,7 @@ pub mod host;
 pub mod stats;
 
 use crate::model::Desired;
-use crate::plan::{Change, Condition, Unobserved, Violation};
+use crate::plan::{Blocked, Change, Condition, Unobserved, Violation};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -37,7 +37,7 @@ pub struct ProviderPlan<Op> {
     pub violations: Vec<Violation>,
     /// What blocks a declared resource and needs a person (a name held by something that
     /// is not ours): plan and apply report it and exit non-zero.
-    pub errors: Vec<String>,
+    pub blocked: Vec<Blocked>,
     /// Resources whose live state could not be read: nothing is planned for them (the
     /// engine drops whatever `diff` said of them), the rest of the plan goes ahead.
     pub unobserved: Vec<Unobserved>,
@@ -49,7 +49,7 @@ impl<Op> Default for ProviderPlan<Op> {
             steps: Vec::new(),
             conditions: Vec::new(),
             violations: Vec::new(),
-            errors: Vec::new(),
+            blocked: Vec::new(),
             unobserved: Vec::new(),
         }
     }
@@ -142,8 +142,8 @@ pub trait PlannedWork: Send + Sync {
     fn conditions(&self) -> Vec<Condition>;
     /// Live policy violations.
     fn violations(&self) -> Vec<Violation>;
-    /// Blocked resources, for people.
-    fn errors(&self) -> Vec<String>;
+    /// Blocked resources.
+    fn blocked(&self) -> Vec<Blocked>;
     /// Resources that could not be observed.
     fn unobserved(&self) -> Vec<Unobserved>;
     /// Applies the steps whose change `select` accepts.
@@ -186,8 +186,8 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
         self.plan.violations.clone()
     }
 
-    fn errors(&self) -> Vec<String> {
-        self.plan.errors.clone()
+    fn blocked(&self) -> Vec<Blocked> {
+        self.plan.blocked.clone()
     }
 
     fn unobserved(&self) -> Vec<Unobserved> {

@@ -906,6 +906,9 @@ impl Controller {
                 }
             },
         };
+        // The pass itself did not finish (deadline, panic): its empty plan says nothing, so
+        // it may not resolve alerts. A blocked resource is not that: it is a finding.
+        let pass_failed = !errors.is_empty();
         after.errors.extend(errors);
         for (provider, why) in unreachable {
             after.provider_failed(provider, ErrorClass::Transient, why);
@@ -1025,7 +1028,6 @@ impl Controller {
         // A standby leaves alerting to the leader (one alert, not one per daemon); where
         // nobody writes (observe, warn) there is no leader and each daemon alerts.
         if acting != Acting::Standby || !desired.stack.mode.repairs() {
-            let pass_failed = !after.errors.is_empty();
             let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
             self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
         }

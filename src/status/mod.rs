@@ -317,6 +317,10 @@ pub struct Status {
     pub alerts: AlertsStatus,
     /// The acknowledgements declared, and whether each is in force.
     pub acknowledgements: Vec<AcknowledgementStatus>,
+    /// Violations standing that no acknowledgement covers: while any does, the stack is not
+    /// Ready. Derived from `violations` when a pass is recorded.
+    #[serde(skip)]
+    pub unacknowledged_violations: usize,
 }
 
 /// The alerts side of `/status`.
@@ -372,6 +376,7 @@ impl Default for Status {
             passes: Vec::new(),
             alerts: AlertsStatus::default(),
             acknowledgements: Vec::new(),
+            unacknowledged_violations: 0,
         }
     }
 }
@@ -501,10 +506,18 @@ impl Status {
                         .map(|_| crate::provider::ErrorClass::Transient)
                 });
             let backoff_until = pass.backoff.get(&id).copied().map(Timestamp);
+            // Something that is not ours holds it: it cannot be written until a person acts,
+            // and what runs under its name is not what the manifest declares.
+            let blocked = pass.after.blocked.iter().find(|b| b.id.to_string() == id);
             let (synced_status, synced_reason, synced_message) = match (&error, &drift) {
                 (Some(e), _) if unobserved.is_some() => {
                     (ConditionStatus::Unknown, "ObserveFailed", e.clone())
                 }
+                _ if blocked.is_some() => (
+                    ConditionStatus::False,
+                    blocked.map_or("Blocked", |b| b.reason.as_str()),
+                    blocked.map(|b| b.message.clone()).unwrap_or_default(),
+                ),
                 (Some(e), _) => (ConditionStatus::False, "ApplyFailed", e.clone()),
                 // Its write goes on after the pass (a slow start waiting on its health
                 // check): not synced until that write ends and a pass has looked again.
@@ -539,11 +552,12 @@ impl Status {
                     "live state matches the manifest".to_string(),
                 ),
             };
-            let drifted = drift.is_some();
-            let drifted_message = drift
-                .as_ref()
-                .map(describe_drift)
-                .unwrap_or_else(|| "no drift".to_string());
+            let drifted = drift.is_some() || blocked.is_some();
+            let drifted_message = match (&drift, blocked) {
+                (Some(d), _) => describe_drift(d),
+                (None, Some(b)) => b.message.clone(),
+                (None, None) => "no drift".to_string(),
+            };
             let conditions = vec![
                 transition(
                     prev,
@@ -569,7 +583,12 @@ impl Status {
                     } else {
                         ConditionStatus::False
                     },
-                    if drifted { "Differs" } else { "Matches" }.to_string(),
+                    match (drifted, blocked) {
+                        (true, Some(b)) => b.reason.as_str(),
+                        (true, None) => "Differs",
+                        (false, _) => "Matches",
+                    }
+                    .to_string(),
                     drifted_message,
                     now_ts,
                 ),
@@ -628,6 +647,15 @@ impl Status {
         self.violations = kept_violations;
         self.violations
             .extend(pass.after.violations.iter().cloned());
+        self.unacknowledged_violations = self
+            .violations
+            .iter()
+            .filter(|v| {
+                pass.desired
+                    .acknowledged_rule(&v.resource, v.rule, now)
+                    .is_none()
+            })
+            .count();
         let kept_errors: Vec<String> = std::mem::take(&mut self.errors)
             .into_iter()
             .filter(|e| e.starts_with("aws: ") && (pass.kept)(crate::model::Kind::Bucket))
@@ -654,13 +682,18 @@ impl Status {
         if self.last_pass.is_none() {
             return Phase::Starting;
         }
+        // A rejected manifest edit means the stack runs a revision nobody intends any more,
+        // and a standing violation is a weak point live: neither is Ready.
         let healthy = self.errors.is_empty()
+            && self.manifest.rejected.is_none()
+            && self.unacknowledged_violations == 0
             && self.resources.iter().all(|r| {
                 // Unknown (a world that cannot tell, like SSM reachability in moto) is not
-                // a failure; only a Ready=False is.
-                r.condition("Ready")
-                    .is_none_or(|c| c.status != ConditionStatus::False)
-                    && r.drift.is_none()
+                // a failure; only a Ready=False, a Synced=False or a drift is.
+                ["Ready", "Synced"].iter().all(|kind| {
+                    r.condition(kind)
+                        .is_none_or(|c| c.status != ConditionStatus::False)
+                }) && r.drift.is_none()
             });
         if healthy {
             Phase::Ready

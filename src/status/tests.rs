@@ -236,3 +236,63 @@ fn resources_of_a_world_that_could_not_be_observed_are_unknown_with_its_error() 
     assert_eq!(r.last_error.as_deref(), Some("no answer in time"));
     assert_eq!(s.phase, Phase::Degraded);
 }
+
+fn held(id: ResourceId) -> Plan {
+    let mut plan = Plan::default();
+    plan.block(crate::plan::Blocked {
+        id,
+        reason: crate::plan::BlockReason::HeldByForeignContainer,
+        message: "the name is held by container 0123456789ab".into(),
+    });
+    plan
+}
+
+#[test]
+fn a_resource_held_by_a_foreign_container_is_not_synced_and_drifted() {
+    let d = desired();
+    let now = SystemTime::now();
+    let mut s = Status::default();
+    let plan = held(ResourceId::new(Kind::Parameter, "pw"));
+    record(&mut s, &d, &plan, now, PassResult::Failed);
+    let r = &s.resources[0];
+    let synced = r.condition("Synced").unwrap();
+    assert_eq!(synced.status, ConditionStatus::False);
+    assert_eq!(synced.reason, "HeldByForeignContainer");
+    assert!(synced.message.contains("0123456789ab"), "{synced:?}");
+    let drifted = r.condition("Drifted").unwrap();
+    assert_eq!(drifted.status, ConditionStatus::True);
+    assert_eq!(drifted.reason, "HeldByForeignContainer");
+    assert_eq!(s.phase, Phase::Degraded);
+    // Once the holder is gone and the resource is in sync, so is the status.
+    record(&mut s, &d, &Plan::default(), now, PassResult::Converged);
+    let r = &s.resources[0];
+    assert_eq!(r.condition("Synced").unwrap().status, ConditionStatus::True);
+    assert_eq!(s.phase, Phase::Ready);
+}
+
+#[test]
+fn a_standing_violation_or_a_rejected_edit_keeps_the_stack_out_of_ready() {
+    let d = desired();
+    let now = SystemTime::now();
+    let mut s = Status::default();
+    let violated = Plan {
+        violations: vec![crate::plan::Violation {
+            rule: "iam-no-wildcard-actions",
+            resource: "Lookup/profile".into(),
+            path: "policy".into(),
+            message: "allows *".into(),
+            fix: "narrow it".into(),
+        }],
+        ..Plan::default()
+    };
+    record(&mut s, &d, &violated, now, PassResult::Converged);
+    assert_eq!(s.phase, Phase::Degraded);
+    record(&mut s, &d, &Plan::default(), now, PassResult::Converged);
+    assert_eq!(s.phase, Phase::Ready);
+    s.manifest.rejected = Some(Rejected {
+        revision: "r".into(),
+        at: Timestamp(now),
+        errors: vec!["broken".into()],
+    });
+    assert_eq!(s.derive_phase(), Phase::Degraded);
+}

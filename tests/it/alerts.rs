@@ -400,3 +400,105 @@ async fn an_unhealthy_container_is_restarted_with_backoff_and_its_alert_fires_an
     let loki = dk::inspect(&docker, "loki").await;
     assert_eq!(loki.state.unwrap().running, Some(true));
 }
+
+/// The condition `kind` (`Synced`, `Drifted`) of `id` in a status: (status, reason).
+fn condition(status: &serde_json::Value, id: &str, kind: &str) -> (String, String) {
+    let c = crate::daemon::resource(status, id)
+        .and_then(|r| r["conditions"].as_array())
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind));
+    let field = |k: &str| {
+        c.and_then(|c| c[k].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("status"), field("reason"))
+}
+
+/// Takes `name` with a root container no stack manages, as `docker rm -f` then `docker run
+/// --user 0` would; retried when the daemon's own repair takes the name in between.
+async fn take_name_as_root(docker: &bollard::Docker, name: &str) -> String {
+    for _ in 0..20 {
+        dk::remove(docker, name).await;
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(dk::STUB_IMAGE.into()),
+            user: Some("0".into()),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = bollard::query_parameters::CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        if let Ok(created) = docker.create_container(Some(opts), body).await {
+            docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .expect("the foreign container starts");
+            return created.id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the name {name} could not be taken by hand");
+}
+
+#[tokio::test]
+async fn a_declared_name_taken_by_a_foreign_root_container_shows_on_its_resource_and_alerts() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    // A failed run of this test may have left its foreign loki behind.
+    dk::cleanup(&docker, "observability", &["loki"]).await;
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "5s",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+
+    let foreign = take_name_as_root(&docker, "loki").await;
+    d.wait_until("Container/loki shows the holder", DELIVER, || {
+        let s = d.status();
+        condition(&s, "Container/loki", "Synced")
+            == ("False".into(), "HeldByForeignContainer".into())
+            && condition(&s, "Container/loki", "Drifted").0 == "True"
+            && s["phase"] == "Degraded"
+    });
+    let s = d.status();
+    let on_loki = crate::daemon::resource(&s, "Container/loki")
+        .map(|r| r["violations"].to_string())
+        .unwrap_or_default();
+    assert!(on_loki.contains("no-root-containers"), "{on_loki}");
+    am.wait_until("drift and violation fire on loki", DELIVER, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "loki", "firing")
+            && notified(&n, "PolicyViolation", "loki", "firing")
+    });
+    // Never written to: the holder is the very container made by hand, still running.
+    let held = dk::inspect(&docker, "loki").await;
+    assert_eq!(held.id.as_deref(), Some(foreign.as_str()));
+    assert_eq!(held.state.and_then(|s| s.running), Some(true));
+
+    // Gone again: loki comes back as declared and both alerts resolve.
+    dk::remove(&docker, "loki").await;
+    am.wait_until("both alerts resolve", CONVERGE, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "loki", "resolved")
+            && notified(&n, "PolicyViolation", "loki", "resolved")
+    });
+    d.wait_until("the stack converges again", CONVERGE, || {
+        converged(&d.status())
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(
+        loki.config.and_then(|c| c.user).as_deref(),
+        Some("10001:10001")
+    );
+}

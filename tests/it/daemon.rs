@@ -17,7 +17,7 @@ const CONVERGE: Duration = Duration::from_secs(180);
 const REPAIR: Duration = Duration::from_secs(60);
 const SG_NAME: &str = "durable-code-local-observability-sg";
 
-fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+pub(crate) fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
     status["resources"].as_array()?.iter().find(|r| {
         format!(
             "{}/{}",

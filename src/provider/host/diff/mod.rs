@@ -14,7 +14,9 @@ use super::image::ImageRef;
 use super::{HostObserved, HostOp};
 use crate::model::ownership::STACK_LABEL;
 use crate::model::{ConfigFileSpec, ContainerSpec, Desired, Ensure, FileType, Kind, ResourceId};
-use crate::plan::{Action, Cause, Change, Condition, ConditionStatus, FieldChange};
+use crate::plan::{
+    Action, BlockReason, Blocked, Cause, Change, Condition, ConditionStatus, FieldChange,
+};
 use crate::provider::{ProviderPlan, Step};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -256,8 +258,8 @@ fn plan_container(
         });
         return;
     };
-    if let Some(error) = ownership(desired, id, live) {
-        out.errors.push(error);
+    if let Some(blocked) = ownership(desired, id, live) {
+        out.blocked.push(blocked);
         return;
     }
 
@@ -329,20 +331,31 @@ fn plan_container(
     plan_state(id, live, out);
 }
 
-/// An error when the container holding a declared name is not this stack's: stackwarden
+/// The block when the container holding a declared name is not this stack's: stackwarden
 /// never touches it, and the declared container cannot exist while it is there.
-fn ownership(desired: &Desired, id: &ResourceId, live: &LiveContainer) -> Option<String> {
+fn ownership(desired: &Desired, id: &ResourceId, live: &LiveContainer) -> Option<Blocked> {
     let short_id = live.id.get(..12).unwrap_or(&live.id);
-    match live.stack() {
-        Some(stack) if stack == desired.stack_name => None,
-        Some(other) => Some(format!(
-            "{id}: the name is held by container {short_id} of stack `{other}` (label {STACK_LABEL}={other}); stackwarden never changes another stack's container: rename or remove it, or rename this one"
-        )),
-        None => Some(format!(
-            "{id}: the name is held by container {short_id}, which stackwarden does not manage (no label {STACK_LABEL}={}); it is left alone and {id} cannot be created: remove or rename it by hand",
-            desired.stack_name
-        )),
-    }
+    let (reason, message) = match live.stack() {
+        Some(stack) if stack == desired.stack_name => return None,
+        Some(other) => (
+            BlockReason::OwnedByAnotherStack,
+            format!(
+                "{id}: the name is held by container {short_id} of stack `{other}` (label {STACK_LABEL}={other}); stackwarden never changes another stack's container: rename or remove it, or rename this one"
+            ),
+        ),
+        None => (
+            BlockReason::HeldByForeignContainer,
+            format!(
+                "{id}: the name is held by container {short_id}, which stackwarden does not manage (no label {STACK_LABEL}={}); it is left alone and {id} cannot be created: remove or rename it by hand",
+                desired.stack_name
+            ),
+        ),
+    };
+    Some(Blocked {
+        id: id.clone(),
+        reason,
+        message,
+    })
 }
 
 use crate::plan::HEALTH_FIELD;
@@ -432,10 +445,20 @@ fn health_condition(id: &ResourceId, live: &LiveContainer) -> Condition {
 fn live_policy(desired: &Desired, obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
     for live in &obs.containers {
         match live.stack() {
-            None => out.violations.extend(crate::policy::check_container(
-                &format!("docker container {}", live.name),
-                &live.as_spec(None),
-            )),
+            // One holding a declared name breaks the rule in that resource's place: the
+            // violation shows (and alerts) on Container/<name>, not on a stray name.
+            None => {
+                let declared = desired.get(Kind::Container, &live.name).is_some();
+                let resource = if declared {
+                    ResourceId::new(Kind::Container, live.name.clone()).to_string()
+                } else {
+                    format!("docker container {}", live.name)
+                };
+                out.violations.extend(crate::policy::check_container(
+                    &resource,
+                    &live.as_spec(None),
+                ));
+            }
             Some(stack) if stack == desired.stack_name => {
                 let allow = desired
                     .containers()
@@ -911,14 +934,24 @@ mod tests {
         obs.containers[0].labels.remove(STACK_LABEL);
         let p = run(&d, &obs);
         assert!(p.steps.is_empty(), "{:?}", summary(&p));
-        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
-        assert!(p.errors[0].contains("does not manage"), "{}", p.errors[0]);
+        assert_eq!(p.blocked.len(), 1, "{:?}", p.blocked);
+        assert_eq!(p.blocked[0].reason, BlockReason::HeldByForeignContainer);
+        assert!(
+            p.blocked[0].message.contains("does not manage"),
+            "{:?}",
+            p.blocked
+        );
         obs.containers[0]
             .labels
             .insert(STACK_LABEL.into(), "someone-else".into());
         let p = run(&d, &obs);
         assert!(p.steps.is_empty(), "{:?}", summary(&p));
-        assert!(p.errors[0].contains("`someone-else`"), "{}", p.errors[0]);
+        assert_eq!(p.blocked[0].reason, BlockReason::OwnedByAnotherStack);
+        assert!(
+            p.blocked[0].message.contains("`someone-else`"),
+            "{:?}",
+            p.blocked
+        );
     }
 
     #[test]
