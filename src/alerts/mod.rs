@@ -393,6 +393,11 @@ fn drift_alert(
     if c.cause == Cause::Missing && !present.contains(&id) {
         return None;
     }
+    // A reviewed manifest change that the mode lets through is the stack doing its job,
+    // not drift: StackDrift with `cause: manifest` is only for changes the mode holds back.
+    if c.cause == Cause::Manifest && mode_of(v.desired, &id).repairs() {
+        return None;
+    }
     // A failing health check is nobody's change: restarts repair it, and only once they
     // keep failing is it an alert (`ContainerUnhealthy`).
     if is_health(c) {

@@ -370,3 +370,39 @@ fn a_declared_name_held_by_a_foreign_container_raises_stack_drift_until_it_is_go
         ["resolved PolicyViolation", "resolved StackDrift"]
     );
 }
+
+fn edited_loki() -> Change {
+    Change::new(ResourceId::new(Kind::Container, "loki"), Action::Replace)
+        .with_fields(vec![FieldChange::changed("spec.memory", "256M", "384M")])
+        .caused_by(Cause::Manifest)
+}
+
+#[test]
+fn a_reviewed_change_applied_in_enforce_mode_alerts_nothing() {
+    let mut run = Run::new(Mode::Enforce);
+    let before = Plan {
+        changes: vec![edited_loki()],
+        ..Plan::default()
+    };
+    let applied = vec![StepOutcome {
+        change: edited_loki(),
+        error: None,
+        class: None,
+    }];
+    assert!(run.pass(&before, &Plan::default(), &applied, 0).is_empty());
+}
+
+#[test]
+fn a_reviewed_change_held_back_by_warn_mode_fires_stack_drift_with_cause_manifest() {
+    let mut run = Run::new(Mode::Warn);
+    let held = Plan {
+        changes: vec![edited_loki()],
+        ..Plan::default()
+    };
+    let events = run.pass(&held, &held, &[], 0);
+    assert_eq!(names(&events), ["firing StackDrift"]);
+    assert_eq!(
+        firing(&events, AlertName::StackDrift).labels["cause"],
+        "manifest"
+    );
+}
