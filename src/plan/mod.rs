@@ -322,6 +322,9 @@ pub enum BlockReason {
     HeldByForeignContainer,
     /// Its name is held by another stack's resource.
     OwnedByAnotherStack,
+    /// No live object carries its tags, and several (or one whose marks disagree) carry
+    /// some of its other marks: creating it could make a second copy, so nothing is.
+    Ambiguous,
 }
 
 impl BlockReason {
@@ -330,6 +333,7 @@ impl BlockReason {
         match self {
             BlockReason::HeldByForeignContainer => "HeldByForeignContainer",
             BlockReason::OwnedByAnotherStack => "OwnedByAnotherStack",
+            BlockReason::Ambiguous => "Ambiguous",
         }
     }
 }

@@ -848,3 +848,141 @@ async fn drift_removed_name_tag_is_restored_not_launched_again() {
         .await;
     assert_eq!(world.instance_id().await, id);
 }
+
+/// Every live instance in the account, tagged or not, as EC2 lists them.
+async fn every_live_instance(world: &World) -> Vec<String> {
+    let out = world
+        .ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopped")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe instances");
+    let mut ids: Vec<String> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Deletes every tag of a resource, as `aws ec2 delete-tags` naming each key would.
+async fn delete_every_tag(world: &World, id: &str) {
+    let tags = world
+        .ec2
+        .describe_tags()
+        .filters(Filter::builder().name("resource-id").values(id).build())
+        .send()
+        .await
+        .expect("describe tags");
+    let keys: Vec<Tag> = tags
+        .tags()
+        .iter()
+        .filter_map(|t| t.key())
+        .map(|k| Tag::builder().key(k).build())
+        .collect();
+    assert!(!keys.is_empty(), "{id} has tags to delete");
+    world
+        .ec2
+        .delete_tags()
+        .resources(id)
+        .set_tags(Some(keys))
+        .send()
+        .await
+        .expect("delete tags");
+}
+
+#[tokio::test]
+async fn every_tag_deleted_from_the_instance_adopts_it_never_launches_a_second() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    assert_eq!(every_live_instance(&world).await, std::slice::from_ref(&id));
+    delete_every_tag(&world, &id).await;
+    let plan = world
+        .assert_repaired("~ adopt Instance/observability")
+        .await;
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!("{id} (security groups {GROUP}")),
+        "{text}"
+    );
+    assert!(text.contains("never launched twice"), "{text}");
+    assert!(
+        change(&plan, Kind::Instance, Action::Create).is_none(),
+        "{plan}"
+    );
+    // Exactly one instance, the original, wearing its tags again.
+    assert_eq!(every_live_instance(&world).await, std::slice::from_ref(&id));
+    assert_eq!(world.instance_id().await, id);
+}
+
+#[tokio::test]
+async fn untagged_lookalikes_that_disagree_stop_the_plan_and_nothing_is_created() {
+    let world = World::converged().await;
+    let id = world.instance_id().await;
+    let group = world
+        .group(GROUP)
+        .await
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("the stack's group");
+    delete_every_tag(&world, &id).await;
+    // A second untagged instance in the stack's security group, without its profile.
+    let image = world
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("describe")
+        .reservations()[0]
+        .instances()[0]
+        .image_id()
+        .expect("ami")
+        .to_string();
+    let other = world
+        .ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type("t3.medium".into())
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(world.subnet_id("private").await)
+        .security_group_ids(&group)
+        .send()
+        .await
+        .expect("run instances")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_string();
+    let plan = world.engine().plan(&world.desired).await;
+    let blocked = plan
+        .blocked
+        .iter()
+        .find(|b| b.id.kind == Kind::Instance)
+        .unwrap_or_else(|| panic!("the instance is blocked:\n{plan}"));
+    assert_eq!(blocked.reason, stackwarden::plan::BlockReason::Ambiguous);
+    assert!(
+        blocked.message.contains(&id) && blocked.message.contains(&other),
+        "{blocked:?}"
+    );
+    assert!(
+        change(&plan, Kind::Instance, Action::Create).is_none(),
+        "{plan}"
+    );
+    // apply stops too, and still no third instance exists.
+    let report = world.engine().apply(&world.desired).await;
+    assert!(!report.converged(), "apply must not claim convergence");
+    let mut both = vec![id, other];
+    both.sort();
+    assert_eq!(every_live_instance(&world).await, both);
+}

@@ -7,7 +7,7 @@
 use super::{ec2_tags, extra_tags, group_id, id_names, tags_of};
 use crate::model::ownership::STACK_TAG;
 use crate::model::{Desired, Ensure, HttpTokens, InstanceSpec, Kind, ResourceId, Tags};
-use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
+use crate::plan::{Action, BlockReason, Blocked, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::aws::{
     ApplyCtx, AwsError, AwsProvider, Observed, Op, Resolved, SsmReach, desired_tags, group_name_of,
     is_owned, lookup, tag_changes,
@@ -510,16 +510,19 @@ fn foreign(tags: &Tags, desired: &Desired) -> bool {
 
 /// The live instances that stand for one declared instance: this stack's, or (when it has none)
 /// untagged ones carrying its Name, the adoption candidates. Another stack's never stand for it.
+/// With none of those, an instance that lost its naming tags but carries the declared one's
+/// other marks stands for it, when it is the only one ([`lookalikes`]): a deleted Name tag
+/// must never launch a second host beside the first.
 fn candidates<'a>(
     desired: &Desired,
     observed: &'a Observed,
     manifest: &str,
-    spec_name: &str,
+    spec: &InstanceSpec,
 ) -> Vec<&'a LiveInstance> {
     let live: Vec<&LiveInstance> = observed
         .instances
         .iter()
-        .filter(|i| claims(i, manifest, spec_name))
+        .filter(|i| claims(i, manifest, &spec.name))
         .filter(|i| LIVE_STATES.contains(&i.state.as_str()))
         .filter(|i| !foreign(&i.tags, desired))
         .collect();
@@ -528,7 +531,85 @@ fn candidates<'a>(
         .copied()
         .filter(|i| is_owned(&i.tags, desired))
         .collect();
-    if owned.is_empty() { live } else { owned }
+    if !owned.is_empty() {
+        return owned;
+    }
+    if !live.is_empty() {
+        return live;
+    }
+    match lookalikes(desired, observed, manifest, spec) {
+        Lookalikes { full, partial } if full.len() == 1 && partial.is_empty() => full,
+        _ => Vec::new(),
+    }
+}
+
+/// Live instances that carry no tag naming any instance (no resource tag, no Name) but wear
+/// a declared instance's other marks: its security groups and its instance profile.
+#[derive(Debug, Default)]
+pub struct Lookalikes<'a> {
+    /// Every mark agrees: the groups are the declared ones and the profile is.
+    pub full: Vec<&'a LiveInstance>,
+    /// Some marks, not all: one of the groups, another profile or more groups.
+    pub partial: Vec<&'a LiveInstance>,
+}
+
+/// Finds the [`Lookalikes`] of a declared instance. Pure.
+pub fn lookalikes<'a>(
+    desired: &Desired,
+    observed: &'a Observed,
+    manifest: &str,
+    spec: &InstanceSpec,
+) -> Lookalikes<'a> {
+    let want = Wanted::of(desired, observed, manifest, spec);
+    let names = id_names(observed);
+    let mut out = Lookalikes::default();
+    for i in &observed.instances {
+        if !is_live(i)
+            || foreign(&i.tags, desired)
+            || i.tags.contains_key(TAG_RESOURCE)
+            || i.tags.contains_key("Name")
+        {
+            continue;
+        }
+        let groups: BTreeSet<String> = i
+            .group_ids
+            .iter()
+            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+            .collect();
+        if groups.is_disjoint(&want.groups) {
+            continue;
+        }
+        let profile = i.profile_arn.as_deref().map(profile_name_of_arn);
+        if groups == want.groups && profile == Some(want.profile.as_str()) {
+            out.full.push(i);
+        } else {
+            out.partial.push(i);
+        }
+    }
+    out
+}
+
+/// What a lookalike is, for the plan: `i-… (groups a,b; profile p; registered in a target group)`.
+fn describe_marks(i: &LiveInstance, names: &BTreeMap<String, String>, registered: bool) -> String {
+    let groups: Vec<String> = i
+        .group_ids
+        .iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect();
+    format!(
+        "{} (security groups {}; instance profile {}{})",
+        i.id,
+        groups.join(","),
+        i.profile_arn
+            .as_deref()
+            .map(profile_name_of_arn)
+            .unwrap_or("none"),
+        if registered {
+            "; registered in the stack's target group"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Which of several live instances is kept: the one registered in a target group (traffic goes
@@ -561,10 +642,10 @@ pub fn chosen<'a>(
     desired: &Desired,
     observed: &'a Observed,
     manifest: &str,
-    spec_name: &str,
+    spec: &InstanceSpec,
 ) -> Option<&'a LiveInstance> {
     keeper(
-        &candidates(desired, observed, manifest, spec_name),
+        &candidates(desired, observed, manifest, spec),
         &registered(observed),
     )
 }
@@ -584,7 +665,7 @@ pub fn diff_instances(
             claims(i, &r.id.name, &spec.name)
                 && (i.state == "terminated" || i.state == "shutting-down")
         });
-        let cands = candidates(desired, observed, &r.id.name, &spec.name);
+        let cands = candidates(desired, observed, &r.id.name, spec);
         if r.ensure == Ensure::Absent {
             for i in cands.iter().filter(|i| is_owned(&i.tags, desired)) {
                 plan.steps.push(Step {
@@ -594,6 +675,30 @@ pub fn diff_instances(
                 });
             }
             continue;
+        }
+        if cands.is_empty() {
+            // Instances that lost their tags but carry its marks: never a second host beside
+            // them. More than one, or marks that disagree, need a person to say which.
+            let Lookalikes { full, partial } = lookalikes(desired, observed, &r.id.name, spec);
+            if !full.is_empty() || !partial.is_empty() {
+                let shown: Vec<String> = full
+                    .iter()
+                    .chain(partial.iter())
+                    .map(|i| describe_marks(i, &names, registered.contains(i.id.as_str())))
+                    .collect();
+                plan.blocked.push(Blocked {
+                    id: r.id.clone(),
+                    reason: BlockReason::Ambiguous,
+                    message: format!(
+                        "{}: no instance carries its tags, and {} carry some of its marks without them: {}; nothing is created: tag the one that stands for it with Name={} (or terminate the others)",
+                        r.id,
+                        shown.len(),
+                        shown.join(", "),
+                        spec.name
+                    ),
+                });
+                continue;
+            }
         }
         let Some(live) = keeper(&cands, &registered) else {
             let mut change = Change::new(r.id.clone(), Action::Create);
@@ -686,6 +791,12 @@ pub fn diff_instances(
         if drift.resize {
             why.push("the type changes by stop → modify → start; the data stays".to_string());
         }
+        if !owned && !live.tags.contains_key("Name") {
+            why.push(format!(
+                "it lost its tags but carries this one's marks: {}; it is tagged again, never launched twice",
+                describe_marks(live, &names, registered.contains(live.id.as_str()))
+            ));
+        }
         if !drift.replace.is_empty() {
             // Not ours yet: shown, never acted on; once adopted, the next plan replaces it.
             why.push(format!(
@@ -701,13 +812,15 @@ pub fn diff_instances(
             ops: drift.ops.into_iter().map(Op::Instance).collect(),
         });
     }
-    // Owned instances of this stack that no declared instance claims: no longer declared.
+    // Owned instances of this stack that no declared instance claims (or stands for, having
+    // lost its naming tags): no longer declared.
     for i in &observed.instances {
         if is_live(i)
             && is_owned(&i.tags, desired)
-            && !desired
-                .instances()
-                .any(|(r, s)| claims(i, &r.id.name, &s.name))
+            && !desired.instances().any(|(r, s)| {
+                claims(i, &r.id.name, &s.name)
+                    || chosen(desired, observed, &r.id.name, s).is_some_and(|c| c.id == i.id)
+            })
         {
             let name = i
                 .tags
@@ -802,7 +915,7 @@ pub async fn observe_instances(
             .values(&desired.stack_name)
             .build();
         let mut found = describe_instances(client, vec![owned]).await?;
-        let missing: Vec<String> = desired
+        let missing = desired
             .instances()
             .filter(|(r, _)| r.ensure == Ensure::Present)
             .filter(|(r, s)| {
@@ -810,16 +923,30 @@ pub async fn observe_instances(
                     .iter()
                     .any(|i| claims(i, &r.id.name, &s.name) && is_live(i))
             })
-            .map(|(_, s)| s.name.clone())
-            .collect();
+            .map(|(r, s)| (r.id.name.clone(), s))
+            .collect::<Vec<_>>();
         if !missing.is_empty() {
             let by_name = Filter::builder()
                 .name("tag:Name")
-                .set_values(Some(missing))
+                .set_values(Some(missing.iter().map(|(_, s)| s.name.clone()).collect()))
                 .build();
-            for i in describe_instances(client, vec![by_name]).await? {
-                if !found.iter().any(|f| f.id == i.id) {
-                    found.push(i);
+            // One that lost every tag is found by its security groups instead: it must be
+            // adopted, never launched again beside it. Only while one is missing: a steady
+            // plan makes neither call.
+            let groups: BTreeSet<String> = missing
+                .iter()
+                .flat_map(|(_, s)| s.security_groups.iter())
+                .map(|m| group_name_of(desired, m).unwrap_or_else(|| m.clone()))
+                .collect();
+            let by_group = Filter::builder()
+                .name("instance.group-name")
+                .set_values(Some(groups.into_iter().collect()))
+                .build();
+            for filter in [by_name, by_group] {
+                for i in describe_instances(client, vec![filter]).await? {
+                    if !found.iter().any(|f| f.id == i.id) {
+                        found.push(i);
+                    }
                 }
             }
         }

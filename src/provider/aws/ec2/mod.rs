@@ -85,7 +85,7 @@ pub fn seed_resolved(desired: &Desired, observed: &Observed) -> Resolved {
     }
     for (r, spec) in desired.instances() {
         // The same choice as the diff's: the instance the plan keeps is the one registered.
-        if let Some(i) = instance::chosen(desired, observed, &r.id.name, &spec.name) {
+        if let Some(i) = instance::chosen(desired, observed, &r.id.name, spec) {
             Resolved::set(&resolved.instances, &r.id.name, i.id.clone());
         }
     }
