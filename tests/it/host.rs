@@ -1278,3 +1278,56 @@ async fn a_removed_config_file_takes_its_file_with_it() {
         "declared files stay"
     );
 }
+
+#[tokio::test]
+async fn drift_container_moved_to_another_network_is_replaced() {
+    use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest};
+    let host = Host::converged().await;
+    const NET: &str = "sw-test-moved-net";
+    let _ = host.docker.remove_network(NET).await;
+    host.docker
+        .create_network(NetworkCreateRequest {
+            name: NET.into(),
+            driver: Some("bridge".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("a bridge network can be made");
+    host.docker
+        .disconnect_network(
+            "none",
+            NetworkDisconnectRequest {
+                container: "grafana".into(),
+                force: Some(true),
+            },
+        )
+        .await
+        .expect("grafana leaves none");
+    host.docker
+        .connect_network(
+            NET,
+            NetworkConnectRequest {
+                container: "grafana".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("grafana joins the bridge");
+    host.repair(
+        "Container/grafana",
+        Action::Replace,
+        Some("spec.network (attached)"),
+    )
+    .await;
+    let grafana = dk::inspect(&host.docker, "grafana").await;
+    let attached: Vec<String> = grafana
+        .network_settings
+        .and_then(|n| n.networks)
+        .map(|n| n.into_keys().collect())
+        .unwrap_or_default();
+    assert_eq!(attached, ["none"]);
+    host.docker
+        .remove_network(NET)
+        .await
+        .expect("the network goes");
+}

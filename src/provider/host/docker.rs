@@ -229,6 +229,12 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
             ));
         }
     }
+    let networks: Vec<String> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
     let hc = config.healthcheck.unwrap_or_default();
     let memory = host.memory.unwrap_or(0);
     let health = state.health.as_ref();
@@ -307,6 +313,7 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
             tmpfs: host.tmpfs.unwrap_or_default().into_iter().collect(),
             volumes_from: sorted(host.volumes_from.unwrap_or_default()),
             network: host.network_mode.unwrap_or_default(),
+            networks: sorted(networks),
             ports: sorted(ports),
             publish_all_ports: host.publish_all_ports.unwrap_or(false),
             extra_hosts: sorted(host.extra_hosts.unwrap_or_default()),

@@ -82,6 +82,9 @@ pub struct ContainerView {
     pub volumes_from: Vec<String>,
     /// Network mode.
     pub network: String,
+    /// The networks it is attached to, sorted: a container can be disconnected from its
+    /// mode's network and connected to another while the mode still reads the same.
+    pub networks: Vec<String>,
     /// Published ports as `hostIp:hostPort->port/proto`, sorted.
     pub ports: Vec<String>,
     /// Every exposed port published on a random host port (`-P`).

@@ -102,6 +102,7 @@ pub fn desired_view(
         tmpfs: spec.tmpfs.clone(),
         volumes_from: Vec::new(),
         network: spec.network.clone(),
+        networks: attached_networks(&spec.network),
         ports: sorted(ports),
         publish_all_ports: false,
         extra_hosts: Vec::new(),
@@ -339,8 +340,25 @@ fn storage(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
     );
 }
 
+/// The networks a container of this mode is attached to, as the engine lists them: the
+/// default mode's is `bridge`; one sharing another container's stack has none of its own.
+fn attached_networks(mode: &str) -> Vec<String> {
+    match mode {
+        "default" | "" => vec!["bridge".to_string()],
+        m if m.starts_with("container:") => Vec::new(),
+        m => vec![m.to_string()],
+    }
+}
+
 fn network(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
     field(out, "spec.network", &l.network, &d.network, plain);
+    field(
+        out,
+        "spec.network (attached)",
+        &l.networks,
+        &d.networks,
+        list,
+    );
     field(out, "spec.ports", &l.ports, &d.ports, list);
     field(
         out,
@@ -444,6 +462,7 @@ mod tests {
             tmpfs: BTreeMap::new(),
             volumes_from: vec![],
             network: "none".into(),
+            networks: s(&["none"]),
             ports: vec![],
             publish_all_ports: false,
             extra_hosts: vec![],
@@ -521,6 +540,7 @@ mod tests {
             };
             volumes_from => "HostConfig.VolumesFrom", |v| v.volumes_from.push("other".into());
             network => "spec.network", |v| v.network = "host".into();
+            networks => "spec.network (attached)", |v| v.networks = vec!["bridge".into()];
             ports => "spec.ports", |v| v.ports.push("0.0.0.0:3001->3001/tcp".into());
             extra_hosts => "HostConfig.ExtraHosts", |v| v.extra_hosts.push("x:1.2.3.4".into());
             publish_all_ports => "HostConfig.PublishAllPorts", |v| v.publish_all_ports = true;
