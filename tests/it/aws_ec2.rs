@@ -986,3 +986,51 @@ async fn untagged_lookalikes_that_disagree_stop_the_plan_and_nothing_is_created(
     both.sort();
     assert_eq!(every_live_instance(&world).await, both);
 }
+
+/// moto keeps a group pair's description through UpdateSecurityGroupRuleDescriptionsIngress
+/// (a quirk: real EC2 changes it), so the hand-made change is made the other way EC2 allows:
+/// the rule revoked and authorized again under another description.
+#[tokio::test]
+async fn drift_changed_ingress_rule_description_is_restored() {
+    let world = World::converged().await;
+    let group = world.group(GROUP).await.expect("group");
+    let gid = group.group_id().expect("id").to_string();
+    let perm = group
+        .ip_permissions()
+        .iter()
+        .find(|p| !p.user_id_group_pairs().is_empty())
+        .expect("an ingress rule from a group")
+        .clone();
+    let pair = perm.user_id_group_pairs()[0].clone();
+    let only = |description: Option<&str>| {
+        aws_sdk_ec2::types::IpPermission::builder()
+            .set_ip_protocol(perm.ip_protocol().map(str::to_string))
+            .set_from_port(perm.from_port())
+            .set_to_port(perm.to_port())
+            .user_id_group_pairs(
+                aws_sdk_ec2::types::UserIdGroupPair::builder()
+                    .set_group_id(pair.group_id().map(str::to_string))
+                    .set_description(description.map(str::to_string))
+                    .build(),
+            )
+            .build()
+    };
+    world
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(&gid)
+        .ip_permissions(only(pair.description()))
+        .send()
+        .await
+        .expect("revoke");
+    world
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&gid)
+        .ip_permissions(only(Some("changed by hand")))
+        .send()
+        .await
+        .expect("authorize");
+    let plan = world.assert_repaired("\"changed by hand\" →").await;
+    assert!(plan.to_string().contains("~ ingress["), "{plan}");
+}
