@@ -364,8 +364,7 @@ impl AwsProvider {
             let name = r.id.name.clone();
             let secret = ssm::read_secret(&p.value_from);
             async move {
-                let live =
-                    ssm::observe_parameter(&self.ssm, &p.name, &p.description, &secret).await;
+                let live = ssm::observe_parameter(&self.ssm, &p.name).await;
                 (name, live, secret)
             }
         }));

@@ -116,12 +116,10 @@ pub fn read_secret(source: &SecretSource) -> SecretRead {
     SecretRead::Missing("valueFrom names neither env nor file".to_string())
 }
 
-/// Reads a parameter (decrypted); its tags only when its value will be written.
+/// Reads a parameter (decrypted) and its tags.
 pub async fn observe_parameter(
     client: &aws_sdk_ssm::Client,
     name: &str,
-    spec_description: &str,
-    secret: &SecretRead,
 ) -> Result<Option<LiveParameter>, AwsError> {
     let res = format!("parameter {name}");
     // The history is oldest first: the current version is the last entry of the last page.
@@ -176,15 +174,9 @@ pub async fn observe_parameter(
         labels: p.labels().to_vec(),
         tags: None,
     };
-    let differs = match secret {
-        SecretRead::Value(v) => {
-            *v != live.value || !settings_differ(spec_description, &live).is_empty()
-        }
-        SecretRead::Missing(_) => !settings_differ(spec_description, &live).is_empty(),
-    };
-    if differs {
-        live.tags = Some(list_tags(client, name).await?);
-    }
+    // Read every time, not only before a write: a tag removed by hand (ownership, the spec
+    // hash) is drift of its own, repaired by tagging again. One call per plan.
+    live.tags = Some(list_tags(client, name).await?);
     Ok(Some(live))
 }
 
@@ -352,12 +344,27 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                     message: format!("the value is unverified: {}", why_of(secret)),
                 });
                 // Settings are seen even so; writing them needs the value, so apply says
-                // which variable is missing.
-                let fields = settings_differ(&spec.description, l);
+                // which variable is missing. Tags need no value.
+                let mut fields = settings_differ(&spec.description, l);
+                let mut ops = Vec::new();
                 if !fields.is_empty() {
+                    ops.push(Op::Parameter(ParameterOp::Put { overwrite: true }));
+                }
+                let tags = l.tags.clone().unwrap_or_default();
+                let tag_fields = tag_drift(desired, &r.id, spec, &tags);
+                if !tag_fields.is_empty() {
+                    fields.extend(tag_fields);
+                    ops.insert(0, Op::Parameter(ParameterOp::Tag));
+                }
+                if !ops.is_empty() {
+                    let action = if is_owned(&tags, desired) {
+                        Action::Update
+                    } else {
+                        Action::Adopt
+                    };
                     plan.steps.push(Step {
-                        change: Change::new(r.id.clone(), Action::Update).with_fields(fields),
-                        ops: vec![Op::Parameter(ParameterOp::Put { overwrite: true })],
+                        change: Change::new(r.id.clone(), action).with_fields(fields),
+                        ops,
                     });
                 }
             }
@@ -366,23 +373,24 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                 if &l.value != v {
                     fields.push(FieldChange::secret("value"));
                 }
-                if fields.is_empty() {
+                let write_value = !fields.is_empty();
+                let tags = l.tags.clone().unwrap_or_default();
+                let tag_fields = tag_drift(desired, &r.id, spec, &tags);
+                if !write_value && tag_fields.is_empty() {
                     continue;
                 }
-                // Tags were read because a write is due: the spec hash among them tells
-                // whether the manifest changed.
-                let tags = l.tags.clone().unwrap_or_default();
                 let owned = is_owned(&tags, desired);
                 let mut ops = Vec::new();
                 if !owned {
                     tracing::info!(parameter = %spec.name, "parameter exists without ownership tags: planning to adopt it");
                 }
-                let tag_fields = tag_changes(&desired_tags(desired, &r.id, &spec.tags), &tags);
                 if !tag_fields.is_empty() {
                     fields.extend(tag_fields);
                     ops.push(Op::Parameter(ParameterOp::Tag));
                 }
-                ops.push(Op::Parameter(ParameterOp::Put { overwrite: true }));
+                if write_value {
+                    ops.push(Op::Parameter(ParameterOp::Put { overwrite: true }));
+                }
                 plan.steps.push(Step {
                     change: Change::new(
                         r.id.clone(),
@@ -394,6 +402,25 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
             }
         }
     }
+}
+
+/// The tags to put back. A spec hash that is there but older is only a record of the last
+/// write (the manifest changed in a way the parameter's live fields already match): it is
+/// brought up to date with the next write, never a change of its own; one removed by hand is.
+fn tag_drift(
+    desired: &Desired,
+    id: &crate::model::ResourceId,
+    spec: &ParameterSpec,
+    live: &crate::model::Tags,
+) -> Vec<FieldChange> {
+    let mut fields = tag_changes(&desired_tags(desired, id, &spec.tags), live);
+    let others = fields
+        .iter()
+        .any(|f| f.path != format!("tags.{}", crate::model::ownership::SPEC_HASH_TAG));
+    if !others {
+        fields.retain(|f| f.old.is_none());
+    }
+    fields
 }
 
 fn why_of(secret: Option<&SecretRead>) -> String {
