@@ -94,6 +94,23 @@ pub fn check(resources: &[Resource], env: Option<&str>) -> Vec<Finding> {
                         );
                     }
                 }
+                if let Some(policy) = &s.policy {
+                    let problem = match serde_json::from_str::<serde_json::Value>(policy) {
+                        Err(e) => Some(format!("the policy is not JSON: {e}")),
+                        Ok(v) if v.get("Statement").is_none() => {
+                            Some("the policy has no Statement".to_string())
+                        }
+                        Ok(_) => None,
+                    };
+                    if let Some(problem) = problem {
+                        c.finding(
+                            id,
+                            "spec.policy",
+                            problem,
+                            "give an IAM policy document as JSON text (policy: |), or remove it: no policy is the default",
+                        );
+                    }
+                }
             }
             Spec::Parameter(s) => {
                 if s.value_from.env.is_some() == s.value_from.file.is_some() {

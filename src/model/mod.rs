@@ -26,8 +26,8 @@ pub use network::{
 };
 pub use stack::{Acknowledgement, HostSpec, Receiver, ReceiverType, StackSpec};
 pub use storage::{
-    BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ParameterSpec, ParameterType,
-    PublicAccessBlock, SecretSource,
+    BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ObjectOwnership, ParameterSpec,
+    ParameterType, PublicAccessBlock, SecretSource,
 };
 
 use serde::Serialize;

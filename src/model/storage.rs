@@ -27,6 +27,37 @@ pub struct BucketSpec {
     /// Extra tags (ownership tags are added by stackwarden).
     #[serde(default)]
     pub tags: Tags,
+    /// The bucket policy, as a JSON document; absent unless declared: any statement live
+    /// that is not declared here is drift and goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Who owns the objects; `BucketOwnerEnforced` (the default, as AWS now sets it for new
+    /// buckets) switches ACLs off.
+    #[serde(default)]
+    pub object_ownership: ObjectOwnership,
+}
+
+/// S3 Object Ownership.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ObjectOwnership {
+    /// ACLs are off; the bucket owner owns every object.
+    #[default]
+    BucketOwnerEnforced,
+    /// ACLs apply; objects written with bucket-owner-full-control are the owner's.
+    BucketOwnerPreferred,
+    /// ACLs apply; the writer owns what it writes.
+    ObjectWriter,
+}
+
+impl ObjectOwnership {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectOwnership::BucketOwnerEnforced => "BucketOwnerEnforced",
+            ObjectOwnership::BucketOwnerPreferred => "BucketOwnerPreferred",
+            ObjectOwnership::ObjectWriter => "ObjectWriter",
+        }
+    }
 }
 
 /// S3 public-access-block settings.

@@ -19,7 +19,11 @@ pub const DRIFT_RULE: &str = "stackwarden/drift";
 
 /// The rules policy checks on live state only (the instance profile's role, read from IAM),
 /// which `crate::policy::RULES` does not list, with what they protect against.
-const LIVE_ONLY_RULES: [(&str, &str); 3] = [
+const LIVE_ONLY_RULES: [(&str, &str); 4] = [
+    (
+        "bucket-no-foreign-access",
+        "no bucket policy statement or ACL grant lets anyone or another account in",
+    ),
     (
         "iam-no-admin",
         "the instance profile's role has no AdministratorAccess and no `*:*` statement",
@@ -197,6 +201,9 @@ fn help(rule: &str) -> &'static str {
             "turn all four public-access-block flags on (or remove spec.publicAccessBlock: they default to on)."
         }
         "bucket-encryption" => "set the Bucket's spec.encryption to AES256 (or aws:kms).",
+        "bucket-no-foreign-access" => {
+            "remove the statement or grant that lets another account or anyone in; apply puts back exactly the declared spec.policy and objectOwnership BucketOwnerEnforced."
+        }
         "memory-budget" => {
             "lower some containers' spec.memory, or raise the budget on a larger instance type; keep the budget at least 1G below the instance's memory."
         }

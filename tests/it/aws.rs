@@ -376,8 +376,9 @@ async fn a_steady_state_plan_makes_at_most_fifteen_calls_and_no_write() {
     // 15, plus EC2's DescribeVolumes and DescribeSubnets: the instance's root volume and subnet
     // are observed live (issue 15), not inferred from launch tags. Where to save them back is
     // the lead's call (the awsec2 report). Plus SSM's ListTagsForResource: a parameter's tags
-    // removed by hand are drift (issue 21).
-    assert!(reads <= 15 + 3, "{} reads:\n{}", reads, world.stats);
+    // removed by hand are drift (issue 21). Plus S3's GetBucketPolicy and
+    // GetBucketOwnershipControls: the bucket's access (issue 21).
+    assert!(reads <= 15 + 5, "{} reads:\n{}", reads, world.stats);
 }
 
 #[tokio::test]
@@ -1189,5 +1190,153 @@ async fn observe_mode_on_one_resource_leaves_it_and_repairs_the_rest() {
         pending,
         vec!["SecurityGroup/observability".to_string()],
         "{plan}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bucket's access: policy, ACL, ownership (asserted through the S3 API)
+
+/// The bucket's policy as S3 returns it; `None` when it has none.
+async fn bucket_policy(world: &World) -> Option<String> {
+    match world
+        .s3
+        .get_bucket_policy()
+        .bucket(world.resource_name(Kind::Bucket))
+        .send()
+        .await
+    {
+        Ok(p) => p.policy().map(str::to_string),
+        Err(e) => {
+            use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+            assert_eq!(e.code(), Some("NoSuchBucketPolicy"), "{e:?}");
+            None
+        }
+    }
+}
+
+async fn put_bucket_policy(world: &World, statement: &str) {
+    let bucket = world.resource_name(Kind::Bucket);
+    let statement = statement.replace("BUCKET", &bucket);
+    world
+        .s3
+        .put_bucket_policy()
+        .bucket(&bucket)
+        .policy(format!(
+            r#"{{"Version":"2012-10-17","Statement":[{statement}]}}"#
+        ))
+        .send()
+        .await
+        .expect("put bucket policy");
+}
+
+#[tokio::test]
+async fn drift_bucket_policy_granting_another_account_is_removed_naming_it() {
+    let world = World::converged().await;
+    assert_eq!(bucket_policy(&world).await, None);
+    put_bucket_policy(
+        &world,
+        r#"{"Sid":"cross","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"s3:*","Resource":["arn:aws:s3:::BUCKET","arn:aws:s3:::BUCKET/*"]}"#,
+    )
+    .await;
+    let plan = world
+        .assert_repaired("- policy.Statement[cross]: Allow s3:* to arn:aws:iam::999999999999:root")
+        .await;
+    let v = plan
+        .violations
+        .iter()
+        .find(|v| v.rule == "bucket-no-foreign-access")
+        .unwrap_or_else(|| panic!("a violation:\n{plan}"));
+    assert!(v.message.contains("999999999999"), "{v:?}");
+    assert_eq!(bucket_policy(&world).await, None);
+}
+
+#[tokio::test]
+async fn drift_bucket_policy_granting_everyone_read_is_removed_whatever_block_public_access_says() {
+    let world = World::converged().await;
+    put_bucket_policy(
+        &world,
+        r#"{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::BUCKET/*"}"#,
+    )
+    .await;
+    let plan = world
+        .assert_repaired("- policy.Statement[0]: Allow s3:GetObject to *")
+        .await;
+    assert!(
+        plan.violations
+            .iter()
+            .any(|v| v.rule == "bucket-no-foreign-access" && v.message.contains("lets * in")),
+        "{plan}"
+    );
+    assert_eq!(bucket_policy(&world).await, None);
+}
+
+#[tokio::test]
+async fn drift_public_read_acl_and_the_ownership_switched_to_allow_it_are_restored() {
+    use aws_sdk_s3::types::{
+        BucketCannedAcl, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
+    };
+    let world = World::converged().await;
+    let bucket = world.resource_name(Kind::Bucket);
+    // As real S3 requires: ACLs must be switched back on before one can be granted.
+    world
+        .s3
+        .put_bucket_ownership_controls()
+        .bucket(&bucket)
+        .ownership_controls(
+            OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ObjectOwnership::BucketOwnerPreferred)
+                        .build()
+                        .expect("rule"),
+                )
+                .build()
+                .expect("controls"),
+        )
+        .send()
+        .await
+        .expect("ownership");
+    world
+        .s3
+        .put_bucket_acl()
+        .bucket(&bucket)
+        .acl(BucketCannedAcl::PublicRead)
+        .send()
+        .await
+        .expect("public-read");
+    let plan = world.assert_repaired("- acl: AllUsers READ").await;
+    let text = plan.to_string();
+    assert!(
+        text.contains("objectOwnership: BucketOwnerPreferred → BucketOwnerEnforced"),
+        "{text}"
+    );
+    let acl = world
+        .s3
+        .get_bucket_acl()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("acl");
+    let owner = acl.owner().and_then(|o| o.id()).map(str::to_string);
+    assert!(
+        acl.grants()
+            .iter()
+            .all(|g| g.grantee().and_then(|g| g.id()).map(str::to_string) == owner),
+        "only the owner's grant: {:?}",
+        acl.grants()
+    );
+    let ownership = world
+        .s3
+        .get_bucket_ownership_controls()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("ownership");
+    assert_eq!(
+        ownership
+            .ownership_controls()
+            .and_then(|c| c.rules().first())
+            .map(|r| r.object_ownership().as_str()),
+        Some("BucketOwnerEnforced")
     );
 }

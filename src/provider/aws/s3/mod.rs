@@ -1,5 +1,8 @@
-//! S3: the bucket (public-access-block, default encryption, versioning, lifecycle, tags).
-//! Deletion policy Retain: nothing here ever deletes a bucket or an object.
+//! S3: the bucket (public-access-block, default encryption, versioning, lifecycle, tags, and
+//! who can reach it: [`access`]). Deletion policy Retain: nothing here ever deletes a bucket
+//! or an object.
+
+pub mod access;
 
 use super::{AwsError, Observed, Op, check_owner, desired_tags, is_owned, tag_drift};
 use crate::model::{BucketSpec, Desired, Encryption, LifecycleRule, PublicAccessBlock, Tags};
@@ -42,6 +45,8 @@ pub struct LiveBucket {
     pub versioning: Versioning,
     /// Every lifecycle rule, disabled ones and every action included.
     pub lifecycle: Vec<LiveLifecycleRule>,
+    /// Policy, ACL and object ownership.
+    pub access: access::LiveAccess,
 }
 
 /// A lifecycle rule as observed, completely: what the manifests can express (expiry by
@@ -182,6 +187,8 @@ pub enum BucketOp {
     Versioning,
     /// Put the lifecycle configuration.
     Lifecycle,
+    /// Bring policy, ACL or ownership back to the declaration.
+    Access(access::AccessOp),
 }
 
 fn code_is<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
@@ -286,6 +293,7 @@ pub async fn observe_bucket(
         Err(e) if code_is(&e, &["NoSuchLifecycleConfiguration"]) => Vec::new(),
         Err(e) => return Err(AwsError::call("GetBucketLifecycleConfiguration", res, e)),
     };
+    let access = access::observe(client, name).await?;
     Ok(Some(LiveBucket {
         tags,
         public_access_block,
@@ -293,6 +301,7 @@ pub async fn observe_bucket(
         encryption_extras,
         versioning,
         lifecycle,
+        access,
     }))
 }
 
@@ -375,6 +384,7 @@ pub fn diff_bucket(spec: &BucketSpec, live: &LiveBucket) -> (Vec<FieldChange>, V
         encryption_extras,
         versioning,
         lifecycle,
+        access,
     } = live;
     let mut fields = Vec::new();
     let mut ops = Vec::new();
@@ -451,6 +461,9 @@ pub fn diff_bucket(spec: &BucketSpec, live: &LiveBucket) -> (Vec<FieldChange>, V
         fields.push(FieldChange::changed("lifecycle", show(&h), show(&w)));
         ops.push(BucketOp::Lifecycle);
     }
+    let (access_fields, access_ops) = access::diff(spec, access);
+    fields.extend(access_fields);
+    ops.extend(access_ops.into_iter().map(BucketOp::Access));
     (fields, ops)
 }
 
@@ -477,13 +490,17 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
         let want_tags = desired_tags(desired, &r.id, &spec.tags);
         let (action, mut fields, mut ops) = match live {
             None => {
-                let ops = vec![
+                let mut ops = vec![
                     BucketOp::Create,
                     BucketOp::PublicAccessBlock,
                     BucketOp::Encryption,
                     BucketOp::Versioning,
                     BucketOp::Lifecycle,
+                    BucketOp::Access(access::AccessOp::Ownership),
                 ];
+                if spec.policy.is_some() {
+                    ops.push(BucketOp::Access(access::AccessOp::PutPolicy));
+                }
                 (Action::Create, Vec::new(), ops)
             }
             Some(l) => {
@@ -492,6 +509,11 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                 live_spec.encryption = l.encryption;
                 plan.violations
                     .extend(crate::policy::check_bucket(&r.id.to_string(), &live_spec));
+                plan.violations.extend(access::violations(
+                    &r.id.to_string(),
+                    &l.access,
+                    &observed.account,
+                ));
                 let (fields, ops) = diff_bucket(spec, l);
                 let owned = is_owned(&l.tags, desired);
                 if !owned {
@@ -704,6 +726,7 @@ pub async fn apply(
                 .await
                 .map_err(|e| AwsError::call("PutBucketLifecycleConfiguration", res, e))?;
         }
+        BucketOp::Access(op) => access::apply(client, spec, &res, op).await?,
     }
     Ok(())
 }
@@ -732,6 +755,8 @@ mod tests {
             ],
             deletion_policy: Default::default(),
             tags: Tags::new(),
+            policy: None,
+            object_ownership: Default::default(),
         }
     }
 
@@ -755,6 +780,11 @@ mod tests {
             encryption_extras: vec![],
             versioning: Versioning::Off,
             lifecycle: vec![rule("x", "loki/", 7), rule("y", "mimir/", 7)],
+            access: access::LiveAccess {
+                policy: None,
+                ownership: Some("BucketOwnerEnforced".into()),
+                foreign_grants: None,
+            },
         }
     }
 
@@ -799,6 +829,14 @@ mod tests {
             ("lifecycle", |l| {
                 l.lifecycle.pop();
             }),
+            // Each of its own fields has a case in access.rs.
+            ("access", |l| {
+                l.access.policy = Some(r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"*"}]}"#.into())
+            }),
+            ("access", |l| l.access.ownership = None),
+            ("access", |l| {
+                l.access.foreign_grants = Some(vec!["AllUsers READ".into()])
+            }),
         ];
         // Tags are compared with ownership by `diff` (see the moto tests).
         let not_here = ["tags"];
@@ -809,6 +847,7 @@ mod tests {
             encryption_extras: _,
             versioning: _,
             lifecycle: _,
+            access: _,
         } = live();
         let LiveLifecycleRule {
             id: _,
@@ -824,6 +863,7 @@ mod tests {
             "encryption_extras",
             "versioning",
             "lifecycle",
+            "access",
         ];
         for f in fields {
             assert!(
