@@ -794,6 +794,25 @@ pub fn warnings(desired: &crate::model::Desired) -> Vec<String> {
             }
         }
     }
+    // A tag can be moved in the registry: what runs would change without a manifest edit
+    // (rolled out as a planned replacement, but a change nobody reviewed). `local` runs the
+    // stub image built on the machine, which has no digest to pin.
+    if desired.environment != "local" {
+        let unpinned: Vec<String> = desired
+            .containers()
+            .filter(|(_, c)| !c.image.contains("@sha256:"))
+            .map(|(r, c)| format!("{} ({})", r.id, c.image))
+            .collect();
+        if let (Some(first), false) = (desired.containers().next(), unpinned.is_empty()) {
+            out.push(format!(
+                "{}: {} container images are pinned by tag, not by digest, in environment `{}`: {}\n    fix: pin each as name:tag@sha256:…, so that a tag moved in the registry cannot change what runs (a moved tag is otherwise rolled out as a planned replacement)",
+                first.0.source,
+                unpinned.len(),
+                desired.environment,
+                unpinned.join(", ")
+            ));
+        }
+    }
     out
 }
 

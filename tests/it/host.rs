@@ -1331,3 +1331,55 @@ async fn drift_container_moved_to_another_network_is_replaced() {
         .await
         .expect("the network goes");
 }
+
+/// Runs the docker CLI against the test engine; panics with its output on failure.
+fn docker_cli(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the docker CLI runs");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("docker finishes");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_tag_moved_in_the_registry_is_a_planned_replacement_saying_so() {
+    let host = Host::converged().await;
+    let original = docker_cli(&["image", "inspect", "-f", "{{.Id}}", STUB_IMAGE], None);
+    // Other content under the same tag, as a push to the registry would make it.
+    docker_cli(
+        &["build", "-q", "-t", STUB_IMAGE, "-"],
+        Some(&format!(
+            "FROM {original}\nLABEL io.stackwarden.test.moved=\"1\"\n"
+        )),
+    );
+    let plan = host.plan().await;
+    let loki = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "Container/loki")
+        .unwrap_or_else(|| panic!("loki is planned:\n{plan}"));
+    let reason = loki.reason.clone().unwrap_or_default();
+    // Put the tag back whatever the assertions say, for the tests that follow.
+    docker_cli(&["tag", &original, STUB_IMAGE], None);
+    assert_eq!(loki.action, Action::Replace, "{plan}");
+    assert!(
+        reason.contains(&format!("image tag {STUB_IMAGE} now resolves to")),
+        "{reason}"
+    );
+    assert!(loki.fields.iter().any(|f| f.path == "spec.image"), "{plan}");
+    // The tag is back: nothing to do.
+    host.assert_no_changes().await;
+}

@@ -824,3 +824,18 @@ fn a_group_with_more_rules_than_aws_allows_by_default_is_a_warning_naming_the_qu
         "{stderr}"
     );
 }
+
+#[test]
+fn images_pinned_by_tag_are_a_warning_in_every_environment_but_local() {
+    let out = stackwarden(&repo(), &["validate", "--env", "prod"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("container images are pinned by tag, not by digest, in environment `prod`")
+            && stderr.contains("Container/grafana (grafana/grafana:"),
+        "{stderr}"
+    );
+    let out = stackwarden(&repo(), &["validate", "--env", "local"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("pinned by tag"), "{stderr}");
+}

@@ -44,6 +44,9 @@ pub struct LiveContainer {
     pub exit_code: i64,
     /// The engine's error for the last start, if any.
     pub error: String,
+    /// The image reference it was created from (`Config.Image`), as written: with the same
+    /// reference and another image id, the tag moved under it.
+    pub image_ref: String,
     /// The settings, normalized.
     pub view: ContainerView,
 }
@@ -259,6 +262,7 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
             .map(|o| o.trim().to_string()),
         exit_code: state.exit_code.unwrap_or(0),
         error: state.error.unwrap_or_default(),
+        image_ref: config.image.clone().unwrap_or_default(),
         view: ContainerView {
             image: c.image.clone().unwrap_or_default(),
             entrypoint: config.entrypoint.unwrap_or_default(),

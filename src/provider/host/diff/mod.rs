@@ -294,8 +294,27 @@ fn plan_container(
         _ => {}
     }
     let mut reasons = Vec::new();
-    if !fields.is_empty() {
-        reasons.push("its configuration differs".to_string());
+    // Created from the very reference the manifest names, running another image: the tag
+    // moved under it. Rolling it out changes what runs, so it says so, apart from a
+    // container someone recreated from another image.
+    let moved_tag = match image {
+        Some(i) if i.id != live.view.image && live.image_ref == spec.image => Some(format!(
+            "image tag {} now resolves to {}, the container runs {}",
+            spec.image,
+            short(&i.id),
+            short(&live.view.image)
+        )),
+        _ => None,
+    };
+    let only_image = fields.iter().all(|f| f.path == "spec.image");
+    match (&moved_tag, only_image) {
+        (Some(moved), true) if !fields.is_empty() => reasons.push(moved.clone()),
+        (Some(moved), false) => {
+            reasons.push(moved.clone());
+            reasons.push("its configuration differs".to_string());
+        }
+        _ if !fields.is_empty() => reasons.push("its configuration differs".to_string()),
+        _ => {}
     }
     for m in &spec.mounts {
         if let Some(f) = &m.config_file
@@ -1064,5 +1083,31 @@ mod tests {
             summary(&run(&d, &obs)),
             ["create Container/svc", "create Container/aaa"]
         );
+    }
+
+    #[test]
+    fn a_tag_moved_under_a_container_is_a_replacement_that_says_so() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].view.image = "sha256:0123456789abcdef0000".into();
+        obs.containers[0].image_ref = "stub:local".into();
+        let p = run(&d, &obs);
+        let step = p
+            .steps
+            .iter()
+            .find(|s| s.change.id.name == "svc")
+            .expect("a step");
+        assert_eq!(step.change.action, Action::Replace);
+        let reason = step.change.reason.as_deref().unwrap_or("");
+        assert!(
+            reason.contains("image tag stub:local now resolves to"),
+            "{reason}"
+        );
+        assert!(!reason.contains("configuration differs"), "{reason}");
+        // Recreated by hand from another reference: not a moved tag.
+        obs.containers[0].image_ref = "other:tag".into();
+        let p = run(&d, &obs);
+        let reason = p.steps[0].change.reason.clone().unwrap_or_default();
+        assert!(!reason.contains("now resolves"), "{reason}");
     }
 }
