@@ -200,6 +200,13 @@ enum Phase {
     Resolved,
 }
 
+/// Where deliveries are counted (the daemon's metrics): the alerts know only this, so that
+/// the status, which shows alerts, is the one that depends on them.
+pub trait Counts: Send + Sync {
+    /// `n` alerts sent to `receiver` with `result` (`ok`, `failed`, `dropped`).
+    fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64);
+}
+
 /// What `/status` and the metrics show of one receiver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -233,7 +240,7 @@ struct Running {
 #[derive(Default)]
 pub struct Dispatcher {
     running: Vec<Running>,
-    metrics: Option<Arc<crate::status::Metrics>>,
+    metrics: Option<Arc<dyn Counts>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -254,7 +261,7 @@ impl Drop for Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher that counts its deliveries in `metrics`.
-    pub fn new(metrics: Arc<crate::status::Metrics>) -> Dispatcher {
+    pub fn new(metrics: Arc<dyn Counts>) -> Dispatcher {
         Dispatcher {
             running: Vec::new(),
             metrics: Some(metrics),
@@ -373,7 +380,7 @@ async fn send_loop(
     receiver: Receiver,
     key: Option<Key>,
     outbox: Arc<Outbox>,
-    metrics: Option<Arc<crate::status::Metrics>>,
+    metrics: Option<Arc<dyn Counts>>,
 ) {
     let count = |result: &str, n: u64| {
         if let Some(m) = &metrics {
@@ -446,10 +453,10 @@ async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), D
         .map(|(e, phase)| Postable {
             labels: &e.alert.labels,
             annotations: &e.alert.annotations,
-            starts_at: rfc3339(e.alert.starts_at.0),
+            starts_at: rfc3339(e.alert.starts_at),
             ends_at: rfc3339(match phase {
                 Phase::Firing => now + VALIDITY,
-                Phase::Resolved => e.ended.unwrap_or(now).max(e.alert.starts_at.0),
+                Phase::Resolved => e.ended.unwrap_or(now).max(e.alert.starts_at),
             }),
             generator_url: e.alert.annotations.get("page").map_or("", String::as_str),
         })
@@ -587,7 +594,6 @@ async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), De
 mod tests {
     use super::*;
     use crate::alerts::AlertName;
-    use crate::status::Timestamp;
 
     fn alert(fp: &str) -> Alert {
         Alert {
@@ -595,7 +601,7 @@ mod tests {
             name: AlertName::StackDrift,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
-            starts_at: Timestamp(SystemTime::now()),
+            starts_at: SystemTime::now(),
         }
     }
 

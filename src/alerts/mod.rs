@@ -15,7 +15,6 @@ use crate::engine::acknowledged;
 use crate::model::{Desired, Kind, Mode, ResourceId};
 use crate::plan::{Blocked, Cause, Change, Plan, Violation};
 use crate::provider::StepOutcome;
-use crate::status::Timestamp;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -70,8 +69,13 @@ pub struct Alert {
     /// `summary`, `differs` (before → after; a secret only "differs"), `action` (what was
     /// done) and `page` (the daemon's page).
     pub annotations: BTreeMap<String, String>,
-    /// When it was first seen.
-    pub starts_at: Timestamp,
+    /// When it was first seen (RFC 3339, seconds).
+    #[serde(serialize_with = "rfc3339_seconds")]
+    pub starts_at: SystemTime,
+}
+
+fn rfc3339_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*t))
 }
 
 /// What changed about an alert this pass.
@@ -376,7 +380,7 @@ fn blocked_alert(v: &PassView<'_>, b: &Blocked) -> Option<(String, Alert)> {
                 "drift",
             ),
             annotations,
-            starts_at: Timestamp(v.now),
+            starts_at: v.now,
         },
     ))
 }
@@ -433,7 +437,7 @@ fn drift_alert(
             Cause::Drift => format!("{id} was changed by hand"),
         },
     );
-    annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+    annotations.insert("differs".to_string(), crate::plan::describe_drift(c));
     annotations.insert("page".to_string(), v.page.to_string());
     Some((
         fp.clone(),
@@ -448,7 +452,7 @@ fn drift_alert(
                 cause,
             ),
             annotations,
-            starts_at: Timestamp(v.now),
+            starts_at: v.now,
         },
     ))
 }
@@ -498,7 +502,7 @@ fn violation_alert(v: &PassView<'_>, x: &Violation) -> Option<(String, Alert, Ki
             name: AlertName::PolicyViolation,
             labels,
             annotations,
-            starts_at: Timestamp(v.now),
+            starts_at: v.now,
         },
         kind,
     ))
@@ -532,7 +536,7 @@ fn failing(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
                 (v.failures)(&id)
             ),
         );
-        annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+        annotations.insert("differs".to_string(), crate::plan::describe_drift(c));
         if let Some(e) = v
             .outcomes
             .iter()
@@ -555,7 +559,7 @@ fn failing(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
                     name,
                     labels: labels(v.desired, name, c.id.kind.as_str(), &c.id.name, cause),
                     annotations,
-                    starts_at: Timestamp(v.now),
+                    starts_at: v.now,
                 },
                 c.id.kind,
             ),
@@ -590,7 +594,7 @@ fn unhealthy(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
             format!("{id} keeps failing its health check: {restarts} restarts in a row"),
         );
         if let Some(c) = v.before.changes.iter().find(|c| c.id == r.id) {
-            annotations.insert("differs".to_string(), crate::status::describe_drift(c));
+            annotations.insert("differs".to_string(), crate::plan::describe_drift(c));
         }
         annotations.insert("page".to_string(), v.page.to_string());
         out.insert(
@@ -607,7 +611,7 @@ fn unhealthy(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
                         "drift",
                     ),
                     annotations,
-                    starts_at: Timestamp(v.now),
+                    starts_at: v.now,
                 },
                 Kind::Container,
             ),

@@ -532,3 +532,30 @@ impl ErrorClass {
         !matches!(self, ErrorClass::Permanent)
     }
 }
+
+/// One line: the action and the fields, secrets as "differs".
+pub fn describe_drift(change: &Change) -> String {
+    let fields: Vec<String> = change.fields.iter().map(describe_field).collect();
+    let mut text = change.action.verb().to_string();
+    if let Some(reason) = &change.reason {
+        text.push_str(&format!(" ({reason})"));
+    }
+    if !fields.is_empty() {
+        text.push_str(": ");
+        text.push_str(&fields.join("; "));
+    }
+    text
+}
+
+/// A field change for people: `path: before → after`; a secret only "differs".
+pub fn describe_field(f: &FieldChange) -> String {
+    if f.sensitive {
+        return format!("{}: differs", f.path);
+    }
+    match (&f.old, &f.new) {
+        (Some(o), Some(n)) => format!("{}: {o} → {n}", f.path),
+        (None, Some(n)) => format!("{}: (none) → {n}", f.path),
+        (Some(o), None) => format!("{}: {o} → (none)", f.path),
+        (None, None) => f.path.clone(),
+    }
+}

@@ -168,7 +168,7 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                                 tr class="alert" {
                                     td class="bad" { (a.name.as_str()) }
                                     td { code { (a.labels.get("kind").map_or("", String::as_str)) "/" (a.labels.get("resource").map_or("", String::as_str)) } }
-                                    td { (a.starts_at) }
+                                    td { (crate::status::Timestamp(a.starts_at)) }
                                     td { (a.annotations.get("differs").map_or("", String::as_str)) }
                                     td { (a.annotations.get("action").map_or("", String::as_str)) }
                                 }

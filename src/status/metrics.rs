@@ -314,6 +314,12 @@ impl Metrics {
     }
 }
 
+impl crate::alerts::deliver::Counts for Metrics {
+    fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64) {
+        Metrics::count_alerts_sent(self, receiver, result, n);
+    }
+}
+
 /// OpenMetrics → Prometheus text 0.0.4. The two differ, for what this exporter emits, only in
 /// how a counter family is named in its HELP and TYPE lines (OpenMetrics drops the `_total`
 /// its samples carry) and in the `# EOF` terminator.

@@ -10,9 +10,11 @@ mod metrics;
 
 pub use audit::{AuditEntry, AuditLog};
 pub use metrics::Metrics;
+// Kept here too: the page and the audit describe drift the way alerts do.
+pub use crate::plan::{describe_drift, describe_field};
 
 use crate::model::{Desired, Mode};
-use crate::plan::{Action, Change, ConditionStatus, FieldChange, Plan, Violation};
+use crate::plan::{Action, Change, ConditionStatus, Plan, Violation};
 use crate::provider::StepOutcome;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -739,33 +741,6 @@ fn transition(
         reason,
         message,
         last_transition_time,
-    }
-}
-
-/// One line: the action and the fields, secrets as "differs".
-pub fn describe_drift(change: &Change) -> String {
-    let fields: Vec<String> = change.fields.iter().map(describe_field).collect();
-    let mut text = change.action.verb().to_string();
-    if let Some(reason) = &change.reason {
-        text.push_str(&format!(" ({reason})"));
-    }
-    if !fields.is_empty() {
-        text.push_str(": ");
-        text.push_str(&fields.join("; "));
-    }
-    text
-}
-
-/// A field change for people: `path: before → after`; a secret only "differs".
-pub fn describe_field(f: &FieldChange) -> String {
-    if f.sensitive {
-        return format!("{}: differs", f.path);
-    }
-    match (&f.old, &f.new) {
-        (Some(o), Some(n)) => format!("{}: {o} → {n}", f.path),
-        (None, Some(n)) => format!("{}: (none) → {n}", f.path),
-        (Some(o), None) => format!("{}: {o} → (none)", f.path),
-        (None, None) => f.path.clone(),
     }
 }
 

@@ -81,3 +81,64 @@ fn the_status_is_data_and_the_server_only_reads_it() {
         ],
     );
 }
+
+/// The top-level modules each one names (`crate::x`), test code included: module `tests` and
+/// `#[cfg(test)]` blocks may not reach upward either.
+fn imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&src).expect("read src") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let files = if path.is_dir() {
+            rust_files(&path)
+        } else {
+            vec![path.clone()]
+        };
+        let mut uses = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            for (i, _) in text.match_indices("crate::") {
+                let rest = &text[i + "crate::".len()..];
+                let module: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !module.is_empty() && module != name {
+                    uses.insert(module);
+                }
+            }
+        }
+        out.insert(name, uses);
+    }
+    out
+}
+
+#[test]
+fn no_two_top_level_modules_depend_on_each_other_even_through_others() {
+    let graph = imports();
+    // Depth-first search from each module for a path back to itself.
+    for start in graph.keys() {
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((at, path)) = stack.pop() {
+            for next in graph.get(&at).into_iter().flatten() {
+                if next == start {
+                    panic!("module cycle: {} → {start}", path.join(" → "));
+                }
+                if graph.contains_key(next) && seen.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next.clone(), p));
+                }
+            }
+        }
+    }
+}
