@@ -404,10 +404,14 @@ async fn build_engine(
 /// Reads the reconcile token: the file wins over the environment; blank means none.
 fn read_token(args: &RunArgs) -> anyhow::Result<Option<Arc<str>>> {
     let raw = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the token file {}", path.display()))?,
-        ),
+        Some(path) => match manifest::secret::read_file(path) {
+            Ok(token) => Some(token),
+            Err(manifest::secret::SecretProblem::Empty(_)) => None,
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("reading the token file {}", path.display()));
+            }
+        },
         None => std::env::var("STACKWARDEN_TOKEN").ok(),
     };
     Ok(raw

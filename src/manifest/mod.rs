@@ -6,6 +6,7 @@ mod diagnostic;
 pub mod files;
 pub mod repository;
 mod schema;
+pub mod secret;
 mod validate;
 pub mod values;
 pub mod yaml;
@@ -582,32 +583,22 @@ fn secret_findings(desired: &Desired) -> Vec<crate::plan::Violation> {
     for (r, spec) in desired.parameters() {
         let id = r.id.to_string();
         let source = &spec.value_from;
-        // The same precedence as the providers: a named variable wins over a file.
-        let finding = if let Some(var) = &source.env {
-            std::env::var_os(var).and_then(|value| {
-                crate::policy::check_secret(
-                    &id,
-                    "spec.valueFrom.env",
-                    &format!("environment variable {var}"),
-                    &value.to_string_lossy(),
-                )
-            })
-        } else if let Some(file) = &source.file {
-            // An unreadable file is reported by the provider that needs its value.
-            files::Reader::default()
-                .read(Path::new(file), files::FileRole::Secret)
-                .ok()
-                .and_then(|text| {
-                    crate::policy::check_secret(
-                        &id,
-                        "spec.valueFrom.file",
-                        &format!("file {file}"),
-                        text.trim_end_matches(['\n', '\r']),
-                    )
-                })
-        } else {
-            None
+        // Read as the providers read it; an unreadable value is theirs to report.
+        // A blank value is the weak-secret rule's to judge (it refuses it by name); one
+        // that cannot be read at all is the providers' to report.
+        let value = match secret::read(source) {
+            Ok(value) => Some(value),
+            Err(secret::SecretProblem::Empty(_)) => Some(String::new()),
+            Err(_) => None,
         };
+        let finding = value.and_then(|value| {
+            let (path, origin) = match (&source.env, &source.file) {
+                (Some(var), _) => ("spec.valueFrom.env", format!("environment variable {var}")),
+                (None, Some(file)) => ("spec.valueFrom.file", format!("file {file}")),
+                (None, None) => ("spec.valueFrom", String::new()),
+            };
+            crate::policy::check_secret(&id, path, &origin, &value)
+        });
         out.extend(finding);
     }
     out

@@ -99,21 +99,12 @@ pub enum ParameterOp {
     Tag,
 }
 
-/// Reads a secret from its source (environment variable or file; a trailing newline trimmed).
+/// Reads a secret from its source, as every secret is read ([`crate::manifest::secret`]).
 pub fn read_secret(source: &SecretSource) -> SecretRead {
-    if let Some(var) = &source.env {
-        return match std::env::var(var) {
-            Ok(v) if !v.is_empty() => SecretRead::Value(Secret(v)),
-            _ => SecretRead::Missing(format!("environment variable {var} is unset")),
-        };
+    match crate::manifest::secret::read(source) {
+        Ok(v) => SecretRead::Value(Secret(v)),
+        Err(e) => SecretRead::Missing(e.to_string()),
     }
-    if let Some(path) = &source.file {
-        return match std::fs::read_to_string(path) {
-            Ok(v) => SecretRead::Value(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
-            Err(e) => SecretRead::Missing(format!("file {path} cannot be read ({e})")),
-        };
-    }
-    SecretRead::Missing("valueFrom names neither env nor file".to_string())
 }
 
 /// Reads a parameter (decrypted) and its tags.

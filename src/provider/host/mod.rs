@@ -207,22 +207,10 @@ fn unobserved_of(
     out
 }
 
-/// Reads a Parameter's value from where its manifest says; the error names the source.
+/// Reads a Parameter's value from where its manifest says, as every secret is read; the
+/// error names the source, never the value.
 fn read_secret(spec: &crate::model::ParameterSpec) -> Result<String, String> {
-    if let Some(var) = &spec.value_from.env {
-        return match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(v),
-            _ => Err(format!("environment variable {var} is not set")),
-        };
-    }
-    if let Some(path) = &spec.value_from.file {
-        return match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(s.trim_end_matches(['\n', '\r']).to_string()),
-            Ok(_) => Err(format!("secret file {path} is empty")),
-            Err(e) => Err(format!("cannot read secret file {path}: {e}")),
-        };
-    }
-    Err("the Parameter names no value source".to_string())
+    crate::manifest::secret::read(&spec.value_from).map_err(|e| e.to_string())
 }
 
 impl HostProvider {
