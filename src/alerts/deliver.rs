@@ -324,6 +324,30 @@ impl Dispatcher {
         }
     }
 
+    /// Waits until every outbox has delivered what it holds, or `within` has passed (a
+    /// receiver that is down cannot hold up the process's exit). A resolution keeps its hold
+    /// (Alertmanager drops a resolution that arrives within its group wait of the firing, and
+    /// the firing would never be notified), so `within` must exceed [`HOLD`]. Returns how
+    /// many alerts were still pending.
+    pub async fn flush(&self, within: Duration) -> usize {
+        for r in &self.running {
+            r.outbox.wake.notify_one();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left: usize = self
+                .running
+                .iter()
+                .filter(|r| !r.task.is_finished())
+                .map(|r| r.outbox.pending())
+                .sum();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every receiver's delivery state.
     pub fn status(&self) -> Vec<ReceiverStatus> {
         self.running
@@ -353,26 +377,10 @@ impl Dispatcher {
 struct Key(Vec<u8>);
 
 fn read_key(source: &SecretSource) -> Result<Key, String> {
-    let text = match (&source.env, &source.file) {
-        (Some(var), _) => {
-            std::env::var(var).map_err(|_| format!("the signing key variable {var} is not set"))?
-        }
-        (None, Some(file)) => {
-            use std::io::Read;
-            // A key is short: a bounded read, so a wrong path (a log, a device) costs nothing.
-            let mut text = String::new();
-            std::fs::File::open(file)
-                .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
-                .map_err(|e| format!("the signing key file {file}: {e}"))?;
-            text
-        }
-        (None, None) => return Err("the signing key names neither env nor file".into()),
-    };
-    let key = text.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
-    if key.is_empty() {
-        return Err("the signing key is empty".into());
-    }
-    Ok(Key(key))
+    // Read as every secret is: bounded, a trailing line ending trimmed, blank refused.
+    crate::manifest::secret::read(source)
+        .map(|k| Key(k.into_bytes()))
+        .map_err(|e| format!("the signing key: {e}"))
 }
 
 /// Sends what falls due, forever: retries with backoff while the receiver fails.

@@ -49,6 +49,8 @@ pub const RESYNC_JITTER: f64 = 0.1;
 pub const DETACH_AFTER: Duration = Duration::from_secs(2);
 /// How long a shutdown waits for the pass in flight before abandoning it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for pending alerts (resolutions above all) to be delivered.
+pub const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Which worlds the daemon covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,6 +470,15 @@ impl Controller {
                 abort.abort();
                 tracing::warn!("shutdown: background writes were abandoned");
             }
+        }
+        // Alerts raised or resolved in the last pass are still in their outboxes: sent now,
+        // within a bound, so that nothing stays firing at a receiver forever.
+        let left = self.dispatcher.flush(ALERT_FLUSH).await;
+        if left > 0 {
+            tracing::warn!(
+                pending = left,
+                "shutdown: some alerts could not be delivered in time"
+            );
         }
         if let Some(lease) = &self.lease {
             match tokio::time::timeout(SHUTDOWN_GRACE, lease.release()).await {

@@ -502,3 +502,25 @@ async fn a_declared_name_taken_by_a_foreign_root_container_shows_on_its_resource
         Some("10001:10001")
     );
 }
+
+#[tokio::test]
+async fn a_resolution_in_the_last_pass_before_sigterm_still_reaches_the_receiver() {
+    let (moto, am, mut d) = aws_daemon_alerting("enforce").await;
+    // Found and repaired in one pass: the alert fires and resolves at once, and the
+    // resolution waits in the outbox for its hold after the firing is delivered. The process
+    // is stopped as soon as the repair shows.
+    revoke_first_ingress(&moto).await;
+    d.wait_until("the repair is audited", CONVERGE, || {
+        audited(&d.status(), "SecurityGroup/observability", "drift")
+    });
+    assert_eq!(d.terminate(), Some(0), "{}", d.log_tail());
+    am.wait_until(
+        "the firing and the resolution are notified",
+        DELIVER,
+        || {
+            let n = am.sink.notifications();
+            notified(&n, "StackDrift", "observability", "firing")
+                && notified(&n, "StackDrift", "observability", "resolved")
+        },
+    );
+}
