@@ -129,6 +129,8 @@ pub struct Book {
     /// Resources seen existing: a later `missing` is someone removing one (an alert), while
     /// the first converge of a new stack creates everything without alerting.
     present: BTreeSet<String>,
+    /// The worlds (host or not) this book has seen a pass of.
+    started: BTreeSet<bool>,
 }
 
 impl Book {
@@ -139,6 +141,7 @@ impl Book {
 
     /// Folds one pass in and returns the transitions to deliver, firings first.
     pub fn pass(&mut self, v: &PassView<'_>) -> Vec<Event> {
+        self.start(v);
         let seen = candidates(v, v.before, &self.present);
         let mut standing = candidates(v, v.after, &self.present);
         for (fp, (mut alert, kind)) in failing(v).into_iter().chain(unhealthy(v)) {
@@ -221,6 +224,40 @@ impl Book {
             }
         }
         events
+    }
+}
+
+impl Book {
+    /// The first pass over a world decides whether its stack existed before this process: if
+    /// any of its declared resources is there, the stack is not new, and what is missing was
+    /// removed while no daemon watched (an alert). Only a stack created from nothing is
+    /// exempt. Lookups (pre-existing by definition) and the Stack itself say nothing.
+    fn start(&mut self, v: &PassView<'_>) {
+        let missing: BTreeSet<String> = v
+            .before
+            .changes
+            .iter()
+            .filter(|c| c.cause == Cause::Missing)
+            .map(|c| c.id.to_string())
+            .collect();
+        for host in [false, true] {
+            let in_world = |k: Kind| {
+                k.on_host() == host && (v.looked_at)(k) && !matches!(k, Kind::Stack | Kind::Lookup)
+            };
+            let declared: Vec<String> = v
+                .desired
+                .resources
+                .iter()
+                .filter(|r| in_world(r.id.kind))
+                .map(|r| r.id.to_string())
+                .collect();
+            if declared.is_empty() || !self.started.insert(host) {
+                continue;
+            }
+            if declared.iter().any(|id| !missing.contains(id)) {
+                self.present.extend(declared);
+            }
+        }
     }
 }
 

@@ -169,24 +169,55 @@ fn observe_mode_alerts_nothing() {
     assert!(run.pass(&drifted(), &drifted(), &[], 0).is_empty());
 }
 
+/// Every declared resource (but the Stack and the Lookups) planned as missing.
+fn everything_missing(d: &Desired) -> Plan {
+    Plan {
+        changes: d
+            .resources
+            .iter()
+            .filter(|r| !matches!(r.id.kind, Kind::Stack | Kind::Lookup))
+            .map(|r| Change::new(r.id.clone(), Action::Create).caused_by(Cause::Missing))
+            .collect(),
+        ..Plan::default()
+    }
+}
+
+fn loki_missing() -> Plan {
+    Plan {
+        changes: vec![
+            Change::new(ResourceId::new(Kind::Container, "loki"), Action::Create)
+                .caused_by(Cause::Missing),
+        ],
+        ..Plan::default()
+    }
+}
+
 #[test]
 fn the_first_converge_of_a_new_stack_alerts_nothing_a_later_removal_does() {
     let mut run = Run {
         book: Book::default(),
         desired: desired(Mode::Enforce),
     };
-    let create = |c: Cause| Plan {
-        changes: vec![
-            Change::new(ResourceId::new(Kind::Container, "loki"), Action::Create).caused_by(c),
-        ],
-        ..Plan::default()
-    };
-    assert!(
-        run.pass(&create(Cause::Missing), &Plan::default(), &[], 0)
-            .is_empty()
-    );
-    let events = run.pass(&create(Cause::Missing), &create(Cause::Missing), &[], 0);
+    let new = everything_missing(&run.desired);
+    assert!(run.pass(&new, &Plan::default(), &[], 0).is_empty());
+    let events = run.pass(&loki_missing(), &loki_missing(), &[], 0);
     assert_eq!(names(&events), ["firing StackDrift"]);
+}
+
+#[test]
+fn a_daemon_starting_on_an_existing_stack_alerts_on_what_was_removed_while_it_was_down() {
+    let mut run = Run {
+        book: Book::default(),
+        desired: desired(Mode::Enforce),
+    };
+    // The first pass of this process: everything exists but loki.
+    let events = run.pass(&loki_missing(), &Plan::default(), &[], 0);
+    assert_eq!(names(&events), ["firing StackDrift", "resolved StackDrift"]);
+    let a = firing(&events, AlertName::StackDrift);
+    assert!(
+        a.annotations["summary"].contains("removed by hand"),
+        "{a:?}"
+    );
 }
 
 #[test]

@@ -524,3 +524,54 @@ async fn a_resolution_in_the_last_pass_before_sigterm_still_reaches_the_receiver
         },
     );
 }
+
+#[tokio::test]
+async fn a_daemon_restarted_on_an_existing_stack_alerts_on_what_was_removed_while_it_was_down() {
+    let (moto, am, mut d) = aws_daemon_alerting("enforce").await;
+    assert_eq!(d.terminate(), Some(0), "{}", d.log_tail());
+    // While no daemon runs, the parameter is deleted by hand.
+    let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config().await);
+    let names = ssm
+        .describe_parameters()
+        .send()
+        .await
+        .expect("describe parameters");
+    let name = names
+        .parameters()
+        .first()
+        .and_then(|p| p.name())
+        .expect("the stack's parameter")
+        .to_string();
+    ssm.delete_parameter()
+        .name(&name)
+        .send()
+        .await
+        .expect("delete parameter");
+    // The next daemon finds the stack there but for it: a removal, alerted and repaired.
+    let next = Daemon::start_in(
+        &d.dir,
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "aws",
+            resync: "5s",
+            alertmanager: Some(&am.url),
+            ..Default::default()
+        },
+    );
+    next.wait_until("the stack converges", CONVERGE, || {
+        converged(&next.status())
+    });
+    am.wait_until("the removal is notified", DELIVER, || {
+        notified(
+            &am.sink.notifications(),
+            "StackDrift",
+            "grafana-admin-password",
+            "firing",
+        )
+    });
+    ssm.get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .expect("the parameter is back");
+}
