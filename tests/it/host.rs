@@ -1383,3 +1383,41 @@ async fn a_tag_moved_in_the_registry_is_a_planned_replacement_saying_so() {
     // The tag is back: nothing to do.
     host.assert_no_changes().await;
 }
+
+#[tokio::test]
+async fn a_container_whose_mounted_file_cannot_be_written_is_not_recreated() {
+    let host = Host::converged().await;
+    let before = dk::inspect(&host.docker, "grafana").await.id;
+    // The file's directory replaced by a plain file: no write can land below it.
+    let rules = file_path(&host.desired, "grafana-alert-rules");
+    let dir = rules.parent().expect("a parent").to_path_buf();
+    let saved = host_root().join("alerting-saved");
+    let _ = std::fs::remove_dir_all(&saved);
+    std::fs::rename(&dir, &saved).expect("move the directory away");
+    std::fs::write(&dir, "not a directory").expect("a file in its place");
+    let report = host.engine.apply(&host.desired).await;
+    // Put the directory back whatever the assertions say, for the tests that follow.
+    std::fs::remove_file(&dir).expect("remove the file");
+    std::fs::rename(&saved, &dir).expect("restore the directory");
+    let outcome = |id: &str| {
+        report
+            .outcomes
+            .iter()
+            .find(|o| o.change.id.to_string() == id)
+            .unwrap_or_else(|| panic!("no outcome for {id}: {:#?}", report.outcomes))
+    };
+    assert!(outcome("ConfigFile/grafana-alert-rules").error.is_some());
+    let grafana = outcome("Container/grafana");
+    assert!(
+        grafana
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("blocked: its mounted ConfigFile/grafana-")),
+        "{grafana:?}"
+    );
+    // Never stopped, never recreated.
+    let after = dk::inspect(&host.docker, "grafana").await;
+    assert_eq!(after.id, before);
+    assert_eq!(after.state.and_then(|s| s.running), Some(true));
+    host.assert_no_changes().await;
+}

@@ -971,8 +971,50 @@ impl Provider for HostProvider {
             .into_iter()
             .partition(|s| s.change.id.kind == Kind::ConfigFile);
         // Files one by one (cheap, and containers read them), then removals together.
+        let mut failed_files: BTreeMap<String, (ErrorClass, String)> = BTreeMap::new();
         for step in file_steps {
-            outcomes.push(self.run_step(desired, observed, step).await);
+            let outcome = self.run_step(desired, observed, step).await;
+            if let (Some(error), Some(class)) = (&outcome.error, outcome.class) {
+                failed_files.insert(outcome.change.id.name.clone(), (class, error.clone()));
+            }
+            outcomes.push(outcome);
+        }
+        // A container whose mounted file could not be written is not recreated for it: the
+        // restart would start it on the old file again, and its own events would wake pass
+        // after pass. Its outcome says what blocks it, and its backoff holds.
+        let (blocked, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| {
+            s.change.id.kind == Kind::Container
+                && Self::container_spec(desired, &s.change.id.name).is_ok_and(|spec| {
+                    spec.mounts.iter().any(|m| {
+                        m.config_file
+                            .as_ref()
+                            .is_some_and(|f| failed_files.contains_key(f))
+                    })
+                })
+        });
+        for step in blocked {
+            let spec = Self::container_spec(desired, &step.change.id.name).ok();
+            let (file, (class, error)) = spec
+                .into_iter()
+                .flat_map(|s| s.mounts.iter())
+                .filter_map(|m| m.config_file.as_ref())
+                .find_map(|f| failed_files.get_key_value(f))
+                .map(|(f, e)| (f.clone(), e.clone()))
+                .unwrap_or_else(|| (String::new(), (ErrorClass::Transient, String::new())));
+            tracing::warn!(
+                target: APPLY_LOG_TARGET,
+                "not {}: its mounted ConfigFile/{file} could not be written",
+                step_line(&step.change)
+            );
+            outcomes.push(StepOutcome::failed(
+                step.change,
+                StepError {
+                    class,
+                    message: format!(
+                        "blocked: its mounted ConfigFile/{file} could not be written ({error})"
+                    ),
+                },
+            ));
         }
         let (removals, rest): (Vec<_>, Vec<_>) = rest
             .into_iter()
