@@ -95,10 +95,14 @@ pub struct Handle {
 /// writes; `None` when it ran past [`PASS_DEADLINE`].
 type Work = Option<(ApplyReport, Plan)>;
 
-/// Writes a pass let go on in the background, and the trigger of that pass.
+/// Writes a pass let go on in the background, the trigger of that pass, and what its alerts
+/// are judged against once they finish.
 struct Detached {
     task: JoinHandle<Work>,
     trigger: Trigger,
+    desired: Desired,
+    /// The pass looked at the host alone (a Docker-triggered pass).
+    host_only: bool,
 }
 
 /// The resources some write is working on now (`Kind/name`). A pass claims what it is
@@ -350,7 +354,7 @@ impl Controller {
                         // (select_all panics on no futures, and select! builds every branch's future.)
                         (done, index) = async { if self.detached.is_empty() { std::future::pending().await } else { let (done, index, _) = futures_util::future::select_all(self.detached.iter_mut().map(|d| &mut d.task)).await; (done, index) } } => {
                             let d = self.detached.swap_remove(index);
-                            self.fold_detached(done, d.trigger);
+                            self.fold_detached(done, d);
                             // Converged means observed: look at what those writes left.
                             Trigger::Retry
                         },
@@ -416,11 +420,27 @@ impl Controller {
     }
 
     /// Folds in the outcomes of writes that finished after their pass.
-    fn fold_detached(&mut self, done: Result<Work, tokio::task::JoinError>, trigger: Trigger) {
+    fn fold_detached(&mut self, done: Result<Work, tokio::task::JoinError>, d: Detached) {
         match done {
-            Ok(Some((report, _))) => {
+            Ok(Some((report, after))) => {
                 tracing::info!(steps = report.outcomes.len(), "background writes finished");
-                self.record_outcomes(&report.outcomes, trigger, SystemTime::now());
+                let now = SystemTime::now();
+                self.record_outcomes(&report.outcomes, d.trigger, now);
+                // Their pass held back the alerts of what they were writing (it was busy):
+                // judged now, exactly as an inline write's are, against what they found and
+                // what they left.
+                let scope = self.opts.scope;
+                let host_only = d.host_only;
+                let failed_host = after.failure_of("host").is_some();
+                let failed_aws = after.failure_of("aws").is_some();
+                let looked_at = move |k: Kind| {
+                    if k.on_host() {
+                        scope.host && !failed_host
+                    } else {
+                        scope.aws && !host_only && !failed_aws
+                    }
+                };
+                self.raise_alerts(&d.desired, &report, &after, &looked_at, now);
                 self.publish();
             }
             Ok(None) => tracing::warn!(
@@ -464,11 +484,15 @@ impl Controller {
 
     async fn shutdown(&mut self) {
         // Writes in the background get the same grace as a pass in flight.
-        for d in std::mem::take(&mut self.detached) {
+        // What they did is folded in as ever: audited, and alerted before the flush below.
+        for mut d in std::mem::take(&mut self.detached) {
             let abort = d.task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, d.task).await.is_err() {
-                abort.abort();
-                tracing::warn!("shutdown: background writes were abandoned");
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut d.task).await {
+                Ok(done) => self.fold_detached(done, d),
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!("shutdown: background writes were abandoned");
+                }
             }
         }
         // Alerts raised or resolved in the last pass are still in their outboxes: sent now,
@@ -889,7 +913,12 @@ impl Controller {
                         in_flight = ?self.in_flight.ids(),
                         "writes continue in the background"
                     );
-                    self.detached.push(Detached { task, trigger });
+                    self.detached.push(Detached {
+                        task,
+                        trigger,
+                        desired: desired.clone(),
+                        host_only,
+                    });
                     (
                         ApplyReport {
                             plan: plan.clone(),

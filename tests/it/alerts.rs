@@ -575,3 +575,56 @@ async fn a_daemon_restarted_on_an_existing_stack_alerts_on_what_was_removed_whil
         .await
         .expect("the parameter is back");
 }
+
+#[tokio::test]
+async fn a_repair_that_finishes_in_the_background_alerts_like_any_other() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "30s",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    // Pyroscope's health check takes 2.5 s to pass: a repair waits on it, past the 2 s after
+    // which a pass lets its writes go on in the background.
+    let containers = d.dir.join("manifests/host/containers.yaml");
+    let text = std::fs::read_to_string(&containers).unwrap();
+    let edited = text.replacen(
+        r#"test: [CMD, wget, -q, -O, /dev/null, "http://127.0.0.1:4040/ready"]"#,
+        r#"test: [CMD-SHELL, "sleep 2.5"]"#,
+        1,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&containers, edited).unwrap();
+    d.wait_until("the slow check is in force", CONVERGE, || {
+        converged(&d.status()) && d.log_text().contains("writes continue in the background")
+    });
+    // `docker update --restart no`: a hand-made change, repaired by a recreate that waits on
+    // the slow check, in the background.
+    docker
+        .update_container(
+            "pyroscope",
+            bollard::models::ContainerUpdateBody {
+                restart_policy: Some(bollard::models::RestartPolicy {
+                    name: Some(bollard::models::RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("docker update");
+    d.wait_until("the repair is audited", CONVERGE, || {
+        audited(&d.status(), "Container/pyroscope", "drift")
+    });
+    am.wait_until("the drift fires and resolves", DELIVER, || {
+        let n = am.sink.notifications();
+        notified(&n, "StackDrift", "pyroscope", "firing")
+            && notified(&n, "StackDrift", "pyroscope", "resolved")
+    });
+}
