@@ -190,6 +190,8 @@ pub struct Controller {
     next_resync: SystemTime,
     budget: Budget,
     in_flight: InFlight,
+    /// The declared container names, for the Docker events watcher.
+    watched_names: crate::provider::host::events::WatchedNames,
     detached: Vec<Detached>,
     lease: Option<Lease>,
     s3: Option<aws_sdk_s3::Client>,
@@ -280,6 +282,7 @@ impl Controller {
             next_resync: SystemTime::now(),
             budget: Budget::default(),
             in_flight: InFlight::default(),
+            watched_names: Default::default(),
             detached: Vec::new(),
             lease: None,
             s3: None,
@@ -535,6 +538,13 @@ impl Controller {
                     self.backoff.clear();
                     self.watch(&loaded.desired);
                 }
+                if let Ok(mut names) = self.watched_names.write() {
+                    *names = loaded
+                        .desired
+                        .containers()
+                        .map(|(r, _)| r.id.name.clone())
+                        .collect();
+                }
                 self.desired = Some(loaded.desired);
                 self.status.manifest.rejected = None;
                 self.rejected_revision = None;
@@ -610,6 +620,7 @@ impl Controller {
                     self.events = Some(watch_events(
                         p.docker().clone(),
                         desired.stack_name.clone(),
+                        self.watched_names.clone(),
                         Arc::new(Stats::default()),
                     ));
                     self.host = Some(Arc::new(p));

@@ -750,8 +750,12 @@ async fn disabled_stack_removes_containers_and_keeps_files() {
 async fn events_report_container_drift_at_once() {
     let host = Host::converged().await;
     let stats = Arc::new(Stats::default());
-    let mut events =
-        stackwarden::provider::host::watch_events(host.docker.clone(), STACK.into(), stats);
+    let mut events = stackwarden::provider::host::watch_events(
+        host.docker.clone(),
+        STACK.into(),
+        Default::default(),
+        stats,
+    );
     // Subscribing takes a moment; drift made before it is replayed (`since`), so no sleep.
     dk::remove(&host.docker, "cadvisor").await;
     let mut seen = Vec::new();
@@ -766,6 +770,44 @@ async fn events_report_container_drift_at_once() {
         }
     }
     assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
+    let report = host.engine.apply(&host.desired).await;
+    assert!(report.converged(), "{:#?}", report.outcomes);
+}
+
+#[tokio::test]
+async fn events_of_a_foreign_container_holding_a_declared_name_are_reported_and_others_not() {
+    let host = Host::converged().await;
+    let names: stackwarden::provider::host::events::WatchedNames = Default::default();
+    names.write().expect("names").insert("loki".to_string());
+    let mut events = stackwarden::provider::host::watch_events(
+        host.docker.clone(),
+        STACK.into(),
+        names,
+        Arc::new(Stats::default()),
+    );
+    // A stranger under a name nobody declares, then a foreign loki that leaves again.
+    impostor(&host.docker, "sw-test-stranger", &[]).await;
+    dk::remove(&host.docker, "sw-test-stranger").await;
+    impostor(&host.docker, "loki", &[]).await;
+    dk::remove(&host.docker, "loki").await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen
+        .iter()
+        .any(|(n, a): &(String, String)| n == "loki" && a == "destroy")
+    {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(stackwarden::provider::host::HostEvent::Container {
+                action, name, ..
+            })) => seen.push((name, action)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("no destroy event for the foreign loki; saw {seen:?}"),
+        }
+    }
+    assert!(
+        !seen.iter().any(|(n, _)| n == "sw-test-stranger"),
+        "{seen:?}"
+    );
     let report = host.engine.apply(&host.desired).await;
     assert!(report.converged(), "{:#?}", report.outcomes);
 }

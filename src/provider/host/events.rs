@@ -38,9 +38,20 @@ pub enum HostEvent {
     Resync,
 }
 
-/// Watches the events of `stack`'s containers in a background task until the receiver is
-/// dropped. Reconnects forever with backoff; each subscription is counted in `stats`.
-pub fn watch_events(docker: Docker, stack: String, stats: Arc<Stats>) -> mpsc::Receiver<HostEvent> {
+/// The container names a stack declares, kept current by the loop: events about a container
+/// holding one of them count even when it is not the stack's (a foreign holder that leaves
+/// lets the declared one be created at once, not at the next resync).
+pub type WatchedNames = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
+
+/// Watches the events of `stack`'s containers, and of any container holding a name in
+/// `names`, in a background task until the receiver is dropped. Reconnects forever with
+/// backoff; each subscription is counted in `stats`.
+pub fn watch_events(
+    docker: Docker,
+    stack: String,
+    names: WatchedNames,
+    stats: Arc<Stats>,
+) -> mpsc::Receiver<HostEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
@@ -70,7 +81,8 @@ pub fn watch_events(docker: Docker, stack: String, stats: Arc<Stats>) -> mpsc::R
                 "event".into(),
                 ACTIONS.iter().map(|a| a.to_string()).collect(),
             );
-            filters.insert("label".into(), vec![format!("{STACK_LABEL}={stack}")]);
+            // No label filter: Docker ANDs filters of different keys, and a container holding
+            // a declared name need not carry the stack's label. Filtered here instead.
             let opts = bollard::query_parameters::EventsOptions {
                 since: Some(since.to_string()),
                 until: None,
@@ -83,9 +95,15 @@ pub fn watch_events(docker: Docker, stack: String, stats: Arc<Stats>) -> mpsc::R
                 backoff = BACKOFF_MIN;
                 let actor = msg.actor.unwrap_or_default();
                 let attrs = actor.attributes.unwrap_or_default();
+                let name = attrs.get("name").cloned().unwrap_or_default();
+                let ours = attrs.get(STACK_LABEL).map(String::as_str) == Some(stack.as_str());
+                let declared = names.read().map(|n| n.contains(&name)).unwrap_or(false);
+                if !ours && !declared {
+                    continue;
+                }
                 let event = HostEvent::Container {
                     action: msg.action.unwrap_or_default(),
-                    name: attrs.get("name").cloned().unwrap_or_default(),
+                    name,
                     id: actor.id.unwrap_or_default(),
                 };
                 if tx.send(event).await.is_err() {
