@@ -396,30 +396,47 @@ fn blocked_alert(v: &PassView<'_>, b: &Blocked) -> Option<(String, Alert)> {
         &b.id.name,
         b.reason.as_str(),
     ]);
-    let mut annotations = BTreeMap::new();
-    annotations.insert("summary".to_string(), b.message.clone());
-    annotations.insert("differs".to_string(), b.reason.as_str().to_string());
-    annotations.insert(
-        "action".to_string(),
-        "not repaired: stackwarden never writes what it does not own".to_string(),
-    );
+    let annotations = [
+        ("summary", b.message.clone()),
+        ("differs", b.reason.as_str().to_string()),
+        (
+            "action",
+            "not repaired: stackwarden never writes what it does not own".to_string(),
+        ),
+    ];
+    Some(stack_drift(v, fp, &b.id, "drift", annotations))
+}
+
+/// A `StackDrift` alert about `id`, with the page link beside the given annotations.
+fn stack_drift<const N: usize>(
+    v: &PassView<'_>,
+    fp: String,
+    id: &ResourceId,
+    cause: &str,
+    annotations: [(&str, String); N],
+) -> (String, Alert) {
+    let mut annotations: BTreeMap<String, String> = annotations
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     annotations.insert("page".to_string(), v.page.to_string());
-    Some((
+    let labels = labels(
+        v.desired,
+        AlertName::StackDrift,
+        id.kind.as_str(),
+        &id.name,
+        cause,
+    );
+    (
         fp.clone(),
         Alert {
             fingerprint: fp,
             name: AlertName::StackDrift,
-            labels: labels(
-                v.desired,
-                AlertName::StackDrift,
-                b.id.kind.as_str(),
-                &b.id.name,
-                "drift",
-            ),
+            labels,
             annotations,
             starts_at: v.now,
         },
-    ))
+    )
 }
 
 fn drift_alert(
@@ -465,33 +482,16 @@ fn drift_alert(
         Cause::Manifest => "manifest",
         Cause::Drift | Cause::Missing => "drift",
     };
-    let mut annotations = BTreeMap::new();
-    annotations.insert(
-        "summary".to_string(),
-        match c.cause {
-            Cause::Manifest => format!("{id} is behind its manifest"),
-            Cause::Missing => format!("{id} was removed by hand"),
-            Cause::Drift => format!("{id} was changed by hand"),
-        },
-    );
-    annotations.insert("differs".to_string(), crate::plan::describe_drift(c));
-    annotations.insert("page".to_string(), v.page.to_string());
-    Some((
-        fp.clone(),
-        Alert {
-            fingerprint: fp,
-            name: AlertName::StackDrift,
-            labels: labels(
-                v.desired,
-                AlertName::StackDrift,
-                c.id.kind.as_str(),
-                &c.id.name,
-                cause,
-            ),
-            annotations,
-            starts_at: v.now,
-        },
-    ))
+    let summary = match c.cause {
+        Cause::Manifest => format!("{id} is behind its manifest"),
+        Cause::Missing => format!("{id} was removed by hand"),
+        Cause::Drift => format!("{id} was changed by hand"),
+    };
+    let annotations = [
+        ("summary", summary),
+        ("differs", crate::plan::describe_drift(c)),
+    ];
+    Some(stack_drift(v, fp, &c.id, cause, annotations))
 }
 
 fn violation_alert(v: &PassView<'_>, x: &Violation) -> Option<(String, Alert, Kind)> {

@@ -59,6 +59,40 @@ async fn aws_daemon_alerting(mode: &str) -> (Moto, Alertmanager, Daemon) {
     (moto, am, d)
 }
 
+/// A whole-stack daemon (AWS and the host) alerting a private Alertmanager, converged: the
+/// Docker lock held, the stack's containers (and `remove`, left by a failed run) removed
+/// first.
+struct Full {
+    _lock: dk::Exclusive,
+    docker: bollard::Docker,
+    _moto: Moto,
+    am: Alertmanager,
+    d: Daemon,
+}
+
+async fn full_daemon_alerting(resync: &str, log_level: &str, remove: &[&str]) -> Full {
+    let lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", remove).await;
+    let moto = Moto::start(&[]).await;
+    let am = Alertmanager::start();
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync,
+        log_level,
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    Full {
+        _lock: lock,
+        docker,
+        _moto: moto,
+        am,
+        d,
+    }
+}
+
 /// Edits the Stack document of a daemon's manifests and waits until the edit is in force.
 fn edit_stack(d: &Daemon, edit: impl FnOnce(String) -> String) {
     let path = d.dir.join("manifests/stack.yaml");
@@ -75,19 +109,13 @@ fn edit_stack(d: &Daemon, edit: impl FnOnce(String) -> String) {
 
 #[tokio::test]
 async fn a_root_container_fires_drift_and_violation_and_both_resolve_after_the_repair() {
-    let _lock = dk::exclusive().await;
-    let docker = dk::docker().await;
-    dk::cleanup(&docker, "observability", &[]).await;
-    let moto = Moto::start(&[]).await;
-    let am = Alertmanager::start();
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        resync: "5s",
-        log_level: "trace",
-        alertmanager: Some(&am.url),
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let Full {
+        _lock,
+        docker,
+        _moto,
+        am,
+        d,
+    } = full_daemon_alerting("5s", "trace", &[]).await;
     // The first converge of a new stack created everything and alerted nothing.
     assert!(am.sink.received().is_empty(), "{:?}", am.sink.received());
 
@@ -338,18 +366,13 @@ fn freeze(container: &str) {
 
 #[tokio::test]
 async fn an_unhealthy_container_is_restarted_with_backoff_and_its_alert_fires_and_resolves() {
-    let _lock = dk::exclusive().await;
-    let docker = dk::docker().await;
-    dk::cleanup(&docker, "observability", &[]).await;
-    let moto = Moto::start(&[]).await;
-    let am = Alertmanager::start();
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        resync: "5s",
-        alertmanager: Some(&am.url),
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let Full {
+        _lock,
+        docker,
+        _moto,
+        am,
+        d,
+    } = full_daemon_alerting("5s", "info", &[]).await;
 
     // A service that hangs again after every restart.
     let limit = Instant::now() + Duration::from_secs(300);
@@ -449,19 +472,13 @@ async fn take_name_as_root(docker: &bollard::Docker, name: &str) -> String {
 
 #[tokio::test]
 async fn a_declared_name_taken_by_a_foreign_root_container_shows_on_its_resource_and_alerts() {
-    let _lock = dk::exclusive().await;
-    let docker = dk::docker().await;
-    // A failed run of this test may have left its foreign loki behind.
-    dk::cleanup(&docker, "observability", &["loki"]).await;
-    let moto = Moto::start(&[]).await;
-    let am = Alertmanager::start();
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        resync: "5s",
-        alertmanager: Some(&am.url),
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let Full {
+        _lock,
+        docker,
+        _moto,
+        am,
+        d,
+    } = full_daemon_alerting("5s", "info", &["loki"]).await;
 
     let foreign = take_name_as_root(&docker, "loki").await;
     d.wait_until("Container/loki shows the holder", DELIVER, || {
@@ -578,18 +595,13 @@ async fn a_daemon_restarted_on_an_existing_stack_alerts_on_what_was_removed_whil
 
 #[tokio::test]
 async fn a_repair_that_finishes_in_the_background_alerts_like_any_other() {
-    let _lock = dk::exclusive().await;
-    let docker = dk::docker().await;
-    dk::cleanup(&docker, "observability", &[]).await;
-    let moto = Moto::start(&[]).await;
-    let am = Alertmanager::start();
-    let d = Daemon::start(DaemonOptions {
-        aws_endpoint: Some(&moto.endpoint),
-        resync: "30s",
-        alertmanager: Some(&am.url),
-        ..Default::default()
-    });
-    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    let Full {
+        _lock,
+        docker,
+        _moto,
+        am,
+        d,
+    } = full_daemon_alerting("30s", "info", &[]).await;
     // Pyroscope's health check takes 2.5 s to pass: a repair waits on it, past the 2 s after
     // which a pass lets its writes go on in the background.
     let containers = d.dir.join("manifests/host/containers.yaml");
