@@ -228,6 +228,11 @@ impl Book {
 }
 
 impl Book {
+    /// True once `id` (`Kind/name`) has been seen existing: its going missing alerts.
+    pub fn knows(&self, id: &str) -> bool {
+        self.present.contains(id)
+    }
+
     /// The first pass over a world decides whether its stack existed before this process: if
     /// any of its declared resources is there, the stack is not new, and what is missing was
     /// removed while no daemon watched (an alert). Only a stack created from nothing is

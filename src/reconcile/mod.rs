@@ -103,6 +103,10 @@ struct Detached {
     desired: Desired,
     /// The pass looked at the host alone (a Docker-triggered pass).
     host_only: bool,
+    /// What the writes found missing that the alert book knew existed then: only those
+    /// creates are removals to alert on once the writes finish (a create of a new stack's
+    /// resource is not, even if the book has seen it since).
+    known_missing: BTreeSet<String>,
 }
 
 /// The resources some write is working on now (`Kind/name`). A pass claims what it is
@@ -443,6 +447,20 @@ impl Controller {
                         scope.aws && !host_only && !failed_aws
                     }
                 };
+                // Only what these writes did, as their pass found it: the rest of that
+                // plan was judged by the pass itself (and is stale by now).
+                let mut report = report;
+                let written: BTreeSet<String> = report
+                    .outcomes
+                    .iter()
+                    .map(|o| o.change.id.to_string())
+                    .collect();
+                report.plan.changes.retain(|c| {
+                    let id = c.id.to_string();
+                    written.contains(&id)
+                        && (c.cause != crate::plan::Cause::Missing || d.known_missing.contains(&id))
+                });
+                report.plan.violations.clear();
                 self.raise_alerts(&d.desired, &report, &after, &looked_at, now);
                 self.publish();
             }
@@ -924,11 +942,19 @@ impl Controller {
                         in_flight = ?self.in_flight.ids(),
                         "writes continue in the background"
                     );
+                    let known_missing = plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.cause == crate::plan::Cause::Missing)
+                        .map(|c| c.id.to_string())
+                        .filter(|id| self.alerts.knows(id))
+                        .collect();
                     self.detached.push(Detached {
                         task,
                         trigger,
                         desired: desired.clone(),
                         host_only,
+                        known_missing,
                     });
                     (
                         ApplyReport {
