@@ -20,6 +20,28 @@ pub struct Diagnostic {
     pub rule: Option<&'static str>,
 }
 
+impl Diagnostic {
+    /// A problem of a whole file, located at its first line.
+    pub fn at_file_start(
+        file: &std::path::Path,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            location: SourceLocation {
+                file: file.to_path_buf(),
+                line: 1,
+                column: 1,
+            },
+            resource: None,
+            path: None,
+            message: message.into(),
+            fix: fix.into(),
+            rule: None,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.location)?;

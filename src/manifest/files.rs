@@ -150,18 +150,7 @@ impl ReadProblem {
 
     /// As a diagnostic at the start of `file`.
     pub fn diagnostic(&self, file: &Path) -> Diagnostic {
-        Diagnostic {
-            location: SourceLocation {
-                file: file.to_path_buf(),
-                line: 1,
-                column: 1,
-            },
-            resource: None,
-            path: None,
-            message: self.to_string(),
-            fix: self.fix(),
-            rule: None,
-        }
+        Diagnostic::at_file_start(file, self.to_string(), self.fix())
     }
 }
 

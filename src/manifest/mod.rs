@@ -352,18 +352,7 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
 
 /// A file refused because it resolves outside the repository, at its first line.
 fn escape_diagnostic(file: &Path, e: &repository::Escape) -> Diagnostic {
-    Diagnostic {
-        location: SourceLocation {
-            file: file.to_path_buf(),
-            line: 1,
-            column: 1,
-        },
-        resource: None,
-        path: None,
-        message: e.to_string(),
-        fix: e.fix().to_string(),
-        rule: None,
-    }
+    Diagnostic::at_file_start(file, e.to_string(), e.fix())
 }
 
 /// Reads ConfigFile `source:` files (relative to the manifest, confined to the repository)

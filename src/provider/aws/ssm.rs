@@ -342,7 +342,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                     ops.push(Op::Parameter(ParameterOp::Put { overwrite: true }));
                 }
                 let tags = l.tags.clone().unwrap_or_default();
-                let tag_fields = tag_drift(desired, &r.id, spec, &tags);
+                let tag_fields = tags_to_put_back(desired, &r.id, spec, &tags);
                 if !tag_fields.is_empty() {
                     fields.extend(tag_fields);
                     ops.insert(0, Op::Parameter(ParameterOp::Tag));
@@ -366,7 +366,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
                 }
                 let write_value = !fields.is_empty();
                 let tags = l.tags.clone().unwrap_or_default();
-                let tag_fields = tag_drift(desired, &r.id, spec, &tags);
+                let tag_fields = tags_to_put_back(desired, &r.id, spec, &tags);
                 if !write_value && tag_fields.is_empty() {
                     continue;
                 }
@@ -398,7 +398,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
 /// The tags to put back. A spec hash that is there but older is only a record of the last
 /// write (the manifest changed in a way the parameter's live fields already match): it is
 /// brought up to date with the next write, never a change of its own; one removed by hand is.
-fn tag_drift(
+fn tags_to_put_back(
     desired: &Desired,
     id: &crate::model::ResourceId,
     spec: &ParameterSpec,

@@ -371,11 +371,11 @@ pub async fn apply(
             let rule = OwnershipControlsRule::builder()
                 .object_ownership(spec.object_ownership.as_str().into())
                 .build()
-                .map_err(|e| AwsError::invalid(res, format!("building the request: {e}")))?;
+                .map_err(|e| super::build_err(res, e))?;
             let controls = OwnershipControls::builder()
                 .rules(rule)
                 .build()
-                .map_err(|e| AwsError::invalid(res, format!("building the request: {e}")))?;
+                .map_err(|e| super::build_err(res, e))?;
             client
                 .put_bucket_ownership_controls()
                 .bucket(b)
