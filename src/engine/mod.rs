@@ -4,7 +4,7 @@
 
 use crate::model::{Desired, Mode, ResourceId};
 use crate::plan::{Change, Plan};
-use crate::provider::{DynProvider, PlannedWork, StepOutcome};
+use crate::provider::{DynProvider, OpenGate, PlannedWork, StepOutcome, WriteGate};
 use futures_util::future::join_all;
 use std::sync::Arc;
 
@@ -124,15 +124,18 @@ impl Engine {
         desired: &Desired,
         select: &(dyn Fn(&Change) -> bool + Sync),
     ) -> ApplyReport {
-        self.apply_announcing(desired, select, |_| {}).await
+        self.apply_announcing(desired, select, &OpenGate, |_| {})
+            .await
     }
 
     /// Like [`Engine::apply_selected`], handing the plan to `planned` as soon as it is made,
-    /// before any write: the daemon shows it while a slow write goes on.
+    /// before any write (the daemon shows it while a slow write goes on), and asking `gate`
+    /// before each step writes (the daemon's lease check).
     pub async fn apply_announcing(
         &self,
         desired: &Desired,
         select: &(dyn Fn(&Change) -> bool + Sync),
+        gate: &dyn WriteGate,
         planned: impl FnOnce(&Plan),
     ) -> ApplyReport {
         let (plan, works) = self.plan_work(desired).await;
@@ -141,7 +144,7 @@ impl Engine {
         let enforce = |c: &Change| {
             mode_of(desired, &c.id).repairs() && !acknowledged(desired, c, now) && select(c)
         };
-        let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce)))
+        let outcomes = join_all(works.into_iter().map(|w| w.apply(&enforce, gate)))
             .await
             .into_iter()
             .flatten()

@@ -105,6 +105,25 @@ impl StepOutcome {
     }
 }
 
+/// Asked right before each step writes anything. The daemon's gate checks that it still
+/// holds the stack's lease, so that a leader whose lease vanished or was taken stops before
+/// its next write rather than at its next lease tick; the CLI's is [`OpenGate`] (it checks
+/// the lease once, before it plans).
+pub trait WriteGate: Send + Sync {
+    /// `Ok` when the step may write; otherwise why not, as the step's error.
+    fn admit<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), StepError>>;
+}
+
+/// A gate that admits every step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenGate;
+
+impl WriteGate for OpenGate {
+    fn admit<'a>(&'a self, _change: &'a Change) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// The contract every provider implements.
 pub trait Provider: Send + Sync {
     /// The live state this provider reads.
@@ -125,12 +144,14 @@ pub trait Provider: Send + Sync {
     fn diff(&self, desired: &Desired, observed: &Self::Observed) -> ProviderPlan<Self::Op>;
 
     /// Carries out the steps, in order, respecting dependencies; a failed step does not stop
-    /// independent ones.
+    /// independent ones. Each step asks `gate` before its first write; a refused step fails
+    /// with the gate's error and writes nothing.
     fn apply<'a>(
         &'a self,
         desired: &'a Desired,
         observed: &'a Self::Observed,
         steps: Vec<Step<Self::Op>>,
+        gate: &'a dyn WriteGate,
     ) -> impl Future<Output = Vec<StepOutcome>> + Send + 'a;
 }
 
@@ -146,10 +167,11 @@ pub trait PlannedWork: Send + Sync {
     fn blocked(&self) -> Vec<Blocked>;
     /// Resources that could not be observed.
     fn unobserved(&self) -> Vec<Unobserved>;
-    /// Applies the steps whose change `select` accepts.
+    /// Applies the steps whose change `select` accepts, each admitted by `gate`.
     fn apply<'s>(
         self: Box<Self>,
         select: &'s (dyn Fn(&Change) -> bool + Sync),
+        gate: &'s dyn WriteGate,
     ) -> BoxFuture<'s, Vec<StepOutcome>>
     where
         Self: 's;
@@ -197,6 +219,7 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
     fn apply<'s>(
         self: Box<Self>,
         select: &'s (dyn Fn(&Change) -> bool + Sync),
+        gate: &'s dyn WriteGate,
     ) -> BoxFuture<'s, Vec<StepOutcome>>
     where
         Self: 's,
@@ -216,7 +239,7 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
             if steps.is_empty() {
                 return Vec::new();
             }
-            provider.apply(desired, &observed, steps).await
+            provider.apply(desired, &observed, steps, gate).await
         })
     }
 }

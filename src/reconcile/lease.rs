@@ -11,9 +11,13 @@
 //! Expiry is compared with the local clock: clocks are assumed within a few seconds of each
 //! other, which the TTL (default 15 s) absorbs.
 
+use crate::plan::Change;
+use crate::provider::{ErrorClass, StepError, WriteGate};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the lease lives in the bucket.
@@ -82,6 +86,18 @@ pub struct Lease {
     key: String,
     identity: String,
     ttl: Duration,
+    /// The ETag and expiry of our last successful write of the lease: what
+    /// [`Lease::confirm`] expects to find.
+    written: Arc<Mutex<Option<(String, SystemTime)>>>,
+}
+
+/// What [`Lease::confirm`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    /// The object is the one we wrote, and it has not expired.
+    Held,
+    /// We may not write: why, for people.
+    Lost(String),
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -157,6 +173,7 @@ impl Lease {
             key: format!("{LEASE_PREFIX}{stack}.json"),
             identity: identity.into(),
             ttl,
+            written: Arc::default(),
         }
     }
 
@@ -239,6 +256,8 @@ impl Lease {
         Ok(Ok(Some((record, etag))))
     }
 
+    /// Writes `record` if the object still has `etag` (or, without one, does not exist);
+    /// false when another contender wrote first. Remembers the new ETag of a record of ours.
     async fn write(&self, record: &Record, etag: Option<&str>) -> Result<bool, LeaseError> {
         let body = serde_json::to_vec(record).unwrap_or_default();
         let req = self
@@ -253,7 +272,16 @@ impl Lease {
             None => req.if_none_match("*"),
         };
         match req.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                let mine = (record.holder == self.identity)
+                    .then(|| {
+                        out.e_tag()
+                            .map(|t| (t.to_string(), from_unix(record.expires)))
+                    })
+                    .flatten();
+                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = mine;
+                Ok(true)
+            }
             Err(e) => {
                 let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
                 let status = e.raw_response().map(|r| r.status().as_u16());
@@ -319,6 +347,57 @@ impl Lease {
         }
     }
 
+    /// Checks, right before a write, that the lease object is still the one we last wrote
+    /// and has not expired: one HEAD. A lease deleted or rewritten by anyone since is lost
+    /// at once, whatever the local view says. A HEAD that gets no answer leaves the lease
+    /// ours until its expiry, as a failed renewal does: nobody may take it before then.
+    pub async fn confirm(&self, now: SystemTime) -> Confirmed {
+        let Some((etag, expires)) = self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return Confirmed::Lost("this daemon has not written the lease".to_string());
+        };
+        if expires <= now {
+            return Confirmed::Lost("the lease expired before it could be renewed".to_string());
+        }
+        let head = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await;
+        let lost = |why: String| {
+            *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            Confirmed::Lost(why)
+        };
+        match head {
+            Ok(out) if out.e_tag() == Some(etag.as_str()) => Confirmed::Held,
+            Ok(_) => lost(format!(
+                "the lease object s3://{}/{} was rewritten by someone else",
+                self.bucket, self.key
+            )),
+            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(404) => lost(format!(
+                    "the lease object s3://{}/{} was deleted",
+                    self.bucket, self.key
+                )),
+                // Answered, but not with our object (denied, say): not ours to trust.
+                Some(status) => lost(format!(
+                    "the lease object s3://{}/{} could not be checked (HTTP {status})",
+                    self.bucket, self.key
+                )),
+                None => {
+                    tracing::debug!(error = %self.err("HeadObject", e), "lease check unanswered; ours until it expires");
+                    Confirmed::Held
+                }
+            },
+        }
+    }
+
     /// Gives the lease up if we hold it (others may take it at once).
     pub async fn release(&self) -> Result<(), LeaseError> {
         if let Ok(Some((rec, etag))) = self.read().await?
@@ -332,6 +411,54 @@ impl Lease {
             self.write(&released, Some(&etag)).await?;
         }
         Ok(())
+    }
+}
+
+/// The daemon's [`WriteGate`]: a step writes only while [`Lease::confirm`] says the lease
+/// is held. The first refusal stands for the rest of the writes it guards (no later step
+/// writes, nor asks S3 again); the loop reads it to stand by until the lease is retaken.
+#[derive(Debug)]
+pub struct LeaseGate {
+    lease: Lease,
+    lost: Mutex<Option<String>>,
+}
+
+impl LeaseGate {
+    /// A gate over `lease`.
+    pub fn new(lease: Lease) -> Self {
+        LeaseGate {
+            lease,
+            lost: Mutex::new(None),
+        }
+    }
+
+    /// Why the lease was found lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl WriteGate for LeaseGate {
+    fn admit<'a>(&'a self, _change: &'a Change) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            let refused = |why: &str| StepError {
+                class: ErrorClass::Transient,
+                message: format!(
+                    "not written: {why}; this daemon writes again once it holds the lease"
+                ),
+            };
+            if let Some(why) = self.lost() {
+                return Err(refused(&why));
+            }
+            match self.lease.confirm(SystemTime::now()).await {
+                Confirmed::Held => Ok(()),
+                Confirmed::Lost(why) => {
+                    tracing::warn!(reason = %why, "lease lost: writes stop");
+                    *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+                    Err(refused(&why))
+                }
+            }
+        })
     }
 }
 

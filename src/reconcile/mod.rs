@@ -20,7 +20,7 @@ use crate::plan::{Cause, Change, Plan};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, watch_events};
-use crate::provider::{CallKind, DynProvider, ErrorClass, Stats};
+use crate::provider::{CallKind, DynProvider, ErrorClass, OpenGate, Stats, WriteGate};
 use crate::status::{
     AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassResult, PassSummary, Reach,
     Rejected, ServiceCalls, Status, Timestamp, Trigger,
@@ -107,6 +107,8 @@ struct Detached {
     /// creates are removals to alert on once the writes finish (a create of a new stack's
     /// resource is not, even if the book has seen it since).
     known_missing: BTreeSet<String>,
+    /// The lease check its writes go through, when this daemon leads.
+    lease_gate: Option<Arc<lease::LeaseGate>>,
 }
 
 /// The resources some write is working on now (`Kind/name`). A pass claims what it is
@@ -431,6 +433,9 @@ impl Controller {
         match done {
             Ok(Some((report, after))) => {
                 tracing::info!(steps = report.outcomes.len(), "background writes finished");
+                if let Some(why) = d.lease_gate.as_ref().and_then(|g| g.lost()) {
+                    self.lease_lost(&why);
+                }
                 let now = SystemTime::now();
                 self.record_outcomes(&report.outcomes, d.trigger, now);
                 // Their pass held back the alerts of what they were writing (it was busy):
@@ -696,6 +701,18 @@ impl Controller {
         acting == Acting::Full && !was_leader
     }
 
+    /// A write found the lease gone or taken: stand by (no later pass writes on the old
+    /// holding) and look at the lease again at once.
+    fn lease_lost(&mut self, why: &str) {
+        tracing::warn!(reason = %why, "lease lost mid-pass: standing by until it is retaken");
+        self.status.lease = LeaseStatus {
+            role: "standby",
+            holder: None,
+            expires: None,
+        };
+        let _ = self.wake_tx.try_send(Trigger::Retry);
+    }
+
     fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
         self.status.lease.role == "leader" && self.status.lease.expires.is_some_and(|e| e.0 > now)
     }
@@ -879,6 +896,16 @@ impl Controller {
             Acting::Standby
         };
         let engine = Engine::shared(providers);
+        // A leader confirms its lease before each write, not only at its ticks: a lease
+        // deleted or taken meanwhile stops this daemon before its next write.
+        let lease_gate = match (&self.lease, acting) {
+            (Some(lease), Acting::Full) => Some(Arc::new(lease::LeaseGate::new(lease.clone()))),
+            _ => None,
+        };
+        let gate: Arc<dyn WriteGate> = match &lease_gate {
+            Some(g) => g.clone(),
+            None => Arc::new(OpenGate),
+        };
         let now = SystemTime::now();
         let backoff = self.backoff.clone();
         let restarts = self.restarts.clone();
@@ -899,7 +926,7 @@ impl Controller {
                     allowed && claims.claim(c.id.to_string())
                 };
                 let report = engine
-                    .apply_announcing(&work_desired, &select, |plan| {
+                    .apply_announcing(&work_desired, &select, gate.as_ref(), |plan| {
                         let _ = plan_tx.send(plan.clone());
                     })
                     .await;
@@ -955,6 +982,7 @@ impl Controller {
                         desired: desired.clone(),
                         host_only,
                         known_missing,
+                        lease_gate: lease_gate.clone(),
                     });
                     (
                         ApplyReport {
@@ -983,6 +1011,9 @@ impl Controller {
                 }
             },
         };
+        if let Some(why) = lease_gate.as_ref().and_then(|g| g.lost()) {
+            self.lease_lost(&why);
+        }
         // The pass itself did not finish (deadline, panic): its empty plan says nothing, so
         // it may not resolve alerts. A blocked resource is not that: it is a finding.
         let pass_failed = !errors.is_empty();

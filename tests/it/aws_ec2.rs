@@ -8,7 +8,7 @@ use stackwarden::engine::{ApplyReport, Engine};
 use stackwarden::model::{Desired, Kind, Spec};
 use stackwarden::plan::{Action, Plan};
 use stackwarden::provider::aws::AwsProvider;
-use stackwarden::provider::{Provider, Stats};
+use stackwarden::provider::{OpenGate, Provider, Stats};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -305,8 +305,8 @@ async fn two_applies_at_once_after_a_termination_leave_exactly_one_instance() {
         );
     }
     let (done_a, done_b) = tokio::join!(
-        a.apply(&world.desired, &seen_a, plan_a.steps),
-        b.apply(&world.desired, &seen_b, plan_b.steps)
+        a.apply(&world.desired, &seen_a, plan_a.steps, &OpenGate),
+        b.apply(&world.desired, &seen_b, plan_b.steps, &OpenGate)
     );
     for outcome in done_a.iter().chain(&done_b) {
         assert!(outcome.error.is_none(), "{outcome:?}");
@@ -693,8 +693,8 @@ async fn two_applies_at_once_from_empty_create_one_security_group_and_both_succe
         groups_only(b.diff(&world.desired, &seen_b)),
     );
     let (done_a, done_b) = tokio::join!(
-        a.apply(&world.desired, &seen_a, steps_a),
-        b.apply(&world.desired, &seen_b, steps_b)
+        a.apply(&world.desired, &seen_a, steps_a, &OpenGate),
+        b.apply(&world.desired, &seen_b, steps_b, &OpenGate)
     );
     for outcome in done_a.iter().chain(&done_b) {
         assert!(outcome.error.is_none(), "{outcome:?}");

@@ -647,3 +647,118 @@ async fn a_slow_start_holds_up_nothing_else_a_root_container_is_repaired_meanwhi
         "the repair came while the slow start still waited: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_leader_whose_lease_object_is_overwritten_or_deleted_stops_before_its_next_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    // Each daemon talks to Docker through its own counting proxy: the writes each one
+    // made are read off the wire, not from its own account of them.
+    let socks = tempfile::tempdir().unwrap();
+    let (writes_a, writes_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let _proxy_a = dk::SocketProxy::counting(&socks.path().join("a.sock"), writes_a.clone()).await;
+    let _proxy_b = dk::SocketProxy::counting(&socks.path().join("b.sock"), writes_b.clone()).await;
+    // A long TTL: lease ticks 10 s apart, so that a leader going by its last tick alone
+    // would still believe it leads when the container goes.
+    let options = |sock: &str| DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        resync: "60s",
+        lease_ttl: "30s",
+        docker_host: Some(format!("unix://{}", socks.path().join(sock).display())),
+        ..Default::default()
+    };
+    let a = Daemon::start(options("a.sock"));
+    a.wait_until("the first daemon converges", CONVERGE, || {
+        converged(&a.status())
+    });
+    let b = Daemon::start_in(&a.dir, options("b.sock"));
+    b.wait_until("the second daemon stands by", REPAIR, || {
+        b.status()["lease"]["role"] == "standby"
+    });
+    writes_a.store(0, Ordering::SeqCst);
+    writes_b.store(0, Ordering::SeqCst);
+
+    // Someone else takes the lease by overwriting its object (a CI apply, an operator),
+    // and a container goes: neither daemon may touch it while the other holder's lease runs.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = "durable-code-local-observability-123456789012";
+    let key = "stackwarden/lease/observability.json";
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(
+            format!(r#"{{"holder":"apply@elsewhere:1","expires":{until}}}"#)
+                .into_bytes()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    dk::remove(&docker, "node-exporter").await;
+    let (pa, pb) = (a.passes(), b.passes());
+    a.wait_until("the first daemon looks twice", REPAIR, || {
+        a.passes() >= pa + 2
+    });
+    b.wait_until("the second daemon looks twice", REPAIR, || {
+        b.passes() >= pb + 2
+    });
+    let (wa, wb) = (
+        writes_a.load(Ordering::SeqCst),
+        writes_b.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        (wa, wb),
+        (0, 0),
+        "container writes while another actor held the lease (first daemon, second daemon)"
+    );
+    assert!(!dk::inspect_running(&docker, "node-exporter").await);
+
+    // The lease object deleted: one daemon takes the lease and puts the container back;
+    // the other writes nothing.
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let back = std::time::Instant::now();
+    while !dk::inspect_running(&docker, "node-exporter").await {
+        assert!(back.elapsed() < CONVERGE, "node-exporter was not put back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (pa, pb) = (a.passes(), b.passes());
+    a.wait_until("the first daemon passes again", REPAIR, || {
+        a.passes() > pa
+    });
+    b.wait_until("the second daemon passes again", REPAIR, || {
+        b.passes() > pb
+    });
+    let (wa, wb) = (
+        writes_a.load(Ordering::SeqCst),
+        writes_b.load(Ordering::SeqCst),
+    );
+    assert!(
+        (wa == 0) != (wb == 0),
+        "exactly one daemon writes to Docker: the first made {wa} container writes, the second {wb}"
+    );
+    a.wait_until("one leader and one standby", REPAIR, || {
+        let roles = [
+            a.status()["lease"]["role"].clone(),
+            b.status()["lease"]["role"].clone(),
+        ];
+        roles.contains(&Value::from("leader")) && roles.contains(&Value::from("standby"))
+    });
+}

@@ -13,7 +13,7 @@ use stackwarden::model::{
 };
 use stackwarden::plan::{Action, Plan};
 use stackwarden::provider::host::HostProvider;
-use stackwarden::provider::{CallKind, Stats};
+use stackwarden::provider::{CallKind, OpenGate, Stats};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1102,7 +1102,7 @@ async fn a_container_created_from_the_same_spec_after_the_observe_is_adopted() {
     assert!(report.converged(), "apply failed: {:#?}", report.outcomes);
     let made = dk::inspect(&host.docker, "loki").await.id;
 
-    let outcomes = work.apply(&|_| true).await;
+    let outcomes = work.apply(&|_| true, &OpenGate).await;
     let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
     assert!(failed.is_empty(), "the late create failed: {failed:#?}");
     assert_eq!(
@@ -1124,7 +1124,7 @@ async fn a_container_of_other_settings_taking_the_name_after_the_observe_is_left
     // This stack's label, but not the spec's hash: not the container the step was to make.
     let id = impostor(&host.docker, "tempo", &[("stackwarden.stack", STACK)]).await;
 
-    let outcomes = work.apply(&|_| true).await;
+    let outcomes = work.apply(&|_| true, &OpenGate).await;
     let create = outcomes
         .iter()
         .find(|o| o.change.id.to_string() == "Container/tempo")
@@ -1170,7 +1170,7 @@ async fn a_container_wearing_the_stacks_labels_and_hash_but_other_settings_is_no
         .await
         .ok();
 
-    let outcomes = work.apply(&|_| true).await;
+    let outcomes = work.apply(&|_| true, &OpenGate).await;
     let create = outcomes
         .iter()
         .find(|o| o.change.id.to_string() == "Container/pyroscope")

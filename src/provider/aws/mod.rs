@@ -16,7 +16,8 @@ use crate::model::ownership::SPEC_HASH_TAG;
 use crate::model::{Desired, Kind, LookupSpec, LookupType, ResourceId, Tags};
 use crate::plan::{Action, Cause, Change, Unobserved};
 use crate::provider::{
-    ErrorClass as Class, Provider, ProviderError, ProviderPlan, Stats, Step, StepError, StepOutcome,
+    ErrorClass as Class, Provider, ProviderError, ProviderPlan, Stats, Step, StepError,
+    StepOutcome, WriteGate,
 };
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -508,6 +509,10 @@ impl AwsProvider {
 
     async fn apply_step(&self, ctx: &ApplyCtx<'_>, step: Step<Op>) -> StepOutcome {
         let change = step.change.clone();
+        if let Err(e) = ctx.gate.admit(&change).await {
+            tracing::warn!(resource = %change.id, error = %e.message, "step not admitted");
+            return StepOutcome::failed(change, e);
+        }
         let mut error: Option<StepError> = None;
         for op in step.ops {
             let result = match op {
@@ -552,6 +557,8 @@ pub(crate) struct ApplyCtx<'a> {
     pub desired: &'a Desired,
     pub observed: &'a Observed,
     pub resolved: Resolved,
+    /// Asked before each step's first write.
+    pub gate: &'a dyn WriteGate,
 }
 
 /// The phase of a step: deletions of dependents first, then the base, then what builds on it.
@@ -698,11 +705,13 @@ impl Provider for AwsProvider {
         desired: &Desired,
         observed: &Observed,
         steps: Vec<Step<Op>>,
+        gate: &dyn WriteGate,
     ) -> Vec<StepOutcome> {
         let ctx = ApplyCtx {
             desired,
             observed,
             resolved: ec2::seed_resolved(desired, observed),
+            gate,
         };
         let mut by_phase: BTreeMap<u8, Vec<Step<Op>>> = BTreeMap::new();
         for step in steps {

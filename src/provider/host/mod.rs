@@ -23,7 +23,7 @@ use crate::model::{ContainerSpec, Desired, Kind, ResourceId};
 use crate::plan::{Action, Change, Unobserved};
 use crate::provider::{
     CallKind, Classify, ErrorClass, Provider, ProviderError, ProviderPlan, Stats, Step, StepError,
-    StepOutcome,
+    StepOutcome, WriteGate,
 };
 use docker::{Client, ImageInfo, LiveContainer};
 use files::FileState;
@@ -776,7 +776,17 @@ impl HostProvider {
         desired: &Desired,
         observed: &HostObserved,
         step: Step<HostOp>,
+        gate: &dyn WriteGate,
     ) -> StepOutcome {
+        if let Err(e) = gate.admit(&step.change).await {
+            tracing::warn!(
+                target: APPLY_LOG_TARGET,
+                "not {}: {}",
+                step_line(&step.change),
+                e.message
+            );
+            return StepOutcome::failed(step.change, e);
+        }
         let started = Instant::now();
         tracing::info!(target: APPLY_LOG_TARGET, "{}", step_line(&step.change));
         for op in &step.ops {
@@ -965,6 +975,7 @@ impl Provider for HostProvider {
         desired: &Desired,
         observed: &HostObserved,
         steps: Vec<Step<HostOp>>,
+        gate: &dyn WriteGate,
     ) -> Vec<StepOutcome> {
         let mut outcomes = Vec::with_capacity(steps.len());
         let (file_steps, rest): (Vec<_>, Vec<_>) = steps
@@ -973,7 +984,7 @@ impl Provider for HostProvider {
         // Files one by one (cheap, and containers read them), then removals together.
         let mut failed_files: BTreeMap<String, (ErrorClass, String)> = BTreeMap::new();
         for step in file_steps {
-            let outcome = self.run_step(desired, observed, step).await;
+            let outcome = self.run_step(desired, observed, step, gate).await;
             if let (Some(error), Some(class)) = (&outcome.error, outcome.class) {
                 failed_files.insert(outcome.change.id.name.clone(), (class, error.clone()));
             }
@@ -1023,7 +1034,7 @@ impl Provider for HostProvider {
             join_all(
                 removals
                     .into_iter()
-                    .map(|s| self.run_step(desired, observed, s)),
+                    .map(|s| self.run_step(desired, observed, s, gate)),
             )
             .await,
         );
@@ -1044,7 +1055,7 @@ impl Provider for HostProvider {
                 .collect();
             let run = async move {
                 join_all(waits).await;
-                self.run_step(desired, observed, step).await
+                self.run_step(desired, observed, step, gate).await
             };
             started.insert(name, run.boxed().shared());
         }

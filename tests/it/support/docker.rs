@@ -6,6 +6,8 @@
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The local stub image (`scripts/dev-env image`).
 pub const STUB_IMAGE: &str = "stackwarden/stub:local";
@@ -99,6 +101,17 @@ pub async fn inspect(docker: &Docker, name: &str) -> ContainerInspectResponse {
         .unwrap_or_else(|e| panic!("inspecting container {name}: {e}"))
 }
 
+/// True when a container of that name exists and runs.
+pub async fn inspect_running(docker: &Docker, name: &str) -> bool {
+    docker
+        .inspect_container(name, None)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.running)
+        .unwrap_or(false)
+}
+
 /// Creates container `name` from `body`, as `docker create --name` would; returns its id.
 pub async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> String {
     let opts = bollard::query_parameters::CreateContainerOptions {
@@ -174,6 +187,13 @@ pub struct SocketProxy {
 impl SocketProxy {
     /// Listens on `path`, forwarding every connection to /var/run/docker.sock.
     pub async fn start(path: &std::path::Path) -> SocketProxy {
+        Self::counting(path, Arc::default()).await
+    }
+
+    /// Like [`SocketProxy::start`], counting in `writes` every request that changes a
+    /// container (`POST` or `DELETE` under `/containers`), as the engine receives it: what a
+    /// client did, seen from the Docker API rather than from the client's own account.
+    pub async fn counting(path: &std::path::Path, writes: Arc<AtomicUsize>) -> SocketProxy {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path).expect("proxy socket binds");
         listener.set_nonblocking(true).expect("nonblocking socket");
@@ -187,13 +207,13 @@ impl SocketProxy {
                 let listener =
                     tokio::net::UnixListener::from_std(listener).expect("proxy listener");
                 let accept = async {
-                    while let Ok((mut inbound, _)) = listener.accept().await {
+                    while let Ok((inbound, _)) = listener.accept().await {
+                        let writes = writes.clone();
                         tokio::spawn(async move {
-                            if let Ok(mut outbound) =
+                            if let Ok(outbound) =
                                 tokio::net::UnixStream::connect("/var/run/docker.sock").await
                             {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
+                                forward(inbound, outbound, writes).await;
                             }
                         });
                     }
@@ -219,4 +239,53 @@ impl SocketProxy {
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Copies both ways, counting container-changing requests on the way in. Request lines are
+/// found by their method at the start of a line; a carry of the last bytes finds one split
+/// across two reads.
+async fn forward(
+    inbound: tokio::net::UnixStream,
+    outbound: tokio::net::UnixStream,
+    writes: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let upstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut carry: Vec<u8> = b"\n".to_vec();
+        loop {
+            let n = match in_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut seen = std::mem::take(&mut carry);
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            writes.fetch_add(
+                ["\nPOST /", "\nDELETE /"]
+                    .iter()
+                    .flat_map(|m| text.match_indices(m))
+                    .filter(|(at, _)| {
+                        text[*at..]
+                            .split(' ')
+                            .nth(1)
+                            .is_some_and(|path| path.contains("/containers"))
+                    })
+                    .count(),
+                Ordering::SeqCst,
+            );
+            carry = seen[seen.len().saturating_sub(64)..].to_vec();
+            if out_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = out_write.shutdown().await;
+    };
+    let downstream = async move {
+        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+        let _ = in_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
 }
