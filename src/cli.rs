@@ -536,8 +536,8 @@ fn print_apply(report: &ApplyReport, desired: &Desired, output: Output) {
         }
     }
     let plan = &report.plan;
-    for e in &plan.errors {
-        println!("error: {e}");
+    for p in &plan.problems {
+        println!("error: {p}");
     }
     for u in &plan.unobserved {
         println!(

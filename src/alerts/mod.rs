@@ -379,7 +379,7 @@ fn candidates(
             out.insert(fp, (alert, kind));
         }
     }
-    for b in &plan.blocked {
+    for b in plan.blocks() {
         if let Some((fp, alert)) = blocked_alert(v, b) {
             out.insert(fp, (alert, b.id.kind));
         }

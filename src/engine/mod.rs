@@ -48,8 +48,7 @@ impl ApplyReport {
     /// outcome except the failures the retry superseded.
     pub fn then(self, retry: ApplyReport) -> ApplyReport {
         let mut plan = self.plan;
-        plan.errors = retry.plan.errors;
-        plan.blocked = retry.plan.blocked;
+        plan.problems = retry.plan.problems;
         plan.unobserved = retry.plan.unobserved;
         plan.violations = retry.plan.violations;
         plan.conditions = retry.plan.conditions;
@@ -105,7 +104,7 @@ impl Engine {
                     plan.unobserved.extend(work.unobserved());
                     works.push(work);
                 }
-                Err(e) => plan.provider_failed(e.provider, e.class, e.to_string()),
+                Err(e) => plan.provider_failed(e.into()),
             }
         }
         (plan, works)
@@ -226,8 +225,11 @@ mod tests {
         let mut unobserved = report(vec![failed("b", ErrorClass::Transient)]);
         unobserved
             .plan
-            .errors
-            .push("the engine did not answer".into());
+            .provider_failed(crate::plan::ProviderFailure::new(
+                crate::plan::World::Host,
+                ErrorClass::Transient,
+                "the engine did not answer",
+            ));
         assert!(!unobserved.worth_retrying());
     }
 

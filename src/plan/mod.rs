@@ -291,7 +291,7 @@ impl fmt::Display for Violation {
 }
 
 /// A whole plan across providers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Changes in apply order.
     pub changes: Vec<Change>,
@@ -299,20 +299,132 @@ pub struct Plan {
     pub conditions: Vec<Condition>,
     /// Policy violations found in live state.
     pub violations: Vec<Violation>,
-    /// What needs a person, in words: providers that could not observe at all, resources
-    /// blocked by an owner that is not this stack.
-    pub errors: Vec<String>,
-    /// Declared resources that cannot be written until a person acts; each is also in
-    /// `errors`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocked: Vec<Blocked>,
-    /// Providers that could not observe at all, with their class (their resources are not
-    /// planned); each is also in `errors`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failed_providers: Vec<ProviderFailure>,
+    /// What keeps the plan from being the whole truth and needs a person or a later pass:
+    /// worlds that could not observe, resources blocked by an owner that is not this stack,
+    /// an account not yet known, a pass cut short.
+    pub problems: Vec<Problem>,
     /// Resources whose live state could not be read this time: not planned, not applied.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unobserved: Vec<Unobserved>,
+}
+
+/// The JSON keeps the shape users and scripts rely on: `errors` as sentences, and the
+/// typed `blocked` and `failed_providers` beside them.
+impl Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let blocked: Vec<&Blocked> = self.blocks().collect();
+        let failed: Vec<&ProviderFailure> = self
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Unreachable(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let mut st = serializer.serialize_struct("Plan", 7)?;
+        st.serialize_field("changes", &self.changes)?;
+        st.serialize_field("conditions", &self.conditions)?;
+        st.serialize_field("violations", &self.violations)?;
+        st.serialize_field("errors", &self.errors())?;
+        if blocked.is_empty() {
+            st.skip_field("blocked")?;
+        } else {
+            st.serialize_field("blocked", &blocked)?;
+        }
+        if failed.is_empty() {
+            st.skip_field("failed_providers")?;
+        } else {
+            st.serialize_field("failed_providers", &failed)?;
+        }
+        if self.unobserved.is_empty() {
+            st.skip_field("unobserved")?;
+        } else {
+            st.serialize_field("unobserved", &self.unobserved)?;
+        }
+        st.end()
+    }
+}
+
+/// A world stackwarden observes through one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// The AWS account: instance, security group, bucket, parameter, load balancer, IAM.
+    Aws,
+    /// The host: its Docker engine and its files.
+    Host,
+}
+
+impl World {
+    /// The name used in errors, logs and JSON (`aws`, `host`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Aws => "aws",
+            World::Host => "host",
+        }
+    }
+
+    /// The world a kind lives in.
+    pub fn of(kind: crate::model::Kind) -> World {
+        if kind.on_host() {
+            World::Host
+        } else {
+            World::Aws
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that keeps a plan from being the whole truth: plan and apply exit non-zero,
+/// the daemon's pass does not count as converged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A world could not be observed at all: nothing there is planned.
+    Unreachable(ProviderFailure),
+    /// A declared resource cannot be written until a person acts.
+    Blocked(Blocked),
+    /// `${account}` is not known yet (AWS has not answered): nothing on the host is
+    /// planned, since it would be written with the placeholder in it.
+    AccountUnresolved,
+    /// The pass ran past its deadline and was abandoned; what it planned is not known.
+    Deadline(std::time::Duration),
+    /// The pass's own task failed (a panic): what it planned is not known.
+    Aborted(String),
+}
+
+impl Problem {
+    /// The world it concerns, when it concerns one.
+    pub fn world(&self) -> Option<World> {
+        match self {
+            Problem::Unreachable(f) => Some(f.world),
+            Problem::Blocked(b) => Some(World::of(b.id.kind)),
+            Problem::AccountUnresolved => Some(World::Host),
+            Problem::Deadline(_) | Problem::Aborted(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreachable(failure) => write!(f, "{failure}"),
+            Problem::Blocked(b) => f.write_str(&b.message),
+            Problem::AccountUnresolved => f.write_str(
+                "account: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers",
+            ),
+            Problem::Deadline(limit) => write!(
+                f,
+                "the pass exceeded its {}s deadline and was abandoned",
+                limit.as_secs()
+            ),
+            Problem::Aborted(why) => write!(f, "the pass failed: {why}"),
+        }
+    }
 }
 
 /// Why stackwarden may not write a declared resource: a person must act first.
@@ -361,24 +473,61 @@ pub struct Unobserved {
     pub error: String,
 }
 
-/// A provider (a whole world) that could not observe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A world that could not be observed, with the failure's class and its error kept whole.
+#[derive(Debug, Clone)]
 pub struct ProviderFailure {
-    /// The provider (`aws`, `host`).
-    pub provider: String,
+    /// The world.
+    pub world: World,
     /// How the failure is to be treated.
     pub class: ErrorClass,
-    /// What failed, for people.
-    pub error: String,
+    /// What failed (its source chain intact).
+    pub error: std::sync::Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl ProviderFailure {
-    /// The error without the provider's name in front (for places that already name it).
-    pub fn detail(&self) -> &str {
-        self.error
-            .strip_prefix(self.provider.as_str())
-            .and_then(|rest| rest.strip_prefix(": "))
-            .unwrap_or(&self.error)
+    /// A failure of `world` from any error.
+    pub fn new(
+        world: World,
+        class: ErrorClass,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ProviderFailure {
+            world,
+            class,
+            error: std::sync::Arc::from(error.into()),
+        }
+    }
+
+    /// The error without the world's name in front (for places that already name it).
+    pub fn detail(&self) -> String {
+        self.error.to_string()
+    }
+}
+
+impl PartialEq for ProviderFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.world == other.world
+            && self.class == other.class
+            && self.error.to_string() == other.error.to_string()
+    }
+}
+
+impl Eq for ProviderFailure {}
+
+impl fmt::Display for ProviderFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.world, self.error)
+    }
+}
+
+impl Serialize for ProviderFailure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("ProviderFailure", 3)?;
+        st.serialize_field("provider", &self.world)?;
+        st.serialize_field("class", &self.class)?;
+        st.serialize_field("error", &self.to_string())?;
+        st.end()
     }
 }
 
@@ -391,35 +540,43 @@ impl Plan {
     /// True when something could not be observed or is blocked: the plan is not the whole
     /// truth, and plan and apply exit non-zero.
     pub fn is_incomplete(&self) -> bool {
-        !self.errors.is_empty() || !self.unobserved.is_empty()
+        !self.problems.is_empty() || !self.unobserved.is_empty()
+    }
+
+    /// The problems as sentences, for people.
+    pub fn errors(&self) -> Vec<String> {
+        self.problems.iter().map(ToString::to_string).collect()
     }
 
     /// Records a resource that cannot be written.
     pub fn block(&mut self, blocked: Blocked) {
-        self.errors.push(blocked.message.clone());
-        self.blocked.push(blocked);
+        self.problems.push(Problem::Blocked(blocked));
+    }
+
+    /// Every blocked resource.
+    pub fn blocks(&self) -> impl Iterator<Item = &Blocked> {
+        self.problems.iter().filter_map(|p| match p {
+            Problem::Blocked(b) => Some(b),
+            _ => None,
+        })
     }
 
     /// Why a resource is blocked, if it is.
     pub fn blocked(&self, id: &ResourceId) -> Option<&Blocked> {
-        self.blocked.iter().find(|b| &b.id == id)
+        self.blocks().find(|b| &b.id == id)
     }
 
-    /// Records a provider that could not observe.
-    pub fn provider_failed(&mut self, provider: &str, class: ErrorClass, error: String) {
-        self.errors.push(error.clone());
-        self.failed_providers.push(ProviderFailure {
-            provider: provider.to_string(),
-            class,
-            error,
-        });
+    /// Records a world that could not observe.
+    pub fn provider_failed(&mut self, failure: ProviderFailure) {
+        self.problems.push(Problem::Unreachable(failure));
     }
 
-    /// The failure of a provider, if it could not observe.
-    pub fn failure_of(&self, provider: &str) -> Option<&ProviderFailure> {
-        self.failed_providers
-            .iter()
-            .find(|f| f.provider == provider)
+    /// The failure of a world, if it could not observe.
+    pub fn failure_of(&self, world: World) -> Option<&ProviderFailure> {
+        self.problems.iter().find_map(|p| match p {
+            Problem::Unreachable(f) if f.world == world => Some(f),
+            _ => None,
+        })
     }
 
     /// Counts by action, for the summary line.
@@ -462,8 +619,8 @@ impl fmt::Display for Plan {
                 u.error
             )?;
         }
-        for e in &self.errors {
-            writeln!(f, "error: {e}")?;
+        for p in &self.problems {
+            writeln!(f, "error: {p}")?;
         }
         if self.changes.is_empty() {
             writeln!(f, "No changes. Live state matches the manifests.")

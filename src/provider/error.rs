@@ -6,8 +6,8 @@ use std::error::Error as StdError;
 /// A boxed cause, kept whole for the source chain.
 pub type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-// The class is plain data that plans carry: it lives with the plan.
-pub use crate::plan::ErrorClass;
+// The class and the world are plain data that plans carry: they live with the plan.
+pub use crate::plan::{ErrorClass, World};
 
 /// What a provider's failure is: its own typed error, classified.
 pub trait Classify: StdError + Send + Sync + 'static {
@@ -19,8 +19,8 @@ pub trait Classify: StdError + Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 #[error("{provider}: {source}")]
 pub struct ProviderError {
-    /// Which provider (`aws`, `host`).
-    pub provider: &'static str,
+    /// Which world's provider.
+    pub provider: World,
     /// How to treat it.
     pub class: ErrorClass,
     /// The provider's own error.
@@ -30,7 +30,7 @@ pub struct ProviderError {
 
 impl ProviderError {
     /// Wraps a provider's typed error, keeping its class.
-    pub fn of<E: Classify>(provider: &'static str, err: E) -> Self {
+    pub fn of<E: Classify>(provider: World, err: E) -> Self {
         ProviderError {
             provider,
             class: err.class(),
@@ -39,7 +39,7 @@ impl ProviderError {
     }
 
     /// An error with no typed cause (a precondition the provider checks itself).
-    pub fn plain(provider: &'static str, class: ErrorClass, message: impl Into<String>) -> Self {
+    pub fn plain(provider: World, class: ErrorClass, message: impl Into<String>) -> Self {
         ProviderError {
             provider,
             class,
@@ -57,6 +57,12 @@ pub struct StepError {
     pub class: ErrorClass,
     /// For people.
     pub message: String,
+}
+
+impl From<ProviderError> for crate::plan::ProviderFailure {
+    fn from(e: ProviderError) -> Self {
+        crate::plan::ProviderFailure::new(e.provider, e.class, e.source)
+    }
 }
 
 impl StepError {

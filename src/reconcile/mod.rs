@@ -16,7 +16,7 @@ use crate::alerts;
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
 use crate::model::{Desired, Kind};
-use crate::plan::{Cause, Change, Plan};
+use crate::plan::{Cause, Change, Plan, Problem, ProviderFailure, World};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, watch_events};
@@ -443,8 +443,8 @@ impl Controller {
                 // what they left.
                 let scope = self.opts.scope;
                 let host_only = d.host_only;
-                let failed_host = after.failure_of("host").is_some();
-                let failed_aws = after.failure_of("aws").is_some();
+                let failed_host = after.failure_of(World::Host).is_some();
+                let failed_aws = after.failure_of(World::Aws).is_some();
                 let looked_at = move |k: Kind| {
                     if k.on_host() {
                         scope.host && !failed_host
@@ -789,9 +789,8 @@ impl Controller {
         };
         self.connect(&desired).await;
         self.stats.reset();
-        let mut errors = Vec::new();
-        // Worlds in scope that cannot be reached, as (provider, why).
-        let mut unreachable: Vec<(&'static str, String)> = Vec::new();
+        // What keeps this pass from the whole truth, besides what the plan itself finds.
+        let mut problems: Vec<Problem> = Vec::new();
         if let Some(aws) = &self.aws {
             match aws.account_id().await {
                 Ok(account) => {
@@ -843,10 +842,7 @@ impl Controller {
         }
         if let Some(host) = &self.host {
             if !desired.unresolved_runtime().is_empty() {
-                errors.push(
-                    "account: waiting for AWS to resolve ${account}; nothing on the host is planned until it answers"
-                        .to_string(),
-                );
+                problems.push(Problem::AccountUnresolved);
             } else {
                 providers.push(host.clone());
             }
@@ -861,7 +857,11 @@ impl Controller {
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_else(|| "not connected".to_string());
-            unreachable.push(("aws", format!("aws: unreachable: {why}")));
+            problems.push(Problem::Unreachable(ProviderFailure::new(
+                World::Aws,
+                ErrorClass::Transient,
+                format!("unreachable: {why}"),
+            )));
         }
         if self.opts.scope.host && self.host.is_none() {
             let why = self
@@ -871,7 +871,11 @@ impl Controller {
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_else(|| "not connected".to_string());
-            unreachable.push(("host", format!("host: Docker engine unreachable: {why}")));
+            problems.push(Problem::Unreachable(ProviderFailure::new(
+                World::Host,
+                ErrorClass::Transient,
+                format!("Docker engine unreachable: {why}"),
+            )));
         }
         let acting = if !desired.stack.mode.repairs() {
             // Observe and warn modes write nothing, the lease object included: no lease.
@@ -942,12 +946,8 @@ impl Controller {
             drop(claims);
             done
         });
-        let exceeded = || {
-            format!(
-                "the pass exceeded its {}s deadline and was abandoned",
-                PASS_DEADLINE.as_secs()
-            )
-        };
+        let exceeded = || Problem::Deadline(PASS_DEADLINE);
+        let aborted = |e: tokio::task::JoinError| Problem::Aborted(e.to_string());
         let finished_in_time = tokio::select! {
             done = &mut task => Some(done),
             _ = tokio::time::sleep(DETACH_AFTER) => None,
@@ -955,11 +955,11 @@ impl Controller {
         let (report, mut after) = match finished_in_time {
             Some(Ok(Some(r))) => r,
             Some(Ok(None)) => {
-                errors.push(exceeded());
+                problems.push(exceeded());
                 (ApplyReport::default(), Plan::default())
             }
             Some(Err(e)) => {
-                errors.push(format!("the pass failed: {e}"));
+                problems.push(aborted(e));
                 (ApplyReport::default(), Plan::default())
             }
             None => match tokio::time::timeout(PASS_DEADLINE, plan_rx).await {
@@ -996,17 +996,17 @@ impl Controller {
                 Ok(Err(_)) => match task.await {
                     Ok(Some(r)) => r,
                     Ok(None) => {
-                        errors.push(exceeded());
+                        problems.push(exceeded());
                         (ApplyReport::default(), Plan::default())
                     }
                     Err(e) => {
-                        errors.push(format!("the pass failed: {e}"));
+                        problems.push(aborted(e));
                         (ApplyReport::default(), Plan::default())
                     }
                 },
                 Err(_) => {
                     task.abort();
-                    errors.push(exceeded());
+                    problems.push(exceeded());
                     (ApplyReport::default(), Plan::default())
                 }
             },
@@ -1016,11 +1016,10 @@ impl Controller {
         }
         // The pass itself did not finish (deadline, panic): its empty plan says nothing, so
         // it may not resolve alerts. A blocked resource is not that: it is a finding.
-        let pass_failed = !errors.is_empty();
-        after.errors.extend(errors);
-        for (provider, why) in unreachable {
-            after.provider_failed(provider, ErrorClass::Transient, why);
-        }
+        let pass_failed = problems
+            .iter()
+            .any(|p| matches!(p, Problem::Deadline(_) | Problem::Aborted(_)));
+        after.problems.extend(problems);
         let mut report = report;
         let looked_at = move |k: Kind| !host_only || k.on_host();
         self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
@@ -1109,8 +1108,8 @@ impl Controller {
         let backoff_until = self.backoff.until();
         let scope = self.opts.scope;
         let covers = move |k: Kind| if k.on_host() { scope.host } else { scope.aws };
-        let aws_error = after.failure_of("aws").map(|f| f.detail().to_string());
-        let host_error = after.failure_of("host").map(|f| f.detail().to_string());
+        let aws_error = after.failure_of(World::Aws).map(ProviderFailure::detail);
+        let host_error = after.failure_of(World::Host).map(ProviderFailure::detail);
         let unobserved = move |k: Kind| {
             if k.on_host() {
                 host_error.clone()
@@ -1238,7 +1237,7 @@ impl Controller {
             .for_each(|o| sharpen(&mut o.change));
         after.changes.iter_mut().for_each(sharpen);
         // Only a resource the pass observed without error counts as in sync.
-        if after.errors.is_empty() {
+        if after.problems.is_empty() {
             let pending: BTreeSet<String> = after
                 .changes
                 .iter()
@@ -1255,21 +1254,21 @@ impl Controller {
 
     /// Marks AWS and Docker unreachable when their provider could not observe this pass.
     fn note_reachability(&mut self, plan: &Plan) {
-        if let Some(f) = plan.failure_of("aws") {
+        if let Some(f) = plan.failure_of(World::Aws) {
             self.status.connectivity.aws = Some(Reach {
                 reachable: false,
-                error: Some(f.detail().to_string()),
+                error: Some(f.detail()),
             });
             self.aws = None;
             self.lease = None;
         }
-        if let Some(f) = plan.failure_of("host") {
+        if let Some(f) = plan.failure_of(World::Host) {
             self.status.connectivity.docker = Some(Reach {
                 reachable: false,
-                error: Some(f.detail().to_string()),
+                error: Some(f.detail()),
             });
         }
-        let host_failed = plan.failure_of("host").is_some();
+        let host_failed = plan.failure_of(World::Host).is_some();
         if self.host.is_some() && !host_failed {
             self.status.connectivity.docker = Some(Reach {
                 reachable: true,

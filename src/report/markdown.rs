@@ -173,10 +173,10 @@ fn details(out: &mut String, plan: &Plan) {
             );
         }
     }
-    if !plan.errors.is_empty() {
+    if !plan.problems.is_empty() {
         out.push_str("\n### Errors\n\n");
-        for e in &plan.errors {
-            let _ = writeln!(out, "- {}", text(e));
+        for p in &plan.problems {
+            let _ = writeln!(out, "- {}", text(&p.to_string()));
         }
     }
     if !plan.unobserved.is_empty() {
@@ -471,7 +471,13 @@ mod tests {
     #[test]
     fn errors_and_unobserved_resources_are_listed_and_make_the_plan_incomplete() {
         let plan = Plan {
-            errors: vec!["aws: connection refused".into()],
+            problems: vec![crate::plan::Problem::Unreachable(
+                crate::plan::ProviderFailure::new(
+                    crate::plan::World::Aws,
+                    crate::plan::ErrorClass::Transient,
+                    "connection refused",
+                ),
+            )],
             unobserved: vec![Unobserved {
                 id: ResourceId::new(Kind::Bucket, "data"),
                 class: ErrorClass::Transient,

@@ -90,11 +90,13 @@ fn log(plan: &Plan, desired: &Desired, root: &Path) -> Log {
     }
 
     let mut notifications: Vec<Notification> = plan
-        .errors
+        .problems
         .iter()
-        .map(|e| Notification {
+        .map(|p| Notification {
             level: "error",
-            message: Message { text: e.clone() },
+            message: Message {
+                text: p.to_string(),
+            },
         })
         .collect();
     notifications.extend(plan.unobserved.iter().map(|u| Notification {
@@ -606,7 +608,13 @@ mod tests {
     #[test]
     fn errors_make_the_invocation_unsuccessful_and_become_notifications() {
         let plan = Plan {
-            errors: vec!["aws: connection refused".into()],
+            problems: vec![crate::plan::Problem::Unreachable(
+                crate::plan::ProviderFailure::new(
+                    crate::plan::World::Aws,
+                    crate::plan::ErrorClass::Transient,
+                    "connection refused",
+                ),
+            )],
             ..Plan::default()
         };
         let invocation = &sarif(&plan)["runs"][0]["invocations"][0];

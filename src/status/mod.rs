@@ -309,8 +309,11 @@ pub struct Status {
     /// Live policy violations, all resources.
     pub violations: Vec<Violation>,
     /// Errors of the last pass that belong to no single resource (a provider that could not
-    /// observe).
+    /// observe), as sentences: `problems` in words.
     pub errors: Vec<String>,
+    /// The same, typed: what the next pass keeps (a host-only pass keeps AWS's).
+    #[serde(skip)]
+    pub problems: Vec<crate::plan::Problem>,
     /// Recent writes, newest last.
     pub audit: Vec<AuditEntry>,
     /// Recent passes, for the timeline (oldest first).
@@ -374,6 +377,7 @@ impl Default for Status {
             resources: Vec::new(),
             violations: Vec::new(),
             errors: Vec::new(),
+            problems: Vec::new(),
             audit: Vec::new(),
             passes: Vec::new(),
             alerts: AlertsStatus::default(),
@@ -510,7 +514,7 @@ impl Status {
             let backoff_until = pass.backoff.get(&id).copied().map(Timestamp);
             // Something that is not ours holds it: it cannot be written until a person acts,
             // and what runs under its name is not what the manifest declares.
-            let blocked = pass.after.blocked.iter().find(|b| b.id.to_string() == id);
+            let blocked = pass.after.blocks().find(|b| b.id.to_string() == id);
             let (synced_status, synced_reason, synced_message) = match (&error, &drift) {
                 (Some(e), _) if unobserved.is_some() => {
                     (ConditionStatus::Unknown, "ObserveFailed", e.clone())
@@ -658,12 +662,12 @@ impl Status {
                     .is_none()
             })
             .count();
-        let kept_errors: Vec<String> = std::mem::take(&mut self.errors)
-            .into_iter()
-            .filter(|e| e.starts_with("aws: ") && (pass.kept)(crate::model::Kind::Bucket))
-            .collect();
-        self.errors = kept_errors;
-        self.errors.extend(pass.after.errors.iter().cloned());
+        // A pass that did not look at AWS (a Docker-triggered one) keeps what it knew there.
+        let aws_kept = (pass.kept)(crate::model::Kind::Bucket);
+        self.problems
+            .retain(|p| aws_kept && p.world() == Some(crate::plan::World::Aws));
+        self.problems.extend(pass.after.problems.iter().cloned());
+        self.errors = self.problems.iter().map(ToString::to_string).collect();
         if pass.summary.result == PassResult::Converged {
             self.last_success = Some(now_ts);
         }

@@ -210,7 +210,13 @@ fn resources_of_a_world_that_could_not_be_observed_are_unknown_with_its_error() 
     let d = desired();
     let now = SystemTime::now();
     let plan = Plan {
-        errors: vec!["aws: AWS endpoint http://127.0.0.1:1: no answer in time".into()],
+        problems: vec![crate::plan::Problem::Unreachable(
+            crate::plan::ProviderFailure::new(
+                crate::plan::World::Aws,
+                crate::plan::ErrorClass::Transient,
+                "AWS endpoint http://127.0.0.1:1: no answer in time",
+            ),
+        )],
         ..Plan::default()
     };
     let mut s = Status::default();

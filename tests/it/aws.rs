@@ -82,7 +82,7 @@ impl World {
 
     async fn plan(&self) -> Plan {
         let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors.is_empty(), "plan errors: {:?}", plan.errors);
+        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
         plan
     }
 
@@ -93,7 +93,7 @@ impl World {
         assert!(
             report.converged(),
             "not converged: {:?}",
-            report.plan.errors
+            report.plan.errors()
         );
         self.applied.record(&self.desired);
         report

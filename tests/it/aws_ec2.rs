@@ -81,7 +81,7 @@ impl World {
 
     async fn plan(&self) -> Plan {
         let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors.is_empty(), "plan errors: {:?}", plan.errors);
+        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
         plan
     }
 
@@ -92,7 +92,7 @@ impl World {
         assert!(
             report.converged(),
             "not converged: {:?}",
-            report.plan.errors
+            report.plan.errors()
         );
         self.applied.record(&self.desired);
         report
@@ -411,7 +411,7 @@ async fn a_security_group_tagged_for_another_stack_is_an_error_naming_that_stack
         .await
         .expect("create group");
     let plan = world.engine().plan(&world.desired).await;
-    let errors = plan.errors.join("\n");
+    let errors = plan.errors().join("\n");
     assert!(
         errors.contains("SecurityGroup/observability") && errors.contains("`billing`"),
         "{plan}"
@@ -449,7 +449,7 @@ async fn an_instance_tagged_for_another_stack_is_an_error_naming_that_stack() {
         ])
         .await;
     let plan = world.engine().plan(&world.desired).await;
-    let errors = plan.errors.join("\n");
+    let errors = plan.errors().join("\n");
     assert!(
         errors.contains("Instance/observability")
             && errors.contains(&theirs)
@@ -966,8 +966,7 @@ async fn untagged_lookalikes_that_disagree_stop_the_plan_and_nothing_is_created(
         .to_string();
     let plan = world.engine().plan(&world.desired).await;
     let blocked = plan
-        .blocked
-        .iter()
+        .blocks()
         .find(|b| b.id.kind == Kind::Instance)
         .unwrap_or_else(|| panic!("the instance is blocked:\n{plan}"));
     assert_eq!(blocked.reason, stackwarden::plan::BlockReason::Ambiguous);

@@ -83,7 +83,7 @@ impl World {
 
     async fn plan(&self) -> Plan {
         let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors.is_empty(), "plan errors: {:?}", plan.errors);
+        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
         plan
     }
 
@@ -128,7 +128,7 @@ impl World {
     /// The plan refuses to go on, naming the other stack; apply writes nothing.
     async fn assert_foreign_owner_refused(&self, what: &str) {
         let plan = self.engine().plan(&self.desired).await;
-        let errors = plan.errors.join("\n");
+        let errors = plan.errors().join("\n");
         assert!(
             errors.contains("belongs to stack `other`") && errors.contains(what),
             "no error naming the owner of {what}: {errors}\n{plan}"
@@ -884,7 +884,7 @@ async fn a_steady_pass_makes_at_most_three_iam_calls_beside_the_other_budget() {
     // One provider across passes, as the daemon keeps it: the cache lives in the provider.
     let engine = world.engine();
     let first = engine.plan(&world.desired).await;
-    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(first.errors().is_empty(), "{:?}", first.errors());
     world.stats.reset();
     let plan = engine.plan(&world.desired).await;
     assert!(!plan.has_changes(), "{plan}");

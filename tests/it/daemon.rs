@@ -740,12 +740,8 @@ async fn a_leader_whose_lease_object_is_overwritten_or_deleted_stops_before_its_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (pa, pb) = (a.passes(), b.passes());
-    a.wait_until("the first daemon passes again", REPAIR, || {
-        a.passes() > pa
-    });
-    b.wait_until("the second daemon passes again", REPAIR, || {
-        b.passes() > pb
-    });
+    a.wait_until("the first daemon passes again", REPAIR, || a.passes() > pa);
+    b.wait_until("the second daemon passes again", REPAIR, || b.passes() > pb);
     let (wa, wb) = (
         writes_a.load(Ordering::SeqCst),
         writes_b.load(Ordering::SeqCst),

@@ -163,7 +163,11 @@ impl Host {
 
     async fn plan(&self) -> Plan {
         let plan = self.engine.plan(&self.desired).await;
-        assert!(plan.errors.is_empty(), "observe failed: {:?}", plan.errors);
+        assert!(
+            plan.errors().is_empty(),
+            "observe failed: {:?}",
+            plan.errors()
+        );
         plan
     }
 
@@ -1028,11 +1032,11 @@ async fn a_declared_name_held_by_an_unmanaged_container_fails_plan_and_apply() {
     let id = impostor(&host.docker, "loki", &[]).await;
     let plan = host.engine.plan(&host.desired).await;
     assert!(
-        plan.errors
+        plan.errors()
             .iter()
             .any(|e| e.contains("Container/loki") && e.contains("does not manage")),
         "{:?}\n{plan}",
-        plan.errors
+        plan.errors()
     );
     let report = host.engine.apply(&host.desired).await;
     assert!(!report.converged(), "apply claims convergence");
@@ -1057,11 +1061,11 @@ async fn a_declared_name_held_by_another_stack_is_an_error_naming_the_owner() {
     let id = impostor(&host.docker, "mimir", &[("stackwarden.stack", "billing")]).await;
     let plan = host.engine.plan(&host.desired).await;
     assert!(
-        plan.errors
+        plan.errors()
             .iter()
             .any(|e| e.contains("Container/mimir") && e.contains("`billing`")),
         "{:?}",
-        plan.errors
+        plan.errors()
     );
     let out = stackwarden(&["apply"], &[]);
     let text = output_text(&out);

@@ -256,7 +256,7 @@ impl AwsProvider {
 
     /// A provider error for an AWS error, naming the endpoint when it never answered.
     fn fail(&self, e: AwsError) -> ProviderError {
-        ProviderError::of(NAME, self.name_endpoint(e))
+        ProviderError::of(crate::plan::World::Aws, self.name_endpoint(e))
     }
 
     /// Marks every declared resource of `kinds` unobserved because of `e`.
@@ -316,7 +316,7 @@ impl AwsProvider {
                     })?;
                 out.account().map(str::to_string).ok_or_else(|| {
                     ProviderError::plain(
-                        NAME,
+                        crate::plan::World::Aws,
                         Class::Transient,
                         "GetCallerIdentity returned no account",
                     )

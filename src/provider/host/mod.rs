@@ -166,7 +166,7 @@ pub struct HostObserved {
 }
 
 fn provider_err<E: Classify>(e: E) -> ProviderError {
-    ProviderError::of(NAME, e)
+    ProviderError::of(crate::plan::World::Host, e)
 }
 
 /// The resources a failed read leaves unknown: the files and images themselves, and every
@@ -227,7 +227,7 @@ impl HostProvider {
             && !host.starts_with("unix://")
         {
             return Err(ProviderError::plain(
-                NAME,
+                crate::plan::World::Host,
                 ErrorClass::Permanent,
                 format!("DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock"),
             ));
@@ -889,7 +889,7 @@ impl Provider for HostProvider {
             .collect();
         if !unresolved.is_empty() {
             return Err(ProviderError::plain(
-                NAME,
+                crate::plan::World::Host,
                 ErrorClass::Transient,
                 format!(
                     "{} still hold an unresolved ${{account}}; nothing on the host is planned until the AWS account is known",
