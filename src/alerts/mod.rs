@@ -93,8 +93,8 @@ pub enum Event {
 struct Active {
     alert: Alert,
     kind: Kind,
-    /// `Kind/name` (or the unmanaged container a violation names).
-    resource: String,
+    /// Its resource (or the unmanaged container a violation names).
+    id: ResourceId,
 }
 
 /// What one pass saw, as the alert book needs it.
@@ -109,13 +109,13 @@ pub struct PassView<'a> {
     pub outcomes: &'a [StepOutcome],
     /// Kinds the pass looked at.
     pub looked_at: &'a dyn Fn(Kind) -> bool,
-    /// Consecutive failed repairs of a resource (`Kind/name`).
-    pub failures: &'a dyn Fn(&str) -> u32,
-    /// Consecutive restarts of a container for its failing health check (`Container/name`).
-    pub restarts: &'a dyn Fn(&str) -> u32,
-    /// True for a resource (`Kind/name`) a write is still working on: what a pass saw of it
-    /// midway (a container between stop and start) is neither drift nor a repair.
-    pub busy: &'a dyn Fn(&str) -> bool,
+    /// Consecutive failed repairs of a resource.
+    pub failures: &'a dyn Fn(&ResourceId) -> u32,
+    /// Consecutive restarts of a container for its failing health check.
+    pub restarts: &'a dyn Fn(&ResourceId) -> u32,
+    /// True for a resource a write is still working on: what a pass saw of it midway (a
+    /// container between stop and start) is neither drift nor a repair.
+    pub busy: &'a dyn Fn(&ResourceId) -> bool,
     /// Link to the daemon's page, for annotations.
     pub page: &'a str,
     /// Now.
@@ -161,36 +161,30 @@ impl Book {
                     alert.annotations.insert("action".into(), action);
                 }
                 events.push(Event::Firing(alert.clone()));
-                let resource = format!(
-                    "{}/{}",
-                    alert.labels.get("kind").map_or("", String::as_str),
-                    alert.labels.get("resource").map_or("", String::as_str)
+                let id = ResourceId::new(
+                    *kind,
+                    alert.labels.get("resource").map_or("", String::as_str),
                 );
                 self.active.insert(
                     fp.clone(),
                     Active {
                         alert,
                         kind: *kind,
-                        resource,
+                        id,
                     },
                 );
             }
         }
         // A resource that could not be read this pass keeps its alerts: unknown is not fixed.
-        let unknown: BTreeSet<String> = v
-            .after
-            .unobserved
-            .iter()
-            .map(|u| u.id.to_string())
-            .collect();
+        let unknown: BTreeSet<&ResourceId> = v.after.unobserved.iter().map(|u| &u.id).collect();
         let ended: Vec<String> = self
             .active
             .iter()
             .filter(|(fp, a)| {
                 (v.looked_at)(a.kind)
                     && !standing.contains_key(*fp)
-                    && !unknown.contains(&a.resource)
-                    && !(v.busy)(&a.resource)
+                    && !unknown.contains(&a.id)
+                    && !(v.busy)(&a.id)
             })
             .map(|(fp, _)| fp.clone())
             .collect();
@@ -391,7 +385,7 @@ fn candidates(
 /// the name is not what the manifest declares, and stackwarden may not write it.
 fn blocked_alert(v: &PassView<'_>, b: &Blocked) -> Option<(String, Alert)> {
     let id = b.id.to_string();
-    if !(v.looked_at)(b.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&id) {
+    if !(v.looked_at)(b.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&b.id) {
         return None;
     }
     let fp = fingerprint(&[
@@ -450,7 +444,7 @@ fn drift_alert(
     present: &BTreeSet<String>,
 ) -> Option<(String, Alert)> {
     let id = c.id.to_string();
-    if !(v.looked_at)(c.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&id) {
+    if !(v.looked_at)(c.id.kind) || !mode_of(v.desired, &id).alerts() || (v.busy)(&c.id) {
         return None;
     }
     if c.cause == Cause::Missing && !present.contains(&id) {
@@ -558,7 +552,7 @@ fn failing(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
         let id = c.id.to_string();
         if !(v.looked_at)(c.id.kind)
             || !mode_of(v.desired, &id).repairs()
-            || (v.failures)(&id) < FAILING_AFTER
+            || (v.failures)(&c.id) < FAILING_AFTER
             || is_health(c)
         {
             continue;
@@ -575,7 +569,7 @@ fn failing(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
             "summary".to_string(),
             format!(
                 "{id} could not be repaired {} times in a row",
-                (v.failures)(&id)
+                (v.failures)(&c.id)
             ),
         );
         annotations.insert("differs".to_string(), crate::plan::describe_drift(c));
@@ -616,7 +610,7 @@ fn unhealthy(v: &PassView<'_>) -> BTreeMap<String, (Alert, Kind)> {
     let mut out = BTreeMap::new();
     for (r, _) in v.desired.containers() {
         let id = r.id.to_string();
-        let restarts = (v.restarts)(&id);
+        let restarts = (v.restarts)(&r.id);
         if !(v.looked_at)(Kind::Container)
             || !mode_of(v.desired, &id).alerts()
             || restarts < FAILING_AFTER

@@ -24,6 +24,7 @@ fn root_loki() -> Change {
 
 fn root_violation() -> Violation {
     Violation {
+        world: None,
         rule: "no-root-containers",
         resource: "Container/loki".into(),
         path: "spec.user".into(),
@@ -356,7 +357,13 @@ fn a_container_restarted_again_and_again_raises_container_unhealthy_until_it_set
             outcomes: &[],
             looked_at: &|_| true,
             failures: &|_| 0,
-            restarts: &|id: &str| if id == "Container/loki" { restarts } else { 0 },
+            restarts: &|id: &ResourceId| {
+                if id.kind == Kind::Container && id.name == "loki" {
+                    restarts
+                } else {
+                    0
+                }
+            },
             busy: &|_| false,
             page: "",
             now: SystemTime::now(),

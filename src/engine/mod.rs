@@ -89,7 +89,7 @@ impl Engine {
         let results = join_all(self.providers.iter().map(|p| p.plan(desired))).await;
         let mut plan = Plan::default();
         let mut works = Vec::new();
-        for result in results {
+        for (provider, result) in self.providers.iter().zip(results) {
             match result {
                 Ok(work) => {
                     plan.changes.extend(work.changes().into_iter().map(|mut c| {
@@ -97,7 +97,11 @@ impl Engine {
                         c
                     }));
                     plan.conditions.extend(work.conditions());
-                    plan.violations.extend(work.violations());
+                    plan.violations
+                        .extend(work.violations().into_iter().map(|mut v| {
+                            v.world = Some(provider.world());
+                            v
+                        }));
                     for b in work.blocked() {
                         plan.block(b);
                     }

@@ -278,6 +278,10 @@ pub struct Violation {
     pub message: String,
     /// What to do.
     pub fix: String,
+    /// The world it was found in (set by the engine from the provider that found it):
+    /// a pass that does not look at that world keeps it standing.
+    #[serde(skip)]
+    pub world: Option<World>,
 }
 
 impl fmt::Display for Violation {

@@ -77,6 +77,7 @@ fn violation(
     fix: &str,
 ) -> Violation {
     Violation {
+        world: None,
         rule,
         resource: resource.to_string(),
         path: path.to_string(),

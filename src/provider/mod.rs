@@ -134,6 +134,9 @@ pub trait Provider: Send + Sync {
     /// A short name for logs and errors (`aws`, `docker`, `files`).
     fn name(&self) -> &'static str;
 
+    /// The world it observes.
+    fn world(&self) -> crate::plan::World;
+
     /// Reads live state of everything the desired state names (and what this stack owns).
     fn observe<'a>(
         &'a self,
@@ -181,6 +184,8 @@ pub trait PlannedWork: Send + Sync {
 pub trait DynProvider: Send + Sync {
     /// See [`Provider::name`].
     fn name(&self) -> &'static str;
+    /// See [`Provider::world`].
+    fn world(&self) -> crate::plan::World;
     /// Observes and diffs.
     fn plan<'a>(
         &'a self,
@@ -247,6 +252,10 @@ impl<'a, P: Provider> PlannedWork for Planned<'a, P> {
 impl<P: Provider> DynProvider for P {
     fn name(&self) -> &'static str {
         Provider::name(self)
+    }
+
+    fn world(&self) -> crate::plan::World {
+        Provider::world(self)
     }
 
     fn plan<'a>(

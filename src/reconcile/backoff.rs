@@ -5,6 +5,7 @@
 //! the next resync or a manifest change, and is never retried hot. Pure: the caller passes
 //! the clock and the random draw.
 
+use crate::model::ResourceId;
 use crate::provider::ErrorClass;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -19,13 +20,28 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// ± fraction of the delay drawn at random.
 pub const JITTER: f64 = 0.2;
 
+/// The one exponential schedule of the loop: `base` after the first failure, doubling with
+/// each one after, capped at `cap` (none before the first). Write failures and health
+/// restarts both wait by it.
+pub fn exponential(base: Duration, cap: Duration, count: u32) -> Duration {
+    if count == 0 {
+        return Duration::ZERO;
+    }
+    base.saturating_mul(2u32.saturating_pow(count.saturating_sub(1).min(30)))
+        .min(cap)
+}
+
 /// The delay before attempt `failures + 1`, jittered by `draw` in [0, 1).
 pub fn delay(failures: u32, draw: f64) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
-    let capped = exp.min(BACKOFF_CAP);
+    let capped = exponential(BACKOFF_BASE, BACKOFF_CAP, failures.max(1));
     let factor = 1.0 - JITTER + 2.0 * JITTER * draw.clamp(0.0, 1.0);
     capped.mul_f64(factor)
 }
+
+/// How often an event about a resource may cut its wait short: often enough that a person
+/// removing what blocked it sees it repaired at once, seldom enough that the events of the
+/// loop's own failing writes cannot make a tight retry loop.
+pub const LIFT_EVERY: Duration = Duration::from_secs(5);
 
 /// One resource's wait.
 #[derive(Debug, Clone, Copy)]
@@ -34,12 +50,14 @@ struct Entry {
     until: SystemTime,
     /// Released early by a resync (its `until` is only the expected resync time).
     until_resync: bool,
+    /// When an event last cut its wait short.
+    lifted: Option<SystemTime>,
 }
 
-/// The backoff state of every resource (`Kind/name` → failures and the end of its wait).
+/// The backoff state of every resource (failures and the end of its wait).
 #[derive(Debug, Clone, Default)]
 pub struct Backoff {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<ResourceId, Entry>,
 }
 
 impl Backoff {
@@ -47,32 +65,36 @@ impl Backoff {
     /// permanent one waits until `next_resync` (or longer, after repeated failures).
     pub fn failed(
         &mut self,
-        id: &str,
+        id: &ResourceId,
         class: ErrorClass,
         now: SystemTime,
         next_resync: SystemTime,
         draw: f64,
     ) {
-        let failures = self.entries.get(id).map(|e| e.failures + 1).unwrap_or(1);
+        let before = self.entries.get(id);
+        let failures = before.map(|e| e.failures + 1).unwrap_or(1);
+        let lifted = before.and_then(|e| e.lifted);
         let retry = now + delay(failures, draw);
         let entry = if class.is_retryable() {
             Entry {
                 failures,
                 until: retry,
                 until_resync: false,
+                lifted,
             }
         } else {
             Entry {
                 failures,
                 until: retry.max(next_resync),
                 until_resync: retry <= next_resync,
+                lifted,
             }
         };
-        self.entries.insert(id.to_string(), entry);
+        self.entries.insert(id.clone(), entry);
     }
 
     /// Consecutive failures of `id` (0 when it is not failing).
-    pub fn failures(&self, id: &str) -> u32 {
+    pub fn failures(&self, id: &ResourceId) -> u32 {
         self.entries.get(id).map_or(0, |e| e.failures)
     }
 
@@ -82,8 +104,22 @@ impl Backoff {
         self.entries.retain(|_, e| !e.until_resync);
     }
 
+    /// An event about `id` (its container changed): whatever blocked it may be gone, so its
+    /// wait ends now, at most once per [`LIFT_EVERY`]. Its failure count stays: failing
+    /// again waits longer, as ever.
+    pub fn lift(&mut self, id: &ResourceId, now: SystemTime) {
+        if let Some(e) = self.entries.get_mut(id)
+            && e.until > now
+            && e.lifted.is_none_or(|at| now >= at + LIFT_EVERY)
+        {
+            e.until = now;
+            e.until_resync = false;
+            e.lifted = Some(now);
+        }
+    }
+
     /// Forgets `id` (its write succeeded, or it needs nothing any more).
-    pub fn reset(&mut self, id: &str) {
+    pub fn reset(&mut self, id: &ResourceId) {
         self.entries.remove(id);
     }
 
@@ -93,17 +129,17 @@ impl Backoff {
     }
 
     /// True while `id` must not be written.
-    pub fn holds(&self, id: &str, now: SystemTime) -> bool {
+    pub fn holds(&self, id: &ResourceId, now: SystemTime) -> bool {
         self.entries.get(id).is_some_and(|e| e.until > now)
     }
 
     /// Keeps only the ids `keep` accepts.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    pub fn retain(&mut self, keep: impl Fn(&ResourceId) -> bool) {
         self.entries.retain(|id, _| keep(id));
     }
 
     /// When each resource's wait ends.
-    pub fn until(&self) -> BTreeMap<String, SystemTime> {
+    pub fn until(&self) -> BTreeMap<ResourceId, SystemTime> {
         self.entries
             .iter()
             .map(|(id, e)| (id.clone(), e.until))
@@ -124,6 +160,11 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Kind;
+
+    fn id(kind: Kind, name: &str) -> ResourceId {
+        ResourceId::new(kind, name)
+    }
 
     #[test]
     fn delays_double_then_cap_and_stay_within_the_jitter() {
@@ -139,15 +180,16 @@ mod tests {
     fn a_failing_resource_is_held_until_its_wait_ends_and_a_success_resets_it() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let resync = t0 + Duration::from_secs(30);
+        let (loki, mimir) = (id(Kind::Container, "loki"), id(Kind::Container, "mimir"));
         let mut b = Backoff::default();
-        b.failed("Container/loki", ErrorClass::Transient, t0, resync, 0.5);
-        assert!(b.holds("Container/loki", t0 + Duration::from_millis(100)));
-        assert!(!b.holds("Container/loki", t0 + Duration::from_millis(300)));
-        assert!(!b.holds("Container/mimir", t0));
-        b.failed("Container/loki", ErrorClass::Transient, t0, resync, 0.5);
+        b.failed(&loki, ErrorClass::Transient, t0, resync, 0.5);
+        assert!(b.holds(&loki, t0 + Duration::from_millis(100)));
+        assert!(!b.holds(&loki, t0 + Duration::from_millis(300)));
+        assert!(!b.holds(&mimir, t0));
+        b.failed(&loki, ErrorClass::Transient, t0, resync, 0.5);
         assert_eq!(b.next_expiry(t0), Some(t0 + BACKOFF_BASE * 2));
-        b.reset("Container/loki");
-        assert!(!b.holds("Container/loki", t0));
+        b.reset(&loki);
+        assert!(!b.holds(&loki, t0));
         assert_eq!(b.next_expiry(t0), None);
     }
 
@@ -155,16 +197,64 @@ mod tests {
     fn a_permanent_failure_waits_for_the_resync_and_is_never_retried_hot() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let resync = t0 + Duration::from_secs(30);
+        let data = id(Kind::Bucket, "data");
         let mut b = Backoff::default();
-        b.failed("Bucket/data", ErrorClass::Permanent, t0, resync, 0.5);
-        assert!(b.holds("Bucket/data", t0 + Duration::from_secs(29)));
+        b.failed(&data, ErrorClass::Permanent, t0, resync, 0.5);
+        assert!(b.holds(&data, t0 + Duration::from_secs(29)));
         // No retry timer fires for it: only the resync (or a manifest change) frees it.
         assert_eq!(b.next_expiry(t0), None);
         b.resync();
-        assert!(!b.holds("Bucket/data", t0 + Duration::from_secs(1)));
+        assert!(!b.holds(&data, t0 + Duration::from_secs(1)));
         // A transient failure is not released by a resync: its own timer runs.
-        b.failed("Bucket/data", ErrorClass::Transient, t0, resync, 0.5);
+        b.failed(&data, ErrorClass::Transient, t0, resync, 0.5);
         b.resync();
-        assert!(b.holds("Bucket/data", t0 + Duration::from_millis(100)));
+        assert!(b.holds(&data, t0 + Duration::from_millis(100)));
+    }
+}
+
+#[cfg(test)]
+mod lift {
+    use super::*;
+    use crate::model::Kind;
+
+    #[test]
+    fn an_event_lifts_a_wait_at_once_but_not_twice_within_the_lift_interval() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let resync = t0 + Duration::from_secs(60);
+        let loki = ResourceId::new(Kind::Container, "loki");
+        let mut b = Backoff::default();
+        // A permanent failure (a name held by someone else) waits for the resync…
+        b.failed(&loki, ErrorClass::Permanent, t0, resync, 0.5);
+        assert!(b.holds(&loki, t0 + Duration::from_secs(1)));
+        // …until an event about it: the holder went away.
+        b.lift(&loki, t0 + Duration::from_secs(1));
+        assert!(!b.holds(&loki, t0 + Duration::from_secs(1)));
+        assert_eq!(b.failures(&loki), 1, "the count stays");
+        // Failing again right away, its own events cannot lift it again so soon…
+        let t1 = t0 + Duration::from_secs(2);
+        b.failed(&loki, ErrorClass::Transient, t1, resync, 0.5);
+        b.lift(&loki, t1);
+        assert!(b.holds(&loki, t1), "lifted twice within LIFT_EVERY");
+        // …but a later event can.
+        let t2 = t0 + Duration::from_secs(1) + LIFT_EVERY;
+        b.failed(&loki, ErrorClass::Permanent, t2, resync, 0.5);
+        b.lift(&loki, t2);
+        assert!(!b.holds(&loki, t2));
+        // An event about a resource that is not waiting changes nothing.
+        let mimir = ResourceId::new(Kind::Container, "mimir");
+        b.lift(&mimir, t2);
+        assert_eq!(b.failures(&mimir), 0);
+    }
+
+    #[test]
+    fn health_restarts_and_write_failures_share_one_schedule() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(300);
+        let waits: Vec<u64> = (0..5)
+            .map(|n| exponential(base, cap, n).as_secs())
+            .collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8]);
+        assert_eq!(exponential(base, cap, 40), cap);
+        assert_eq!(delay(3, 0.5), exponential(BACKOFF_BASE, BACKOFF_CAP, 3));
     }
 }

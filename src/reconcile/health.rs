@@ -5,6 +5,7 @@
 //! waits twice as long as the one before, and the count (which the `ContainerUnhealthy`
 //! alert reads) only clears once the container has stayed healthy for [`HEALTHY_FOR`].
 
+use crate::model::ResourceId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
@@ -21,16 +22,16 @@ struct Entry {
     last: SystemTime,
 }
 
-/// Consecutive health restarts per container (`Container/name`).
+/// Consecutive health restarts per container.
 #[derive(Debug, Clone, Default)]
 pub struct Restarts {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<ResourceId, Entry>,
 }
 
 impl Restarts {
     /// Records a restart of `id` at `now`.
-    pub fn restarted(&mut self, id: &str, now: SystemTime) {
-        let e = self.entries.entry(id.to_string()).or_insert(Entry {
+    pub fn restarted(&mut self, id: &ResourceId, now: SystemTime) {
+        let e = self.entries.entry(id.clone()).or_insert(Entry {
             count: 0,
             last: now,
         });
@@ -39,19 +40,19 @@ impl Restarts {
     }
 
     /// Consecutive restarts of `id` (0 once it stayed healthy).
-    pub fn count(&self, id: &str) -> u32 {
+    pub fn count(&self, id: &ResourceId) -> u32 {
         self.entries.get(id).map_or(0, |e| e.count)
     }
 
     /// True while `id` must wait before its next restart.
-    pub fn holds(&self, id: &str, now: SystemTime) -> bool {
+    pub fn holds(&self, id: &ResourceId, now: SystemTime) -> bool {
         self.entries
             .get(id)
             .is_some_and(|e| now < e.last + wait(e.count))
     }
 
     /// When the next restart of each waiting container may happen.
-    pub fn until(&self) -> BTreeMap<String, SystemTime> {
+    pub fn until(&self) -> BTreeMap<ResourceId, SystemTime> {
         self.entries
             .iter()
             .map(|(id, e)| (id.clone(), e.last + wait(e.count)))
@@ -62,8 +63,8 @@ impl Restarts {
     /// restarted for [`HEALTHY_FOR`]; `looked_at` says which containers the pass saw.
     pub fn settle(
         &mut self,
-        unhealthy: &BTreeSet<String>,
-        looked_at: impl Fn(&str) -> bool,
+        unhealthy: &BTreeSet<ResourceId>,
+        looked_at: impl Fn(&ResourceId) -> bool,
         now: SystemTime,
     ) {
         self.entries
@@ -73,12 +74,7 @@ impl Restarts {
 
 /// The wait after `count` restarts: none before the first, then 1 s, 2 s, 4 s, … up to 5 min.
 fn wait(count: u32) -> Duration {
-    if count == 0 {
-        return Duration::ZERO;
-    }
-    FIRST_WAIT
-        .saturating_mul(2u32.saturating_pow(count.saturating_sub(1).min(16)))
-        .min(MAX_WAIT)
+    super::backoff::exponential(FIRST_WAIT, MAX_WAIT, count)
 }
 
 #[cfg(test)]
@@ -87,30 +83,27 @@ mod tests {
 
     #[test]
     fn restarts_wait_twice_as_long_each_time_and_clear_after_staying_healthy() {
+        let loki = ResourceId::new(crate::model::Kind::Container, "loki");
         let mut r = Restarts::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert!(!r.holds("Container/loki", t0));
-        r.restarted("Container/loki", t0);
-        assert!(r.holds("Container/loki", t0 + Duration::from_millis(900)));
-        assert!(!r.holds("Container/loki", t0 + Duration::from_secs(1)));
+        assert!(!r.holds(&loki, t0));
+        r.restarted(&loki, t0);
+        assert!(r.holds(&loki, t0 + Duration::from_millis(900)));
+        assert!(!r.holds(&loki, t0 + Duration::from_secs(1)));
         let t1 = t0 + Duration::from_secs(1);
-        r.restarted("Container/loki", t1);
-        assert!(r.holds("Container/loki", t1 + Duration::from_millis(1900)));
-        assert_eq!(r.count("Container/loki"), 2);
+        r.restarted(&loki, t1);
+        assert!(r.holds(&loki, t1 + Duration::from_millis(1900)));
+        assert_eq!(r.count(&loki), 2);
 
-        let unhealthy = BTreeSet::from(["Container/loki".to_string()]);
+        let unhealthy = BTreeSet::from([loki.clone()]);
         r.settle(&unhealthy, |_| true, t1 + HEALTHY_FOR * 2);
-        assert_eq!(r.count("Container/loki"), 2, "still unhealthy: kept");
+        assert_eq!(r.count(&loki), 2, "still unhealthy: kept");
         r.settle(&BTreeSet::new(), |_| true, t1 + HEALTHY_FOR / 2);
-        assert_eq!(
-            r.count("Container/loki"),
-            2,
-            "healthy, but not for long enough"
-        );
+        assert_eq!(r.count(&loki), 2, "healthy, but not for long enough");
         r.settle(&BTreeSet::new(), |_| false, t1 + HEALTHY_FOR * 2);
-        assert_eq!(r.count("Container/loki"), 2, "not looked at: kept");
+        assert_eq!(r.count(&loki), 2, "not looked at: kept");
         r.settle(&BTreeSet::new(), |_| true, t1 + HEALTHY_FOR);
-        assert_eq!(r.count("Container/loki"), 0);
+        assert_eq!(r.count(&loki), 0);
     }
 
     #[test]

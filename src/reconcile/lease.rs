@@ -348,9 +348,12 @@ impl Lease {
     }
 
     /// Checks, right before a write, that the lease object is still the one we last wrote
-    /// and has not expired: one HEAD. A lease deleted or rewritten by anyone since is lost
-    /// at once, whatever the local view says. A HEAD that gets no answer leaves the lease
-    /// ours until its expiry, as a failed renewal does: nobody may take it before then.
+    /// and has not expired. A lease deleted or rewritten by anyone since is lost at once,
+    /// whatever the local view says. One call: a HEAD while more than half the TTL is
+    /// left; past that, a renewal conditional on our ETag, which checks and extends at once
+    /// (a pass longer than the TTL keeps its lease while it writes). A call that gets no
+    /// answer leaves an unexpired lease ours until its expiry, as a failed renewal does:
+    /// nobody may take it before then.
     pub async fn confirm(&self, now: SystemTime) -> Confirmed {
         let Some((etag, expires)) = self
             .written
@@ -360,8 +363,32 @@ impl Lease {
         else {
             return Confirmed::Lost("this daemon has not written the lease".to_string());
         };
-        if expires <= now {
-            return Confirmed::Lost("the lease expired before it could be renewed".to_string());
+        // Past half its TTL, or even past its expiry (a pass longer than the TTL): the
+        // renewal's If-Match on our own ETag is the check, since nobody can have taken the
+        // lease without writing the object.
+        if expires.duration_since(now).unwrap_or_default() < self.ttl / 2 {
+            let ours = Record {
+                holder: self.identity.clone(),
+                expires: unix(now + self.ttl),
+                processes: process_table(),
+            };
+            return match self.write(&ours, Some(&etag)).await {
+                Ok(true) => Confirmed::Held,
+                Ok(false) => {
+                    *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    Confirmed::Lost(format!(
+                        "the lease object s3://{}/{} was rewritten or deleted by someone else",
+                        self.bucket, self.key
+                    ))
+                }
+                Err(e) if expires > now => {
+                    tracing::debug!(error = %e, "lease renewal unanswered; ours until it expires");
+                    Confirmed::Held
+                }
+                Err(e) => {
+                    Confirmed::Lost(format!("the lease expired and could not be renewed: {e}"))
+                }
+            };
         }
         let head = self
             .s3

@@ -15,7 +15,7 @@ pub mod triggers;
 use crate::alerts;
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
-use crate::model::{Desired, Kind};
+use crate::model::{Desired, Kind, ResourceId};
 use crate::plan::{Cause, Change, Plan, Problem, ProviderFailure, World};
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
@@ -106,18 +106,18 @@ struct Detached {
     /// What the writes found missing that the alert book knew existed then: only those
     /// creates are removals to alert on once the writes finish (a create of a new stack's
     /// resource is not, even if the book has seen it since).
-    known_missing: BTreeSet<String>,
+    known_missing: BTreeSet<ResourceId>,
     /// The lease check its writes go through, when this daemon leads.
     lease_gate: Option<Arc<lease::LeaseGate>>,
 }
 
-/// The resources some write is working on now (`Kind/name`). A pass claims what it is
-/// about to write; a later pass leaves claimed resources alone.
+/// The resources some write is working on now. A pass claims what it is about to write; a
+/// later pass leaves claimed resources alone.
 #[derive(Debug, Clone, Default)]
-struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+struct InFlight(Arc<Mutex<BTreeSet<ResourceId>>>);
 
 impl InFlight {
-    fn ids(&self) -> BTreeSet<String> {
+    fn ids(&self) -> BTreeSet<ResourceId> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -126,7 +126,7 @@ impl InFlight {
 /// abandoned: dropping the task drops the claims).
 struct Claims {
     in_flight: InFlight,
-    mine: Mutex<Vec<String>>,
+    mine: Mutex<Vec<ResourceId>>,
 }
 
 impl Claims {
@@ -138,7 +138,7 @@ impl Claims {
     }
 
     /// True when `id` was free and is now this pass's to write.
-    fn claim(&self, id: String) -> bool {
+    fn claim(&self, id: &ResourceId) -> bool {
         let fresh = self
             .in_flight
             .0
@@ -146,7 +146,10 @@ impl Claims {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone());
         if fresh {
-            self.mine.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+            self.mine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.clone());
         }
         fresh
     }
@@ -184,7 +187,7 @@ pub struct Controller {
     desired: Option<Desired>,
     /// Spec hash of each resource at the last pass that found it in sync: tells a manifest
     /// edit from a hand-made change for kinds that record no hash on the resource itself.
-    in_sync: BTreeMap<String, String>,
+    in_sync: BTreeMap<ResourceId, String>,
     revision: Option<String>,
     rejected_revision: Option<String>,
     status: Status,
@@ -220,14 +223,6 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-/// The kind named in a `Kind/name` id (the stack's for anything unparsable).
-fn kind_of_id(id: &str) -> Kind {
-    id.split('/')
-        .next()
-        .and_then(Kind::parse)
-        .unwrap_or(Kind::Stack)
-}
-
 /// `sha256:<hex>` of a serializable value.
 fn content_hash<T: serde::Serialize>(value: &T) -> String {
     use sha2::Digest;
@@ -246,6 +241,14 @@ fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
         })
         .filter_map(|d| std::fs::canonicalize(d).ok())
         .collect()
+}
+
+/// An event about a container is news about it: whatever held its repair back (a foreign
+/// holder of its name, a failed start) may be gone, so its backoff is lifted, not waited out.
+fn lift_backoff(backoff: &mut Backoff, event: &HostEvent) {
+    if let HostEvent::Container { name, .. } = event {
+        backoff.lift(&ResourceId::new(Kind::Container, name), SystemTime::now());
+    }
 }
 
 fn jittered(interval: Duration) -> Duration {
@@ -355,7 +358,8 @@ impl Controller {
                             None => break,
                         },
                         ev = async { match events { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                            if ev.is_none() { self.events = None; continue; }
+                            let Some(ev) = ev else { self.events = None; continue; };
+                            lift_backoff(&mut self.backoff, &ev);
                             Trigger::Docker
                         },
                         _ = tokio::time::sleep_until(resync_at) => Trigger::Resync,
@@ -363,8 +367,12 @@ impl Controller {
                         // (select_all panics on no futures, and select! builds every branch's future.)
                         (done, index) = async { if self.detached.is_empty() { std::future::pending().await } else { let (done, index, _) = futures_util::future::select_all(self.detached.iter_mut().map(|d| &mut d.task)).await; (done, index) } } => {
                             let d = self.detached.swap_remove(index);
-                            self.fold_detached(done, d);
-                            // Converged means observed: look at what those writes left.
+                            // Converged means observed: look at what those writes left. A
+                            // pass that merely planned slowly wrote nothing to look at, and
+                            // another pass now would only plan slowly again.
+                            if !self.fold_detached(done, d) {
+                                continue;
+                            }
                             Trigger::Retry
                         },
                         _ = tokio::time::sleep_until(lease_at) => {
@@ -381,7 +389,9 @@ impl Controller {
             // Coalesce: whatever else arrived is covered by this level-triggered pass.
             while self.wake_rx.try_recv().is_ok() {}
             if let Some(rx) = self.events.as_mut() {
-                while rx.try_recv().is_ok() {}
+                while let Ok(ev) = rx.try_recv() {
+                    lift_backoff(&mut self.backoff, &ev);
+                }
             }
             // A Docker-triggered pass makes no AWS call (see `pass`): it never waits on the
             // AWS budget.
@@ -429,10 +439,12 @@ impl Controller {
     }
 
     /// Folds in the outcomes of writes that finished after their pass.
-    fn fold_detached(&mut self, done: Result<Work, tokio::task::JoinError>, d: Detached) {
+    /// True when they attempted any step.
+    fn fold_detached(&mut self, done: Result<Work, tokio::task::JoinError>, d: Detached) -> bool {
         match done {
             Ok(Some((report, after))) => {
                 tracing::info!(steps = report.outcomes.len(), "background writes finished");
+                let wrote = !report.outcomes.is_empty();
                 if let Some(why) = d.lease_gate.as_ref().and_then(|g| g.lost()) {
                     self.lease_lost(&why);
                 }
@@ -455,25 +467,29 @@ impl Controller {
                 // Only what these writes did, as their pass found it: the rest of that
                 // plan was judged by the pass itself (and is stale by now).
                 let mut report = report;
-                let written: BTreeSet<String> = report
-                    .outcomes
-                    .iter()
-                    .map(|o| o.change.id.to_string())
-                    .collect();
+                let written: BTreeSet<&ResourceId> =
+                    report.outcomes.iter().map(|o| &o.change.id).collect();
                 report.plan.changes.retain(|c| {
-                    let id = c.id.to_string();
-                    written.contains(&id)
-                        && (c.cause != crate::plan::Cause::Missing || d.known_missing.contains(&id))
+                    written.contains(&c.id)
+                        && (c.cause != crate::plan::Cause::Missing
+                            || d.known_missing.contains(&c.id))
                 });
                 report.plan.violations.clear();
                 self.raise_alerts(&d.desired, &report, &after, &looked_at, now);
                 self.publish();
+                wrote
             }
-            Ok(None) => tracing::warn!(
-                "background writes ran past the {}s deadline and were abandoned",
-                PASS_DEADLINE.as_secs()
-            ),
-            Err(e) => tracing::error!(error = %e, "background writes failed"),
+            Ok(None) => {
+                tracing::warn!(
+                    "background writes ran past the {}s deadline and were abandoned",
+                    PASS_DEADLINE.as_secs()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "background writes failed");
+                true
+            }
         }
     }
 
@@ -485,19 +501,19 @@ impl Controller {
         at: SystemTime,
     ) {
         for o in outcomes {
-            let id = o.change.id.to_string();
+            let id = &o.change.id;
             if alerts::is_health_restart(&o.change) {
                 // Restarted, whether or not it came back healthy: the next waits longer.
-                self.restarts.restarted(&id, at);
+                self.restarts.restarted(id, at);
             }
             match &o.error {
                 None => {
-                    self.backoff.reset(&id);
+                    self.backoff.reset(id);
                     self.metrics
                         .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
                 }
                 Some(_) => self.backoff.failed(
-                    &id,
+                    id,
                     o.class.unwrap_or(ErrorClass::Transient),
                     at,
                     self.next_resync,
@@ -514,7 +530,9 @@ impl Controller {
         for mut d in std::mem::take(&mut self.detached) {
             let abort = d.task.abort_handle();
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut d.task).await {
-                Ok(done) => self.fold_detached(done, d),
+                Ok(done) => {
+                    self.fold_detached(done, d);
+                }
                 Err(_) => {
                     abort.abort();
                     tracing::warn!("shutdown: background writes were abandoned");
@@ -702,7 +720,7 @@ impl Controller {
     }
 
     /// A write found the lease gone or taken: stand by (no later pass writes on the old
-    /// holding) and look at the lease again at once.
+    /// holding). The next lease tick looks again, and acts at once if it retakes it.
     fn lease_lost(&mut self, why: &str) {
         tracing::warn!(reason = %why, "lease lost mid-pass: standing by until it is retaken");
         self.status.lease = LeaseStatus {
@@ -710,7 +728,6 @@ impl Controller {
             holder: None,
             expires: None,
         };
-        let _ = self.wake_tx.try_send(Trigger::Retry);
     }
 
     fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
@@ -920,14 +937,13 @@ impl Controller {
         let mut task: JoinHandle<Work> = tokio::spawn(async move {
             let work = async {
                 let select = |c: &Change| {
-                    let restart_waits =
-                        alerts::is_health_restart(c) && restarts.holds(&c.id.to_string(), now);
+                    let restart_waits = alerts::is_health_restart(c) && restarts.holds(&c.id, now);
                     let allowed = match acting {
-                        Acting::Full => !backoff.holds(&c.id.to_string(), now) && !restart_waits,
+                        Acting::Full => !backoff.holds(&c.id, now) && !restart_waits,
                         Acting::BucketOnly => c.id.kind == Kind::Bucket,
                         Acting::Standby => false,
                     };
-                    allowed && claims.claim(c.id.to_string())
+                    allowed && claims.claim(&c.id)
                 };
                 let report = engine
                     .apply_announcing(&work_desired, &select, gate.as_ref(), |plan| {
@@ -973,8 +989,8 @@ impl Controller {
                         .changes
                         .iter()
                         .filter(|c| c.cause == crate::plan::Cause::Missing)
-                        .map(|c| c.id.to_string())
-                        .filter(|id| self.alerts.knows(id))
+                        .filter(|c| self.alerts.knows(&c.id.to_string()))
+                        .map(|c| c.id.clone())
                         .collect();
                     self.detached.push(Detached {
                         task,
@@ -1029,21 +1045,16 @@ impl Controller {
         // A resource that could not be read is looked at again by its class's policy: soon
         // when the failure is transient, at the resync when it is not.
         for u in &after.unobserved {
-            self.backoff.failed(
-                &u.id.to_string(),
-                u.class,
-                finished,
-                self.next_resync,
-                fastrand::f64(),
-            );
+            self.backoff
+                .failed(&u.id, u.class, finished, self.next_resync, fastrand::f64());
         }
         let applying = self.in_flight.ids();
-        let pending: BTreeSet<String> = after
+        let pending: BTreeSet<&ResourceId> = after
             .changes
             .iter()
-            .map(|c| c.id.to_string())
-            .chain(after.unobserved.iter().map(|u| u.id.to_string()))
-            .chain(applying.iter().cloned())
+            .map(|c| &c.id)
+            .chain(after.unobserved.iter().map(|u| &u.id))
+            .chain(applying.iter())
             .collect();
         self.backoff.retain(|id| pending.contains(id));
         if acting == Acting::BucketOnly
@@ -1127,7 +1138,7 @@ impl Controller {
                 summary,
                 covers: &covers,
                 unobserved: &unobserved,
-                kept: &|k: Kind| host_only && !k.on_host(),
+                kept: &|w: World| host_only && w == World::Aws,
                 applying: &applying,
             },
             finished,
@@ -1151,16 +1162,16 @@ impl Controller {
         looked_at: &dyn Fn(Kind) -> bool,
         now: SystemTime,
     ) {
-        let unhealthy: BTreeSet<String> = report
+        let unhealthy: BTreeSet<ResourceId> = report
             .plan
             .changes
             .iter()
             .chain(after.changes.iter())
             .filter(|c| alerts::is_health_restart(c))
-            .map(|c| c.id.to_string())
+            .map(|c| c.id.clone())
             .collect();
         self.restarts
-            .settle(&unhealthy, |id| looked_at(kind_of_id(id)), now);
+            .settle(&unhealthy, |id| looked_at(id.kind), now);
         let errors = self.dispatcher.configure(&desired.stack.alerts.receivers);
         let backoff = &self.backoff;
         let restarts = &self.restarts;
@@ -1171,9 +1182,9 @@ impl Controller {
             after,
             outcomes: &report.outcomes,
             looked_at,
-            failures: &|id: &str| backoff.failures(id),
-            restarts: &|id: &str| restarts.count(id),
-            busy: &|id: &str| busy.contains(id),
+            failures: &|id: &ResourceId| backoff.failures(id),
+            restarts: &|id: &ResourceId| restarts.count(id),
+            busy: &|id: &ResourceId| busy.contains(id),
             page: &self.opts.page_url,
             now,
         });
@@ -1214,17 +1225,16 @@ impl Controller {
         after: &mut Plan,
         looked_at: &dyn Fn(Kind) -> bool,
     ) {
-        let hashes: BTreeMap<String, String> = desired
+        let hashes: BTreeMap<ResourceId, String> = desired
             .resources
             .iter()
             .filter(|r| looked_at(r.id.kind))
-            .map(|r| (r.id.to_string(), content_hash(&r.spec)))
+            .map(|r| (r.id.clone(), content_hash(&r.spec)))
             .collect();
         let in_sync = &self.in_sync;
         let sharpen = |c: &mut Change| {
-            let id = c.id.to_string();
             if c.cause == Cause::Drift
-                && let (Some(then), Some(now)) = (in_sync.get(&id), hashes.get(&id))
+                && let (Some(then), Some(now)) = (in_sync.get(&c.id), hashes.get(&c.id))
                 && then != now
             {
                 c.cause = Cause::Manifest;
@@ -1238,11 +1248,11 @@ impl Controller {
         after.changes.iter_mut().for_each(sharpen);
         // Only a resource the pass observed without error counts as in sync.
         if after.problems.is_empty() {
-            let pending: BTreeSet<String> = after
+            let pending: BTreeSet<&ResourceId> = after
                 .changes
                 .iter()
-                .map(|c| c.id.to_string())
-                .chain(after.unobserved.iter().map(|u| u.id.to_string()))
+                .map(|c| &c.id)
+                .chain(after.unobserved.iter().map(|u| &u.id))
                 .collect();
             for (id, hash) in hashes {
                 if !pending.contains(&id) {

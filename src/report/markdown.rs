@@ -434,6 +434,7 @@ mod tests {
     fn violations_get_their_own_table_and_a_failing_verdict() {
         let plan = Plan {
             violations: vec![Violation {
+                world: None,
                 rule: "no-open-ingress",
                 resource: "SecurityGroup/observability".into(),
                 path: "spec.ingress[2].from.cidr".into(),

@@ -457,6 +457,7 @@ mod tests {
 
     fn open_ingress(resource: &str) -> Violation {
         Violation {
+            world: None,
             rule: "no-open-ingress",
             resource: resource.into(),
             path: "spec.ingress[2].from.cidr".into(),
@@ -541,6 +542,7 @@ mod tests {
     fn an_unmanaged_container_has_only_a_logical_location() {
         let plan = Plan {
             violations: vec![Violation {
+                world: None,
                 rule: "no-privileged-containers",
                 resource: "docker container adhoc".into(),
                 path: "HostConfig.Privileged".into(),

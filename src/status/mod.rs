@@ -13,8 +13,8 @@ pub use metrics::Metrics;
 // Kept here too: the page and the audit describe drift the way alerts do.
 pub use crate::plan::{describe_drift, describe_field};
 
-use crate::model::{Desired, Mode};
-use crate::plan::{Action, Change, ConditionStatus, Plan, Violation};
+use crate::model::{Desired, Mode, ResourceId};
+use crate::plan::{Action, Change, ConditionStatus, Plan, Violation, World};
 use crate::provider::StepOutcome;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -399,7 +399,7 @@ pub struct PassRecord<'a> {
     /// Outcomes of the writes.
     pub outcomes: &'a [StepOutcome],
     /// Resources held back by backoff, with when their backoff ends.
-    pub backoff: &'a BTreeMap<String, SystemTime>,
+    pub backoff: &'a BTreeMap<ResourceId, SystemTime>,
     /// The pass's summary.
     pub summary: PassSummary,
     /// Which kinds the pass covered (the rest are out of the daemon's scope and not shown).
@@ -409,17 +409,9 @@ pub struct PassRecord<'a> {
     pub unobserved: &'a dyn Fn(crate::model::Kind) -> Option<String>,
     /// Kinds this pass did not look at (a Docker event wakes a host-only pass): their last
     /// status, violations and errors stay as they were.
-    pub kept: &'a dyn Fn(crate::model::Kind) -> bool,
+    pub kept: &'a dyn Fn(crate::plan::World) -> bool,
     /// Resources a write is still working on (in the background, after its pass).
-    pub applying: &'a std::collections::BTreeSet<String>,
-}
-
-/// The kind named in a `Kind/name` id.
-fn kind_of(id: &str) -> crate::model::Kind {
-    id.split('/')
-        .next()
-        .and_then(crate::model::Kind::parse)
-        .unwrap_or(crate::model::Kind::Stack)
+    pub applying: &'a std::collections::BTreeSet<ResourceId>,
 }
 
 impl Status {
@@ -441,28 +433,21 @@ impl Status {
             })
             .collect();
         let drift_of = |id: &str| pass.after.changes.iter().find(|c| c.id.to_string() == id);
-        let mut ids: Vec<(String, String, String, Mode)> = pass
+        let mut ids: Vec<(ResourceId, Mode)> = pass
             .desired
             .resources
             .iter()
-            .filter(|r| (pass.covers)(r.id.kind) && !(pass.kept)(r.id.kind))
-            .map(|r| {
-                (
-                    r.id.to_string(),
-                    r.id.kind.to_string(),
-                    r.id.name.clone(),
-                    pass.desired.effective_mode(r),
-                )
-            })
+            .filter(|r| (pass.covers)(r.id.kind) && !(pass.kept)(World::of(r.id.kind)))
+            .map(|r| (r.id.clone(), pass.desired.effective_mode(r)))
             .collect();
         // Undeclared resources still present (to delete) show until they are gone.
         for c in &pass.after.changes {
-            let id = c.id.to_string();
-            if !ids.iter().any(|(i, ..)| *i == id) {
-                ids.push((id, c.id.kind.to_string(), c.id.name.clone(), c.mode));
+            if !ids.iter().any(|(i, _)| *i == c.id) {
+                ids.push((c.id.clone(), c.mode));
             }
         }
-        for (id, kind, name, mode) in ids {
+        for (rid, mode) in ids {
+            let (id, kind, name) = (rid.to_string(), rid.kind.to_string(), rid.name.clone());
             let prev = previous.get(&id);
             let drift = drift_of(&id).cloned();
             let ready = pass
@@ -478,7 +463,7 @@ impl Status {
                 .find(|u| u.id.to_string() == id);
             let unobserved = own
                 .map(|u| u.error.clone())
-                .or_else(|| (pass.unobserved)(kind_of(&id)));
+                .or_else(|| (pass.unobserved)(rid.kind));
             let (ready_status, ready_reason, ready_message) = match (ready, &drift) {
                 // Its world could not be observed this pass: nothing is known of it.
                 _ if unobserved.is_some() => (
@@ -511,7 +496,7 @@ impl Status {
                         .as_ref()
                         .map(|_| crate::provider::ErrorClass::Transient)
                 });
-            let backoff_until = pass.backoff.get(&id).copied().map(Timestamp);
+            let backoff_until = pass.backoff.get(&rid).copied().map(Timestamp);
             // Something that is not ours holds it: it cannot be written until a person acts,
             // and what runs under its name is not what the manifest declares.
             let blocked = pass.after.blocks().find(|b| b.id.to_string() == id);
@@ -527,7 +512,7 @@ impl Status {
                 (Some(e), _) => (ConditionStatus::False, "ApplyFailed", e.clone()),
                 // Its write goes on after the pass (a slow start waiting on its health
                 // check): not synced until that write ends and a pass has looked again.
-                (None, _) if pass.applying.contains(&id) => (
+                (None, _) if pass.applying.contains(&rid) => (
                     ConditionStatus::False,
                     "Applying",
                     "a write is in progress".to_string(),
@@ -638,7 +623,7 @@ impl Status {
             if let Some(f) = fresh.remove(&id) {
                 ordered.push(f);
             } else if (pass.covers)(r.id.kind)
-                && (pass.kept)(r.id.kind)
+                && (pass.kept)(World::of(r.id.kind))
                 && let Some(p) = previous.get(&id)
             {
                 ordered.push(p.clone());
@@ -648,7 +633,7 @@ impl Status {
         self.resources = ordered;
         let kept_violations: Vec<Violation> = std::mem::take(&mut self.violations)
             .into_iter()
-            .filter(|v| (pass.kept)(kind_of(&v.resource)) && v.resource.contains('/'))
+            .filter(|v| v.world.is_some_and(|w| (pass.kept)(w)))
             .collect();
         self.violations = kept_violations;
         self.violations
@@ -663,9 +648,8 @@ impl Status {
             })
             .count();
         // A pass that did not look at AWS (a Docker-triggered one) keeps what it knew there.
-        let aws_kept = (pass.kept)(crate::model::Kind::Bucket);
         self.problems
-            .retain(|p| aws_kept && p.world() == Some(crate::plan::World::Aws));
+            .retain(|p| p.world().is_some_and(|w| (pass.kept)(w)));
         self.problems.extend(pass.after.problems.iter().cloned());
         self.errors = self.problems.iter().map(ToString::to_string).collect();
         if pass.summary.result == PassResult::Converged {

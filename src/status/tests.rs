@@ -140,7 +140,10 @@ fn a_failed_write_is_synced_false_with_its_error() {
             before: &plan,
             after: &plan,
             outcomes: std::slice::from_ref(&outcome),
-            backoff: &BTreeMap::from([("Parameter/pw".to_string(), now)]),
+            backoff: &BTreeMap::from([(
+                crate::model::ResourceId::new(crate::model::Kind::Parameter, "pw"),
+                now,
+            )]),
             summary: summary(now, PassResult::Failed),
             covers: &|_| true,
             unobserved: &|_| None,
@@ -283,6 +286,7 @@ fn a_standing_violation_or_a_rejected_edit_keeps_the_stack_out_of_ready() {
     let mut s = Status::default();
     let violated = Plan {
         violations: vec![crate::plan::Violation {
+            world: None,
             rule: "iam-no-wildcard-actions",
             resource: "Lookup/profile".into(),
             path: "policy".into(),

@@ -384,6 +384,7 @@ pub fn violations(
             .any(|a| a == &p.name || Some(a) == p.arn.as_ref())
         {
             out.push(Violation {
+                world: None,
                 rule: "iam-listed-policies",
                 resource: resource.to_string(),
                 path: at.clone(),
@@ -403,6 +404,7 @@ pub fn violations(
             .is_some_and(|a| a.ends_with(&format!(":policy/{ADMINISTRATOR_ACCESS}")));
         if admin_by_name {
             out.push(Violation {
+                world: None,
                 rule: "iam-no-admin",
                 resource: resource.to_string(),
                 path: at.clone(),
@@ -415,6 +417,7 @@ pub fn violations(
             Ok(s) => s,
             Err(why) => {
                 out.push(Violation {
+                    world: None,
                     rule: "iam-no-admin",
                     resource: resource.to_string(),
                     path: at.clone(),
@@ -428,6 +431,7 @@ pub fn violations(
             let path = format!("{at}.{}", s.label);
             if is_admin(&s) {
                 out.push(Violation {
+                    world: None,
                     rule: "iam-no-admin",
                     resource: resource.to_string(),
                     path,
@@ -457,6 +461,7 @@ pub fn violations(
             if s.not_resource || !outside.is_empty() {
                 let shown: Vec<&str> = outside.iter().map(|r| r.as_str()).collect();
                 out.push(Violation {
+                    world: None,
                     rule: "iam-s3-bucket-only",
                     resource: resource.to_string(),
                     path,

@@ -680,6 +680,10 @@ impl Provider for AwsProvider {
         NAME
     }
 
+    fn world(&self) -> crate::plan::World {
+        crate::plan::World::Aws
+    }
+
     async fn observe(&self, desired: &Desired) -> Result<Observed, ProviderError> {
         self.observe_all(desired).await.map_err(|e| self.fail(e))
     }

@@ -878,6 +878,10 @@ impl Provider for HostProvider {
         NAME
     }
 
+    fn world(&self) -> crate::plan::World {
+        crate::plan::World::Host
+    }
+
     async fn observe(&self, desired: &Desired) -> Result<HostObserved, ProviderError> {
         // A `${account}` still in a file or a container would be written literally: refuse
         // before anything is planned (the caller resolves the account first).

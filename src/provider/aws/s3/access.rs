@@ -242,6 +242,7 @@ pub fn violations(resource: &str, live: &LiveAccess, account: &str) -> Vec<Viola
             continue;
         }
         out.push(Violation {
+            world: None,
             rule: RULE,
             resource: resource.to_string(),
             path: path_of(s, i),
@@ -255,6 +256,7 @@ pub fn violations(resource: &str, live: &LiveAccess, account: &str) -> Vec<Viola
     }
     for g in live.foreign_grants.iter().flatten() {
         out.push(Violation {
+            world: None,
             rule: RULE,
             resource: resource.to_string(),
             path: "acl".to_string(),
