@@ -1,7 +1,8 @@
 //! EC2, one module per kind: security groups and their rules ([`security_group`]), the
 //! instance ([`instance`]), and the read-only lookups of the VPC and subnets ([`lookup`]). Each
-//! kind's module holds its observed type, its pure diff with unit tests, and its writes; this
-//! file holds only what they share (tags, ownership, ids learnt during an apply).
+//! kind is a folder, as `host/` is: `live` (its observed type), `diff` (pure, table-tested),
+//! `observe` (SDK reads) and `apply` (SDK writes); this file holds only what they share (tags,
+//! ownership, ids learnt during an apply).
 
 mod instance;
 mod lookup;
