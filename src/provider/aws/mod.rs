@@ -594,6 +594,20 @@ pub(crate) fn lookup<'a>(desired: &'a Desired, name: &str) -> Option<&'a LookupS
         .map(|(_, l)| l)
 }
 
+/// The declared spec an op names, from one of `desired`'s accessors (`desired.instances()`, …)
+/// by manifest name. Ops are planned from declared resources, so a miss is an invalid step
+/// (the manifests changed between plan and apply), never a panic.
+pub(crate) fn declared<'a, T: 'a>(
+    mut specs: impl Iterator<Item = (&'a crate::model::Resource, &'a T)>,
+    kind: Kind,
+    name: &str,
+) -> Result<&'a T, AwsError> {
+    specs
+        .find(|(r, _)| r.id.name == name)
+        .map(|(_, s)| s)
+        .ok_or_else(|| AwsError::invalid(ResourceId::new(kind, name).to_string(), "not declared"))
+}
+
 /// The group name a manifest reference (SecurityGroup or securityGroup Lookup) stands for.
 pub(crate) fn group_name_of(desired: &Desired, manifest_name: &str) -> Option<String> {
     if let Some((_, sg)) = desired

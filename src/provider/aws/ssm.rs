@@ -1,8 +1,10 @@
 //! SSM: the SecureString parameter (its value never printed, logged or planned), the AMI
 //! parameter read when launching, and whether SSM sees the instance online.
 
-use super::{ApplyCtx, AwsError, Observed, Op, check_owner, desired_tags, is_owned, tag_changes};
-use crate::model::{Desired, ParameterSpec, SecretSource, Tags};
+use super::{
+    ApplyCtx, AwsError, Observed, Op, check_owner, declared, desired_tags, is_owned, tag_changes,
+};
+use crate::model::{Desired, Kind, ParameterSpec, SecretSource, Tags};
 use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::{ProviderPlan, Step};
 use aws_sdk_ssm::types::{
@@ -421,14 +423,6 @@ fn why_of(secret: Option<&SecretRead>) -> String {
     }
 }
 
-fn spec_of<'a>(desired: &'a Desired, change: &Change) -> Result<&'a ParameterSpec, AwsError> {
-    desired
-        .parameters()
-        .find(|(r, _)| r.id == change.id)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(change.id.to_string(), "not declared"))
-}
-
 fn ssm_tags(tags: &Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
         .map(|(k, v)| {
@@ -448,7 +442,7 @@ pub async fn apply(
     change: &Change,
     op: ParameterOp,
 ) -> Result<(), AwsError> {
-    let spec = spec_of(ctx.desired, change)?;
+    let spec = declared(ctx.desired.parameters(), Kind::Parameter, &change.id.name)?;
     let res = format!("{} ({})", change.id, spec.name);
     let tags = desired_tags(ctx.desired, &change.id, &spec.tags);
     match op {

@@ -8,7 +8,7 @@ mod instance;
 mod lookup;
 mod security_group;
 
-use super::{ApplyCtx, AwsError, Observed, Resolved, is_owned};
+use super::{ApplyCtx, AwsError, AwsProvider, Observed, Resolved, is_owned};
 use crate::model::{Desired, ResourceId, Tags};
 use aws_sdk_ec2::types::Tag;
 use std::collections::BTreeMap;
@@ -100,6 +100,38 @@ fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
+}
+
+/// Puts tags on an instance or a group (CreateTags overwrites the keys it names): one write
+/// for both kinds, so adoption and tag drift are repaired alike.
+async fn put_tags(p: &AwsProvider, res: &str, id: &str, tags: &Tags) -> Result<(), AwsError> {
+    p.ec2
+        .create_tags()
+        .resources(id)
+        .set_tags(Some(ec2_tags(tags)))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("CreateTags", res, e))
+}
+
+/// Removes tags nobody declared from an instance or a group.
+async fn remove_tags(
+    p: &AwsProvider,
+    res: &str,
+    id: &str,
+    keys: &[String],
+) -> Result<(), AwsError> {
+    p.ec2
+        .delete_tags()
+        .resources(id)
+        .set_tags(Some(
+            keys.iter().map(|k| Tag::builder().key(k).build()).collect(),
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("DeleteTags", res, e))
 }
 
 fn group_id(ctx: &ApplyCtx<'_>, group_name: &str) -> Result<String, AwsError> {

@@ -4,21 +4,15 @@
 use super::diff::desired_attributes;
 use super::observe::{describe_rules, describe_tags};
 use super::{ListenerRuleOp, TargetGroupOp};
-use crate::model::{Desired, ListenerRuleSpec, Tags, TargetGroupSpec};
+use crate::model::{Desired, Kind, ListenerRuleSpec, Tags, TargetGroupSpec};
 use crate::plan::Change;
-use crate::provider::aws::{ApplyCtx, AwsError, AwsProvider, Resolved, desired_tags, is_owned};
+use crate::provider::aws::{
+    ApplyCtx, AwsError, AwsProvider, Resolved, declared, desired_tags, is_owned,
+};
 use aws_sdk_elasticloadbalancingv2::types::{
     Action as ElbAction, ActionTypeEnum, Matcher, PathPatternConditionConfig, ProtocolEnum,
     RuleCondition, Tag, TargetDescription, TargetGroupAttribute, TargetTypeEnum,
 };
-
-fn tg_spec<'a>(desired: &'a Desired, name: &str) -> Result<&'a TargetGroupSpec, AwsError> {
-    desired
-        .target_groups()
-        .find(|(r, _)| r.id.name == name)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(format!("TargetGroup/{name}"), "not declared"))
-}
 
 fn tg_id(name: &str) -> crate::model::ResourceId {
     crate::model::ResourceId::new(crate::model::Kind::TargetGroup, name)
@@ -46,7 +40,7 @@ pub async fn apply_target_group(
     let c = &p.elbv2;
     match op {
         TargetGroupOp::Create { name } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             let net = p.network(ctx.desired).await?;
             let vpc = net.vpcs.get(&spec.vpc).ok_or_else(|| {
                 AwsError::invalid(
@@ -108,7 +102,7 @@ pub async fn apply_target_group(
                 .map_err(|e| AwsError::call("DeleteTargetGroup", &res, e))?;
         }
         TargetGroupOp::HealthCheck { name } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             let hc = &spec.health_check;
             c.modify_target_group()
                 .target_group_arn(tg_arn(ctx, spec)?)
@@ -128,7 +122,7 @@ pub async fn apply_target_group(
                 .map_err(|e| AwsError::call("ModifyTargetGroup", &res, e))?;
         }
         TargetGroupOp::Attributes { name, keys } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             let want = desired_attributes(spec);
             let attributes = keys
                 .iter()
@@ -145,7 +139,7 @@ pub async fn apply_target_group(
                 .map_err(|e| AwsError::call("ModifyTargetGroupAttributes", &res, e))?;
         }
         TargetGroupOp::Tag { name } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             tracing::info!(resource = %res, "tagging target group with ownership tags");
             c.add_tags()
                 .resource_arns(tg_arn(ctx, spec)?)
@@ -159,7 +153,7 @@ pub async fn apply_target_group(
                 .map_err(|e| AwsError::call("AddTags", &res, e))?;
         }
         TargetGroupOp::Untag { name, keys } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             c.remove_tags()
                 .resource_arns(tg_arn(ctx, spec)?)
                 .set_tag_keys(Some(keys))
@@ -172,7 +166,7 @@ pub async fn apply_target_group(
             instance,
             port,
         } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             let id = Resolved::get(&ctx.resolved.instances, &instance).ok_or_else(|| {
                 AwsError::invalid(
                     &res,
@@ -192,7 +186,7 @@ pub async fn apply_target_group(
                 .map_err(|e| AwsError::call("RegisterTargets", &res, e))?;
         }
         TargetGroupOp::Deregister { name, id, port } => {
-            let spec = tg_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.target_groups(), Kind::TargetGroup, &name)?;
             let result = c
                 .deregister_targets()
                 .target_group_arn(tg_arn(ctx, spec)?)
@@ -236,19 +230,15 @@ async fn owned_target_group(
     Ok(tags.get(&arn).filter(|t| is_owned(t, desired)).map(|_| arn))
 }
 
-fn rule_spec<'a>(desired: &'a Desired, change: &Change) -> Result<&'a ListenerRuleSpec, AwsError> {
-    desired
-        .listener_rules()
-        .find(|(r, _)| r.id == change.id)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(change.id.to_string(), "not declared"))
-}
-
 fn rule_parts(
     ctx: &ApplyCtx<'_>,
     spec: &ListenerRuleSpec,
 ) -> Result<(RuleCondition, ElbAction), AwsError> {
-    let tg = tg_spec(ctx.desired, &spec.forward_to)?;
+    let tg = declared(
+        ctx.desired.target_groups(),
+        Kind::TargetGroup,
+        &spec.forward_to,
+    )?;
     let arn = tg_arn(ctx, tg)?;
     let condition = RuleCondition::builder()
         .field("path-pattern")
@@ -276,7 +266,11 @@ pub async fn apply_rule(
     let c = &p.elbv2;
     match op {
         ListenerRuleOp::Create { listener } => {
-            let spec = rule_spec(ctx.desired, change)?;
+            let spec = declared(
+                ctx.desired.listener_rules(),
+                Kind::ListenerRule,
+                &change.id.name,
+            )?;
             let (condition, action) = rule_parts(ctx, spec)?;
             let created = c
                 .create_rule()
@@ -311,7 +305,11 @@ pub async fn apply_rule(
             }
         }
         ListenerRuleOp::Modify { rule } => {
-            let spec = rule_spec(ctx.desired, change)?;
+            let spec = declared(
+                ctx.desired.listener_rules(),
+                Kind::ListenerRule,
+                &change.id.name,
+            )?;
             let (condition, action) = rule_parts(ctx, spec)?;
             c.modify_rule()
                 .rule_arn(&rule)
@@ -322,7 +320,11 @@ pub async fn apply_rule(
                 .map_err(|e| AwsError::call("ModifyRule", &res, e))?;
         }
         ListenerRuleOp::Tag { rule } => {
-            let spec = rule_spec(ctx.desired, change)?;
+            let spec = declared(
+                ctx.desired.listener_rules(),
+                Kind::ListenerRule,
+                &change.id.name,
+            )?;
             c.add_tags()
                 .resource_arns(&rule)
                 .set_tags(Some(elb_tags(&desired_tags(

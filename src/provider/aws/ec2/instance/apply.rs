@@ -6,11 +6,12 @@ use super::live::LiveInstance;
 use super::observe::describe_instances;
 use super::{InstanceOp, LIVE_STATES, TAG_USER_DATA};
 use crate::model::ownership::STACK_TAG;
-use crate::model::{Desired, HttpTokens, InstanceSpec};
+use crate::model::{Desired, HttpTokens, InstanceSpec, Kind};
 use crate::plan::Change;
-use crate::provider::aws::ec2::{ec2_tags, group_id};
+use crate::provider::aws::ec2::{ec2_tags, group_id, put_tags, remove_tags};
 use crate::provider::aws::{
-    ApplyCtx, AwsError, AwsProvider, Resolved, desired_tags, group_name_of, is_owned, lookup,
+    ApplyCtx, AwsError, AwsProvider, Resolved, declared, desired_tags, group_name_of, is_owned,
+    lookup,
 };
 use aws_sdk_ec2::types::{
     AttributeValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
@@ -27,14 +28,6 @@ const STOP_POLL: Duration = Duration::from_secs(2);
 
 /// How long a stop may take before the resize gives up (EC2's own stop waiter waits as long).
 const STOP_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn instance_spec<'a>(desired: &'a Desired, name: &str) -> Result<&'a InstanceSpec, AwsError> {
-    desired
-        .instances()
-        .find(|(r, _)| r.id.name == name)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(format!("Instance/{name}"), "not declared"))
-}
 
 fn metadata_request(spec: &InstanceSpec) -> InstanceMetadataOptionsRequest {
     let m = &spec.metadata_options;
@@ -85,7 +78,7 @@ pub async fn apply_instance(
     let res = change.id.to_string();
     match op {
         InstanceOp::Run { name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
             run_instance(p, ctx, &res, &name, spec).await?;
         }
         InstanceOp::Terminate { id } => {
@@ -132,31 +125,13 @@ pub async fn apply_instance(
                 .await
                 .map_err(|e| AwsError::call("ModifyVolume", &res, e))?;
         }
-        InstanceOp::Untag { id, keys } => {
-            p.ec2
-                .delete_tags()
-                .resources(&id)
-                .set_tags(Some(
-                    keys.iter()
-                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
-                        .collect(),
-                ))
-                .send()
-                .await
-                .map_err(|e| AwsError::call("DeleteTags", &res, e))?;
-        }
+        InstanceOp::Untag { id, keys } => remove_tags(p, &res, &id, &keys).await?,
         InstanceOp::Tag { id, name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
-            p.ec2
-                .create_tags()
-                .resources(&id)
-                .set_tags(Some(ec2_tags(&instance_tags(ctx.desired, &name, spec))))
-                .send()
-                .await
-                .map_err(|e| AwsError::call("CreateTags", &res, e))?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
+            put_tags(p, &res, &id, &instance_tags(ctx.desired, &name, spec)).await?;
         }
         InstanceOp::Metadata { id, name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
             let m = metadata_request(spec);
             // All four options every time: unsent ones would be reset.
             p.ec2
@@ -171,7 +146,7 @@ pub async fn apply_instance(
                 .map_err(|e| AwsError::call("ModifyInstanceMetadataOptions", &res, e))?;
         }
         InstanceOp::Associate { id, name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
             p.ec2
                 .associate_iam_instance_profile()
                 .instance_id(&id)
@@ -185,7 +160,7 @@ pub async fn apply_instance(
                 .map_err(|e| AwsError::call("AssociateIamInstanceProfile", &res, e))?;
         }
         InstanceOp::ReplaceProfile { association, name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
             p.ec2
                 .replace_iam_instance_profile_association()
                 .association_id(&association)
@@ -199,7 +174,7 @@ pub async fn apply_instance(
                 .map_err(|e| AwsError::call("ReplaceIamInstanceProfileAssociation", &res, e))?;
         }
         InstanceOp::Groups { id, name } => {
-            let spec = instance_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.instances(), Kind::Instance, &name)?;
             p.ec2
                 .modify_instance_attribute()
                 .instance_id(&id)

@@ -4,21 +4,15 @@
 use super::SecurityGroupOp;
 use super::diff::{RuleKey, normalize_protocol};
 use super::live::{LivePeer, LivePerm};
-use crate::model::{Desired, SecurityGroupSpec, Tags};
+use crate::model::{Desired, Kind, SecurityGroupSpec, Tags};
 use crate::plan::Change;
-use crate::provider::aws::ec2::{ec2_tags, group_id, tags_of};
-use crate::provider::aws::{ApplyCtx, AwsError, AwsProvider, Resolved, desired_tags, is_owned};
+use crate::provider::aws::ec2::{ec2_tags, group_id, put_tags, remove_tags, tags_of};
+use crate::provider::aws::{
+    ApplyCtx, AwsError, AwsProvider, Resolved, declared, desired_tags, is_owned,
+};
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, TagSpecification, UserIdGroupPair,
 };
-
-fn group_spec<'a>(desired: &'a Desired, name: &str) -> Result<&'a SecurityGroupSpec, AwsError> {
-    desired
-        .security_groups()
-        .find(|(r, _)| r.id.name == name)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(format!("SecurityGroup/{name}"), "not declared"))
-}
 
 /// Applies one security-group op.
 pub async fn apply_group(
@@ -30,7 +24,7 @@ pub async fn apply_group(
     let res = change.id.to_string();
     match op {
         SecurityGroupOp::Create { name } => {
-            let spec = group_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.security_groups(), Kind::SecurityGroup, &name)?;
             let net = p.network(ctx.desired).await?;
             let vpc = net.vpcs.get(&spec.vpc).ok_or_else(|| {
                 AwsError::invalid(
@@ -45,35 +39,18 @@ pub async fn apply_group(
             old_id,
             vpc_id,
         } => {
-            let spec = group_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.security_groups(), Kind::SecurityGroup, &name)?;
             replace_group(p, ctx, &res, spec, &old_id, &vpc_id).await?;
         }
         SecurityGroupOp::Untag { name, keys } => {
-            let spec = group_spec(ctx.desired, &name)?;
-            let id = group_id(ctx, &spec.name)?;
-            p.ec2
-                .delete_tags()
-                .resources(id)
-                .set_tags(Some(
-                    keys.iter()
-                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
-                        .collect(),
-                ))
-                .send()
-                .await
-                .map_err(|e| AwsError::call("DeleteTags", &res, e))?;
+            let spec = declared(ctx.desired.security_groups(), Kind::SecurityGroup, &name)?;
+            remove_tags(p, &res, &group_id(ctx, &spec.name)?, &keys).await?;
         }
         SecurityGroupOp::Tag { name } => {
-            let spec = group_spec(ctx.desired, &name)?;
+            let spec = declared(ctx.desired.security_groups(), Kind::SecurityGroup, &name)?;
             let id = group_id(ctx, &spec.name)?;
             tracing::info!(resource = %res, id = %id, "tagging security group with ownership tags");
-            p.ec2
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(ec2_tags(&group_tags(ctx.desired, spec))))
-                .send()
-                .await
-                .map_err(|e| AwsError::call("CreateTags", &res, e))?;
+            put_tags(p, &res, &id, &group_tags(ctx.desired, spec)).await?;
         }
         SecurityGroupOp::Revoke {
             group,
