@@ -9,7 +9,7 @@ mod lookup;
 mod security_group;
 
 use super::{ApplyCtx, AwsError, AwsProvider, Observed, Resolved, is_owned};
-use crate::model::{Desired, ResourceId, Tags};
+use crate::model::{Desired, Tags};
 use aws_sdk_ec2::types::Tag;
 use std::collections::BTreeMap;
 
@@ -21,9 +21,6 @@ pub use security_group::{
     LiveGroup, SecurityGroupOp, apply_group, describe_groups, diff_groups, live_groups,
 };
 
-/// Tag key prefixes that are never drift: AWS's own, and stackwarden's bookkeeping.
-const SYSTEM_TAG_PREFIXES: [&str; 2] = ["aws:", "stackwarden:"];
-
 /// Refuses to touch what another stack owns: a declared security group or instance whose live
 /// object is tagged for another stack is an error naming that stack, never adopted or changed.
 pub fn check_ownership(
@@ -33,29 +30,6 @@ pub fn check_ownership(
 ) -> Result<(), AwsError> {
     security_group::check_ownership(desired, groups)?;
     instance::check_ownership(desired, instances)
-}
-
-/// The error for a live object tagged for another stack.
-fn owned_by_another_stack(id: &ResourceId, what: &str, owner: &str) -> AwsError {
-    AwsError::invalid(
-        id.to_string(),
-        format!(
-            "{what} belongs to stack `{owner}` (tag {}={owner}); stackwarden never adopts or \
-             changes another stack's resources: give this one another name in the manifests, or \
-             remove it from stack `{owner}` first",
-            crate::model::ownership::STACK_TAG
-        ),
-    )
-}
-
-/// Live tags that nobody declared (a person added them); AWS's and stackwarden's own are not
-/// drift. Extra items count as drift like missing ones.
-pub(crate) fn extra_tags(want: &Tags, live: &Tags) -> Vec<String> {
-    live.keys()
-        .filter(|k| !want.contains_key(*k))
-        .filter(|k| !SYSTEM_TAG_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .cloned()
-        .collect()
 }
 
 fn tags_of(tags: &[Tag]) -> Tags {

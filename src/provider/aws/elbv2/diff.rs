@@ -228,7 +228,7 @@ fn compare_target_group(
             _ => {}
         }
     }
-    let (tf, extra) = tag_drift(want_tags, tags);
+    let (tf, extra) = tag_drift(want_tags, tags).into_parts();
     out.tags = tf;
     out.extra_tags = extra;
     out
@@ -526,7 +526,7 @@ fn compare_rule(
     for a in extra_actions {
         out.routing.push(FieldChange::removed("actions", a));
     }
-    let (tf, extra) = tag_drift(want_tags, tags);
+    let (tf, extra) = tag_drift(want_tags, tags).into_parts();
     out.tags = tf;
     out.extra_tags = extra;
     out

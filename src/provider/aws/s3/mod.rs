@@ -528,7 +528,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
         };
         if let Some(l) = live {
             // PutBucketTagging replaces the whole set: the one Tag op also drops extra tags.
-            let (tf, _extra) = tag_drift(&want_tags, &l.tags);
+            let (tf, _extra) = tag_drift(&want_tags, &l.tags).into_parts();
             if !tf.is_empty() {
                 fields.extend(tf);
                 ops.insert(0, BucketOp::Tag);

@@ -4,12 +4,12 @@
 
 use super::live::LiveInstance;
 use super::{InstanceOp, LIVE_STATES, TAG_RESOURCE, TAG_USER_DATA};
-use crate::model::ownership::STACK_TAG;
 use crate::model::{Desired, Ensure, HttpTokens, InstanceSpec, Kind, ResourceId, Tags};
 use crate::plan::{Action, BlockReason, Blocked, Change, Condition, ConditionStatus, FieldChange};
-use crate::provider::aws::ec2::{extra_tags, id_names};
+use crate::provider::aws::ec2::id_names;
 use crate::provider::aws::{
-    AwsError, Observed, Op, SsmReach, desired_tags, group_name_of, is_owned, lookup, tag_changes,
+    AwsError, Observed, Op, SsmReach, check_owner, desired_tags, foreign_owner, group_name_of,
+    is_owned, lookup, tag_drift,
 };
 use crate::provider::{ProviderPlan, Step};
 use sha2::{Digest, Sha256};
@@ -188,25 +188,22 @@ pub fn compare(want: &Wanted<'_>, live: &LiveInstance, names: &BTreeMap<String, 
         }
     }
     // In place.
-    let tf = tag_changes(&want.tags, &live.tags);
-    if !tf.is_empty() {
-        d.fields.extend(tf);
+    // The user-data hash is stackwarden's launch record, compared on its own above.
+    let mut live_tags = live.tags.clone();
+    live_tags.remove(TAG_USER_DATA);
+    let tags = tag_drift(&want.tags, &live_tags);
+    if !tags.put.is_empty() {
+        d.fields.extend(tags.put);
         d.ops.push(InstanceOp::Tag {
             id: live.id.clone(),
             name: name.clone(),
         });
     }
-    let extra = extra_tags(&want.tags, &live.tags);
-    if !extra.is_empty() {
-        for k in &extra {
-            d.fields.push(FieldChange::removed(
-                format!("tags.{k}"),
-                live.tags.get(k).map(String::as_str).unwrap_or(""),
-            ));
-        }
+    if !tags.extra.is_empty() {
+        d.fields.extend(tags.removed);
         d.ops.push(InstanceOp::Untag {
             id: live.id.clone(),
-            keys: extra,
+            keys: tags.extra,
         });
     }
     if !spec.instance_type.eq_ignore_ascii_case(&live.instance_type) {
@@ -327,8 +324,7 @@ pub fn is_live(i: &LiveInstance) -> bool {
 
 /// The stack tag names another stack.
 fn foreign(tags: &Tags, desired: &Desired) -> bool {
-    tags.get(STACK_TAG)
-        .is_some_and(|s| s != &desired.stack_name)
+    foreign_owner(tags, desired).is_some()
 }
 
 /// The live instances that stand for one declared instance: this stack's, or (when it has none)
@@ -677,12 +673,11 @@ pub fn check_ownership(desired: &Desired, instances: &[LiveInstance]) -> Result<
             continue;
         }
         if let Some(i) = named().find(|i| foreign(&i.tags, desired)) {
-            let owner = i.tags.get(STACK_TAG).cloned().unwrap_or_default();
-            return Err(crate::provider::aws::ec2::owned_by_another_stack(
-                &r.id,
-                &format!("instance {} ({})", spec.name, i.id),
-                &owner,
-            ));
+            check_owner(
+                || format!("{} (instance {} ({}))", r.id, spec.name, i.id),
+                &i.tags,
+                desired,
+            )?;
         }
     }
     Ok(())

@@ -4,12 +4,11 @@
 
 use super::live::{LiveGroup, LivePeer, LivePerm};
 use super::{MAX_SPLIT_RANGE, SecurityGroupOp};
-use crate::model::ownership::STACK_TAG;
 use crate::model::{Desired, IngressRule, Peer, Protocol, SecurityGroupSpec, Tags};
 use crate::plan::{Action, Change, FieldChange};
-use crate::provider::aws::ec2::{extra_tags, id_names, owned_by_another_stack};
+use crate::provider::aws::ec2::id_names;
 use crate::provider::aws::{
-    AwsError, Observed, Op, desired_tags, group_name_of, is_owned, tag_changes,
+    AwsError, Observed, Op, check_owner, desired_tags, group_name_of, is_owned, tag_drift,
 };
 use crate::provider::{ProviderPlan, Step};
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,15 +236,12 @@ pub fn check_ownership(
     groups: &BTreeMap<String, LiveGroup>,
 ) -> Result<(), AwsError> {
     for (r, spec) in desired.security_groups() {
-        if let Some(g) = groups.get(&spec.name)
-            && let Some(owner) = g.tags.get(STACK_TAG)
-            && owner != &desired.stack_name
-        {
-            return Err(owned_by_another_stack(
-                &r.id,
-                &format!("security group {} ({})", g.name, g.id),
-                owner,
-            ));
+        if let Some(g) = groups.get(&spec.name) {
+            check_owner(
+                || format!("{} (security group {} ({}))", r.id, g.name, g.id),
+                &g.tags,
+                desired,
+            )?;
         }
     }
     Ok(())
@@ -356,22 +352,16 @@ pub fn compare_group(
             Action::Replace
         }
         Some(g) => {
-            let tf = tag_changes(&want.tags, &g.tags);
-            if !tf.is_empty() || !owned {
+            let tags = tag_drift(&want.tags, &g.tags);
+            if !tags.put.is_empty() || !owned {
                 ops.push(SecurityGroupOp::Tag { name: name.clone() });
-                fields.extend(tf);
+                fields.extend(tags.put);
             }
-            let extra = extra_tags(&want.tags, &g.tags);
-            if !extra.is_empty() {
-                for k in &extra {
-                    fields.push(FieldChange::removed(
-                        format!("tags.{k}"),
-                        g.tags.get(k).map(String::as_str).unwrap_or(""),
-                    ));
-                }
+            if !tags.extra.is_empty() {
+                fields.extend(tags.removed);
                 ops.push(SecurityGroupOp::Untag {
                     name: name.clone(),
-                    keys: extra,
+                    keys: tags.extra,
                 });
             }
             if g.description != description {
