@@ -117,17 +117,15 @@ pub async fn observe_parameter(
     let res = format!("parameter {name}");
     // The history is oldest first: the current version is the last entry of the last page.
     let mut current = None;
-    let mut token = None;
-    loop {
-        let out = match client
-            .get_parameter_history()
-            .name(name)
-            .with_decryption(true)
-            .max_results(HISTORY_PAGE)
-            .set_next_token(token)
-            .send()
-            .await
-        {
+    let mut pages = client
+        .get_parameter_history()
+        .name(name)
+        .with_decryption(true)
+        .max_results(HISTORY_PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let out = match page {
             Ok(o) => o,
             Err(e)
                 if e.as_service_error()
@@ -139,10 +137,6 @@ pub async fn observe_parameter(
         };
         if let Some(p) = out.parameters().last() {
             current = Some(p.clone());
-        }
-        token = out.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
         }
     }
     let Some(p) = current else {

@@ -13,71 +13,66 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 async fn describe_target_groups(
     client: &aws_sdk_elasticloadbalancingv2::Client,
 ) -> Result<Vec<LiveTargetGroup>, AwsError> {
+    let found = client
+        .describe_target_groups()
+        .page_size(400)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeTargetGroups", "target groups", e))?;
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let resp = client
-            .describe_target_groups()
-            .set_marker(marker)
-            .page_size(400)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeTargetGroups", "target groups", e))?;
-        for tg in resp.target_groups() {
-            let (Some(arn), Some(name)) = (tg.target_group_arn(), tg.target_group_name()) else {
-                continue;
-            };
-            out.push(LiveTargetGroup {
-                arn: arn.to_string(),
-                name: name.to_string(),
+    for tg in &found {
+        let (Some(arn), Some(name)) = (tg.target_group_arn(), tg.target_group_name()) else {
+            continue;
+        };
+        out.push(LiveTargetGroup {
+            arn: arn.to_string(),
+            name: name.to_string(),
+            protocol: tg
+                .protocol()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            port: tg.port().unwrap_or(0),
+            vpc_id: tg.vpc_id().unwrap_or("").to_string(),
+            target_type: tg
+                .target_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            protocol_version: tg.protocol_version().unwrap_or("").to_string(),
+            ip_address_type: tg
+                .ip_address_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            health_check: HealthCheckSpec {
+                path: tg.health_check_path().unwrap_or("").to_string(),
+                matcher: tg
+                    .matcher()
+                    .and_then(|m| m.http_code())
+                    .unwrap_or("")
+                    .to_string(),
+                interval: u32::try_from(tg.health_check_interval_seconds().unwrap_or(0))
+                    .unwrap_or(0),
+                healthy_threshold: u32::try_from(tg.healthy_threshold_count().unwrap_or(0))
+                    .unwrap_or(0),
+                unhealthy_threshold: u32::try_from(tg.unhealthy_threshold_count().unwrap_or(0))
+                    .unwrap_or(0),
+                timeout: u32::try_from(tg.health_check_timeout_seconds().unwrap_or(0)).unwrap_or(0),
+                port: tg.health_check_port().unwrap_or("").to_string(),
                 protocol: tg
-                    .protocol()
+                    .health_check_protocol()
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_default(),
-                port: tg.port().unwrap_or(0),
-                vpc_id: tg.vpc_id().unwrap_or("").to_string(),
-                target_type: tg
-                    .target_type()
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_default(),
-                protocol_version: tg.protocol_version().unwrap_or("").to_string(),
-                ip_address_type: tg
-                    .ip_address_type()
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_default(),
-                health_check: HealthCheckSpec {
-                    path: tg.health_check_path().unwrap_or("").to_string(),
-                    matcher: tg
-                        .matcher()
-                        .and_then(|m| m.http_code())
-                        .unwrap_or("")
-                        .to_string(),
-                    interval: u32::try_from(tg.health_check_interval_seconds().unwrap_or(0))
-                        .unwrap_or(0),
-                    healthy_threshold: u32::try_from(tg.healthy_threshold_count().unwrap_or(0))
-                        .unwrap_or(0),
-                    unhealthy_threshold: u32::try_from(tg.unhealthy_threshold_count().unwrap_or(0))
-                        .unwrap_or(0),
-                    timeout: u32::try_from(tg.health_check_timeout_seconds().unwrap_or(0))
-                        .unwrap_or(0),
-                    port: tg.health_check_port().unwrap_or("").to_string(),
-                    protocol: tg
-                        .health_check_protocol()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_default(),
-                    enabled: tg.health_check_enabled().unwrap_or(true),
-                },
-                load_balancers: tg.load_balancer_arns().to_vec(),
-                tags: Tags::new(),
-                attributes: BTreeMap::new(),
-                targets: BTreeSet::new(),
-            });
-        }
-        marker = resp.next_marker().map(str::to_string);
-        if marker.is_none() {
-            return Ok(out);
-        }
+                enabled: tg.health_check_enabled().unwrap_or(true),
+            },
+            load_balancers: tg.load_balancer_arns().to_vec(),
+            tags: Tags::new(),
+            attributes: BTreeMap::new(),
+            targets: BTreeSet::new(),
+        });
     }
+    Ok(out)
 }
 
 pub(super) async fn describe_tags(
@@ -145,26 +140,21 @@ async fn find_load_balancer(
             }
         },
     };
+    let found = client
+        .describe_listeners()
+        .load_balancer_arn(&arn)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeListeners", format!("load balancer {name}"), e))?;
     let mut listeners = BTreeMap::new();
-    let mut marker = None;
-    loop {
-        let resp = client
-            .describe_listeners()
-            .load_balancer_arn(&arn)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeListeners", format!("load balancer {name}"), e))?;
-        for l in resp.listeners() {
-            if let (Some(port), Some(larn)) = (l.port(), l.listener_arn())
-                && let Ok(port) = u16::try_from(port)
-            {
-                listeners.insert(port, larn.to_string());
-            }
-        }
-        marker = resp.next_marker().map(str::to_string);
-        if marker.is_none() {
-            break;
+    for l in &found {
+        if let (Some(port), Some(larn)) = (l.port(), l.listener_arn())
+            && let Ok(port) = u16::try_from(port)
+        {
+            listeners.insert(port, larn.to_string());
         }
     }
     Ok(Some(LiveLoadBalancer { arn, listeners }))
@@ -174,37 +164,33 @@ pub(super) async fn describe_rules(
     client: &aws_sdk_elasticloadbalancingv2::Client,
     listener: &str,
 ) -> Result<Vec<LiveRule>, AwsError> {
+    let found = client
+        .describe_rules()
+        .listener_arn(listener)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeRules", format!("listener {listener}"), e))?;
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let resp = client
-            .describe_rules()
-            .listener_arn(listener)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeRules", format!("listener {listener}"), e))?;
-        for r in resp.rules() {
-            if r.is_default() == Some(true) {
-                continue;
-            }
-            let (paths, extra_conditions) = read_conditions(r.conditions());
-            let (forward, extra_actions) = read_actions(r.actions());
-            out.push(LiveRule {
-                arn: r.rule_arn().unwrap_or("").to_string(),
-                priority: r.priority().unwrap_or("").to_string(),
-                paths,
-                extra_conditions,
-                forward,
-                extra_actions,
-                tags: Tags::new(),
-            });
+    for r in &found {
+        if r.is_default() == Some(true) {
+            continue;
         }
-        marker = resp.next_marker().map(str::to_string);
-        if marker.is_none() {
-            return Ok(out);
-        }
+        let (paths, extra_conditions) = read_conditions(r.conditions());
+        let (forward, extra_actions) = read_actions(r.actions());
+        out.push(LiveRule {
+            arn: r.rule_arn().unwrap_or("").to_string(),
+            priority: r.priority().unwrap_or("").to_string(),
+            paths,
+            extra_conditions,
+            forward,
+            extra_actions,
+            tags: Tags::new(),
+        });
     }
+    Ok(out)
 }
 
 /// The first path-pattern condition's patterns (sorted), and every other condition rendered.

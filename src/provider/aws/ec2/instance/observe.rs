@@ -115,37 +115,32 @@ async fn read_root_volumes(
         .name("volume-id")
         .set_values(Some(ids))
         .build();
+    let found = client
+        .describe_volumes()
+        .filters(filter)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeVolumes", "root volumes", e))?;
     let mut volumes: BTreeMap<String, LiveVolume> = BTreeMap::new();
-    let mut token = None;
-    loop {
-        let resp = client
-            .describe_volumes()
-            .filters(filter.clone())
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeVolumes", "root volumes", e))?;
-        for v in resp.volumes() {
-            let Some(id) = v.volume_id() else { continue };
-            volumes.insert(
-                id.to_string(),
-                LiveVolume {
-                    id: id.to_string(),
-                    size_gib: v.size().unwrap_or(0),
-                    volume_type: v
-                        .volume_type()
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
-                    encrypted: v.encrypted().unwrap_or(false),
-                    device: String::new(),
-                    delete_on_termination: true,
-                },
-            );
-        }
-        token = resp.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+    for v in &found {
+        let Some(id) = v.volume_id() else { continue };
+        volumes.insert(
+            id.to_string(),
+            LiveVolume {
+                id: id.to_string(),
+                size_gib: v.size().unwrap_or(0),
+                volume_type: v
+                    .volume_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                encrypted: v.encrypted().unwrap_or(false),
+                device: String::new(),
+                delete_on_termination: true,
+            },
+        );
     }
     for i in instances.iter_mut() {
         // A volume id DescribeVolumes did not return is no volume to compare.
@@ -161,95 +156,91 @@ async fn read_root_volumes(
     Ok(())
 }
 
-/// The instances matching the filters, paginated; the root volume holds only its id (see
-/// [`read_root_volumes`]).
+/// The instances matching the filters, through the SDK's paginator; the root volume holds
+/// only its id (see [`read_root_volumes`]).
 pub(super) async fn describe_instances(
     client: &aws_sdk_ec2::Client,
     filters: Vec<Filter>,
 ) -> Result<Vec<LiveInstance>, AwsError> {
+    let reservations = client
+        .describe_instances()
+        .set_filters(Some(filters))
+        .max_results(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeInstances", "instances", e))?;
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let resp = client
-            .describe_instances()
-            .set_filters(Some(filters.clone()))
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeInstances", "instances", e))?;
-        for i in resp.reservations().iter().flat_map(|r| r.instances()) {
-            let Some(id) = i.instance_id() else { continue };
-            let meta = i.metadata_options();
-            let root = i.root_device_name().and_then(|dev| {
-                let ebs = i
-                    .block_device_mappings()
-                    .iter()
-                    .find(|m| m.device_name() == Some(dev))
-                    .and_then(|m| m.ebs())?;
-                Some(LiveVolume {
-                    id: ebs.volume_id()?.to_string(),
-                    size_gib: 0,
-                    volume_type: String::new(),
-                    encrypted: false,
-                    device: dev.to_string(),
-                    delete_on_termination: ebs.delete_on_termination().unwrap_or(true),
-                })
-            });
-            out.push(LiveInstance {
-                id: id.to_string(),
-                state: i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-                instance_type: i
-                    .instance_type()
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_default(),
-                image_id: i.image_id().unwrap_or("").to_string(),
-                subnet_id: i.subnet_id().unwrap_or("").to_string(),
-                group_ids: i
-                    .security_groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect(),
-                profile_arn: i
-                    .iam_instance_profile()
-                    .and_then(|p| p.arn())
-                    .map(str::to_string),
-                profile_association: i
-                    .iam_instance_profile()
-                    .and_then(|p| p.id())
-                    .map(str::to_string),
-                http_tokens: meta
-                    .and_then(|m| m.http_tokens())
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_default(),
-                hop_limit: meta
-                    .and_then(|m| m.http_put_response_hop_limit())
-                    .unwrap_or(1),
-                metadata_tags: meta
-                    .and_then(|m| m.instance_metadata_tags())
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_else(|| "disabled".into()),
-                http_endpoint: meta
-                    .and_then(|m| m.http_endpoint())
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_else(|| "enabled".into()),
-                root_volume: root,
-                tags: tags_of(i.tags()),
-                // Zero-padded epoch time sorts as text; RFC 3339 with a variable fraction
-                // would not ("…21Z" after "…21.5Z").
-                launched: i
-                    .launch_time()
-                    .map(|t| format!("{:012}.{:09}", t.secs(), t.subsec_nanos()))
-                    .unwrap_or_default(),
-            });
-        }
-        token = resp.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(out);
-        }
+    for i in reservations.iter().flat_map(|r| r.instances()) {
+        let Some(id) = i.instance_id() else { continue };
+        let meta = i.metadata_options();
+        let root = i.root_device_name().and_then(|dev| {
+            let ebs = i
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == Some(dev))
+                .and_then(|m| m.ebs())?;
+            Some(LiveVolume {
+                id: ebs.volume_id()?.to_string(),
+                size_gib: 0,
+                volume_type: String::new(),
+                encrypted: false,
+                device: dev.to_string(),
+                delete_on_termination: ebs.delete_on_termination().unwrap_or(true),
+            })
+        });
+        out.push(LiveInstance {
+            id: id.to_string(),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            image_id: i.image_id().unwrap_or("").to_string(),
+            subnet_id: i.subnet_id().unwrap_or("").to_string(),
+            group_ids: i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect(),
+            profile_arn: i
+                .iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_string),
+            profile_association: i
+                .iam_instance_profile()
+                .and_then(|p| p.id())
+                .map(str::to_string),
+            http_tokens: meta
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            hop_limit: meta
+                .and_then(|m| m.http_put_response_hop_limit())
+                .unwrap_or(1),
+            metadata_tags: meta
+                .and_then(|m| m.instance_metadata_tags())
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_else(|| "disabled".into()),
+            http_endpoint: meta
+                .and_then(|m| m.http_endpoint())
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_else(|| "enabled".into()),
+            root_volume: root,
+            tags: tags_of(i.tags()),
+            // Zero-padded epoch time sorts as text; RFC 3339 with a variable fraction
+            // would not ("…21Z" after "…21.5Z").
+            launched: i
+                .launch_time()
+                .map(|t| format!("{:012}.{:09}", t.secs(), t.subsec_nanos()))
+                .unwrap_or_default(),
+        });
     }
+    Ok(out)
 }

@@ -81,26 +81,20 @@ pub fn live_groups(
     out
 }
 
-/// Every security group of the region, paginated (one call per 1000 groups).
+/// Every security group of the region, through the SDK's paginator (one call per 1000
+/// groups).
 pub async fn describe_groups(
     client: &aws_sdk_ec2::Client,
 ) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let resp = client
-            .describe_security_groups()
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeSecurityGroups", "security groups", e))?;
-        out.extend(resp.security_groups().iter().cloned());
-        token = resp.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
+    client
+        .describe_security_groups()
+        .max_results(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::call("DescribeSecurityGroups", "security groups", e))
 }
 
 #[cfg(test)]
