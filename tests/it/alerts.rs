@@ -39,7 +39,7 @@ fn firing_notifications(n: &[Notification], alertname: &str, resource: &str) -> 
 }
 
 /// A seeded moto, a private Alertmanager, and an AWS-scope daemon alerting it, converged.
-async fn aws_daemon_alerting(mode: &str) -> (Moto, Alertmanager, Daemon) {
+pub(crate) async fn aws_daemon_alerting(mode: &str) -> (Moto, Alertmanager, Daemon) {
     let moto = Moto::start(&[]).await;
     let am = Alertmanager::start();
     let d = Daemon::start(DaemonOptions {

@@ -6,6 +6,7 @@ mod alertmanager;
 mod alerts;
 mod architecture;
 mod aws;
+mod aws_alerts;
 mod aws_ec2;
 mod aws_fields;
 mod cli;

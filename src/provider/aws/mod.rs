@@ -601,6 +601,20 @@ pub(crate) fn lookup<'a>(desired: &'a Desired, name: &str) -> Option<&'a LookupS
         .map(|(_, l)| l)
 }
 
+/// The declared spec an op names, from one of `desired`'s accessors (`desired.instances()`, …)
+/// by manifest name. Ops are planned from declared resources, so a miss is an invalid step
+/// (the manifests changed between plan and apply), never a panic.
+pub(crate) fn declared<'a, T: 'a>(
+    mut specs: impl Iterator<Item = (&'a crate::model::Resource, &'a T)>,
+    kind: Kind,
+    name: &str,
+) -> Result<&'a T, AwsError> {
+    specs
+        .find(|(r, _)| r.id.name == name)
+        .map(|(_, s)| s)
+        .ok_or_else(|| AwsError::invalid(ResourceId::new(kind, name).to_string(), "not declared"))
+}
+
 /// The group name a manifest reference (SecurityGroup or securityGroup Lookup) stands for.
 pub(crate) fn group_name_of(desired: &Desired, manifest_name: &str) -> Option<String> {
     if let Some((_, sg)) = desired
@@ -731,23 +745,48 @@ impl Provider for AwsProvider {
     }
 }
 
-/// Tags that are missing, differ, or are extra (a hand-added tag is drift too). Keys under
-/// `aws:` are AWS's own and cannot be removed: they are left out. Returns the field changes
-/// and the extra keys to remove.
-pub(crate) fn tag_drift(want: &Tags, live: &Tags) -> (Vec<crate::plan::FieldChange>, Vec<String>) {
-    let mut fields = tag_changes(want, live);
+/// How a resource's live tags differ from its wanted ones: the one tag comparison of every
+/// kind.
+#[derive(Debug, Default)]
+pub(crate) struct TagDrift {
+    /// Missing or changed tags: a tag write puts them back.
+    pub put: Vec<crate::plan::FieldChange>,
+    /// Tags nobody declared, as the plan shows them (a hand-added tag is drift too).
+    pub removed: Vec<crate::plan::FieldChange>,
+    /// Their keys: a tag removal takes them off.
+    pub extra: Vec<String>,
+}
+
+impl TagDrift {
+    /// Every field change (missing and changed first, then extra), and the extra keys.
+    pub(crate) fn into_parts(self) -> (Vec<crate::plan::FieldChange>, Vec<String>) {
+        let mut fields = self.put;
+        fields.extend(self.removed);
+        (fields, self.extra)
+    }
+}
+
+/// Tags that are missing, differ, or are extra. Keys under `aws:` are AWS's own and cannot be
+/// removed: they are left out.
+pub(crate) fn tag_drift(want: &Tags, live: &Tags) -> TagDrift {
     let extra: Vec<String> = live
         .keys()
         .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
         .cloned()
         .collect();
-    for k in &extra {
-        fields.push(crate::plan::FieldChange::removed(
-            format!("tags.{k}"),
-            live.get(k).map(String::as_str).unwrap_or(""),
-        ));
+    TagDrift {
+        put: tag_changes(want, live),
+        removed: extra
+            .iter()
+            .map(|k| {
+                crate::plan::FieldChange::removed(
+                    format!("tags.{k}"),
+                    live.get(k).map(String::as_str).unwrap_or(""),
+                )
+            })
+            .collect(),
+        extra,
     }
-    (fields, extra)
 }
 
 /// The other stack a live resource is tagged for, if any: such a resource is never adopted
@@ -875,9 +914,16 @@ mod tests {
         let mut live = want.clone();
         live.insert("owner".into(), "bob".into());
         live.insert("aws:cloudformation:stack-name".into(), "x".into());
-        let (fields, extra) = tag_drift(&want, &live);
-        assert_eq!(extra, vec!["owner".to_string()]);
-        assert_eq!(fields.len(), 1);
-        assert_eq!(fields[0].path, "tags.owner");
+        // A key in stackwarden's own namespace that nobody declared was added by hand too.
+        live.insert("stackwarden:note".into(), "y".into());
+        let drift = tag_drift(&want, &live);
+        assert!(drift.put.is_empty(), "{:?}", drift.put);
+        let (fields, extra) = drift.into_parts();
+        assert_eq!(
+            extra,
+            vec!["owner".to_string(), "stackwarden:note".to_string()]
+        );
+        let paths: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["tags.owner", "tags.stackwarden:note"]);
     }
 }

@@ -1,8 +1,10 @@
 //! SSM: the SecureString parameter (its value never printed, logged or planned), the AMI
 //! parameter read when launching, and whether SSM sees the instance online.
 
-use super::{ApplyCtx, AwsError, Observed, Op, check_owner, desired_tags, is_owned, tag_changes};
-use crate::model::{Desired, ParameterSpec, SecretSource, Tags};
+use super::{
+    ApplyCtx, AwsError, Observed, Op, check_owner, declared, desired_tags, is_owned, tag_changes,
+};
+use crate::model::{Desired, Kind, ParameterSpec, SecretSource, Tags};
 use crate::plan::{Action, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::{ProviderPlan, Step};
 use aws_sdk_ssm::types::{
@@ -115,17 +117,15 @@ pub async fn observe_parameter(
     let res = format!("parameter {name}");
     // The history is oldest first: the current version is the last entry of the last page.
     let mut current = None;
-    let mut token = None;
-    loop {
-        let out = match client
-            .get_parameter_history()
-            .name(name)
-            .with_decryption(true)
-            .max_results(HISTORY_PAGE)
-            .set_next_token(token)
-            .send()
-            .await
-        {
+    let mut pages = client
+        .get_parameter_history()
+        .name(name)
+        .with_decryption(true)
+        .max_results(HISTORY_PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let out = match page {
             Ok(o) => o,
             Err(e)
                 if e.as_service_error()
@@ -137,10 +137,6 @@ pub async fn observe_parameter(
         };
         if let Some(p) = out.parameters().last() {
             current = Some(p.clone());
-        }
-        token = out.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
         }
     }
     let Some(p) = current else {
@@ -421,14 +417,6 @@ fn why_of(secret: Option<&SecretRead>) -> String {
     }
 }
 
-fn spec_of<'a>(desired: &'a Desired, change: &Change) -> Result<&'a ParameterSpec, AwsError> {
-    desired
-        .parameters()
-        .find(|(r, _)| r.id == change.id)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(change.id.to_string(), "not declared"))
-}
-
 fn ssm_tags(tags: &Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
         .map(|(k, v)| {
@@ -448,7 +436,7 @@ pub async fn apply(
     change: &Change,
     op: ParameterOp,
 ) -> Result<(), AwsError> {
-    let spec = spec_of(ctx.desired, change)?;
+    let spec = declared(ctx.desired.parameters(), Kind::Parameter, &change.id.name)?;
     let res = format!("{} ({})", change.id, spec.name);
     let tags = desired_tags(ctx.desired, &change.id, &spec.tags);
     match op {

@@ -1,14 +1,15 @@
 //! EC2, one module per kind: security groups and their rules ([`security_group`]), the
 //! instance ([`instance`]), and the read-only lookups of the VPC and subnets ([`lookup`]). Each
-//! kind's module holds its observed type, its pure diff with unit tests, and its writes; this
-//! file holds only what they share (tags, ownership, ids learnt during an apply).
+//! kind is a folder, as `host/` is: `live` (its observed type), `diff` (pure, table-tested),
+//! `observe` (SDK reads) and `apply` (SDK writes); this file holds only what they share (tags,
+//! ownership, ids learnt during an apply).
 
 mod instance;
 mod lookup;
 mod security_group;
 
-use super::{ApplyCtx, AwsError, Observed, Resolved, is_owned};
-use crate::model::{Desired, ResourceId, Tags};
+use super::{ApplyCtx, AwsError, AwsProvider, Observed, Resolved, is_owned};
+use crate::model::{Desired, Tags};
 use aws_sdk_ec2::types::Tag;
 use std::collections::BTreeMap;
 
@@ -20,9 +21,6 @@ pub use security_group::{
     LiveGroup, SecurityGroupOp, apply_group, describe_groups, diff_groups, live_groups,
 };
 
-/// Tag key prefixes that are never drift: AWS's own, and stackwarden's bookkeeping.
-const SYSTEM_TAG_PREFIXES: [&str; 2] = ["aws:", "stackwarden:"];
-
 /// Refuses to touch what another stack owns: a declared security group or instance whose live
 /// object is tagged for another stack is an error naming that stack, never adopted or changed.
 pub fn check_ownership(
@@ -32,29 +30,6 @@ pub fn check_ownership(
 ) -> Result<(), AwsError> {
     security_group::check_ownership(desired, groups)?;
     instance::check_ownership(desired, instances)
-}
-
-/// The error for a live object tagged for another stack.
-fn owned_by_another_stack(id: &ResourceId, what: &str, owner: &str) -> AwsError {
-    AwsError::invalid(
-        id.to_string(),
-        format!(
-            "{what} belongs to stack `{owner}` (tag {}={owner}); stackwarden never adopts or \
-             changes another stack's resources: give this one another name in the manifests, or \
-             remove it from stack `{owner}` first",
-            crate::model::ownership::STACK_TAG
-        ),
-    )
-}
-
-/// Live tags that nobody declared (a person added them); AWS's and stackwarden's own are not
-/// drift. Extra items count as drift like missing ones.
-pub(crate) fn extra_tags(want: &Tags, live: &Tags) -> Vec<String> {
-    live.keys()
-        .filter(|k| !want.contains_key(*k))
-        .filter(|k| !SYSTEM_TAG_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .cloned()
-        .collect()
 }
 
 fn tags_of(tags: &[Tag]) -> Tags {
@@ -99,6 +74,38 @@ fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
+}
+
+/// Puts tags on an instance or a group (CreateTags overwrites the keys it names): one write
+/// for both kinds, so adoption and tag drift are repaired alike.
+async fn put_tags(p: &AwsProvider, res: &str, id: &str, tags: &Tags) -> Result<(), AwsError> {
+    p.ec2
+        .create_tags()
+        .resources(id)
+        .set_tags(Some(ec2_tags(tags)))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("CreateTags", res, e))
+}
+
+/// Removes tags nobody declared from an instance or a group.
+async fn remove_tags(
+    p: &AwsProvider,
+    res: &str,
+    id: &str,
+    keys: &[String],
+) -> Result<(), AwsError> {
+    p.ec2
+        .delete_tags()
+        .resources(id)
+        .set_tags(Some(
+            keys.iter().map(|k| Tag::builder().key(k).build()).collect(),
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("DeleteTags", res, e))
 }
 
 fn group_id(ctx: &ApplyCtx<'_>, group_name: &str) -> Result<String, AwsError> {

@@ -4,8 +4,8 @@
 
 pub mod access;
 
-use super::{AwsError, Observed, Op, check_owner, desired_tags, is_owned, tag_drift};
-use crate::model::{BucketSpec, Desired, Encryption, LifecycleRule, PublicAccessBlock, Tags};
+use super::{AwsError, Observed, Op, check_owner, declared, desired_tags, is_owned, tag_drift};
+use crate::model::{BucketSpec, Desired, Encryption, Kind, LifecycleRule, PublicAccessBlock, Tags};
 use crate::plan::{Action, Change, FieldChange};
 use crate::provider::{ProviderPlan, Step};
 use aws_sdk_s3::types::{
@@ -528,7 +528,7 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
         };
         if let Some(l) = live {
             // PutBucketTagging replaces the whole set: the one Tag op also drops extra tags.
-            let (tf, _extra) = tag_drift(&want_tags, &l.tags);
+            let (tf, _extra) = tag_drift(&want_tags, &l.tags).into_parts();
             if !tf.is_empty() {
                 fields.extend(tf);
                 ops.insert(0, BucketOp::Tag);
@@ -546,14 +546,6 @@ pub fn diff(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>)
     }
 }
 
-fn spec_of<'a>(desired: &'a Desired, change: &Change) -> Result<&'a BucketSpec, AwsError> {
-    desired
-        .buckets()
-        .find(|(r, _)| r.id == change.id)
-        .map(|(_, s)| s)
-        .ok_or_else(|| AwsError::invalid(change.id.to_string(), "not declared"))
-}
-
 fn build_err(res: &str, e: impl std::fmt::Display) -> AwsError {
     AwsError::invalid(res, format!("building the request: {e}"))
 }
@@ -565,7 +557,7 @@ pub async fn apply(
     change: &Change,
     op: BucketOp,
 ) -> Result<(), AwsError> {
-    let spec = spec_of(desired, change)?;
+    let spec = declared(desired.buckets(), Kind::Bucket, &change.id.name)?;
     let res = format!("{} ({})", change.id, spec.name);
     let b = spec.name.as_str();
     match op {
