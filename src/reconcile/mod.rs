@@ -8,6 +8,8 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod decide;
+mod detach;
 pub mod health;
 pub mod lease;
 pub mod triggers;
@@ -22,16 +24,17 @@ use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, watch_events};
 use crate::provider::{CallKind, DynProvider, ErrorClass, OpenGate, Stats, WriteGate};
 use crate::status::{
-    AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassResult, PassSummary, Reach,
-    Rejected, ServiceCalls, Status, Timestamp, Trigger,
+    AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassSummary, Reach, Rejected,
+    ServiceCalls, Status, Timestamp, Trigger,
 };
 use backoff::Backoff;
 use budget::Budget;
+use decide::Acting;
+use detach::{Claims, Detached, InFlight, Work};
 use lease::{Holding, Lease};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -89,91 +92,6 @@ pub struct Handle {
     pub metrics: Arc<Metrics>,
     /// Wakes the loop.
     pub wake: mpsc::Sender<Trigger>,
-}
-
-/// What a pass's work task gives back: the report and the plan re-observed after the
-/// writes; `None` when it ran past [`PASS_DEADLINE`].
-type Work = Option<(ApplyReport, Plan)>;
-
-/// Writes a pass let go on in the background, the trigger of that pass, and what its alerts
-/// are judged against once they finish.
-struct Detached {
-    task: JoinHandle<Work>,
-    trigger: Trigger,
-    desired: Desired,
-    /// The pass looked at the host alone (a Docker-triggered pass).
-    host_only: bool,
-    /// What the writes found missing that the alert book knew existed then: only those
-    /// creates are removals to alert on once the writes finish (a create of a new stack's
-    /// resource is not, even if the book has seen it since).
-    known_missing: BTreeSet<ResourceId>,
-    /// The lease check its writes go through, when this daemon leads.
-    lease_gate: Option<Arc<lease::LeaseGate>>,
-}
-
-/// The resources some write is working on now. A pass claims what it is about to write; a
-/// later pass leaves claimed resources alone.
-#[derive(Debug, Clone, Default)]
-struct InFlight(Arc<Mutex<BTreeSet<ResourceId>>>);
-
-impl InFlight {
-    fn ids(&self) -> BTreeSet<ResourceId> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// One pass's claims on [`InFlight`], released when the pass's writes end (or are
-/// abandoned: dropping the task drops the claims).
-struct Claims {
-    in_flight: InFlight,
-    mine: Mutex<Vec<ResourceId>>,
-}
-
-impl Claims {
-    fn new(in_flight: InFlight) -> Self {
-        Claims {
-            in_flight,
-            mine: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// True when `id` was free and is now this pass's to write.
-    fn claim(&self, id: &ResourceId) -> bool {
-        let fresh = self
-            .in_flight
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone());
-        if fresh {
-            self.mine
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(id.clone());
-        }
-        fresh
-    }
-}
-
-impl Drop for Claims {
-    fn drop(&mut self) {
-        let mine = std::mem::take(self.mine.get_mut().unwrap_or_else(|e| e.into_inner()));
-        let mut all = self.in_flight.0.lock().unwrap_or_else(|e| e.into_inner());
-        for id in mine {
-            all.remove(&id);
-        }
-    }
-}
-
-/// Whether this daemon may write this pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Acting {
-    /// Everything not held back.
-    Full,
-    /// Only the bucket: there is nowhere to hold a lease before it exists.
-    BucketOnly,
-    /// Nothing: another actor holds the lease.
-    Standby,
 }
 
 /// The loop's state. Only [`Controller::run`] mutates it.
@@ -844,11 +762,7 @@ impl Controller {
             .aws
             .as_ref()
             .is_some_and(|r| r.reachable);
-        // A Docker event can only mean a change on the host: that pass observes the host
-        // alone, so a container is repaired without waiting on AWS or spending its budget.
-        // Level-triggered still: the host is reconciled whole, and AWS at the next other
-        // trigger.
-        let host_only = trigger == Trigger::Docker && self.host.is_some();
+        let host_only = decide::host_only(trigger, self.host.is_some());
         let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
         if let Some(aws) = &self.aws
             && aws_up
@@ -894,27 +808,21 @@ impl Controller {
                 format!("Docker engine unreachable: {why}"),
             )));
         }
-        let acting = if !desired.stack.mode.repairs() {
+        let repairs = desired.stack.mode.repairs();
+        if !repairs {
             // Observe and warn modes write nothing, the lease object included: no lease.
             self.status.lease = LeaseStatus::default();
-            Acting::Standby
-        } else if host_only && self.lease.is_some() {
-            // Between lease checks, the lease we hold is ours until its expiry.
-            if self.holds_unexpired_lease(SystemTime::now()) {
-                Acting::Full
-            } else {
-                Acting::Standby
-            }
-        } else if !self.opts.scope.aws || aws_up {
-            self.lease_step().await
-        } else if self.holds_unexpired_lease(SystemTime::now()) {
-            // AWS unreachable, but the lease we hold is still ours until its expiry: the
-            // host side goes on being repaired meanwhile.
-            Acting::Full
-        } else {
-            // AWS unreachable and no valid lease: nobody can tell who acts, so nothing is
-            // written (the host side included) until it answers.
-            Acting::Standby
+        }
+        let acting = match decide::acting(decide::LeaseFacts {
+            repairs,
+            host_only,
+            has_lease: self.lease.is_some(),
+            holds_unexpired: self.holds_unexpired_lease(SystemTime::now()),
+            aws_in_scope: self.opts.scope.aws,
+            aws_up,
+        }) {
+            decide::LeaseChoice::Decided(acting) => acting,
+            decide::LeaseChoice::Ask => self.lease_step().await,
         };
         let engine = Engine::shared(providers);
         // A leader confirms its lease before each write, not only at its ticks: a lease
@@ -938,12 +846,8 @@ impl Controller {
             let work = async {
                 let select = |c: &Change| {
                     let restart_waits = alerts::is_health_restart(c) && restarts.holds(&c.id, now);
-                    let allowed = match acting {
-                        Acting::Full => !backoff.holds(&c.id, now) && !restart_waits,
-                        Acting::BucketOnly => c.id.kind == Kind::Bucket,
-                        Acting::Standby => false,
-                    };
-                    allowed && claims.claim(&c.id)
+                    decide::hold(acting, c, backoff.holds(&c.id, now), restart_waits).is_none()
+                        && claims.claim(&c.id)
                 };
                 let report = engine
                     .apply_announcing(&work_desired, &select, gate.as_ref(), |plan| {
@@ -1080,13 +984,11 @@ impl Controller {
             }
         }
         let writes = self.stats.total(CallKind::Write);
-        let result = if after.is_incomplete() || report.failures().next().is_some() {
-            PassResult::Failed
-        } else if after.has_changes() {
-            PassResult::Drifted
-        } else {
-            PassResult::Converged
-        };
+        let result = decide::result(
+            after.is_incomplete(),
+            report.failures().next().is_some(),
+            after.has_changes(),
+        );
         let summary = PassSummary {
             started: Timestamp(started),
             duration_ms: t0.elapsed().as_millis() as u64,
@@ -1143,9 +1045,7 @@ impl Controller {
             },
             finished,
         );
-        // A standby leaves alerting to the leader (one alert, not one per daemon); where
-        // nobody writes (observe, warn) there is no leader and each daemon alerts.
-        if acting != Acting::Standby || !desired.stack.mode.repairs() {
+        if decide::alerts(acting, desired.stack.mode.repairs()) {
             let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
             self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
         }
