@@ -132,16 +132,7 @@ pub enum Output {
     Sarif,
 }
 
-/// Which worlds plan and apply cover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scope {
-    /// AWS and the host.
-    All,
-    /// AWS only (CI, where the host's Docker engine is not at hand).
-    Aws,
-    /// The host only: containers and files (on the instance itself).
-    Host,
-}
+pub use crate::plan::Scope;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -319,11 +310,7 @@ async fn take_lease(
         return Ok(None);
     };
     let config = aws::sdk_config(&desired.stack.region).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(config.endpoint_url().is_some())
-            .build(),
-    );
+    let s3 = aws::s3_client(&config);
     let lease = Lease::new(
         s3,
         bucket.name.clone(),
@@ -423,10 +410,7 @@ fn read_token(args: &RunArgs) -> anyhow::Result<Option<Arc<str>>> {
 /// `run`: the reconcile loop and the HTTP server until SIGINT or SIGTERM.
 async fn daemon(args: RunArgs) -> anyhow::Result<()> {
     use crate::reconcile::{Controller, Options};
-    let scope = crate::reconcile::Scope {
-        aws: args.scope != Scope::Host,
-        host: args.scope != Scope::Aws,
-    };
+    let scope = args.scope;
     let token = read_token(&args)?;
     let (controller, handle) = Controller::new(Options {
         manifests: args.common.manifests.clone(),

@@ -384,6 +384,37 @@ impl fmt::Display for World {
     }
 }
 
+/// Which worlds a command or the daemon covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// AWS and the host.
+    All,
+    /// AWS only (CI, where the host's Docker engine is not at hand).
+    Aws,
+    /// The host only: containers and files (on the instance itself).
+    Host,
+}
+
+impl Scope {
+    /// True when it covers `world`.
+    pub fn covers(self, world: World) -> bool {
+        !matches!(
+            (self, world),
+            (Scope::Aws, World::Host) | (Scope::Host, World::Aws)
+        )
+    }
+
+    /// True when it covers AWS.
+    pub fn aws(self) -> bool {
+        self.covers(World::Aws)
+    }
+
+    /// True when it covers the host.
+    pub fn host(self) -> bool {
+        self.covers(World::Host)
+    }
+}
+
 /// Something that keeps a plan from being the whole truth: plan and apply exit non-zero,
 /// the daemon's pass does not count as converged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,14 +55,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a shutdown waits for pending alerts (resolutions above all) to be delivered.
 pub const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
-/// Which worlds the daemon covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope {
-    /// AWS resources.
-    pub aws: bool,
-    /// Files and containers on the host.
-    pub host: bool,
-}
+pub use crate::plan::Scope;
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]
@@ -377,9 +370,9 @@ impl Controller {
                 let failed_aws = after.failure_of(World::Aws).is_some();
                 let looked_at = move |k: Kind| {
                     if k.on_host() {
-                        scope.host && !failed_host
+                        scope.host() && !failed_host
                     } else {
-                        scope.aws && !host_only && !failed_aws
+                        scope.aws() && !host_only && !failed_aws
                     }
                 };
                 // Only what these writes did, as their pass found it: the rest of that
@@ -557,17 +550,13 @@ impl Controller {
     /// Connects the worlds in scope that are not connected yet.
     async fn connect(&mut self, desired: &Desired) {
         // Host-only daemons still need AWS for one thing: the account in `${account}`.
-        let needs_aws = self.opts.scope.aws || !desired.unresolved_runtime().is_empty();
+        let needs_aws = self.opts.scope.aws() || !desired.unresolved_runtime().is_empty();
         if needs_aws && self.aws.is_none() {
             let config = aws::sdk_config(&desired.stack.region).await;
             self.aws = Some(Arc::new(AwsProvider::new(&config, self.stats.clone())));
-            self.s3 = Some(aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&config)
-                    .force_path_style(config.endpoint_url().is_some())
-                    .build(),
-            ));
+            self.s3 = Some(aws::s3_client(&config));
         }
-        if self.opts.scope.host && self.host.is_none() {
+        if self.opts.scope.host() && self.host.is_none() {
             let root = self
                 .opts
                 .host_root
@@ -601,7 +590,7 @@ impl Controller {
     /// Points the lease at the stack's bucket (named only once `${account}` is known; a
     /// renamed bucket moves the lease with it).
     fn ensure_lease(&mut self, desired: &Desired) {
-        if !self.opts.scope.aws {
+        if !self.opts.scope.aws() {
             return;
         }
         let (Some(s3), Some((_, bucket))) = (&self.s3, desired.buckets().next()) else {
@@ -766,7 +755,7 @@ impl Controller {
         let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
         if let Some(aws) = &self.aws
             && aws_up
-            && self.opts.scope.aws
+            && self.opts.scope.aws()
             && !host_only
         {
             providers.push(aws.clone());
@@ -780,7 +769,7 @@ impl Controller {
         }
         // A world in scope that cannot be reached fails the pass: nothing planned there is
         // not the same as nothing to do.
-        if self.opts.scope.aws && !aws_up && !host_only {
+        if self.opts.scope.aws() && !aws_up && !host_only {
             let why = self
                 .status
                 .connectivity
@@ -794,7 +783,7 @@ impl Controller {
                 format!("unreachable: {why}"),
             )));
         }
-        if self.opts.scope.host && self.host.is_none() {
+        if self.opts.scope.host() && self.host.is_none() {
             let why = self
                 .status
                 .connectivity
@@ -818,7 +807,7 @@ impl Controller {
             host_only,
             has_lease: self.lease.is_some(),
             holds_unexpired: self.holds_unexpired_lease(SystemTime::now()),
-            aws_in_scope: self.opts.scope.aws,
+            aws_in_scope: self.opts.scope.aws(),
             aws_up,
         }) {
             decide::LeaseChoice::Decided(acting) => acting,
@@ -1020,7 +1009,7 @@ impl Controller {
         self.metrics.count_pass(&summary, &call_rows);
         let backoff_until = self.backoff.until();
         let scope = self.opts.scope;
-        let covers = move |k: Kind| if k.on_host() { scope.host } else { scope.aws };
+        let covers = move |k: Kind| scope.covers(World::of(k));
         let aws_error = after.failure_of(World::Aws).map(ProviderFailure::detail);
         let host_error = after.failure_of(World::Host).map(ProviderFailure::detail);
         let unobserved = move |k: Kind| {
@@ -1203,10 +1192,10 @@ pub fn readiness(status: &Status, scope: Scope) -> Result<(), String> {
         )),
         None => Err(format!("{name} not connected yet")),
     };
-    if scope.aws {
+    if scope.aws() {
         check("AWS", &status.connectivity.aws)?;
     }
-    if scope.host {
+    if scope.host() {
         check("Docker", &status.connectivity.docker)?;
     }
     Ok(())

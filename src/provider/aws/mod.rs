@@ -184,6 +184,22 @@ pub fn retries() -> aws_config::retry::RetryConfig {
         .with_initial_backoff(INITIAL_BACKOFF)
 }
 
+/// The one way an S3 client is configured: path-style addressing when an endpoint URL is
+/// set (a host-name endpoint would otherwise get virtual-host buckets, bucket.localhost),
+/// and this provider's deadlines and bounded retries.
+fn s3_config(config: &aws_config::SdkConfig) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::from(config)
+        .timeout_config(timeouts())
+        .retry_config(retries())
+        .force_path_style(config.endpoint_url().is_some())
+}
+
+/// An S3 client outside the provider's call count: the stack's lease, which is not a call
+/// about the stack's resources.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(s3_config(config).build())
+}
+
 impl AwsProvider {
     /// Builds the service clients from an SDK config (S3 gets force_path_style(true) when an
     /// endpoint URL is set). Whatever config is given, every client keeps this provider's
@@ -200,13 +216,7 @@ impl AwsProvider {
             .timeout_config(timeouts())
             .retry_config(retries())
             .build();
-        // A host-name endpoint would otherwise get virtual-host buckets (bucket.localhost).
-        let s3 = aws_sdk_s3::config::Builder::from(config)
-            .interceptor(counter.clone())
-            .timeout_config(timeouts())
-            .retry_config(retries())
-            .force_path_style(config.endpoint_url().is_some())
-            .build();
+        let s3 = s3_config(config).interceptor(counter.clone()).build();
         let ssm = aws_sdk_ssm::config::Builder::from(config)
             .interceptor(counter.clone())
             .timeout_config(timeouts())
