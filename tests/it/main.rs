@@ -12,6 +12,7 @@ mod aws_fields;
 mod cli;
 mod daemon;
 mod faults;
+mod golden;
 mod grafana;
 mod host;
 mod local_world;
