@@ -47,6 +47,44 @@ pub enum Command {
     Apply(PlanArgs),
     /// Run as a daemon: watch, reconcile, serve status.
     Run(RunArgs),
+    /// Print the IAM policy (JSON) one principal needs for this stack, scoped to its resources.
+    IamPolicy(IamPolicyArgs),
+}
+
+/// Options of iam-policy.
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Manifests and environment.
+    #[command(flatten)]
+    pub common: Common,
+    /// The principal: the CI role (plan and apply), the pull-request role (plan), or the
+    /// host's instance role (the daemon's reads and its lease).
+    #[arg(long = "for", value_enum)]
+    pub principal: PolicyFor,
+    /// The stack's AWS account (default: the account of the credentials in use, from STS).
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+/// The principals `iam-policy` writes policies for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFor {
+    /// The CI role: observe, every write, the lease.
+    Ci,
+    /// The pull-request role: observe only, no write action.
+    Readonly,
+    /// The instance role: observe and the lease.
+    Host,
+}
+
+impl From<PolicyFor> for aws::permissions::Principal {
+    fn from(p: PolicyFor) -> Self {
+        match p {
+            PolicyFor::Ci => aws::permissions::Principal::Ci,
+            PolicyFor::Readonly => aws::permissions::Principal::Readonly,
+            PolicyFor::Host => aws::permissions::Principal::Host,
+        }
+    }
 }
 
 /// Options every command takes.
@@ -149,6 +187,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(common) => validate(&common),
         Command::Plan(args) => converge(&args, false).await,
         Command::Apply(args) => converge(&args, true).await,
+        Command::IamPolicy(args) => match iam_policy(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
         Command::Run(args) => match daemon(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -156,6 +201,32 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(exit::ERROR)
             }
         },
+    }
+}
+
+/// `iam-policy`: the policy document one principal needs, derived from the table of calls.
+async fn iam_policy(args: &IamPolicyArgs) -> anyhow::Result<()> {
+    let loaded = args.common.load().context("loading the manifests")?;
+    let mut desired = loaded.desired;
+    let account = match &args.account {
+        Some(account) => account.clone(),
+        None => {
+            let config = aws::sdk_config(&desired.stack.region).await;
+            AwsProvider::new(&config, Arc::new(Stats::default()))
+                .account_id()
+                .await
+                .context("finding the AWS account of the credentials in use (or pass --account)")?
+        }
+    };
+    manifest::fill_runtime(&mut desired, &account);
+    let scope = aws::permissions::Scope::of(&desired, &account);
+    let document = aws::permissions::policy(args.principal.into(), &scope);
+    let text = serde_json::to_string_pretty(&document).context("rendering the policy")?;
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // The reader went away (`| head`): nothing left to tell it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the policy to stdout"),
     }
 }
 
