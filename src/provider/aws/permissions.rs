@@ -724,6 +724,23 @@ pub const OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// The IAM action of an API operation as errors name it (`CreateSecurityGroup`,
+/// `GetBucketEncryption`), found through the SDK method it is called by.
+pub fn action_of_operation(operation: &str) -> Option<&'static str> {
+    let mut call = String::with_capacity(operation.len() + 8);
+    for (i, c) in operation.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                call.push('_');
+            }
+            call.push(c.to_ascii_lowercase());
+        } else {
+            call.push(c);
+        }
+    }
+    OPERATIONS.iter().find(|o| o.call == call).map(|o| o.action)
+}
+
 /// An action no SDK call names but AWS checks alongside one: granted with the call's steps.
 #[derive(Debug, Clone, Copy)]
 pub struct Implied {
