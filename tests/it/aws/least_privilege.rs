@@ -386,3 +386,234 @@ async fn enforcement_is_on_an_empty_policy_is_denied() {
     assert_eq!(*name, "apply from empty");
     assert!(denied(error), "{error}");
 }
+
+/// The policy without one action (a statement left with none is removed).
+fn without(doc: &serde_json::Value, action: &str) -> serde_json::Value {
+    let mut doc = doc.clone();
+    let statements = doc["Statement"].as_array_mut().expect("statements");
+    for s in statements.iter_mut() {
+        if let Some(list) = s["Action"].as_array_mut() {
+            list.retain(|a| a != action);
+        }
+    }
+    statements.retain(|s| s["Action"].as_array().is_some_and(|l| !l.is_empty()));
+    doc
+}
+
+/// Actions of the ci policy whose loss no step here shows, each with why. The minimality
+/// test fails when one of them turns out to break a step (take it off this list) and when
+/// an action missing from it breaks none (the policy asks for something unused, or a step
+/// is missing).
+const NOT_SHOWN_HERE: &[(&str, &str)] = &[
+    (
+        "iam:PassRole",
+        "moto does not check PassRole on RunInstances",
+    ),
+    (
+        "s3:ListBucket",
+        "moto answers NoSuchKey without it; it also stands for the bucket reads moto names ListBucket",
+    ),
+    (
+        "s3:GetEncryptionConfiguration",
+        "moto authorizes it as s3:ListBucket",
+    ),
+    (
+        "s3:GetBucketPublicAccessBlock",
+        "moto authorizes it as s3:ListBucket",
+    ),
+    (
+        "s3:GetBucketOwnershipControls",
+        "moto authorizes it as s3:ListBucket",
+    ),
+    (
+        "s3:PutEncryptionConfiguration",
+        "moto authorizes it as s3:CreateBucket",
+    ),
+    (
+        "s3:PutBucketPublicAccessBlock",
+        "moto authorizes it as s3:CreateBucket",
+    ),
+    (
+        "s3:PutBucketOwnershipControls",
+        "moto authorizes it as s3:CreateBucket",
+    ),
+    (
+        "ssm:DescribeInstanceInformation",
+        "a denied reachability check is a condition (Unknown), never a failed step",
+    ),
+    ("ec2:StopInstances", "no step changes the instance type"),
+    ("ec2:StartInstances", "no step changes the instance type"),
+    (
+        "ec2:ModifyInstanceAttribute",
+        "no step changes the instance type or moves it off a group",
+    ),
+    ("ec2:ModifyVolume", "no step grows the root volume"),
+    (
+        "ec2:AssociateIamInstanceProfile",
+        "no step disassociates the instance profile",
+    ),
+    (
+        "ec2:ReplaceIamInstanceProfileAssociation",
+        "no step swaps the instance profile",
+    ),
+    (
+        "ec2:DeleteSecurityGroup",
+        "no step replaces the security group",
+    ),
+    ("ec2:DeleteTags", "no step adds a stale ownership tag"),
+    (
+        "ec2:AuthorizeSecurityGroupEgress",
+        "no step revokes the egress rule",
+    ),
+    (
+        "ec2:RevokeSecurityGroupEgress",
+        "no step adds an egress rule",
+    ),
+    (
+        "ec2:RevokeSecurityGroupIngress",
+        "no step adds an ingress rule",
+    ),
+    (
+        "elasticloadbalancing:ModifyRule",
+        "no step changes the rule's path",
+    ),
+    (
+        "elasticloadbalancing:RemoveTags",
+        "no step adds a stale tag",
+    ),
+    (
+        "elasticloadbalancing:ModifyTargetGroupAttributes",
+        "no step changes the deregistration delay",
+    ),
+    (
+        "ssm:AddTagsToResource",
+        "no step removes the parameter's tags",
+    ),
+    ("s3:PutBucketAcl", "no step makes the bucket public-read"),
+    ("s3:DeleteBucketPolicy", "no step puts a bucket policy"),
+    (
+        "s3:PutBucketPolicy",
+        "stackwarden never writes a policy it did not find",
+    ),
+    ("s3:PutBucketVersioning", "no step enables versioning"),
+    (
+        "s3:CreateBucket",
+        "moto's name for the bucket puts above, which keep it granted",
+    ),
+    (
+        "ec2:CreateTags",
+        "moto tags on create without checking it, and no step removes a tag",
+    ),
+    (
+        "elasticloadbalancing:AddTags",
+        "moto tags on create without checking it, and no step removes a tag",
+    ),
+    (
+        "elasticloadbalancing:DeregisterTargets",
+        "no step replaces the instance",
+    ),
+    (
+        "ec2:DescribeImages",
+        "read for the AMI's root device; no step here fails without it",
+    ),
+    (
+        "iam:GetPolicy",
+        "the seeded role's managed policy is read through ListPolicies and GetPolicyVersion",
+    ),
+    ("iam:GetRolePolicy", "the seeded role has no inline policy"),
+    (
+        "s3:GetBucketAcl",
+        "no step here fails without it (the ACL is read only while ACLs are enabled)",
+    ),
+];
+
+#[tokio::test]
+async fn each_action_of_the_ci_policy_is_needed_by_a_step() {
+    use futures_util::StreamExt;
+    let all: Vec<&'static str> = stackwarden::provider::aws::permissions::actions(Principal::Ci)
+        .into_keys()
+        .collect();
+    let to_drop: Vec<&'static str> = all
+        .iter()
+        .copied()
+        .filter(|a| !NOT_SHOWN_HERE.iter().any(|(n, _)| n == a))
+        .collect();
+    // Three worlds at a time: each is a moto server and a stack applied from empty.
+    let broken: Vec<(&str, Result<&str, String>)> = futures_util::stream::iter(to_drop)
+        .map(|action| async move {
+            let mut world = world_as(|w| without(&ci_policy(w), action)).await;
+            let done = run_steps(&mut world).await;
+            let outcome = match done.last() {
+                Some((step, Err(e))) if denied(e) => Ok(*step),
+                Some((step, Err(e))) => Err(format!("{step} failed, not denied: {e}")),
+                _ => Err("every step passed without it".to_string()),
+            };
+            (action, outcome)
+        })
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    let mut broken = broken;
+    broken.sort();
+    for (action, outcome) in &broken {
+        match outcome {
+            Ok(step) => eprintln!("without {action}: `{step}` is denied"),
+            Err(e) => eprintln!("without {action}: {e}"),
+        }
+    }
+    let unused: Vec<String> = broken
+        .iter()
+        .filter_map(|(a, o)| o.as_ref().err().map(|e| format!("{a}: {e}")))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "actions no step needs (or whose loss is not an AccessDenied):\n{}",
+        unused.join("\n")
+    );
+    for (action, _) in NOT_SHOWN_HERE {
+        assert!(
+            all.contains(action),
+            "{action} is listed as not shown here, but the policy no longer holds it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denied_repair_is_tried_once_names_the_action_and_the_rest_converges() {
+    let world = world_as(|w| without(&ci_policy(w), "ec2:ModifyInstanceMetadataOptions")).await;
+    world.try_apply().await.expect("apply from empty");
+    set_metadata(&world, "optional", 2).await;
+    revoke_pyroscope_rule(&world).await;
+    world.stats.reset();
+    let report = world.engine().apply(&world.desired).await;
+    let attempts: u64 = world
+        .stats
+        .snapshot()
+        .iter()
+        .filter(|(service, op, _, _)| service == "ec2" && op == "ModifyInstanceMetadataOptions")
+        .map(|(_, _, _, n)| n)
+        .sum();
+    let failures: Vec<_> = report.failures().collect();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    let denied = failures[0];
+    assert_eq!(denied.change.id.kind, Kind::Instance);
+    assert_eq!(
+        denied.class,
+        Some(stackwarden::plan::ErrorClass::PermissionDenied)
+    );
+    let error = denied.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("lack ec2:ModifyInstanceMetadataOptions")
+            && error.contains("user/stackwarden"),
+        "{error}"
+    );
+    // One attempt: the SDK does not retry it and apply does not try it again.
+    assert_eq!(attempts, 1);
+    assert!(!report.worth_retrying());
+    // The security group's repair went through all the same.
+    let plan = world.try_plan().await.expect("plan");
+    assert!(
+        plan.changes.iter().all(|c| c.id.kind == Kind::Instance),
+        "only the denied repair is left:\n{plan}"
+    );
+}
