@@ -127,6 +127,10 @@ pub struct PlanArgs {
     /// Which worlds to cover.
     #[arg(long, value_enum, default_value_t = Scope::All)]
     pub scope: Scope,
+    /// plan: also compare the instance role's policies with `iam-policy --for host` and name
+    /// the actions it lacks or holds beyond it (on stderr; the exit code stays the plan's).
+    #[arg(long)]
+    pub check_permissions: bool,
 }
 
 /// Options of run.
@@ -302,6 +306,13 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
+    if args.check_permissions
+        && !apply
+        && let Err(e) = check_permissions(&desired).await
+    {
+        eprintln!("stackwarden: {e:#}");
+        return ExitCode::from(exit::ERROR);
+    }
     let code = if apply {
         let lease = match take_lease(args, &desired).await {
             Ok(lease) => lease,
@@ -373,6 +384,53 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         eprint!("{stats}");
     }
     ExitCode::from(code)
+}
+
+/// `plan --check-permissions`: each observed instance role against the host policy.
+async fn check_permissions(desired: &Desired) -> anyhow::Result<()> {
+    use crate::provider::Provider;
+    use aws::permissions::{Principal, compare};
+    let config = aws::sdk_config(&desired.stack.region).await;
+    let provider = AwsProvider::new(&config, Arc::new(Stats::default()));
+    let observed = provider
+        .observe(desired)
+        .await
+        .context("observing the instance profile's role")?;
+    if observed.iam.is_empty() {
+        eprintln!("permissions: no instance profile is declared; nothing to check");
+    }
+    for (lookup, role) in &observed.iam {
+        let Some(role) = role else {
+            eprintln!(
+                "permissions: Lookup/{lookup}: the instance profile has no role (or IAM is not readable)"
+            );
+            continue;
+        };
+        let documents: Vec<String> = role.policies.iter().map(|p| p.document.clone()).collect();
+        let c = compare(&documents, Principal::Host)
+            .with_context(|| format!("reading the policies of role {}", role.name))?;
+        if c.lacking.is_empty() && c.beyond.is_empty() {
+            eprintln!(
+                "permissions: role {} holds exactly the actions of `iam-policy --for host`",
+                role.name
+            );
+        }
+        if !c.lacking.is_empty() {
+            eprintln!(
+                "permissions: role {} lacks {} (grant `iam-policy --for host`)",
+                role.name,
+                c.lacking.join(", ")
+            );
+        }
+        if !c.beyond.is_empty() {
+            eprintln!(
+                "permissions: role {} holds beyond `iam-policy --for host`: {}",
+                role.name,
+                c.beyond.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `apply` takes the stack's lease for its run, like a daemon: while another actor holds it,

@@ -8,6 +8,7 @@ mod architecture;
 mod aws;
 mod aws_ec2;
 mod aws_fields;
+mod check_permissions;
 mod cli;
 mod daemon;
 mod faults;

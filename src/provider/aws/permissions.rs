@@ -1050,5 +1050,80 @@ pub fn policy(principal: Principal, scope: &Scope) -> Value {
     json!({ "Version": "2012-10-17", "Statement": rendered })
 }
 
+/// A live role's policies against what a principal needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Comparison {
+    /// Needed actions no Allow statement grants.
+    pub lacking: Vec<&'static str>,
+    /// Granted beyond the need: an action not needed, a wildcard, or a `NotAction` (which
+    /// grants everything but a few).
+    pub beyond: Vec<String>,
+}
+
+/// Compares the Allow statements of `documents` (IAM policy JSON) with what `principal` needs.
+/// Actions only: resources, conditions and Deny statements are not weighed, so a role can
+/// still be broader (or narrower) in what it may touch.
+pub fn compare(
+    documents: &[String],
+    principal: Principal,
+) -> Result<Comparison, serde_json::Error> {
+    let needed = actions(principal);
+    let mut granted: Vec<String> = Vec::new();
+    let mut beyond: Vec<String> = Vec::new();
+    for text in documents {
+        let doc: Value = serde_json::from_str(text)?;
+        let statements = match &doc["Statement"] {
+            Value::Array(list) => list.clone(),
+            one @ Value::Object(_) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        for s in statements.iter().filter(|s| s["Effect"] == "Allow") {
+            let list = |v: &Value| -> Vec<String> {
+                match v {
+                    Value::String(a) => vec![a.clone()],
+                    Value::Array(l) => l
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            };
+            for a in list(&s["NotAction"]) {
+                beyond.push(format!("NotAction {a}"));
+            }
+            granted.extend(list(&s["Action"]));
+        }
+    }
+    let lacking = needed
+        .keys()
+        .copied()
+        .filter(|n| !granted.iter().any(|g| matches_action(g, n)))
+        .collect();
+    for g in &granted {
+        let exact_and_needed =
+            !g.contains(['*', '?']) && needed.keys().any(|n| n.eq_ignore_ascii_case(g));
+        if !exact_and_needed {
+            beyond.push(g.clone());
+        }
+    }
+    beyond.sort();
+    beyond.dedup();
+    Ok(Comparison { lacking, beyond })
+}
+
+/// IAM's action matching: case-insensitive, `*` any run of characters, `?` one character.
+fn matches_action(pattern: &str, action: &str) -> bool {
+    fn go(p: &[u8], a: &[u8]) -> bool {
+        match (p.first(), a.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], a) || (!a.is_empty() && go(p, &a[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &a[1..]),
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => go(&p[1..], &a[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), action.as_bytes())
+}
+
 #[cfg(test)]
 mod tests;

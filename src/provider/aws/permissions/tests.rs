@@ -216,3 +216,48 @@ fn every_implied_action_follows_a_call_in_the_table() {
         );
     }
 }
+
+#[test]
+fn a_role_holding_the_host_policy_lacks_nothing_and_holds_nothing_beyond() {
+    let doc = policy(Principal::Host, &scope()).to_string();
+    assert_eq!(
+        compare(&[doc], Principal::Host).expect("json"),
+        Comparison::default()
+    );
+}
+
+#[test]
+fn a_role_is_told_what_it_lacks_and_what_it_holds_beyond() {
+    let doc = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            { "Effect": "Allow", "Action": ["ec2:Describe*", "s3:*Object", "ec2:RunInstances"], "Resource": "*" },
+            { "Effect": "Allow", "NotAction": "iam:*", "Resource": "*" },
+            { "Effect": "Deny", "Action": "ssm:*", "Resource": "*" }
+        ]
+    })
+    .to_string();
+    let c = compare(&[doc], Principal::Readonly).expect("json");
+    assert!(c.lacking.contains(&"iam:GetInstanceProfile"), "{c:?}");
+    assert!(c.lacking.contains(&"ssm:GetParameterHistory"), "{c:?}");
+    assert!(!c.lacking.iter().any(|a| a.starts_with("ec2:")), "{c:?}");
+    assert_eq!(
+        c.beyond,
+        vec![
+            "NotAction iam:*",
+            "ec2:Describe*",
+            "ec2:RunInstances",
+            "s3:*Object"
+        ]
+    );
+}
+
+#[test]
+fn action_patterns_match_as_iam_does() {
+    assert!(matches_action("ec2:Describe*", "ec2:DescribeVpcs"));
+    assert!(matches_action("EC2:describevpcs", "ec2:DescribeVpcs"));
+    assert!(matches_action("s3:?etObject", "s3:GetObject"));
+    assert!(matches_action("*", "s3:GetObject"));
+    assert!(!matches_action("ec2:Describe*", "ec2:RunInstances"));
+    assert!(!matches_action("s3:GetObject", "s3:GetObjectAcl"));
+}
