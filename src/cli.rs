@@ -47,6 +47,44 @@ pub enum Command {
     Apply(PlanArgs),
     /// Run as a daemon: watch, reconcile, serve status.
     Run(RunArgs),
+    /// Print the IAM policy (JSON) one principal needs for this stack, scoped to its resources.
+    IamPolicy(IamPolicyArgs),
+}
+
+/// Options of iam-policy.
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Manifests and environment.
+    #[command(flatten)]
+    pub common: Common,
+    /// The principal: the CI role (plan and apply), the pull-request role (plan), or the
+    /// host's instance role (the daemon's reads and its lease).
+    #[arg(long = "for", value_enum)]
+    pub principal: PolicyFor,
+    /// The stack's AWS account (default: the account of the credentials in use, from STS).
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+/// The principals `iam-policy` writes policies for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFor {
+    /// The CI role: observe, every write, the lease.
+    Ci,
+    /// The pull-request role: observe only, no write action.
+    Readonly,
+    /// The instance role: observe and the lease.
+    Host,
+}
+
+impl From<PolicyFor> for aws::permissions::Principal {
+    fn from(p: PolicyFor) -> Self {
+        match p {
+            PolicyFor::Ci => aws::permissions::Principal::Ci,
+            PolicyFor::Readonly => aws::permissions::Principal::Readonly,
+            PolicyFor::Host => aws::permissions::Principal::Host,
+        }
+    }
 }
 
 /// Options every command takes.
@@ -89,6 +127,10 @@ pub struct PlanArgs {
     /// Which worlds to cover.
     #[arg(long, value_enum, default_value_t = Scope::All)]
     pub scope: Scope,
+    /// plan: also compare the instance role's policies with `iam-policy --for host` and name
+    /// the actions it lacks or holds beyond it (on stderr; the exit code stays the plan's).
+    #[arg(long)]
+    pub check_permissions: bool,
 }
 
 /// Options of run.
@@ -140,6 +182,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(common) => validate(&common),
         Command::Plan(args) => converge(&args, false).await,
         Command::Apply(args) => converge(&args, true).await,
+        Command::IamPolicy(args) => match iam_policy(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
         Command::Run(args) => match daemon(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -147,6 +196,32 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(exit::ERROR)
             }
         },
+    }
+}
+
+/// `iam-policy`: the policy document one principal needs, derived from the table of calls.
+async fn iam_policy(args: &IamPolicyArgs) -> anyhow::Result<()> {
+    let loaded = args.common.load().context("loading the manifests")?;
+    let mut desired = loaded.desired;
+    let account = match &args.account {
+        Some(account) => account.clone(),
+        None => {
+            let config = aws::sdk_config(&desired.stack.region).await;
+            AwsProvider::new(&config, Arc::new(Stats::default()))
+                .account_id()
+                .await
+                .context("finding the AWS account of the credentials in use (or pass --account)")?
+        }
+    };
+    manifest::fill_runtime(&mut desired, &account);
+    let scope = aws::permissions::Scope::of(&desired, &account);
+    let document = aws::permissions::policy(args.principal.into(), &scope);
+    let text = serde_json::to_string_pretty(&document).context("rendering the policy")?;
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // The reader went away (`| head`): nothing left to tell it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the policy to stdout"),
     }
 }
 
@@ -222,6 +297,13 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
+    if args.check_permissions
+        && !apply
+        && let Err(e) = check_permissions(&desired).await
+    {
+        eprintln!("stackwarden: {e:#}");
+        return ExitCode::from(exit::ERROR);
+    }
     let code = if apply {
         let lease = match take_lease(args, &desired).await {
             Ok(lease) => lease,
@@ -293,6 +375,53 @@ async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
         eprint!("{stats}");
     }
     ExitCode::from(code)
+}
+
+/// `plan --check-permissions`: each observed instance role against the host policy.
+async fn check_permissions(desired: &Desired) -> anyhow::Result<()> {
+    use crate::provider::Provider;
+    use aws::permissions::{Principal, compare};
+    let config = aws::sdk_config(&desired.stack.region).await;
+    let provider = AwsProvider::new(&config, Arc::new(Stats::default()));
+    let observed = provider
+        .observe(desired)
+        .await
+        .context("observing the instance profile's role")?;
+    if observed.iam.is_empty() {
+        eprintln!("permissions: no instance profile is declared; nothing to check");
+    }
+    for (lookup, role) in &observed.iam {
+        let Some(role) = role else {
+            eprintln!(
+                "permissions: Lookup/{lookup}: the instance profile has no role (or IAM is not readable)"
+            );
+            continue;
+        };
+        let documents: Vec<String> = role.policies.iter().map(|p| p.document.clone()).collect();
+        let c = compare(&documents, Principal::Host)
+            .with_context(|| format!("reading the policies of role {}", role.name))?;
+        if c.lacking.is_empty() && c.beyond.is_empty() {
+            eprintln!(
+                "permissions: role {} holds exactly the actions of `iam-policy --for host`",
+                role.name
+            );
+        }
+        if !c.lacking.is_empty() {
+            eprintln!(
+                "permissions: role {} lacks {} (grant `iam-policy --for host`)",
+                role.name,
+                c.lacking.join(", ")
+            );
+        }
+        if !c.beyond.is_empty() {
+            eprintln!(
+                "permissions: role {} holds beyond `iam-policy --for host`: {}",
+                role.name,
+                c.beyond.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `apply` takes the stack's lease for its run, like a daemon: while another actor holds it,

@@ -701,9 +701,14 @@ pub enum ErrorClass {
     /// Worth trying again soon: throttling, a 5xx, a timeout, a refused or dropped
     /// connection, a conflict with a concurrent change.
     Transient,
-    /// Trying again changes nothing until someone acts: access denied, an invalid
-    /// parameter, a resource owned by someone else.
+    /// Trying again changes nothing until someone acts: an invalid parameter, a resource
+    /// owned by someone else.
     Permanent,
+    /// The credentials in use lack a permission: permanent too (never retried within a pass,
+    /// looked at again at the next resync), and told apart so that the error can name the
+    /// action to grant (`stackwarden iam-policy`).
+    #[serde(rename = "permission-denied")]
+    PermissionDenied,
     /// The thing named does not exist (any more).
     NotFound,
 }
@@ -714,6 +719,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Transient => "transient",
             ErrorClass::Permanent => "permanent",
+            ErrorClass::PermissionDenied => "permission-denied",
             ErrorClass::NotFound => "notfound",
         }
     }
@@ -721,7 +727,7 @@ impl ErrorClass {
     /// True when trying again soon may succeed. A vanished resource counts: the next
     /// observe sees it gone and plans accordingly.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorClass::Permanent)
+        !matches!(self, ErrorClass::Permanent | ErrorClass::PermissionDenied)
     }
 }
 

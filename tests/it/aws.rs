@@ -11,6 +11,9 @@ use stackwarden::provider::{CallKind, Stats};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Proven least privilege: the generated IAM policies against enforcing IAM.
+mod least_privilege;
+
 /// The Grafana admin password the tests put in the parameter's value file.
 const PASSWORD: &str = "correct-horse-battery-staple";
 

@@ -138,8 +138,10 @@ async fn a_bucket_that_refuses_reads_is_unknown_and_the_rest_is_still_repaired()
     let out = text(&plan);
     assert_eq!(plan.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("? Bucket/data not observed (permanent)") && out.contains("AccessDenied"),
-        "the bucket is named Unknown with its class and error:\n{out}"
+        out.contains("? Bucket/data not observed (permission-denied)")
+            && out.contains("AccessDenied")
+            && out.contains("permission denied: the credentials in use lack s3:"),
+        "the bucket is named Unknown with its class, the action to grant and AWS's error:\n{out}"
     );
     assert!(
         out.contains("- ingress[tcp/22 0.0.0.0/0]"),

@@ -29,11 +29,24 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeoutException",
 ];
 
+/// Service codes that mean "the credentials in use may not do this" (EC2 says
+/// UnauthorizedOperation, ELBv2 and IAM AccessDenied, SSM AccessDeniedException, S3
+/// AccessDenied, SNS-style query services AuthorizationError).
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthorizationError",
+];
+
 /// Classifies a service error code (and the HTTP status when known).
 pub fn class_of_code(code: Option<&str>, status: Option<u16>) -> ErrorClass {
     if let Some(code) = code {
         if TRANSIENT_CODES.contains(&code) {
             return ErrorClass::Transient;
+        }
+        if DENIED_CODES.contains(&code) {
+            return ErrorClass::PermissionDenied;
         }
         if code.starts_with("NoSuch") || code.contains("NotFound") {
             return ErrorClass::NotFound;
@@ -42,6 +55,9 @@ pub fn class_of_code(code: Option<&str>, status: Option<u16>) -> ErrorClass {
     match status {
         Some(s) if s >= 500 || s == 429 => ErrorClass::Transient,
         Some(404) if code.is_none() => ErrorClass::NotFound,
+        // A 403 the SDK could not read a code from (moto's XML answers to JSON-protocol
+        // calls): a denial is the only thing a 403 without a code says.
+        Some(403) if code.is_none() => ErrorClass::PermissionDenied,
         _ => ErrorClass::Permanent,
     }
 }
@@ -112,7 +128,7 @@ impl AwsError {
         let (class, summary) = match &err {
             SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
                 let class = class_of_code(code.as_deref(), status);
-                let summary = match (err.code(), err.message()) {
+                let said = match (err.code(), err.message()) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
                     (Some(c), None) => c.to_string(),
                     (None, Some(m)) => m.to_string(),
@@ -120,6 +136,18 @@ impl AwsError {
                         Some(s) => format!("unreadable response (HTTP {s})"),
                         None => "unreadable response".to_string(),
                     },
+                };
+                // AWS's message names the principal it judged; the action to grant is ours
+                // to name, from the table the policies are made of.
+                let summary = if class == ErrorClass::PermissionDenied {
+                    match super::permissions::action_of_operation(operation) {
+                        Some(action) => format!(
+                            "permission denied: the credentials in use lack {action} (grant it: `stackwarden iam-policy`; {said})"
+                        ),
+                        None => format!("permission denied ({said})"),
+                    }
+                } else {
+                    said
                 };
                 (class, summary)
             }
@@ -236,13 +264,39 @@ mod tests {
     }
 
     #[test]
-    fn denied_and_invalid_requests_are_permanent() {
-        for code in [
-            "AccessDenied",
-            "UnauthorizedOperation",
-            "InvalidParameterValue",
-            "ValidationError",
+    fn denied_requests_are_permission_denied_and_never_retried() {
+        for (code, status) in [
+            (Some("AccessDenied"), Some(403)),
+            (Some("AccessDeniedException"), Some(400)),
+            (Some("UnauthorizedOperation"), Some(403)),
+            (Some("AuthorizationError"), Some(403)),
+            (None, Some(403)),
         ] {
+            let class = class_of_code(code, status);
+            assert_eq!(class, ErrorClass::PermissionDenied, "{code:?} {status:?}");
+            assert!(!class.is_retryable());
+        }
+    }
+
+    #[test]
+    fn a_denial_names_the_action_to_grant() {
+        assert_eq!(
+            crate::provider::aws::permissions::action_of_operation("GetBucketEncryption"),
+            Some("s3:GetEncryptionConfiguration")
+        );
+        assert_eq!(
+            crate::provider::aws::permissions::action_of_operation("CreateSecurityGroup"),
+            Some("ec2:CreateSecurityGroup")
+        );
+        assert_eq!(
+            crate::provider::aws::permissions::action_of_operation("NoSuchCall"),
+            None
+        );
+    }
+
+    #[test]
+    fn invalid_requests_are_permanent() {
+        for code in ["InvalidParameterValue", "ValidationError"] {
             assert_eq!(
                 class_of_code(Some(code), Some(400)),
                 ErrorClass::Permanent,

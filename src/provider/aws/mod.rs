@@ -9,6 +9,7 @@ mod ec2;
 mod elbv2;
 mod error;
 mod iam;
+pub mod permissions;
 mod s3;
 mod ssm;
 
