@@ -9,6 +9,8 @@
 //! firing, and it only notifies once its group waited. A drift repaired in a second would
 //! otherwise reach nobody.
 
+use super::transport::Client;
+pub use super::transport::{DeliveryError, FailureKind};
 use super::{Alert, Event};
 use crate::model::{Receiver, ReceiverType, SecretSource};
 use serde::Serialize;
@@ -16,7 +18,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -31,42 +32,12 @@ pub const REFRESH: Duration = Duration::from_secs(60);
 /// The `endsAt` of a firing alert: how long Alertmanager keeps it without a refresh (several
 /// refreshes, so a slow pass or a short outage never flaps it).
 pub const VALIDITY: Duration = Duration::from_secs(300);
-/// One delivery attempt's deadline.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First retry delay after a failed delivery; doubled up to [`RETRY_MAX`].
 const RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The header carrying a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Stackwarden-Signature";
-
-/// Why a delivery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The URL is not one this client speaks.
-    #[error("`{0}` is not an http:// URL")]
-    Url(String),
-    /// Connecting, writing or reading failed.
-    #[error("{url}: {source}")]
-    Io {
-        /// Where.
-        url: String,
-        /// What.
-        #[source]
-        source: std::io::Error,
-    },
-    /// No answer within the deadline.
-    #[error("{0}: no answer within 5 s")]
-    Timeout(String),
-    /// The receiver answered with an error status.
-    #[error("{url}: answered HTTP {status}")]
-    Status {
-        /// Where.
-        url: String,
-        /// The status code.
-        status: u16,
-    },
-}
 
 /// One alert's state in an outbox.
 #[derive(Debug, Clone)]
@@ -296,9 +267,17 @@ impl Dispatcher {
                 },
                 None => None,
             };
+            let client = match Client::new(None) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("receiver {}: {e}", receiver.name));
+                    continue;
+                }
+            };
             let outbox = Arc::new(Outbox::default());
             let task = tokio::spawn(send_loop(
                 receiver.clone(),
+                client,
                 key,
                 outbox.clone(),
                 self.metrics.clone(),
@@ -386,6 +365,7 @@ fn read_key(source: &SecretSource) -> Result<Key, String> {
 /// Sends what falls due, forever: retries with backoff while the receiver fails.
 async fn send_loop(
     receiver: Receiver,
+    client: Client,
     key: Option<Key>,
     outbox: Arc<Outbox>,
     metrics: Option<Arc<dyn Counts>>,
@@ -409,8 +389,8 @@ async fn send_loop(
         }
         let batch = outbox.snapshot(&due);
         let result = match receiver.kind {
-            ReceiverType::Alertmanager => post_alertmanager(&receiver.url, &batch).await,
-            ReceiverType::Webhook => post_webhooks(&receiver, key.as_ref(), &batch).await,
+            ReceiverType::Alertmanager => post_alertmanager(&client, &receiver.url, &batch).await,
+            ReceiverType::Webhook => post_webhooks(&client, &receiver, key.as_ref(), &batch).await,
         };
         match result {
             Ok(()) => {
@@ -454,7 +434,11 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// One POST of every due alert to `/api/v2/alerts`: firing ones valid for [`VALIDITY`],
 /// resolved ones ending when they were repaired.
-async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), DeliveryError> {
+async fn post_alertmanager(
+    client: &Client,
+    base: &str,
+    batch: &[(Entry, Phase)],
+) -> Result<(), DeliveryError> {
     let now = SystemTime::now();
     let body: Vec<Postable<'_>> = batch
         .iter()
@@ -471,7 +455,9 @@ async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), D
         .collect();
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-    post(&url, &[], &json).await
+    client
+        .post_json(&url, &http::HeaderMap::new(), json.into())
+        .await
 }
 
 /// The body a webhook receives for one alert.
@@ -493,6 +479,7 @@ struct WebhookBody<'a> {
 
 /// One signed POST per due alert, in order.
 async fn post_webhooks(
+    client: &Client,
     receiver: &Receiver,
     key: Option<&Key>,
     batch: &[(Entry, Phase)],
@@ -513,11 +500,16 @@ async fn post_webhooks(
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let signature = key.map(|k| format!("sha256={}", sign(&k.0, &json)));
-        let headers: Vec<(&str, &str)> = signature
-            .as_deref()
-            .map(|s| vec![(SIGNATURE_HEADER, s)])
-            .unwrap_or_default();
-        post(&receiver.url, &headers, &json).await?;
+        let mut headers = http::HeaderMap::new();
+        if let Some(s) = signature {
+            // Hex digits only: always a valid header value.
+            if let Ok(v) = http::HeaderValue::from_str(&s) {
+                headers.insert(SIGNATURE_HEADER, v);
+            }
+        }
+        client
+            .post_json(&receiver.url, &headers, json.into())
+            .await?;
     }
     Ok(())
 }
@@ -533,69 +525,6 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
         }
         Err(_) => String::new(),
     }
-}
-
-/// A plain HTTP/1.1 POST of a JSON body, `Connection: close`; 2xx is success. The bodies
-/// are small and the receivers few: one connection per delivery keeps this client tiny.
-async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), DeliveryError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| DeliveryError::Url(url.to_string()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let io = |source| DeliveryError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(io)?;
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nUser-Agent: stackwarden\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        // The status line is all we need; read a bounded prefix of the answer.
-        let mut answer = vec![0u8; 512];
-        let mut filled = 0;
-        while filled < answer.len() {
-            let n = stream.read(&mut answer[filled..]).await.map_err(io)?;
-            if n == 0 || answer[..filled + n].windows(2).any(|w| w == b"\r\n") {
-                filled += n;
-                break;
-            }
-            filled += n;
-        }
-        let line = String::from_utf8_lossy(&answer[..filled]);
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(DeliveryError::Status {
-                url: url.to_string(),
-                status,
-            })
-        }
-    };
-    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-        .await
-        .map_err(|_| DeliveryError::Timeout(url.to_string()))?
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! changed the stack.
 
 pub mod deliver;
+pub mod transport;
 
 use crate::engine::acknowledged;
 use crate::model::{Desired, Kind, Mode, ResourceId};
