@@ -12,7 +12,8 @@
 use super::transport::Client;
 pub use super::transport::{DeliveryError, FailureKind};
 use super::{Alert, Event};
-use crate::model::{Receiver, ReceiverType, SecretSource};
+use crate::model::{Receiver, ReceiverAuth, ReceiverType, SecretSource};
+use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -267,8 +268,12 @@ impl Dispatcher {
                 },
                 None => None,
             };
-            let client = match Client::new(None) {
-                Ok(c) => c,
+            let ca = receiver.tls.as_ref().and_then(|t| t.ca_file.as_deref());
+            let setup = Client::new(ca)
+                .map_err(|e| e.to_string())
+                .and_then(|c| Ok((c, request_headers(receiver)?)));
+            let (client, headers) = match setup {
+                Ok(x) => x,
                 Err(e) => {
                     errors.push(format!("receiver {}: {e}", receiver.name));
                     continue;
@@ -278,6 +283,7 @@ impl Dispatcher {
             let task = tokio::spawn(send_loop(
                 receiver.clone(),
                 client,
+                headers,
                 key,
                 outbox.clone(),
                 self.metrics.clone(),
@@ -352,6 +358,54 @@ impl Dispatcher {
     }
 }
 
+/// The headers every request to `receiver` carries: its declared ones, then its credential
+/// (read now from its file, marked sensitive so that no HTTP layer ever logs it). An error
+/// names the file, never its content.
+fn request_headers(receiver: &Receiver) -> Result<HeaderMap, String> {
+    let mut out = HeaderMap::new();
+    for (name, value) in &receiver.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header `{name}` is not a valid header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
+        out.insert(name, value);
+    }
+    let credential = match &receiver.auth {
+        Some(ReceiverAuth {
+            basic: Some(b),
+            bearer_token_file: None,
+        }) => {
+            use base64::Engine;
+            let password = read_secret(&b.password_file, "auth.basic.passwordFile")?;
+            let pair = format!("{}:{password}", b.username);
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+        Some(ReceiverAuth {
+            basic: None,
+            bearer_token_file: Some(path),
+        }) => Some(format!(
+            "Bearer {}",
+            read_secret(path, "auth.bearerTokenFile")?
+        )),
+        Some(_) => return Err("auth names neither or both of basic and bearerTokenFile".into()),
+        None => None,
+    };
+    if let Some(c) = credential {
+        let mut value = HeaderValue::from_str(&c)
+            .map_err(|_| "the credential holds characters a header cannot carry".to_string())?;
+        value.set_sensitive(true);
+        out.insert(http::header::AUTHORIZATION, value);
+    }
+    Ok(out)
+}
+
+fn read_secret(path: &std::path::Path, field: &str) -> Result<String, String> {
+    crate::manifest::secret::read_file(path).map_err(|e| format!("{field}: {e}"))
+}
+
 /// A signing key, never shown.
 struct Key(Vec<u8>);
 
@@ -366,6 +420,7 @@ fn read_key(source: &SecretSource) -> Result<Key, String> {
 async fn send_loop(
     receiver: Receiver,
     client: Client,
+    headers: HeaderMap,
     key: Option<Key>,
     outbox: Arc<Outbox>,
     metrics: Option<Arc<dyn Counts>>,
@@ -389,8 +444,12 @@ async fn send_loop(
         }
         let batch = outbox.snapshot(&due);
         let result = match receiver.kind {
-            ReceiverType::Alertmanager => post_alertmanager(&client, &receiver.url, &batch).await,
-            ReceiverType::Webhook => post_webhooks(&client, &receiver, key.as_ref(), &batch).await,
+            ReceiverType::Alertmanager => {
+                post_alertmanager(&client, &receiver.url, &headers, &batch).await
+            }
+            ReceiverType::Webhook => {
+                post_webhooks(&client, &receiver, &headers, key.as_ref(), &batch).await
+            }
         };
         match result {
             Ok(()) => {
@@ -437,6 +496,7 @@ fn rfc3339(t: SystemTime) -> String {
 async fn post_alertmanager(
     client: &Client,
     base: &str,
+    headers: &HeaderMap,
     batch: &[(Entry, Phase)],
 ) -> Result<(), DeliveryError> {
     let now = SystemTime::now();
@@ -455,9 +515,7 @@ async fn post_alertmanager(
         .collect();
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-    client
-        .post_json(&url, &http::HeaderMap::new(), json.into())
-        .await
+    client.post_json(&url, headers, json.into()).await
 }
 
 /// The body a webhook receives for one alert.
@@ -481,6 +539,7 @@ struct WebhookBody<'a> {
 async fn post_webhooks(
     client: &Client,
     receiver: &Receiver,
+    common: &HeaderMap,
     key: Option<&Key>,
     batch: &[(Entry, Phase)],
 ) -> Result<(), DeliveryError> {
@@ -500,7 +559,7 @@ async fn post_webhooks(
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let signature = key.map(|k| format!("sha256={}", sign(&k.0, &json)));
-        let mut headers = http::HeaderMap::new();
+        let mut headers = common.clone();
         if let Some(s) = signature {
             // Hex digits only: always a valid header value.
             if let Ok(v) = http::HeaderValue::from_str(&s) {

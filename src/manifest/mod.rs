@@ -170,6 +170,7 @@ pub fn load_in(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Loa
         }
         if let Some(mut resource) = schema::read_resource(value, &mut r) {
             read_sources(&mut resource, file, &values, &repo, &mut reader, &mut r);
+            resolve_receiver_files(&mut resource, file);
             resources.push((resource, i));
         }
     }
@@ -353,6 +354,35 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
 /// A file refused because it resolves outside the repository, at its first line.
 fn escape_diagnostic(file: &Path, e: &repository::Escape) -> Diagnostic {
     Diagnostic::at_file_start(file, e.to_string(), e.fix())
+}
+
+/// Makes a receiver's relative file paths (CA bundle, password, token) relative to the
+/// manifest's directory, as `source:` is: the daemon reads them later, from whatever
+/// directory it runs in. The files are read only by the daemon (they are credentials on the
+/// host, not repository content), so they are not confined to the repository.
+fn resolve_receiver_files(resource: &mut Resource, manifest: &Path) {
+    let Spec::Stack(spec) = &mut resource.spec else {
+        return;
+    };
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &mut std::path::PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for rcv in &mut spec.alerts.receivers {
+        if let Some(ca) = rcv.tls.as_mut().and_then(|t| t.ca_file.as_mut()) {
+            resolve(ca);
+        }
+        if let Some(auth) = &mut rcv.auth {
+            if let Some(b) = &mut auth.basic {
+                resolve(&mut b.password_file);
+            }
+            if let Some(t) = &mut auth.bearer_token_file {
+                resolve(t);
+            }
+        }
+    }
 }
 
 /// Reads ConfigFile `source:` files (relative to the manifest, confined to the repository)

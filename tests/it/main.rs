@@ -17,6 +17,7 @@ mod local_world;
 mod manifests;
 mod own_container;
 mod partial;
+mod receivers;
 mod report;
 mod secrets;
 mod support;
