@@ -213,7 +213,12 @@ struct Running {
 pub struct Dispatcher {
     running: Vec<Running>,
     metrics: Option<Arc<dyn Counts>>,
+    /// Where the proxy variables are read from; `None`: the process's environment.
+    environment: Option<Environment>,
 }
+
+/// Reads an environment variable by name.
+pub type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -237,7 +242,16 @@ impl Dispatcher {
         Dispatcher {
             running: Vec::new(),
             metrics: Some(metrics),
+            environment: None,
         }
+    }
+
+    /// Reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` through `lookup`
+    /// instead of the process's environment (which a test cannot change safely while other
+    /// threads run).
+    pub fn with_environment(mut self, lookup: Environment) -> Dispatcher {
+        self.environment = Some(lookup);
+        self
     }
 
     /// Starts, keeps or stops receivers to match `receivers`. A receiver kept by name keeps
@@ -251,12 +265,16 @@ impl Dispatcher {
             .map(|r| (r.receiver.name.clone(), r))
             .collect();
         for receiver in receivers {
+            // A receiver edited in place (a CA bundle added to one failing on TLS, say) keeps
+            // its outbox: what it could not deliver is delivered by the new configuration.
+            let mut kept = None;
             if let Some(r) = old.remove(&receiver.name) {
                 if r.receiver == *receiver && !r.task.is_finished() {
                     self.running.push(r);
                     continue;
                 }
                 r.task.abort();
+                kept = Some(r.outbox.clone());
             }
             let key = match &receiver.signing_key {
                 Some(source) => match read_key(source) {
@@ -269,7 +287,11 @@ impl Dispatcher {
                 None => None,
             };
             let ca = receiver.tls.as_ref().and_then(|t| t.ca_file.as_deref());
-            let setup = Client::new(ca)
+            let proxy = match &self.environment {
+                Some(lookup) => super::transport::proxy_from(|n| lookup(n)),
+                None => super::transport::proxy_from(|n| std::env::var(n).ok()),
+            };
+            let setup = Client::new(ca, proxy)
                 .map_err(|e| e.to_string())
                 .and_then(|c| Ok((c, request_headers(receiver)?)));
             let (client, headers) = match setup {
@@ -279,7 +301,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let outbox = Arc::new(Outbox::default());
+            let outbox = kept.unwrap_or_default();
             let task = tokio::spawn(send_loop(
                 receiver.clone(),
                 client,

@@ -231,9 +231,9 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client trusting the system roots plus `ca_file`'s certificates, with the proxy the
-    /// environment names now.
-    pub fn new(ca_file: Option<&Path>) -> Result<Client, DeliveryError> {
+    /// A client trusting the system roots plus `ca_file`'s certificates, through `proxy`
+    /// (see [`proxy_from`]).
+    pub fn new(ca_file: Option<&Path>, proxy: Matcher) -> Result<Client, DeliveryError> {
         let mut roots = system_roots().clone();
         if let Some(path) = ca_file {
             for cert in read_ca(path)? {
@@ -253,7 +253,7 @@ impl Client {
             .with_no_client_auth();
         Ok(Client {
             tls: Arc::new(tls),
-            proxy: Arc::new(Matcher::from_env()),
+            proxy: Arc::new(proxy),
         })
     }
 
@@ -360,8 +360,11 @@ impl Client {
             }
         });
         let _abort = AbortOnDrop(driver);
+        // Header names only: their values include the credential.
+        tracing::trace!(origin = %shown, proxied = proxy.is_some(), headers = ?req.headers().keys().collect::<Vec<_>>(), "alert delivery sent");
         let resp = sender.send_request(req).await.map_err(http_err)?;
         let status = resp.status();
+        tracing::trace!(origin = %shown, status = status.as_u16(), "alert delivery answered");
         let location = resp
             .headers()
             .get(LOCATION)
@@ -435,6 +438,30 @@ impl Client {
     }
 }
 
+/// The proxy settings `lookup` gives, read as curl reads them: `ALL_PROXY`, `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `NO_PROXY`, each upper case first, then lower case.
+pub fn proxy_from(lookup: impl Fn(&str) -> Option<String>) -> Matcher {
+    let get = |name: &str| {
+        lookup(name)
+            .or_else(|| lookup(&name.to_ascii_lowercase()))
+            .filter(|v| !v.is_empty())
+    };
+    let mut b = Matcher::builder();
+    if let Some(v) = get("ALL_PROXY") {
+        b = b.all(v);
+    }
+    if let Some(v) = get("HTTPS_PROXY") {
+        b = b.https(v);
+    }
+    if let Some(v) = get("HTTP_PROXY") {
+        b = b.http(v);
+    }
+    if let Some(v) = get("NO_PROXY") {
+        b = b.no(v);
+    }
+    b.build()
+}
+
 /// A byte stream a request goes over: TCP, or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -502,7 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_url_that_is_not_http_is_refused_as_configuration() {
-        let c = Client::new(None).expect("client");
+        let c = Client::new(None, proxy_from(|_| None)).expect("client");
         let e = c
             .post_json("ftp://x/", &HeaderMap::new(), Bytes::new())
             .await
@@ -515,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate\n").expect("write");
-        let e = Client::new(Some(&path)).expect_err("refused");
+        let e = Client::new(Some(&path), proxy_from(|_| None)).expect_err("refused");
         assert_eq!(e.kind(), FailureKind::Config);
     }
 }

@@ -92,3 +92,271 @@ fn a_plain_http_receiver_on_another_host_warns_and_one_on_loopback_does_not() {
     assert!(!stderr.contains("receiver near"), "{stderr}");
     assert!(!stderr.contains("receiver tls"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Delivery to real servers on loopback, through the daemon's own dispatcher.
+
+use crate::support::alertmanager::Alertmanager;
+use crate::support::tls::{Pki, Tinyproxy, TlsSink};
+use serde_json::json;
+use stackwarden::alerts::deliver::{Dispatcher, ReceiverStatus};
+use stackwarden::alerts::{Alert, AlertName, Event};
+use stackwarden::model::Receiver;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+const PASSWORD: &str = "am-pa55word-not-for-logs";
+const TOKEN: &str = "bearer-t0ken-not-for-logs";
+const SIGNING_KEY: &str = "signing-k3y-not-for-logs";
+const DELIVERY: Duration = Duration::from_secs(30);
+
+fn receiver(value: serde_json::Value) -> Receiver {
+    serde_json::from_value(value).expect("a receiver as a manifest declares it")
+}
+
+fn drift(resource: &str) -> Alert {
+    let labels: BTreeMap<String, String> = [
+        ("alertname", "StackDrift"),
+        ("stack", "receivers-test"),
+        ("kind", "Container"),
+        ("resource", resource),
+        ("severity", "warning"),
+        ("cause", "drift"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let annotations = [
+        ("summary", format!("Container/{resource} drifted")),
+        ("differs", "spec.user: 10001:10001 → root".to_string()),
+        ("page", "http://127.0.0.1:9464/".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Alert {
+        fingerprint: format!("receivers-test/Container/{resource}"),
+        name: AlertName::StackDrift,
+        labels,
+        annotations,
+        starts_at: SystemTime::now(),
+    }
+}
+
+/// Writes `content` to a 0600 file in `dir`.
+fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DELIVERY;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_of(d: &Dispatcher, name: &str) -> ReceiverStatus {
+    d.status()
+        .into_iter()
+        .find(|r| r.name == name)
+        .expect("the receiver is running")
+}
+
+/// Everything the tracing subscriber writes, at trace level, for the whole test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    /// Installs it for this thread (the test's current-thread runtime runs every task here).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+#[tokio::test]
+async fn an_https_alertmanager_with_basic_auth_gets_the_drift_and_its_resolution() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let pki = Pki::new("stackwarden test CA");
+    let am = Alertmanager::start_https(&pki.cert, &pki.key, &pki.ca, "stackwarden", PASSWORD);
+    let files = tempfile::tempdir().unwrap();
+    let password = secret_file(files.path(), "am-password", PASSWORD);
+    let mut d = Dispatcher::default();
+    let errors = d.configure(&[receiver(json!({
+        "name": "am", "type": "alertmanager", "url": am.url,
+        "tls": { "caFile": pki.ca },
+        "auth": { "basic": { "username": "stackwarden", "passwordFile": password } },
+        "headers": { "X-Scope-OrgID": "observability" },
+    }))]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let alert = drift("loki");
+    d.push(&[Event::Firing(alert.clone())]);
+    let notified = |status: &str| {
+        am.sink
+            .notifications()
+            .iter()
+            .any(|n| n.status == status && n.mentions("resource", "loki"))
+    };
+    wait_for("Alertmanager notifies the drift as firing", || {
+        notified("firing")
+    })
+    .await;
+    d.push(&[Event::Resolved(alert, SystemTime::now())]);
+    wait_for("Alertmanager notifies the drift as resolved", || {
+        notified("resolved")
+    })
+    .await;
+    let s = status_of(&d, "am");
+    assert!(s.sent >= 2 && s.last_error.is_none(), "{s:?}");
+
+    let shown = format!(
+        "{}{}",
+        log.text(),
+        serde_json::to_string(&d.status()).unwrap()
+    );
+    assert!(
+        shown.contains("alert delivery answered") && shown.contains("authorization"),
+        "the trace of the exchange was captured:\n{shown}"
+    );
+    assert!(!shown.contains(PASSWORD), "the password leaked:\n{shown}");
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_untrusted_ca_fails_as_tls_and_the_alert_arrives_once_the_ca_is_configured()
+ {
+    let pki = Pki::new("stackwarden test CA");
+    let am = Alertmanager::start_https(&pki.cert, &pki.key, &pki.ca, "stackwarden", PASSWORD);
+    let files = tempfile::tempdir().unwrap();
+    let password = secret_file(files.path(), "am-password", PASSWORD);
+    let declared = |ca: Option<&Path>| {
+        let mut r = json!({
+            "name": "am", "type": "alertmanager", "url": am.url,
+            "auth": { "basic": { "username": "stackwarden", "passwordFile": password } },
+        });
+        if let Some(ca) = ca {
+            r["tls"] = json!({ "caFile": ca });
+        }
+        receiver(r)
+    };
+    let mut d = Dispatcher::default();
+    assert!(d.configure(&[declared(None)]).is_empty());
+    d.push(&[Event::Firing(drift("grafana"))]);
+    wait_for("the delivery fails on the certificate", || {
+        status_of(&d, "am")
+            .last_error
+            .is_some_and(|e| e.contains("TLS handshake failed") && e.contains("UnknownIssuer"))
+    })
+    .await;
+    let s = status_of(&d, "am");
+    assert!(s.failed >= 1 && s.pending == 1, "{s:?}");
+    assert!(am.sink.received().is_empty(), "nothing got through");
+
+    assert!(d.configure(&[declared(Some(&pki.ca))]).is_empty());
+    wait_for(
+        "the pending alert is delivered with the CA configured",
+        || {
+            am.sink
+                .notifications()
+                .iter()
+                .any(|n| n.status == "firing" && n.mentions("resource", "grafana"))
+        },
+    )
+    .await;
+    wait_for("the error is cleared", || {
+        status_of(&d, "am").last_error.is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_https_webhook_gets_the_signed_body_the_bearer_token_and_the_tenant_header() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let pki = Pki::new("stackwarden test CA");
+    let sink = TlsSink::start(&pki).await;
+    let files = tempfile::tempdir().unwrap();
+    let token = secret_file(files.path(), "token", TOKEN);
+    let key = secret_file(files.path(), "key", SIGNING_KEY);
+    let mut d = Dispatcher::default();
+    let errors = d.configure(&[receiver(json!({
+        "name": "hooks", "type": "webhook", "url": format!("{}/hooks/stackwarden", sink.url),
+        "signingKey": { "file": key },
+        "tls": { "caFile": pki.ca },
+        "auth": { "bearerTokenFile": token },
+        "headers": { "X-Scope-OrgID": "observability" },
+    }))]);
+    assert!(errors.is_empty(), "{errors:?}");
+    d.push(&[Event::Firing(drift("tempo"))]);
+    wait_for("the sink receives the body", || !sink.received().is_empty()).await;
+    let r = sink.received().remove(0);
+    assert_eq!(r.path, "/hooks/stackwarden");
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(r.header("x-scope-orgid"), Some("observability"));
+    let expected = format!(
+        "sha256={}",
+        stackwarden::alerts::deliver::sign(SIGNING_KEY.as_bytes(), r.body.as_bytes())
+    );
+    assert_eq!(r.header("x-stackwarden-signature"), Some(expected.as_str()));
+    assert_eq!(r.json().unwrap()["alert"]["labels"]["resource"], "tempo");
+
+    let shown = format!(
+        "{}{}",
+        log.text(),
+        serde_json::to_string(&d.status()).unwrap()
+    );
+    for secret in [TOKEN, SIGNING_KEY] {
+        assert!(!shown.contains(secret), "a secret leaked:\n{shown}");
+    }
+    assert!(!r.body.contains(TOKEN) && !r.body.contains(SIGNING_KEY));
+}
+
+#[tokio::test]
+async fn an_https_delivery_goes_through_the_proxy_https_proxy_names() {
+    let pki = Pki::new("stackwarden test CA");
+    let sink = TlsSink::start(&pki).await;
+    let proxy = Tinyproxy::start();
+    let proxy_url = proxy.url.clone();
+    let env: stackwarden::alerts::deliver::Environment =
+        Arc::new(move |name: &str| (name == "HTTPS_PROXY").then(|| proxy_url.clone()));
+    let mut d = Dispatcher::default().with_environment(env);
+    let errors = d.configure(&[receiver(json!({
+        "name": "hooks", "type": "webhook", "url": format!("{}/via-proxy", sink.url),
+        "tls": { "caFile": pki.ca },
+    }))]);
+    assert!(errors.is_empty(), "{errors:?}");
+    d.push(&[Event::Firing(drift("mimir"))]);
+    wait_for("the sink receives the body", || !sink.received().is_empty()).await;
+    let port = sink.url.rsplit(':').next().unwrap();
+    let log = proxy.log_text();
+    assert!(
+        log.contains(&format!("CONNECT 127.0.0.1:{port}")),
+        "the proxy did not carry it:\n{log}"
+    );
+}
