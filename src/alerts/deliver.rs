@@ -364,6 +364,7 @@ impl Dispatcher {
                 kind: match r.receiver.kind {
                     ReceiverType::Alertmanager => "alertmanager",
                     ReceiverType::Webhook => "webhook",
+                    ReceiverType::Slack => "slack",
                 },
                 pending: r.outbox.pending(),
                 sent: r.outbox.sent_ok.load(Ordering::Relaxed),
@@ -472,6 +473,7 @@ async fn send_loop(
             ReceiverType::Webhook => {
                 post_webhooks(&client, &receiver, &headers, key.as_ref(), &batch).await
             }
+            ReceiverType::Slack => post_slack(&client, &receiver, &headers, &batch).await,
         };
         match result {
             Ok(()) => {
@@ -593,6 +595,76 @@ async fn post_webhooks(
             .await?;
     }
     Ok(())
+}
+
+/// One Slack message per due alert, in order: its state and summary, the fields before →
+/// after (the `differs` annotation, where a secret is only "differs"), what was done, and
+/// the page link. Slack's mrkdwn takes `&`, `<` and `>` escaped, so no value can forge a
+/// link or a mention.
+async fn post_slack(
+    client: &Client,
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    batch: &[(Entry, Phase)],
+) -> Result<(), DeliveryError> {
+    for (e, phase) in batch {
+        let json = serde_json::to_vec(&slack_message(&e.alert, *phase)).unwrap_or_default();
+        client
+            .post_json(&receiver.url, headers, json.into())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Slack's mrkdwn escaping.
+fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The incoming-webhook body for one alert in one state (`text` is the notification's
+/// fallback; `blocks` the message).
+fn slack_message(alert: &Alert, phase: Phase) -> serde_json::Value {
+    let get = |k: &str| alert.annotations.get(k).map(String::as_str).unwrap_or("");
+    let label = |k: &str| alert.labels.get(k).map(String::as_str).unwrap_or("?");
+    let state = match phase {
+        Phase::Firing => "FIRING",
+        Phase::Resolved => "RESOLVED",
+    };
+    let title = format!(
+        "[{state}] {}: {}/{}",
+        label("alertname"),
+        label("kind"),
+        label("resource")
+    );
+    let mut blocks = vec![
+        serde_json::json!({ "type": "header", "text": { "type": "plain_text", "text": title } }),
+        serde_json::json!({ "type": "section", "text": { "type": "mrkdwn", "text": mrkdwn(get("summary")) } }),
+    ];
+    if !get("differs").is_empty() {
+        blocks.push(serde_json::json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": format!("*Before → after*\n```{}```", mrkdwn(get("differs"))) },
+        }));
+    }
+    let mut context = format!(
+        "stack *{}* · environment *{}* · severity *{}*",
+        mrkdwn(label("stack")),
+        mrkdwn(label("environment")),
+        mrkdwn(label("severity"))
+    );
+    if !get("action").is_empty() {
+        context.push_str(&format!(" · {}", mrkdwn(get("action"))));
+    }
+    if !get("page").is_empty() {
+        context.push_str(&format!(" · <{}|stackwarden page>", mrkdwn(get("page"))));
+    }
+    blocks.push(serde_json::json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": context }],
+    }));
+    serde_json::json!({ "text": format!("{title}: {}", get("summary")), "blocks": blocks })
 }
 
 /// Hex HMAC-SHA256 of `body` under `key`.

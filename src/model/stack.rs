@@ -140,7 +140,7 @@ pub struct AlertsSpec {
 pub struct Receiver {
     /// A name for status and logs.
     pub name: String,
-    /// `alertmanager` (v2 API) or `webhook` (JSON POST).
+    /// `alertmanager` (v2 API), `webhook` (signed JSON POST) or `slack` (incoming webhook).
     #[serde(rename = "type")]
     pub kind: ReceiverType,
     /// Base URL (Alertmanager) or full URL (webhook).
@@ -200,4 +200,6 @@ pub enum ReceiverType {
     Alertmanager,
     /// A plain JSON webhook.
     Webhook,
+    /// A Slack (or Slack-compatible) incoming webhook: one message per transition.
+    Slack,
 }

@@ -360,3 +360,51 @@ async fn an_https_delivery_goes_through_the_proxy_https_proxy_names() {
         "the proxy did not carry it:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_slack_receiver_gets_one_message_when_a_drift_fires_and_one_when_it_resolves() {
+    let sink = crate::support::alertmanager::WebhookSink::start();
+    let mut d = Dispatcher::default();
+    let errors = d.configure(&[receiver(json!({
+        "name": "slack", "type": "slack", "url": format!("{}/services/T0/B0/abc", sink.url),
+    }))]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut alert = drift("loki");
+    alert.annotations.insert(
+        "summary".into(),
+        "Container/loki drifted <@here> & more".into(),
+    );
+    alert.annotations.insert(
+        "differs".into(),
+        "spec.user: 10001:10001 → root; spec.env.LOKI_PASSWORD: differs".into(),
+    );
+    alert.annotations.insert("action".into(), "repaired".into());
+    d.push(&[Event::Firing(alert.clone())]);
+    wait_for("the firing message", || sink.received().len() == 1).await;
+    d.push(&[Event::Resolved(alert, SystemTime::now())]);
+    wait_for("the resolved message", || sink.received().len() == 2).await;
+    let messages: Vec<serde_json::Value> =
+        sink.received().iter().map(|r| r.json().unwrap()).collect();
+    for (m, state) in messages.iter().zip(["FIRING", "RESOLVED"]) {
+        let title = format!("[{state}] StackDrift: Container/loki");
+        assert!(m["text"].as_str().unwrap().starts_with(&title), "{m}");
+        assert_eq!(m["blocks"][0]["type"], "header");
+        assert_eq!(m["blocks"][0]["text"]["text"], title.as_str());
+        assert_eq!(
+            m["blocks"][1]["text"]["text"], "Container/loki drifted &lt;@here&gt; &amp; more",
+            "mrkdwn escaped, so nothing in a value can mention or link"
+        );
+        assert_eq!(
+            m["blocks"][2]["text"]["text"],
+            "*Before → after*\n```spec.user: 10001:10001 → root; spec.env.LOKI_PASSWORD: differs```"
+        );
+        let context = m["blocks"][3]["elements"][0]["text"].as_str().unwrap();
+        assert!(context.contains("stack *receivers-test*"), "{context}");
+        assert!(context.contains("· repaired"), "{context}");
+        assert!(
+            context.ends_with("<http://127.0.0.1:9464/|stackwarden page>"),
+            "{context}"
+        );
+    }
+    assert_eq!(sink.received()[0].path, "/services/T0/B0/abc");
+}
