@@ -11,7 +11,7 @@
 
 use super::transport::Client;
 pub use super::transport::{DeliveryError, FailureKind};
-use super::{Alert, Event};
+use super::{Alert, AlertName, Event};
 use crate::model::{Receiver, ReceiverAuth, ReceiverType, SecretSource};
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// How long a receiver fails every delivery before the other receivers are told.
+pub const RECEIVER_FAILING_AFTER: Duration = Duration::from_secs(600);
 /// Alerts a receiver's outbox holds at most; a new alert beyond it is dropped and counted.
 pub const OUTBOX_LIMIT: usize = 1000;
 /// How long a resolution waits after its firing was delivered (Alertmanager's group wait in
@@ -60,7 +62,18 @@ pub struct Outbox {
     dropped: AtomicU64,
     sent_ok: AtomicU64,
     sent_failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    health: Mutex<Health>,
+}
+
+/// How a receiver's deliveries have been going.
+#[derive(Debug, Default, Clone)]
+struct Health {
+    /// When a delivery last succeeded.
+    last_success: Option<SystemTime>,
+    /// The last failure and its kind, while the receiver is failing.
+    last_error: Option<(FailureKind, String)>,
+    /// When the current run of failures began.
+    failing_since: Option<(Instant, SystemTime)>,
 }
 
 impl Outbox {
@@ -96,6 +109,35 @@ impl Outbox {
         }
         drop(entries);
         self.wake.notify_one();
+    }
+
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn succeeded(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.last_success = Some(SystemTime::now());
+        h.last_error = None;
+        h.failing_since = None;
+    }
+
+    fn failed(&self, e: &DeliveryError) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.last_error = Some((e.kind(), e.to_string()));
+        h.failing_since
+            .get_or_insert((Instant::now(), SystemTime::now()));
+    }
+
+    /// How long it has been failing, if it is.
+    fn failing_for(&self, now: Instant) -> Option<(Duration, FailureKind)> {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, _) = h.failing_since?;
+        let kind = h.last_error.as_ref().map_or(FailureKind::Http, |(k, _)| *k);
+        Some((now.saturating_duration_since(since), kind))
     }
 
     /// Alerts not yet delivered in their latest state.
@@ -177,6 +219,8 @@ enum Phase {
 pub trait Counts: Send + Sync {
     /// `n` alerts sent to `receiver` with `result` (`ok`, `failed`, `dropped`).
     fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64);
+    /// One failed delivery to `receiver`, by kind (`tls`, `dns`, `timeout`, `status`, …).
+    fn count_delivery_failure(&self, receiver: &str, kind: &str);
 }
 
 /// What `/status` and the metrics show of one receiver.
@@ -199,6 +243,22 @@ pub struct ReceiverStatus {
     /// The last failure, while the receiver is failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// What kind of failure it was: `tls`, `dns`, `connect`, `proxy`, `timeout`, `status`,
+    /// `http` or `config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<FailureKind>,
+    /// Since when it has been failing (RFC 3339).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_rfc3339"
+    )]
+    pub failing_since: Option<SystemTime>,
+    /// When a delivery last succeeded (RFC 3339).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_rfc3339"
+    )]
+    pub last_success: Option<SystemTime>,
 }
 
 /// One configured receiver and its sending task.
@@ -212,6 +272,15 @@ struct Running {
 #[derive(Default)]
 pub struct Dispatcher {
     running: Vec<Running>,
+    /// Raises [`AlertName::AlertReceiverFailing`] on the other receivers.
+    watchdog: Option<JoinHandle<()>>,
+    /// How long a receiver fails before the others are told.
+    failing_after: Option<Duration>,
+    /// `stack` and `environment` as the alerts pushed so far carry them.
+    identity: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The receiver-failing alerts standing, by failing receiver (kept across
+    /// reconfigurations, so that the edit that fixes a receiver resolves its alert).
+    raised: Arc<Mutex<BTreeMap<String, Alert>>>,
     metrics: Option<Arc<dyn Counts>>,
     /// Where the proxy variables are read from; `None`: the process's environment.
     environment: Option<Environment>,
@@ -230,6 +299,9 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
         for r in &self.running {
             r.task.abort();
         }
@@ -239,11 +311,16 @@ impl Drop for Dispatcher {
 impl Dispatcher {
     /// A dispatcher that counts its deliveries in `metrics`.
     pub fn new(metrics: Arc<dyn Counts>) -> Dispatcher {
-        Dispatcher {
-            running: Vec::new(),
-            metrics: Some(metrics),
-            environment: None,
-        }
+        let mut d = Dispatcher::default();
+        d.metrics = Some(metrics);
+        d
+    }
+
+    /// Tells the other receivers once a receiver has failed for `after` instead of
+    /// [`RECEIVER_FAILING_AFTER`].
+    pub fn with_failing_after(mut self, after: Duration) -> Dispatcher {
+        self.failing_after = Some(after);
+        self
     }
 
     /// Reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` through `lookup`
@@ -319,11 +396,35 @@ impl Dispatcher {
         for (_, r) in old {
             r.task.abort();
         }
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if self.running.len() > 1 {
+            let outboxes = self
+                .running
+                .iter()
+                .map(|r| (r.receiver.name.clone(), r.outbox.clone()))
+                .collect();
+            self.watchdog = Some(tokio::spawn(watchdog(
+                outboxes,
+                self.failing_after.unwrap_or(RECEIVER_FAILING_AFTER),
+                self.identity.clone(),
+                self.raised.clone(),
+            )));
+        }
         errors
     }
 
     /// Hands transitions to every receiver.
     pub fn push(&self, events: &[Event]) {
+        if let Some(Event::Firing(a) | Event::Resolved(a, _)) = events.first() {
+            let mut id = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+            for k in ["stack", "environment"] {
+                if let Some(v) = a.labels.get(k) {
+                    id.insert(k.to_string(), v.clone());
+                }
+            }
+        }
         for r in &self.running {
             for e in events {
                 r.outbox.push(e);
@@ -359,7 +460,8 @@ impl Dispatcher {
     pub fn status(&self) -> Vec<ReceiverStatus> {
         self.running
             .iter()
-            .map(|r| ReceiverStatus {
+            .map(|r| (r, r.outbox.health()))
+            .map(|(r, health)| ReceiverStatus {
                 name: r.receiver.name.clone(),
                 kind: match r.receiver.kind {
                     ReceiverType::Alertmanager => "alertmanager",
@@ -370,12 +472,10 @@ impl Dispatcher {
                 sent: r.outbox.sent_ok.load(Ordering::Relaxed),
                 failed: r.outbox.sent_failed.load(Ordering::Relaxed),
                 dropped: r.outbox.dropped.load(Ordering::Relaxed),
-                last_error: r
-                    .outbox
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+                last_error: health.last_error.as_ref().map(|(_, e)| e.clone()),
+                last_error_kind: health.last_error.as_ref().map(|(k, _)| *k),
+                failing_since: health.failing_since.map(|(_, t)| t),
+                last_success: health.last_success,
             })
             .collect()
     }
@@ -427,6 +527,94 @@ fn request_headers(receiver: &Receiver) -> Result<HeaderMap, String> {
 
 fn read_secret(path: &std::path::Path, field: &str) -> Result<String, String> {
     crate::manifest::secret::read_file(path).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Watches every receiver: one failing every delivery for `after` raises
+/// [`AlertName::AlertReceiverFailing`] on the others (a receiver cannot carry news of its
+/// own failure), resolved there once it delivers again.
+async fn watchdog(
+    outboxes: Vec<(String, Arc<Outbox>)>,
+    after: Duration,
+    identity: Arc<Mutex<BTreeMap<String, String>>>,
+    raised: Arc<Mutex<BTreeMap<String, Alert>>>,
+) {
+    let tick = (after / 10).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        let mut raised = raised.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, outbox) in &outboxes {
+            let event = match (outbox.failing_for(now), raised.get(name)) {
+                (Some((d, kind)), None) if d >= after => {
+                    let alert = receiver_failing(name, kind, after, outbox, &identity);
+                    raised.insert(name.clone(), alert.clone());
+                    Event::Firing(alert)
+                }
+                (None, Some(_)) => match raised.remove(name) {
+                    Some(alert) => Event::Resolved(alert, SystemTime::now()),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            tracing::warn!(receiver = %name, firing = matches!(event, Event::Firing(_)), "alert receiver failing alert");
+            for (other, o) in &outboxes {
+                if other != name {
+                    o.push(&event);
+                }
+            }
+        }
+    }
+}
+
+/// The alert telling the other receivers that `name` is failing.
+fn receiver_failing(
+    name: &str,
+    kind: FailureKind,
+    after: Duration,
+    outbox: &Outbox,
+    identity: &Mutex<BTreeMap<String, String>>,
+) -> Alert {
+    let mut labels = identity.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (k, v) in [
+        ("alertname", AlertName::AlertReceiverFailing.as_str()),
+        ("severity", AlertName::AlertReceiverFailing.severity()),
+        ("kind", "Receiver"),
+        ("resource", name),
+        ("cause", kind.as_str()),
+    ] {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let health = outbox.health();
+    let annotations = [
+        (
+            "summary",
+            format!(
+                "alert receiver {name} has failed every delivery for {} min ({})",
+                after.as_secs() / 60,
+                kind.as_str()
+            ),
+        ),
+        (
+            "differs",
+            health
+                .last_error
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| kind.as_str().to_string()),
+        ),
+        ("action", "retrying with backoff".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Alert {
+        fingerprint: format!("receiver/{name}"),
+        name: AlertName::AlertReceiverFailing,
+        labels,
+        annotations,
+        starts_at: health
+            .failing_since
+            .map_or_else(SystemTime::now, |(_, t)| t),
+    }
 }
 
 /// A signing key, never shown.
@@ -483,14 +671,17 @@ async fn send_loop(
                     .sent_ok
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 count("ok", batch.len() as u64);
-                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                outbox.succeeded();
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 outbox.sent_failed.fetch_add(1, Ordering::Relaxed);
                 count("error", 1);
+                if let Some(m) = &metrics {
+                    m.count_delivery_failure(&receiver.name, e.kind().as_str());
+                }
                 tracing::warn!(receiver = %receiver.name, error = %e, "alert delivery failed; retrying with backoff");
-                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                outbox.failed(&e);
                 let exp = RETRY_BASE.saturating_mul(2u32.saturating_pow(failures.min(16) - 1));
                 let delay = exp.min(RETRY_MAX).mul_f64(0.8 + 0.4 * fastrand::f64());
                 tokio::time::sleep(delay).await;
@@ -509,6 +700,13 @@ struct Postable<'a> {
     ends_at: String,
     #[serde(rename = "generatorURL")]
     generator_url: &'a str,
+}
+
+fn optional_rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {

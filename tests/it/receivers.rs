@@ -408,3 +408,70 @@ async fn a_slack_receiver_gets_one_message_when_a_drift_fires_and_one_when_it_re
     }
     assert_eq!(sink.received()[0].path, "/services/T0/B0/abc");
 }
+
+#[tokio::test]
+async fn a_receiver_failing_past_the_threshold_is_alerted_on_the_others_and_resolved_once_fixed() {
+    let pki = Pki::new("stackwarden test CA");
+    let am = Alertmanager::start_https(&pki.cert, &pki.key, &pki.ca, "stackwarden", PASSWORD);
+    let sink = crate::support::alertmanager::WebhookSink::start();
+    let files = tempfile::tempdir().unwrap();
+    let password = secret_file(files.path(), "am-password", PASSWORD);
+    let declared = |ca: Option<&Path>| {
+        let mut am = json!({
+            "name": "am", "type": "alertmanager", "url": am.url,
+            "auth": { "basic": { "username": "stackwarden", "passwordFile": password } },
+        });
+        if let Some(ca) = ca {
+            am["tls"] = json!({ "caFile": ca });
+        }
+        vec![
+            receiver(am),
+            receiver(
+                json!({ "name": "slack", "type": "slack", "url": format!("{}/services/x", sink.url) }),
+            ),
+        ]
+    };
+    let metrics = Arc::new(stackwarden::status::Metrics::new());
+    let mut d = Dispatcher::new(metrics.clone()).with_failing_after(Duration::from_secs(1));
+    assert!(d.configure(&declared(None)).is_empty());
+    d.push(&[Event::Firing(drift("alloy"))]);
+    let said = |prefix: &str| {
+        sink.received().iter().any(|r| {
+            r.json()
+                .is_some_and(|m| m["text"].as_str().is_some_and(|t| t.starts_with(prefix)))
+        })
+    };
+    wait_for("the other receiver is told that am fails", || {
+        said("[FIRING] AlertReceiverFailing: Receiver/am")
+    })
+    .await;
+    let s = status_of(&d, "am");
+    assert_eq!(
+        s.last_error_kind,
+        Some(stackwarden::alerts::deliver::FailureKind::Tls),
+        "{s:?}"
+    );
+    assert!(
+        s.failing_since.is_some() && s.last_success.is_none() && s.pending == 1,
+        "{s:?}"
+    );
+    let shown = serde_json::to_value(&s).unwrap();
+    assert_eq!(shown["lastErrorKind"], "tls");
+    assert!(status_of(&d, "slack").last_success.is_some());
+    let exposed = metrics.encode();
+    assert!(
+        exposed.contains(r#"stackwarden_alert_delivery_failures_total{receiver="am",kind="tls"}"#),
+        "{exposed}"
+    );
+
+    assert!(d.configure(&declared(Some(&pki.ca))).is_empty());
+    wait_for("the alert on the others resolves once am delivers", || {
+        said("[RESOLVED] AlertReceiverFailing: Receiver/am")
+    })
+    .await;
+    let s = status_of(&d, "am");
+    assert!(
+        s.last_success.is_some() && s.last_error_kind.is_none(),
+        "{s:?}"
+    );
+}
