@@ -475,3 +475,26 @@ async fn a_receiver_failing_past_the_threshold_is_alerted_on_the_others_and_reso
         "{s:?}"
     );
 }
+
+#[test]
+fn the_shipped_grafana_alerting_sends_to_the_stacks_alertmanager_and_validate_warns_about_none_of_it()
+ {
+    for env in ["dev", "staging", "prod", "local"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
+            .args(["validate", "--env", env])
+            .current_dir(repo())
+            .env_remove("STACKWARDEN_ENV")
+            .output()
+            .expect("the stackwarden binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{env}: {stderr}");
+        for line in stderr.lines().filter(|l| l.starts_with("warning:")) {
+            assert!(
+                !line.contains("alerting/") && !line.contains("receiver"),
+                "{env}: {line}"
+            );
+        }
+    }
+    let points = std::fs::read_to_string(repo().join("alerting/contact-points.yaml")).unwrap();
+    assert!(points.contains("url: ${alertmanagerUrl}"), "{points}");
+}
