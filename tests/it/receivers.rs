@@ -498,3 +498,29 @@ fn the_shipped_grafana_alerting_sends_to_the_stacks_alertmanager_and_validate_wa
     let points = std::fs::read_to_string(repo().join("alerting/contact-points.yaml")).unwrap();
     assert!(points.contains("url: ${alertmanagerUrl}"), "{points}");
 }
+
+#[test]
+fn a_receivers_relative_files_resolve_against_the_manifests_directory() {
+    let tmp = with_receivers(
+        "      - name: am\n\
+         \x20       type: alertmanager\n\
+         \x20       url: https://am.example:9093\n\
+         \x20       tls: { caFile: certs/ca.pem }\n\
+         \x20       auth: { basic: { username: stackwarden, passwordFile: ../secrets/am } }\n\
+         \x20     - { name: hook, type: webhook, url: \"https://h.example/\", auth: { bearerTokenFile: /run/secrets/token } }\n",
+    );
+    let manifests = tmp.path().join("manifests");
+    let loaded = stackwarden::manifest::load_in(&manifests, Some("test"), Some(tmp.path()))
+        .expect("the manifests load");
+    let r = &loaded.desired.stack.alerts.receivers;
+    assert_eq!(
+        r[0].tls.as_ref().and_then(|t| t.ca_file.clone()),
+        Some(manifests.join("certs/ca.pem"))
+    );
+    let basic = r[0].auth.as_ref().and_then(|a| a.basic.clone()).unwrap();
+    assert_eq!(basic.password_file, manifests.join("../secrets/am"));
+    assert_eq!(
+        r[1].auth.as_ref().and_then(|a| a.bearer_token_file.clone()),
+        Some(PathBuf::from("/run/secrets/token"))
+    );
+}
