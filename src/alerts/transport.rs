@@ -217,7 +217,11 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, DeliveryError> {
 /// is configured.
 #[derive(Clone)]
 pub struct Client {
-    tls: Arc<rustls::ClientConfig>,
+    /// The receiver's own CA certificates (read and checked when it is configured).
+    ca: Arc<Vec<CertificateDer<'static>>>,
+    /// Built at the first `https://` connection: a plain-HTTP receiver never loads the
+    /// system's roots (a few MB of an idle daemon's memory).
+    tls: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
     proxy: Arc<Matcher>,
 }
 
@@ -234,16 +238,41 @@ impl Client {
     /// A client trusting the system roots plus `ca_file`'s certificates, through `proxy`
     /// (see [`proxy_from`]).
     pub fn new(ca_file: Option<&Path>, proxy: Matcher) -> Result<Client, DeliveryError> {
-        let mut roots = system_roots().clone();
-        if let Some(path) = ca_file {
-            for cert in read_ca(path)? {
-                roots.add(cert).map_err(|e| {
-                    DeliveryError::Config(format!(
-                        "CA bundle {}: a certificate is unusable: {e}",
-                        path.display()
-                    ))
-                })?;
+        let ca = match ca_file {
+            Some(path) => {
+                let certs = read_ca(path)?;
+                // Checked now, so that a bad bundle is a configuration error, not a failure
+                // at the first delivery.
+                let mut probe = RootCertStore::empty();
+                for cert in &certs {
+                    probe.add(cert.clone()).map_err(|e| {
+                        DeliveryError::Config(format!(
+                            "CA bundle {}: a certificate is unusable: {e}",
+                            path.display()
+                        ))
+                    })?;
+                }
+                certs
             }
+            None => Vec::new(),
+        };
+        Ok(Client {
+            ca: Arc::new(ca),
+            tls: Arc::new(OnceLock::new()),
+            proxy: Arc::new(proxy),
+        })
+    }
+
+    /// The TLS configuration: the system roots plus the receiver's CA certificates.
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, DeliveryError> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c.clone());
+        }
+        let mut roots = system_roots().clone();
+        for cert in self.ca.iter() {
+            roots
+                .add(cert.clone())
+                .map_err(|e| DeliveryError::Config(format!("CA bundle: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -251,10 +280,7 @@ impl Client {
             .map_err(|e| DeliveryError::Config(format!("TLS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Client {
-            tls: Arc::new(tls),
-            proxy: Arc::new(proxy),
-        })
+        Ok(self.tls.get_or_init(|| Arc::new(tls)).clone())
     }
 
     /// POSTs a JSON `body` to `url` with `headers`; a 2xx answer is success. Follows a
@@ -427,7 +453,7 @@ impl Client {
             return Ok((Box::new(tcp), false));
         }
         let name = ServerName::try_from(host.to_string()).map_err(|_| DeliveryError::Url)?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+        let tls = tokio_rustls::TlsConnector::from(self.tls()?)
             .connect(name, tcp)
             .await
             .map_err(|source| DeliveryError::Tls {
