@@ -493,13 +493,31 @@ fn request_headers(receiver: &Receiver) -> Result<HeaderMap, String> {
             .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
         out.insert(name, value);
     }
+    let from = |file: &Option<std::path::PathBuf>, parameter: &Option<String>, field: &str| match (
+        file, parameter,
+    ) {
+        (Some(path), None) => read_secret(path, &format!("{field}File")),
+        (None, Some(name)) => match receiver.parameters.get(name) {
+            Some(source) => crate::manifest::secret::read(source)
+                .map_err(|e| format!("{field}FromParameter ({name}): {e}")),
+            None => Err(format!("{field}FromParameter: no Parameter `{name}`")),
+        },
+        _ => Err(format!(
+            "give exactly one of {field}File and {field}FromParameter"
+        )),
+    };
     let credential = match &receiver.auth {
         Some(ReceiverAuth {
             basic: Some(b),
             bearer_token_file: None,
+            bearer_token_from_parameter: None,
         }) => {
             use base64::Engine;
-            let password = read_secret(&b.password_file, "auth.basic.passwordFile")?;
+            let password = from(
+                &b.password_file,
+                &b.password_from_parameter,
+                "auth.basic.password",
+            )?;
             let pair = format!("{}:{password}", b.username);
             Some(format!(
                 "Basic {}",
@@ -508,10 +526,15 @@ fn request_headers(receiver: &Receiver) -> Result<HeaderMap, String> {
         }
         Some(ReceiverAuth {
             basic: None,
-            bearer_token_file: Some(path),
+            bearer_token_file,
+            bearer_token_from_parameter,
         }) => Some(format!(
             "Bearer {}",
-            read_secret(path, "auth.bearerTokenFile")?
+            from(
+                bearer_token_file,
+                bearer_token_from_parameter,
+                "auth.bearerToken"
+            )?
         )),
         Some(_) => return Err("auth names neither or both of basic and bearerTokenFile".into()),
         None => None,

@@ -306,9 +306,31 @@ fn assemble(stack: &Resource, all: &[Resource], env: &str) -> Desired {
         })
         .collect();
     resources.sort_by(|a, b| a.id.cmp(&b.id));
+    // A receiver's credential named by Parameter is read where that Parameter's value is.
+    let mut stack_spec = stack_spec.clone();
+    for rcv in &mut stack_spec.alerts.receivers {
+        let named = rcv.auth.iter().flat_map(|a| {
+            [
+                a.basic
+                    .as_ref()
+                    .and_then(|b| b.password_from_parameter.clone()),
+                a.bearer_token_from_parameter.clone(),
+            ]
+        });
+        let named: Vec<String> = named.flatten().collect();
+        for name in named {
+            let source = all.iter().find_map(|r| match &r.spec {
+                Spec::Parameter(p) if r.id.name == name => Some(p.value_from.clone()),
+                _ => None,
+            });
+            if let Some(source) = source {
+                rcv.parameters.insert(name, source);
+            }
+        }
+    }
     Desired {
         stack_name: stack.id.name.clone(),
-        stack: stack_spec.clone(),
+        stack: stack_spec,
         environment: env.to_string(),
         resources,
     }
@@ -375,8 +397,8 @@ fn resolve_receiver_files(resource: &mut Resource, manifest: &Path) {
             resolve(ca);
         }
         if let Some(auth) = &mut rcv.auth {
-            if let Some(b) = &mut auth.basic {
-                resolve(&mut b.password_file);
+            if let Some(p) = auth.basic.as_mut().and_then(|b| b.password_file.as_mut()) {
+                resolve(p);
             }
             if let Some(t) = &mut auth.bearer_token_file {
                 resolve(t);

@@ -331,15 +331,51 @@ impl Checker<'_> {
                 )
             }
         }
-        if let Some(auth) = &rcv.auth
-            && auth.basic.is_some() == auth.bearer_token_file.is_some()
-        {
-            self.finding(
-                id,
-                &at("auth"),
-                "names neither or both of basic and bearerTokenFile",
-                "give exactly one: basic: { username, passwordFile } or bearerTokenFile: /path",
-            );
+        if let Some(auth) = &rcv.auth {
+            let by_file = auth.bearer_token_file.is_some();
+            let by_parameter = auth.bearer_token_from_parameter.is_some();
+            if auth.basic.is_some() == (by_file || by_parameter) || (by_file && by_parameter) {
+                self.finding(
+                    id,
+                    &at("auth"),
+                    "names neither or more than one of basic, bearerTokenFile and bearerTokenFromParameter",
+                    "give exactly one: basic: { username, passwordFile } or bearerTokenFile: /path (or bearerTokenFromParameter: <Parameter>)",
+                );
+            }
+            if let Some(b) = &auth.basic
+                && b.password_file.is_some() == b.password_from_parameter.is_some()
+            {
+                self.finding(
+                    id,
+                    &at("auth.basic"),
+                    "names neither or both of passwordFile and passwordFromParameter",
+                    "give exactly one: passwordFile: /path or passwordFromParameter: <Parameter>",
+                );
+            }
+            let named = [
+                (
+                    "auth.basic.passwordFromParameter",
+                    auth.basic
+                        .as_ref()
+                        .and_then(|b| b.password_from_parameter.as_ref()),
+                ),
+                (
+                    "auth.bearerTokenFromParameter",
+                    auth.bearer_token_from_parameter.as_ref(),
+                ),
+            ];
+            for (field, name) in named {
+                if let Some(name) = name
+                    && !self.by_id.contains_key(&(Kind::Parameter, name.as_str()))
+                {
+                    self.finding(
+                        id,
+                        &at(field),
+                        format!("`{name}` is not a declared Parameter"),
+                        "name a Parameter's metadata.name",
+                    );
+                }
+            }
         }
         if let Some(b) = rcv.auth.as_ref().and_then(|a| a.basic.as_ref())
             && (b.username.is_empty() || b.username.contains(':'))

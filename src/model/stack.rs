@@ -158,6 +158,10 @@ pub struct Receiver {
     /// Extra request headers (e.g. Mimir's `X-Scope-OrgID`); not for credentials.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Where the Parameters named by `…FromParameter` read their values (filled when the
+    /// manifests load, from each Parameter's `valueFrom`).
+    #[serde(skip)]
+    pub parameters: BTreeMap<String, super::SecretSource>,
 }
 
 /// A receiver's TLS trust.
@@ -180,6 +184,9 @@ pub struct ReceiverAuth {
     /// A file holding the bearer token (relative to the manifest's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
+    /// The Parameter whose value is the bearer token (instead of a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_from_parameter: Option<String>,
 }
 
 /// HTTP basic auth, the password from a file.
@@ -189,7 +196,11 @@ pub struct BasicAuth {
     /// The user name (not a secret).
     pub username: String,
     /// A file holding the password (relative to the manifest's directory).
-    pub password_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The Parameter whose value is the password (instead of a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_from_parameter: Option<String>,
 }
 
 /// The protocol a receiver speaks.

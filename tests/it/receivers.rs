@@ -49,7 +49,8 @@ fn credentials_in_a_receiver_url_or_header_are_refused_without_being_repeated() 
          \x20       type: webhook\n\
          \x20       url: https://hooks.example/x\n\
          \x20       headers: { Authorization: \"Bearer hunter2\", X-Scope-OrgID: observability }\n\
-         \x20       auth: { bearerTokenFile: token, basic: { username: u, passwordFile: p } }\n",
+         \x20       auth: { bearerTokenFile: token, basic: { username: u, passwordFile: p } }\n\
+         \x20     - { name: p, type: webhook, url: \"https://h.example/\", auth: { bearerTokenFromParameter: no-such-parameter } }\n",
     );
     let out = validate(tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -57,7 +58,8 @@ fn credentials_in_a_receiver_url_or_header_are_refused_without_being_repeated() 
     for expected in [
         "Stack/demo spec.alerts.receivers[0].url: the URL carries credentials (user:password@)",
         "Stack/demo spec.alerts.receivers[1].headers.Authorization: a credential header cannot be written in a manifest",
-        "Stack/demo spec.alerts.receivers[1].auth: names neither or both of basic and bearerTokenFile",
+        "Stack/demo spec.alerts.receivers[1].auth: names neither or more than one of basic, bearerTokenFile and bearerTokenFromParameter",
+        "Stack/demo spec.alerts.receivers[2].auth.bearerTokenFromParameter: `no-such-parameter` is not a declared Parameter",
     ] {
         assert!(
             stderr.contains(expected),
@@ -302,13 +304,19 @@ async fn an_https_webhook_gets_the_signed_body_the_bearer_token_and_the_tenant_h
     let token = secret_file(files.path(), "token", TOKEN);
     let key = secret_file(files.path(), "key", SIGNING_KEY);
     let mut d = Dispatcher::default();
-    let errors = d.configure(&[receiver(json!({
+    // The token is a Parameter's value (its valueFrom, as the manifests' load fills it in).
+    let mut hooks = receiver(json!({
         "name": "hooks", "type": "webhook", "url": format!("{}/hooks/stackwarden", sink.url),
         "signingKey": { "file": key },
         "tls": { "caFile": pki.ca },
-        "auth": { "bearerTokenFile": token },
+        "auth": { "bearerTokenFromParameter": "webhook-token" },
         "headers": { "X-Scope-OrgID": "observability" },
-    }))]);
+    }));
+    hooks.parameters.insert(
+        "webhook-token".into(),
+        serde_json::from_value(json!({ "file": token })).unwrap(),
+    );
+    let errors = d.configure(&[hooks]);
     assert!(errors.is_empty(), "{errors:?}");
     d.push(&[Event::Firing(drift("tempo"))]);
     wait_for("the sink receives the body", || !sink.received().is_empty()).await;
@@ -507,7 +515,8 @@ fn a_receivers_relative_files_resolve_against_the_manifests_directory() {
          \x20       url: https://am.example:9093\n\
          \x20       tls: { caFile: certs/ca.pem }\n\
          \x20       auth: { basic: { username: stackwarden, passwordFile: ../secrets/am } }\n\
-         \x20     - { name: hook, type: webhook, url: \"https://h.example/\", auth: { bearerTokenFile: /run/secrets/token } }\n",
+         \x20     - { name: hook, type: webhook, url: \"https://h.example/\", auth: { bearerTokenFile: /run/secrets/token } }\n\
+         \x20     - { name: p, type: webhook, url: \"https://h.example/\", auth: { bearerTokenFromParameter: admin-password } }\n",
     );
     let manifests = tmp.path().join("manifests");
     let loaded = stackwarden::manifest::load_in(&manifests, Some("test"), Some(tmp.path()))
@@ -518,9 +527,14 @@ fn a_receivers_relative_files_resolve_against_the_manifests_directory() {
         Some(manifests.join("certs/ca.pem"))
     );
     let basic = r[0].auth.as_ref().and_then(|a| a.basic.clone()).unwrap();
-    assert_eq!(basic.password_file, manifests.join("../secrets/am"));
+    assert_eq!(basic.password_file, Some(manifests.join("../secrets/am")));
     assert_eq!(
         r[1].auth.as_ref().and_then(|a| a.bearer_token_file.clone()),
         Some(PathBuf::from("/run/secrets/token"))
+    );
+    // A credential named by Parameter is read where the Parameter's value is.
+    assert_eq!(
+        r[2].parameters["admin-password"].env.as_deref(),
+        Some("DEMO_PASSWORD")
     );
 }
