@@ -9,17 +9,21 @@
 //! firing, and it only notifies once its group waited. A drift repaired in a second would
 //! otherwise reach nobody.
 
-use super::{Alert, Event};
-use crate::model::{Receiver, ReceiverType, SecretSource};
+use super::transport::Client;
+pub use super::transport::{DeliveryError, FailureKind};
+use super::{Alert, AlertName, Event};
+use crate::model::{Receiver, ReceiverAuth, ReceiverType, SecretSource};
+use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// How long a receiver fails every delivery before the other receivers are told.
+pub const RECEIVER_FAILING_AFTER: Duration = Duration::from_secs(600);
 /// Alerts a receiver's outbox holds at most; a new alert beyond it is dropped and counted.
 pub const OUTBOX_LIMIT: usize = 1000;
 /// How long a resolution waits after its firing was delivered (Alertmanager's group wait in
@@ -31,42 +35,12 @@ pub const REFRESH: Duration = Duration::from_secs(60);
 /// The `endsAt` of a firing alert: how long Alertmanager keeps it without a refresh (several
 /// refreshes, so a slow pass or a short outage never flaps it).
 pub const VALIDITY: Duration = Duration::from_secs(300);
-/// One delivery attempt's deadline.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First retry delay after a failed delivery; doubled up to [`RETRY_MAX`].
 const RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The header carrying a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Stackwarden-Signature";
-
-/// Why a delivery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The URL is not one this client speaks.
-    #[error("`{0}` is not an http:// URL")]
-    Url(String),
-    /// Connecting, writing or reading failed.
-    #[error("{url}: {source}")]
-    Io {
-        /// Where.
-        url: String,
-        /// What.
-        #[source]
-        source: std::io::Error,
-    },
-    /// No answer within the deadline.
-    #[error("{0}: no answer within 5 s")]
-    Timeout(String),
-    /// The receiver answered with an error status.
-    #[error("{url}: answered HTTP {status}")]
-    Status {
-        /// Where.
-        url: String,
-        /// The status code.
-        status: u16,
-    },
-}
 
 /// One alert's state in an outbox.
 #[derive(Debug, Clone)]
@@ -88,7 +62,18 @@ pub struct Outbox {
     dropped: AtomicU64,
     sent_ok: AtomicU64,
     sent_failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    health: Mutex<Health>,
+}
+
+/// How a receiver's deliveries have been going.
+#[derive(Debug, Default, Clone)]
+struct Health {
+    /// When a delivery last succeeded.
+    last_success: Option<SystemTime>,
+    /// The last failure and its kind, while the receiver is failing.
+    last_error: Option<(FailureKind, String)>,
+    /// When the current run of failures began.
+    failing_since: Option<(Instant, SystemTime)>,
 }
 
 impl Outbox {
@@ -124,6 +109,35 @@ impl Outbox {
         }
         drop(entries);
         self.wake.notify_one();
+    }
+
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn succeeded(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.last_success = Some(SystemTime::now());
+        h.last_error = None;
+        h.failing_since = None;
+    }
+
+    fn failed(&self, e: &DeliveryError) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.last_error = Some((e.kind(), e.to_string()));
+        h.failing_since
+            .get_or_insert((Instant::now(), SystemTime::now()));
+    }
+
+    /// How long it has been failing, if it is.
+    fn failing_for(&self, now: Instant) -> Option<(Duration, FailureKind)> {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, _) = h.failing_since?;
+        let kind = h.last_error.as_ref().map_or(FailureKind::Http, |(k, _)| *k);
+        Some((now.saturating_duration_since(since), kind))
     }
 
     /// Alerts not yet delivered in their latest state.
@@ -205,6 +219,8 @@ enum Phase {
 pub trait Counts: Send + Sync {
     /// `n` alerts sent to `receiver` with `result` (`ok`, `failed`, `dropped`).
     fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64);
+    /// One failed delivery to `receiver`, by kind (`tls`, `dns`, `timeout`, `status`, …).
+    fn count_delivery_failure(&self, receiver: &str, kind: &str);
 }
 
 /// What `/status` and the metrics show of one receiver.
@@ -227,6 +243,22 @@ pub struct ReceiverStatus {
     /// The last failure, while the receiver is failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// What kind of failure it was: `tls`, `dns`, `connect`, `proxy`, `timeout`, `status`,
+    /// `http` or `config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<FailureKind>,
+    /// Since when it has been failing (RFC 3339).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_rfc3339"
+    )]
+    pub failing_since: Option<SystemTime>,
+    /// When a delivery last succeeded (RFC 3339).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_rfc3339"
+    )]
+    pub last_success: Option<SystemTime>,
 }
 
 /// One configured receiver and its sending task.
@@ -240,8 +272,22 @@ struct Running {
 #[derive(Default)]
 pub struct Dispatcher {
     running: Vec<Running>,
+    /// Raises [`AlertName::AlertReceiverFailing`] on the other receivers.
+    watchdog: Option<JoinHandle<()>>,
+    /// How long a receiver fails before the others are told.
+    failing_after: Option<Duration>,
+    /// `stack` and `environment` as the alerts pushed so far carry them.
+    identity: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The receiver-failing alerts standing, by failing receiver (kept across
+    /// reconfigurations, so that the edit that fixes a receiver resolves its alert).
+    raised: Arc<Mutex<BTreeMap<String, Alert>>>,
     metrics: Option<Arc<dyn Counts>>,
+    /// Where the proxy variables are read from; `None`: the process's environment.
+    environment: Option<Environment>,
 }
+
+/// Reads an environment variable by name.
+pub type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,6 +299,9 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
         for r in &self.running {
             r.task.abort();
         }
@@ -262,10 +311,24 @@ impl Drop for Dispatcher {
 impl Dispatcher {
     /// A dispatcher that counts its deliveries in `metrics`.
     pub fn new(metrics: Arc<dyn Counts>) -> Dispatcher {
-        Dispatcher {
-            running: Vec::new(),
-            metrics: Some(metrics),
-        }
+        let mut d = Dispatcher::default();
+        d.metrics = Some(metrics);
+        d
+    }
+
+    /// Tells the other receivers once a receiver has failed for `after` instead of
+    /// [`RECEIVER_FAILING_AFTER`].
+    pub fn with_failing_after(mut self, after: Duration) -> Dispatcher {
+        self.failing_after = Some(after);
+        self
+    }
+
+    /// Reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` through `lookup`
+    /// instead of the process's environment (which a test cannot change safely while other
+    /// threads run).
+    pub fn with_environment(mut self, lookup: Environment) -> Dispatcher {
+        self.environment = Some(lookup);
+        self
     }
 
     /// Starts, keeps or stops receivers to match `receivers`. A receiver kept by name keeps
@@ -279,12 +342,16 @@ impl Dispatcher {
             .map(|r| (r.receiver.name.clone(), r))
             .collect();
         for receiver in receivers {
+            // A receiver edited in place (a CA bundle added to one failing on TLS, say) keeps
+            // its outbox: what it could not deliver is delivered by the new configuration.
+            let mut kept = None;
             if let Some(r) = old.remove(&receiver.name) {
                 if r.receiver == *receiver && !r.task.is_finished() {
                     self.running.push(r);
                     continue;
                 }
                 r.task.abort();
+                kept = Some(r.outbox.clone());
             }
             let key = match &receiver.signing_key {
                 Some(source) => match read_key(source) {
@@ -296,9 +363,26 @@ impl Dispatcher {
                 },
                 None => None,
             };
-            let outbox = Arc::new(Outbox::default());
+            let ca = receiver.tls.as_ref().and_then(|t| t.ca_file.as_deref());
+            let proxy = match &self.environment {
+                Some(lookup) => super::transport::proxy_from(|n| lookup(n)),
+                None => super::transport::proxy_from(|n| std::env::var(n).ok()),
+            };
+            let setup = Client::new(ca, proxy)
+                .map_err(|e| e.to_string())
+                .and_then(|c| Ok((c, request_headers(receiver)?)));
+            let (client, headers) = match setup {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(format!("receiver {}: {e}", receiver.name));
+                    continue;
+                }
+            };
+            let outbox = kept.unwrap_or_default();
             let task = tokio::spawn(send_loop(
                 receiver.clone(),
+                client,
+                headers,
                 key,
                 outbox.clone(),
                 self.metrics.clone(),
@@ -312,11 +396,35 @@ impl Dispatcher {
         for (_, r) in old {
             r.task.abort();
         }
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if self.running.len() > 1 {
+            let outboxes = self
+                .running
+                .iter()
+                .map(|r| (r.receiver.name.clone(), r.outbox.clone()))
+                .collect();
+            self.watchdog = Some(tokio::spawn(watchdog(
+                outboxes,
+                self.failing_after.unwrap_or(RECEIVER_FAILING_AFTER),
+                self.identity.clone(),
+                self.raised.clone(),
+            )));
+        }
         errors
     }
 
     /// Hands transitions to every receiver.
     pub fn push(&self, events: &[Event]) {
+        if let Some(Event::Firing(a) | Event::Resolved(a, _)) = events.first() {
+            let mut id = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+            for k in ["stack", "environment"] {
+                if let Some(v) = a.labels.get(k) {
+                    id.insert(k.to_string(), v.clone());
+                }
+            }
+        }
         for r in &self.running {
             for e in events {
                 r.outbox.push(e);
@@ -352,24 +460,183 @@ impl Dispatcher {
     pub fn status(&self) -> Vec<ReceiverStatus> {
         self.running
             .iter()
-            .map(|r| ReceiverStatus {
+            .map(|r| (r, r.outbox.health()))
+            .map(|(r, health)| ReceiverStatus {
                 name: r.receiver.name.clone(),
                 kind: match r.receiver.kind {
                     ReceiverType::Alertmanager => "alertmanager",
                     ReceiverType::Webhook => "webhook",
+                    ReceiverType::Slack => "slack",
                 },
                 pending: r.outbox.pending(),
                 sent: r.outbox.sent_ok.load(Ordering::Relaxed),
                 failed: r.outbox.sent_failed.load(Ordering::Relaxed),
                 dropped: r.outbox.dropped.load(Ordering::Relaxed),
-                last_error: r
-                    .outbox
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+                last_error: health.last_error.as_ref().map(|(_, e)| e.clone()),
+                last_error_kind: health.last_error.as_ref().map(|(k, _)| *k),
+                failing_since: health.failing_since.map(|(_, t)| t),
+                last_success: health.last_success,
             })
             .collect()
+    }
+}
+
+/// The headers every request to `receiver` carries: its declared ones, then its credential
+/// (read now from its file, marked sensitive so that no HTTP layer ever logs it). An error
+/// names the file, never its content.
+fn request_headers(receiver: &Receiver) -> Result<HeaderMap, String> {
+    let mut out = HeaderMap::new();
+    for (name, value) in &receiver.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header `{name}` is not a valid header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
+        out.insert(name, value);
+    }
+    let from = |file: &Option<std::path::PathBuf>, parameter: &Option<String>, field: &str| match (
+        file, parameter,
+    ) {
+        (Some(path), None) => read_secret(path, &format!("{field}File")),
+        (None, Some(name)) => match receiver.parameters.get(name) {
+            Some(source) => crate::manifest::secret::read(source)
+                .map_err(|e| format!("{field}FromParameter ({name}): {e}")),
+            None => Err(format!("{field}FromParameter: no Parameter `{name}`")),
+        },
+        _ => Err(format!(
+            "give exactly one of {field}File and {field}FromParameter"
+        )),
+    };
+    let credential = match &receiver.auth {
+        Some(ReceiverAuth {
+            basic: Some(b),
+            bearer_token_file: None,
+            bearer_token_from_parameter: None,
+        }) => {
+            use base64::Engine;
+            let password = from(
+                &b.password_file,
+                &b.password_from_parameter,
+                "auth.basic.password",
+            )?;
+            let pair = format!("{}:{password}", b.username);
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+        Some(ReceiverAuth {
+            basic: None,
+            bearer_token_file,
+            bearer_token_from_parameter,
+        }) => Some(format!(
+            "Bearer {}",
+            from(
+                bearer_token_file,
+                bearer_token_from_parameter,
+                "auth.bearerToken"
+            )?
+        )),
+        Some(_) => return Err("auth names neither or both of basic and bearerTokenFile".into()),
+        None => None,
+    };
+    if let Some(c) = credential {
+        let mut value = HeaderValue::from_str(&c)
+            .map_err(|_| "the credential holds characters a header cannot carry".to_string())?;
+        value.set_sensitive(true);
+        out.insert(http::header::AUTHORIZATION, value);
+    }
+    Ok(out)
+}
+
+fn read_secret(path: &std::path::Path, field: &str) -> Result<String, String> {
+    crate::manifest::secret::read_file(path).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Watches every receiver: one failing every delivery for `after` raises
+/// [`AlertName::AlertReceiverFailing`] on the others (a receiver cannot carry news of its
+/// own failure), resolved there once it delivers again.
+async fn watchdog(
+    outboxes: Vec<(String, Arc<Outbox>)>,
+    after: Duration,
+    identity: Arc<Mutex<BTreeMap<String, String>>>,
+    raised: Arc<Mutex<BTreeMap<String, Alert>>>,
+) {
+    let tick = (after / 10).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        let mut raised = raised.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, outbox) in &outboxes {
+            let event = match (outbox.failing_for(now), raised.get(name)) {
+                (Some((d, kind)), None) if d >= after => {
+                    let alert = receiver_failing(name, kind, after, outbox, &identity);
+                    raised.insert(name.clone(), alert.clone());
+                    Event::Firing(alert)
+                }
+                (None, Some(_)) => match raised.remove(name) {
+                    Some(alert) => Event::Resolved(alert, SystemTime::now()),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            tracing::warn!(receiver = %name, firing = matches!(event, Event::Firing(_)), "alert receiver failing alert");
+            for (other, o) in &outboxes {
+                if other != name {
+                    o.push(&event);
+                }
+            }
+        }
+    }
+}
+
+/// The alert telling the other receivers that `name` is failing.
+fn receiver_failing(
+    name: &str,
+    kind: FailureKind,
+    after: Duration,
+    outbox: &Outbox,
+    identity: &Mutex<BTreeMap<String, String>>,
+) -> Alert {
+    let mut labels = identity.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (k, v) in [
+        ("alertname", AlertName::AlertReceiverFailing.as_str()),
+        ("severity", AlertName::AlertReceiverFailing.severity()),
+        ("kind", "Receiver"),
+        ("resource", name),
+        ("cause", kind.as_str()),
+    ] {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let health = outbox.health();
+    let annotations = [
+        (
+            "summary",
+            format!(
+                "alert receiver {name} has failed every delivery for {} min ({})",
+                after.as_secs() / 60,
+                kind.as_str()
+            ),
+        ),
+        (
+            "differs",
+            health
+                .last_error
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| kind.as_str().to_string()),
+        ),
+        ("action", "retrying with backoff".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Alert {
+        fingerprint: format!("receiver/{name}"),
+        name: AlertName::AlertReceiverFailing,
+        labels,
+        annotations,
+        starts_at: health
+            .failing_since
+            .map_or_else(SystemTime::now, |(_, t)| t),
     }
 }
 
@@ -386,6 +653,8 @@ fn read_key(source: &SecretSource) -> Result<Key, String> {
 /// Sends what falls due, forever: retries with backoff while the receiver fails.
 async fn send_loop(
     receiver: Receiver,
+    client: Client,
+    headers: HeaderMap,
     key: Option<Key>,
     outbox: Arc<Outbox>,
     metrics: Option<Arc<dyn Counts>>,
@@ -409,8 +678,13 @@ async fn send_loop(
         }
         let batch = outbox.snapshot(&due);
         let result = match receiver.kind {
-            ReceiverType::Alertmanager => post_alertmanager(&receiver.url, &batch).await,
-            ReceiverType::Webhook => post_webhooks(&receiver, key.as_ref(), &batch).await,
+            ReceiverType::Alertmanager => {
+                post_alertmanager(&client, &receiver.url, &headers, &batch).await
+            }
+            ReceiverType::Webhook => {
+                post_webhooks(&client, &receiver, &headers, key.as_ref(), &batch).await
+            }
+            ReceiverType::Slack => post_slack(&client, &receiver, &headers, &batch).await,
         };
         match result {
             Ok(()) => {
@@ -420,14 +694,17 @@ async fn send_loop(
                     .sent_ok
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 count("ok", batch.len() as u64);
-                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                outbox.succeeded();
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 outbox.sent_failed.fetch_add(1, Ordering::Relaxed);
                 count("error", 1);
+                if let Some(m) = &metrics {
+                    m.count_delivery_failure(&receiver.name, e.kind().as_str());
+                }
                 tracing::warn!(receiver = %receiver.name, error = %e, "alert delivery failed; retrying with backoff");
-                *outbox.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                outbox.failed(&e);
                 let exp = RETRY_BASE.saturating_mul(2u32.saturating_pow(failures.min(16) - 1));
                 let delay = exp.min(RETRY_MAX).mul_f64(0.8 + 0.4 * fastrand::f64());
                 tokio::time::sleep(delay).await;
@@ -448,13 +725,25 @@ struct Postable<'a> {
     generator_url: &'a str,
 }
 
+fn optional_rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// One POST of every due alert to `/api/v2/alerts`: firing ones valid for [`VALIDITY`],
 /// resolved ones ending when they were repaired.
-async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), DeliveryError> {
+async fn post_alertmanager(
+    client: &Client,
+    base: &str,
+    headers: &HeaderMap,
+    batch: &[(Entry, Phase)],
+) -> Result<(), DeliveryError> {
     let now = SystemTime::now();
     let body: Vec<Postable<'_>> = batch
         .iter()
@@ -471,7 +760,7 @@ async fn post_alertmanager(base: &str, batch: &[(Entry, Phase)]) -> Result<(), D
         .collect();
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-    post(&url, &[], &json).await
+    client.post_json(&url, headers, json.into()).await
 }
 
 /// The body a webhook receives for one alert.
@@ -493,7 +782,9 @@ struct WebhookBody<'a> {
 
 /// One signed POST per due alert, in order.
 async fn post_webhooks(
+    client: &Client,
     receiver: &Receiver,
+    common: &HeaderMap,
     key: Option<&Key>,
     batch: &[(Entry, Phase)],
 ) -> Result<(), DeliveryError> {
@@ -513,13 +804,88 @@ async fn post_webhooks(
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let signature = key.map(|k| format!("sha256={}", sign(&k.0, &json)));
-        let headers: Vec<(&str, &str)> = signature
-            .as_deref()
-            .map(|s| vec![(SIGNATURE_HEADER, s)])
-            .unwrap_or_default();
-        post(&receiver.url, &headers, &json).await?;
+        let mut headers = common.clone();
+        if let Some(s) = signature {
+            // Hex digits only: always a valid header value.
+            if let Ok(v) = http::HeaderValue::from_str(&s) {
+                headers.insert(SIGNATURE_HEADER, v);
+            }
+        }
+        client
+            .post_json(&receiver.url, &headers, json.into())
+            .await?;
     }
     Ok(())
+}
+
+/// One Slack message per due alert, in order: its state and summary, the fields before →
+/// after (the `differs` annotation, where a secret is only "differs"), what was done, and
+/// the page link. Slack's mrkdwn takes `&`, `<` and `>` escaped, so no value can forge a
+/// link or a mention.
+async fn post_slack(
+    client: &Client,
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    batch: &[(Entry, Phase)],
+) -> Result<(), DeliveryError> {
+    for (e, phase) in batch {
+        let json = serde_json::to_vec(&slack_message(&e.alert, *phase)).unwrap_or_default();
+        client
+            .post_json(&receiver.url, headers, json.into())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Slack's mrkdwn escaping.
+fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The incoming-webhook body for one alert in one state (`text` is the notification's
+/// fallback; `blocks` the message).
+fn slack_message(alert: &Alert, phase: Phase) -> serde_json::Value {
+    let get = |k: &str| alert.annotations.get(k).map(String::as_str).unwrap_or("");
+    let label = |k: &str| alert.labels.get(k).map(String::as_str).unwrap_or("?");
+    let state = match phase {
+        Phase::Firing => "FIRING",
+        Phase::Resolved => "RESOLVED",
+    };
+    let title = format!(
+        "[{state}] {}: {}/{}",
+        label("alertname"),
+        label("kind"),
+        label("resource")
+    );
+    let mut blocks = vec![
+        serde_json::json!({ "type": "header", "text": { "type": "plain_text", "text": title } }),
+        serde_json::json!({ "type": "section", "text": { "type": "mrkdwn", "text": mrkdwn(get("summary")) } }),
+    ];
+    if !get("differs").is_empty() {
+        blocks.push(serde_json::json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": format!("*Before → after*\n```{}```", mrkdwn(get("differs"))) },
+        }));
+    }
+    let mut context = format!(
+        "stack *{}* · environment *{}* · severity *{}*",
+        mrkdwn(label("stack")),
+        mrkdwn(label("environment")),
+        mrkdwn(label("severity"))
+    );
+    if !get("action").is_empty() {
+        context.push_str(&format!(" · {}", mrkdwn(get("action"))));
+    }
+    if !get("page").is_empty() {
+        context.push_str(&format!(" · <{}|stackwarden page>", mrkdwn(get("page"))));
+    }
+    blocks.push(serde_json::json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": context }],
+    }));
+    serde_json::json!({ "text": format!("{title}: {}", get("summary")), "blocks": blocks })
 }
 
 /// Hex HMAC-SHA256 of `body` under `key`.
@@ -533,69 +899,6 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
         }
         Err(_) => String::new(),
     }
-}
-
-/// A plain HTTP/1.1 POST of a JSON body, `Connection: close`; 2xx is success. The bodies
-/// are small and the receivers few: one connection per delivery keeps this client tiny.
-async fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), DeliveryError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| DeliveryError::Url(url.to_string()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let io = |source| DeliveryError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(io)?;
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nUser-Agent: stackwarden\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        // The status line is all we need; read a bounded prefix of the answer.
-        let mut answer = vec![0u8; 512];
-        let mut filled = 0;
-        while filled < answer.len() {
-            let n = stream.read(&mut answer[filled..]).await.map_err(io)?;
-            if n == 0 || answer[..filled + n].windows(2).any(|w| w == b"\r\n") {
-                filled += n;
-                break;
-            }
-            filled += n;
-        }
-        let line = String::from_utf8_lossy(&answer[..filled]);
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(DeliveryError::Status {
-                url: url.to_string(),
-                status,
-            })
-        }
-    };
-    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-        .await
-        .map_err(|_| DeliveryError::Timeout(url.to_string()))?
 }
 
 #[cfg(test)]

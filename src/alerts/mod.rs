@@ -10,6 +10,7 @@
 //! changed the stack.
 
 pub mod deliver;
+pub mod transport;
 
 use crate::engine::acknowledged;
 use crate::model::{Desired, Kind, Mode, ResourceId};
@@ -33,6 +34,8 @@ pub enum AlertName {
     ReconcileFailing,
     /// A container's health check keeps failing after restarts.
     ContainerUnhealthy,
+    /// An alert receiver has failed every delivery for a while (sent to the others).
+    AlertReceiverFailing,
 }
 
 impl AlertName {
@@ -43,14 +46,16 @@ impl AlertName {
             AlertName::PolicyViolation => "PolicyViolation",
             AlertName::ReconcileFailing => "ReconcileFailing",
             AlertName::ContainerUnhealthy => "ContainerUnhealthy",
+            AlertName::AlertReceiverFailing => "AlertReceiverFailing",
         }
     }
 
-    fn severity(self) -> &'static str {
+    /// The `severity` label.
+    pub fn severity(self) -> &'static str {
         match self {
             AlertName::StackDrift => "warning",
             AlertName::PolicyViolation | AlertName::ReconcileFailing => "critical",
-            AlertName::ContainerUnhealthy => "critical",
+            AlertName::ContainerUnhealthy | AlertName::AlertReceiverFailing => "critical",
         }
     }
 }
@@ -197,6 +202,8 @@ impl Book {
                     }
                     AlertName::ReconcileFailing => "the repair succeeded".to_string(),
                     AlertName::ContainerUnhealthy => "healthy again".to_string(),
+                    // Raised and resolved by the delivery side, never by a pass.
+                    AlertName::AlertReceiverFailing => "delivering again".to_string(),
                 };
                 alert.annotations.insert("action".into(), action);
                 events.push(Event::Resolved(alert, v.now));

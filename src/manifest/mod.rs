@@ -170,6 +170,7 @@ pub fn load_in(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Loa
         }
         if let Some(mut resource) = schema::read_resource(value, &mut r) {
             read_sources(&mut resource, file, &values, &repo, &mut reader, &mut r);
+            resolve_receiver_files(&mut resource, file);
             resources.push((resource, i));
         }
     }
@@ -305,9 +306,31 @@ fn assemble(stack: &Resource, all: &[Resource], env: &str) -> Desired {
         })
         .collect();
     resources.sort_by(|a, b| a.id.cmp(&b.id));
+    // A receiver's credential named by Parameter is read where that Parameter's value is.
+    let mut stack_spec = stack_spec.clone();
+    for rcv in &mut stack_spec.alerts.receivers {
+        let named = rcv.auth.iter().flat_map(|a| {
+            [
+                a.basic
+                    .as_ref()
+                    .and_then(|b| b.password_from_parameter.clone()),
+                a.bearer_token_from_parameter.clone(),
+            ]
+        });
+        let named: Vec<String> = named.flatten().collect();
+        for name in named {
+            let source = all.iter().find_map(|r| match &r.spec {
+                Spec::Parameter(p) if r.id.name == name => Some(p.value_from.clone()),
+                _ => None,
+            });
+            if let Some(source) = source {
+                rcv.parameters.insert(name, source);
+            }
+        }
+    }
     Desired {
         stack_name: stack.id.name.clone(),
-        stack: stack_spec.clone(),
+        stack: stack_spec,
         environment: env.to_string(),
         resources,
     }
@@ -353,6 +376,35 @@ fn subst_message(err: &values::SubstError, env: &str) -> (String, String) {
 /// A file refused because it resolves outside the repository, at its first line.
 fn escape_diagnostic(file: &Path, e: &repository::Escape) -> Diagnostic {
     Diagnostic::at_file_start(file, e.to_string(), e.fix())
+}
+
+/// Makes a receiver's relative file paths (CA bundle, password, token) relative to the
+/// manifest's directory, as `source:` is: the daemon reads them later, from whatever
+/// directory it runs in. The files are read only by the daemon (they are credentials on the
+/// host, not repository content), so they are not confined to the repository.
+fn resolve_receiver_files(resource: &mut Resource, manifest: &Path) {
+    let Spec::Stack(spec) = &mut resource.spec else {
+        return;
+    };
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &mut std::path::PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for rcv in &mut spec.alerts.receivers {
+        if let Some(ca) = rcv.tls.as_mut().and_then(|t| t.ca_file.as_mut()) {
+            resolve(ca);
+        }
+        if let Some(auth) = &mut rcv.auth {
+            if let Some(p) = auth.basic.as_mut().and_then(|b| b.password_file.as_mut()) {
+                resolve(p);
+            }
+            if let Some(t) = &mut auth.bearer_token_file {
+                resolve(t);
+            }
+        }
+    }
 }
 
 /// Reads ConfigFile `source:` files (relative to the manifest, confined to the repository)

@@ -293,12 +293,141 @@ impl Checker<'_> {
                     "give exactly one: `env: VARIABLE` or `file: /path/to/key`",
                 );
             }
-            if !(rcv.url.starts_with("http://") || rcv.url.starts_with("https://")) {
+            self.receiver(id, i, rcv);
+        }
+    }
+
+    /// A receiver's URL, trust, credentials and headers. A credential is only ever a file's
+    /// content: one written in the URL or a header would sit in the repository and in
+    /// every plan, so it is refused (the message never repeats it).
+    fn receiver(&mut self, id: &ResourceId, i: usize, rcv: &crate::model::Receiver) {
+        let at = |field: &str| format!("spec.alerts.receivers[{i}].{field}");
+        match rcv.url.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    self.finding(
+                        id,
+                        &at("url"),
+                        "the URL carries credentials (user:password@)",
+                        "remove them from the URL and use auth.basic { username, passwordFile } or auth.bearerTokenFile",
+                    );
+                }
+                if rcv.tls.is_some() && u.scheme_str() == Some("http") {
+                    self.finding(
+                        id,
+                        &at("tls"),
+                        "tls applies only to an https:// URL",
+                        "use https://, or remove tls",
+                    );
+                }
+            }
+            _ => {
+                // Shown without its path: a webhook's path may be its secret.
                 self.finding(
                     id,
-                    &format!("spec.alerts.receivers[{i}].url"),
-                    format!("`{}` is not an http(s) URL", rcv.url),
-                    "write e.g. http://127.0.0.1:9093",
+                    &at("url"),
+                    "is not an absolute http:// or https:// URL with a host",
+                    "write e.g. https://alertmanager.example:9093",
+                )
+            }
+        }
+        if let Some(auth) = &rcv.auth {
+            let by_file = auth.bearer_token_file.is_some();
+            let by_parameter = auth.bearer_token_from_parameter.is_some();
+            if auth.basic.is_some() == (by_file || by_parameter) || (by_file && by_parameter) {
+                self.finding(
+                    id,
+                    &at("auth"),
+                    "names neither or more than one of basic, bearerTokenFile and bearerTokenFromParameter",
+                    "give exactly one: basic: { username, passwordFile } or bearerTokenFile: /path (or bearerTokenFromParameter: <Parameter>)",
+                );
+            }
+            if let Some(b) = &auth.basic
+                && b.password_file.is_some() == b.password_from_parameter.is_some()
+            {
+                self.finding(
+                    id,
+                    &at("auth.basic"),
+                    "names neither or both of passwordFile and passwordFromParameter",
+                    "give exactly one: passwordFile: /path or passwordFromParameter: <Parameter>",
+                );
+            }
+            let named = [
+                (
+                    "auth.basic.passwordFromParameter",
+                    auth.basic
+                        .as_ref()
+                        .and_then(|b| b.password_from_parameter.as_ref()),
+                ),
+                (
+                    "auth.bearerTokenFromParameter",
+                    auth.bearer_token_from_parameter.as_ref(),
+                ),
+            ];
+            for (field, name) in named {
+                if let Some(name) = name
+                    && !self.by_id.contains_key(&(Kind::Parameter, name.as_str()))
+                {
+                    self.finding(
+                        id,
+                        &at(field),
+                        format!("`{name}` is not a declared Parameter"),
+                        "name a Parameter's metadata.name",
+                    );
+                }
+            }
+        }
+        if let Some(b) = rcv.auth.as_ref().and_then(|a| a.basic.as_ref())
+            && (b.username.is_empty() || b.username.contains(':'))
+        {
+            self.finding(
+                id,
+                &at("auth.basic.username"),
+                "is empty or contains ':'",
+                "give the user name alone; the password comes from passwordFile",
+            );
+        }
+        for (name, value) in &rcv.headers {
+            let path = at(&format!("headers.{name}"));
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => self.finding(
+                    id,
+                    &path,
+                    "is not a valid HTTP header name",
+                    "use letters, digits and '-', e.g. X-Scope-OrgID",
+                ),
+                Ok(h)
+                    if h == http::header::AUTHORIZATION
+                        || h == http::header::PROXY_AUTHORIZATION
+                        || h == http::header::COOKIE =>
+                {
+                    self.finding(
+                        id,
+                        &path,
+                        "a credential header cannot be written in a manifest",
+                        "use auth.bearerTokenFile or auth.basic with passwordFile",
+                    )
+                }
+                Ok(h)
+                    if h == http::header::HOST
+                        || h == http::header::CONTENT_TYPE
+                        || h == http::header::CONTENT_LENGTH =>
+                {
+                    self.finding(
+                        id,
+                        &path,
+                        "is set by the client itself",
+                        "remove this header",
+                    )
+                }
+                Ok(_) => {}
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                self.finding(
+                    id,
+                    &path,
+                    "the value is not a valid HTTP header value",
+                    "use visible ASCII without line breaks",
                 );
             }
         }
@@ -794,6 +923,20 @@ pub fn warnings(desired: &crate::model::Desired) -> Vec<String> {
             }
         }
     }
+    // A plain-HTTP receiver elsewhere than this host: the payload names the stack's weak
+    // points (what drifted, which rule broke) for anyone on the path to read.
+    for rcv in &desired.stack.alerts.receivers {
+        let Ok(uri) = rcv.url.parse::<http::Uri>() else {
+            continue;
+        };
+        if uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback) {
+            out.push(format!(
+                "receiver {}: sends alerts over plain http:// to {}, which is not this host; the alerts name what drifted and which rules broke\n    fix: use https:// (tls.caFile for a private CA), or a relay on 127.0.0.1",
+                rcv.name,
+                uri.host().unwrap_or("?"),
+            ));
+        }
+    }
     // A tag can be moved in the registry: what runs would change without a manifest edit
     // (rolled out as a planned replacement, but a change nobody reviewed). `local` runs the
     // stub image built on the machine, which has no digest to pin.
@@ -814,6 +957,15 @@ pub fn warnings(desired: &crate::model::Desired) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn valid_cidr(s: &str) -> bool {

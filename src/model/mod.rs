@@ -24,7 +24,10 @@ pub use network::{
     ListenerRuleSpec, MetadataOptions, Peer, Protocol, RootVolume, SecurityGroupSpec, Target,
     TargetGroupSpec,
 };
-pub use stack::{Acknowledgement, HostSpec, Receiver, ReceiverType, StackSpec};
+pub use stack::{
+    Acknowledgement, BasicAuth, HostSpec, Receiver, ReceiverAuth, ReceiverTls, ReceiverType,
+    StackSpec,
+};
 pub use storage::{
     BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ObjectOwnership, ParameterSpec,
     ParameterType, PublicAccessBlock, SecretSource,

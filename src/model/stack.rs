@@ -2,6 +2,7 @@
 
 use super::common::{MemSize, Mode, duration};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -139,7 +140,7 @@ pub struct AlertsSpec {
 pub struct Receiver {
     /// A name for status and logs.
     pub name: String,
-    /// `alertmanager` (v2 API) or `webhook` (JSON POST).
+    /// `alertmanager` (v2 API), `webhook` (signed JSON POST) or `slack` (incoming webhook).
     #[serde(rename = "type")]
     pub kind: ReceiverType,
     /// Base URL (Alertmanager) or full URL (webhook).
@@ -148,6 +149,58 @@ pub struct Receiver {
     /// variable: never written in a manifest.
     #[serde(default)]
     pub signing_key: Option<super::SecretSource>,
+    /// Extra trust for an `https://` receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ReceiverTls>,
+    /// Credentials, each read from a file: never written in a manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ReceiverAuth>,
+    /// Extra request headers (e.g. Mimir's `X-Scope-OrgID`); not for credentials.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Where the Parameters named by `…FromParameter` read their values (filled when the
+    /// manifests load, from each Parameter's `valueFrom`).
+    #[serde(skip)]
+    pub parameters: BTreeMap<String, super::SecretSource>,
+}
+
+/// A receiver's TLS trust.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiverTls {
+    /// A PEM bundle of CA certificates trusted in addition to the system roots (relative to
+    /// the manifest's directory).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How a receiver authenticates: one of basic auth and a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiverAuth {
+    /// HTTP basic auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// A file holding the bearer token (relative to the manifest's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// The Parameter whose value is the bearer token (instead of a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_from_parameter: Option<String>,
+}
+
+/// HTTP basic auth, the password from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name (not a secret).
+    pub username: String,
+    /// A file holding the password (relative to the manifest's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The Parameter whose value is the password (instead of a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_from_parameter: Option<String>,
 }
 
 /// The protocol a receiver speaks.
@@ -158,4 +211,6 @@ pub enum ReceiverType {
     Alertmanager,
     /// A plain JSON webhook.
     Webhook,
+    /// A Slack (or Slack-compatible) incoming webhook: one message per transition.
+    Slack,
 }

@@ -179,9 +179,18 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                 @if !status.alerts.receivers.is_empty() {
                     p { "Receivers: "
                         @for r in &status.alerts.receivers {
-                            b { (r.name) } " (" (r.kind) ", " (r.pending) " pending"
-                            @if let Some(e) = &r.last_error { ", " span class="bad" { "failing: " (e) } }
-                            ") "
+                            span class="receiver" data-receiver=(r.name) {
+                                b { (r.name) } " (" (r.kind) ", " (r.pending) " pending, " (r.dropped) " dropped"
+                                @if let Some(t) = r.last_success { ", last delivered " (crate::status::Timestamp(t)) }
+                                @if let (Some(k), Some(e)) = (r.last_error_kind, &r.last_error) {
+                                    ", " span class="bad" {
+                                        "failing (" (k.as_str()) ")"
+                                        @if let Some(t) = r.failing_since { " since " (crate::status::Timestamp(t)) }
+                                        ": " (e)
+                                    }
+                                }
+                                ") "
+                            }
                         }
                     }
                 }

@@ -62,6 +62,19 @@ struct SentLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// One alert receiver.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
+}
+
+/// A receiver and a kind of delivery failure.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    receiver: String,
+    kind: String,
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,6 +93,11 @@ pub struct Metrics {
     alerts_sent: Family<SentLabels, Counter>,
     alerts_pending: Gauge,
     alerts_dropped: Gauge,
+    delivery_failures: Family<FailureLabels, Counter>,
+    receiver_pending: Family<ReceiverLabels, Gauge>,
+    receiver_dropped: Family<ReceiverLabels, Gauge>,
+    receiver_last_success: Family<ReceiverLabels, FloatGauge>,
+    receiver_failing: Family<FailureLabels, Gauge>,
     acknowledged: Family<ResourceLabels, Gauge>,
 }
 
@@ -107,6 +125,36 @@ impl Metrics {
         let alerts_sent = Family::<SentLabels, Counter>::default();
         let alerts_pending = Gauge::default();
         let alerts_dropped = Gauge::default();
+        let delivery_failures = Family::<FailureLabels, Counter>::default();
+        let receiver_pending = Family::<ReceiverLabels, Gauge>::default();
+        let receiver_dropped = Family::<ReceiverLabels, Gauge>::default();
+        let receiver_last_success = Family::<ReceiverLabels, FloatGauge>::default();
+        let receiver_failing = Family::<FailureLabels, Gauge>::default();
+        registry.register(
+            "stackwarden_alert_delivery_failures",
+            "Failed alert deliveries by receiver and kind (tls, dns, connect, proxy, timeout, status, http, config)",
+            delivery_failures.clone(),
+        );
+        registry.register(
+            "stackwarden_alert_receiver_pending",
+            "Alerts waiting to reach this receiver in their latest state",
+            receiver_pending.clone(),
+        );
+        registry.register(
+            "stackwarden_alert_receiver_dropped",
+            "Alerts dropped because this receiver's outbox was full, since start",
+            receiver_dropped.clone(),
+        );
+        registry.register(
+            "stackwarden_alert_receiver_last_success_timestamp_seconds",
+            "When a delivery to this receiver last succeeded (Unix time)",
+            receiver_last_success.clone(),
+        );
+        registry.register(
+            "stackwarden_alert_receiver_failing",
+            "1 while this receiver's deliveries fail, labelled with the last failure's kind",
+            receiver_failing.clone(),
+        );
         let acknowledged = Family::<ResourceLabels, Gauge>::default();
         registry.register(
             "stackwarden_alerts_sent",
@@ -199,6 +247,11 @@ impl Metrics {
             alerts_sent,
             alerts_pending,
             alerts_dropped,
+            delivery_failures,
+            receiver_pending,
+            receiver_dropped,
+            receiver_last_success,
+            receiver_failing,
             acknowledged,
         }
     }
@@ -286,6 +339,35 @@ impl Metrics {
             .set(receivers.iter().map(|r| r.pending as i64).sum());
         self.alerts_dropped
             .set(receivers.iter().map(|r| r.dropped as i64).sum());
+        // Cleared first: a receiver removed from the manifest leaves no series behind.
+        self.receiver_pending.clear();
+        self.receiver_dropped.clear();
+        self.receiver_last_success.clear();
+        self.receiver_failing.clear();
+        for r in receivers {
+            let labels = ReceiverLabels {
+                receiver: r.name.clone(),
+            };
+            self.receiver_pending
+                .get_or_create(&labels)
+                .set(r.pending as i64);
+            self.receiver_dropped
+                .get_or_create(&labels)
+                .set(r.dropped as i64);
+            if let Some(t) = r.last_success {
+                self.receiver_last_success
+                    .get_or_create(&labels)
+                    .set(crate::status::Timestamp(t).unix_seconds());
+            }
+            if let Some(kind) = r.last_error_kind {
+                self.receiver_failing
+                    .get_or_create(&FailureLabels {
+                        receiver: r.name.clone(),
+                        kind: kind.as_str().to_string(),
+                    })
+                    .set(1);
+            }
+        }
         self.acknowledged.clear();
         for a in status.acknowledgements.iter().filter(|a| a.active) {
             if let Some((kind, name)) = a.resource.split_once('/') {
@@ -317,6 +399,15 @@ impl Metrics {
 impl crate::alerts::deliver::Counts for Metrics {
     fn count_alerts_sent(&self, receiver: &str, result: &str, n: u64) {
         Metrics::count_alerts_sent(self, receiver, result, n);
+    }
+
+    fn count_delivery_failure(&self, receiver: &str, kind: &str) {
+        self.delivery_failures
+            .get_or_create(&FailureLabels {
+                receiver: receiver.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 }
 

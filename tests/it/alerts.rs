@@ -701,3 +701,74 @@ async fn a_container_moved_to_another_network_alerts_and_resolves_once_it_is_put
     drop(d);
     docker.remove_network(NET).await.expect("the network goes");
 }
+
+#[tokio::test]
+async fn a_root_container_alerts_an_https_alertmanager_with_basic_auth_and_resolves_with_no_secret_shown()
+ {
+    const AM_PASSWORD: &str = "https-am-pa55word-never-shown";
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let _moto = Moto::start(&[]).await;
+    let pki = crate::support::tls::Pki::new("stackwarden test CA");
+    let am = Alertmanager::start_https(&pki.cert, &pki.key, &pki.ca, "stackwarden", AM_PASSWORD);
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&_moto.endpoint),
+        resync: "5s",
+        log_level: "trace",
+        alertmanager: Some(&am.url),
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    // The password beside the manifests, named relative to them.
+    let password = d.dir.join("am-password");
+    std::fs::write(&password, format!("{AM_PASSWORD}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    edit_stack(&d, |text| {
+        text.replacen(
+            "        url: ${alertmanagerUrl}\n",
+            &format!(
+                "        url: ${{alertmanagerUrl}}\n        tls: {{ caFile: {} }}\n        auth: {{ basic: {{ username: stackwarden, passwordFile: ../am-password }} }}\n        headers: {{ X-Scope-OrgID: observability }}\n",
+                pki.ca.display()
+            ),
+            1,
+        )
+    });
+
+    dk::recreate_by_hand(&docker, "loki", true, |b| b.user = Some("0".into())).await;
+    am.wait_until("the drift fires over HTTPS", DELIVER, || {
+        notified(&am.sink.notifications(), "StackDrift", "loki", "firing")
+    });
+    am.wait_until("the drift resolves over HTTPS", DELIVER, || {
+        notified(&am.sink.notifications(), "StackDrift", "loki", "resolved")
+    });
+    let receivers = d.status()["alerts"]["receivers"].clone();
+    assert_eq!(
+        receivers[0]["lastErrorKind"],
+        serde_json::Value::Null,
+        "{receivers}"
+    );
+    assert!(receivers[0]["lastSuccess"].is_string(), "{receivers}");
+
+    let log = d.log_text();
+    assert!(
+        log.contains("alert delivery answered"),
+        "the log is at trace level"
+    );
+    let mut shown = vec![("log", log)];
+    for path in ["/status", "/metrics", "/"] {
+        shown.push((path, d.get(path).unwrap().1));
+    }
+    shown.extend(
+        am.sink
+            .received()
+            .into_iter()
+            .map(|r| ("notification", r.body)),
+    );
+    for (what, text) in shown {
+        assert!(!text.contains(AM_PASSWORD), "{what} shows the password");
+    }
+}

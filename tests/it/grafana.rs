@@ -313,8 +313,8 @@ const CASES: &[Case] = &[
     Case {
         fixture: "policies-route-to-undeclared-contact-point.yaml",
         place: Place::Replace("alerting/policies.yaml"),
-        expect: "alerting/policies.yaml:8:9: ConfigFile/grafana-policies policies[0].routes[0].receiver: routes to contact point `team-slak`, which is not declared",
-        fix: "did you mean `team-slack`?",
+        expect: "alerting/policies.yaml:8:9: ConfigFile/grafana-policies policies[0].routes[0].receiver: routes to contact point `alertmanagr`, which is not declared",
+        fix: "did you mean `alertmanager`?",
         // Every critical rule is then routed nowhere: each is reported too.
         alone: false,
     },

@@ -21,6 +21,7 @@ mod manifests;
 mod own_container;
 mod partial;
 mod permissions;
+mod receivers;
 mod report;
 mod secrets;
 mod support;

@@ -622,6 +622,14 @@ pub const OPERATIONS: &[Operation] = &[
         LEASE,
         Target::LeaseObjects,
     ),
+    // The leader's check before each write (HeadObject is authorised as GetObject).
+    op(
+        S3,
+        "head_object",
+        "s3:GetObject",
+        LEASE,
+        Target::LeaseObjects,
+    ),
     op(
         S3,
         "put_object",

@@ -164,7 +164,7 @@ pub(super) type Outcome = Result<(), String>;
 
 /// What a plan could not observe, for people.
 fn incomplete(plan: &stackwarden::plan::Plan) -> String {
-    let mut what = plan.errors.clone();
+    let mut what = plan.errors();
     what.extend(
         plan.unobserved
             .iter()

@@ -413,6 +413,16 @@ pub struct Alertmanager {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// With `--web.config.file` (TLS, basic auth): how curl reaches `/-/ready`.
+    secured: Option<Secured>,
+}
+
+/// An Alertmanager serving HTTPS and basic auth through `--web.config.file`.
+struct Secured {
+    /// The web config's path.
+    web_config: PathBuf,
+    /// curl's options to reach it: `--cacert`, `-u user:password`.
+    curl: Vec<String>,
 }
 
 impl Alertmanager {
@@ -431,9 +441,90 @@ impl Alertmanager {
             port,
             child: None,
             dir,
+            secured: None,
         };
         am.spawn();
         am
+    }
+
+    /// Like [`Alertmanager::start`], serving HTTPS with `cert`/`key` and requiring basic auth
+    /// as `user` with `password` (bcrypt-hashed by `htpasswd`, as Alertmanager's web config
+    /// takes it); `ca` is what curl trusts to check that it is ready.
+    pub fn start_https(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        user: &str,
+        password: &str,
+    ) -> Alertmanager {
+        let sink = WebhookSink::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = generated_config(&format!("{}{NOTIFY_PATH}", sink.url));
+        std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+        std::fs::create_dir_all(dir.path().join("storage")).unwrap();
+        let hash = Command::new(tool("htpasswd"))
+            .args(["-nbBC", "10", user, password])
+            .output()
+            .expect("htpasswd runs (apache2-utils, installed by scripts/dev-env up)");
+        assert!(hash.status.success(), "htpasswd failed");
+        let line = String::from_utf8(hash.stdout).unwrap();
+        let hash = line
+            .trim()
+            .split_once(':')
+            .expect("user:hash")
+            .1
+            .to_string();
+        let web_config = dir.path().join("web.yml");
+        std::fs::write(
+            &web_config,
+            json!({
+                "tls_server_config": { "cert_file": cert, "key_file": key },
+                "basic_auth_users": { user: hash },
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut am = Alertmanager {
+            url: format!("https://127.0.0.1:{port}"),
+            sink,
+            log: dir.path().join("alertmanager.log"),
+            port,
+            child: None,
+            dir,
+            secured: Some(Secured {
+                web_config,
+                curl: vec![
+                    "--cacert".into(),
+                    ca.display().to_string(),
+                    "-u".into(),
+                    format!("{user}:{password}"),
+                ],
+            }),
+        };
+        am.spawn();
+        am
+    }
+
+    /// Whether it answers `/-/ready` with 200.
+    fn ready(&self) -> bool {
+        match &self.secured {
+            None => matches!(self.get("/-/ready"), Ok((200, _))),
+            Some(s) => Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "5",
+                ])
+                .args(&s.curl)
+                .arg(format!("{}/-/ready", self.url))
+                .output()
+                .is_ok_and(|o| o.stdout == b"200"),
+        }
     }
 
     fn spawn(&mut self) {
@@ -443,7 +534,11 @@ impl Alertmanager {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(tool("prometheus-alertmanager"))
+        let mut cmd = Command::new(tool("prometheus-alertmanager"));
+        if let Some(s) = &self.secured {
+            cmd.arg(format!("--web.config.file={}", s.web_config.display()));
+        }
+        let child = cmd
             .arg(format!(
                 "--config.file={}",
                 dir.join("alertmanager.yml").display()
@@ -463,7 +558,7 @@ impl Alertmanager {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if matches!(self.get("/-/ready"), Ok((200, _))) {
+            if self.ready() {
                 return;
             }
             if let Some(status) = self

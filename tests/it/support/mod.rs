@@ -5,3 +5,4 @@ pub mod causes;
 pub mod daemon;
 pub mod docker;
 pub mod moto;
+pub mod tls;
