@@ -501,6 +501,13 @@ impl Status {
             // and what runs under its name is not what the manifest declares.
             let blocked = pass.after.blocks().find(|b| b.id.to_string() == id);
             let (synced_status, synced_reason, synced_message) = match (&error, &drift) {
+                // Denied, whether reading or writing it: a person must grant the action
+                // the message names; nothing is retried before the next resync.
+                (Some(e), _)
+                    if error_class == Some(crate::provider::ErrorClass::PermissionDenied) =>
+                {
+                    (ConditionStatus::False, "PermissionDenied", e.clone())
+                }
                 (Some(e), _) if unobserved.is_some() => {
                     (ConditionStatus::Unknown, "ObserveFailed", e.clone())
                 }

@@ -161,6 +161,48 @@ fn a_failed_write_is_synced_false_with_its_error() {
 }
 
 #[test]
+fn a_denied_write_is_synced_false_permission_denied_naming_the_action() {
+    let d = desired();
+    let now = SystemTime::now();
+    let plan = Plan {
+        changes: vec![drift()],
+        ..Plan::default()
+    };
+    let outcome = StepOutcome::failed(
+        drift(),
+        crate::provider::StepError {
+            class: crate::provider::ErrorClass::PermissionDenied,
+            message: "grant ssm:PutParameter: User arn:aws:iam::1:user/ci is not authorized".into(),
+        },
+    );
+    let mut s = Status::default();
+    s.record_pass(
+        PassRecord {
+            desired: &d,
+            before: &plan,
+            after: &plan,
+            outcomes: std::slice::from_ref(&outcome),
+            backoff: &BTreeMap::new(),
+            summary: summary(now, PassResult::Failed),
+            covers: &|_| true,
+            unobserved: &|_| None,
+            kept: &|_| false,
+            applying: &Default::default(),
+        },
+        now,
+    );
+    let synced = s.resources[0].condition("Synced").unwrap();
+    assert_eq!(synced.status, ConditionStatus::False);
+    assert_eq!(synced.reason, "PermissionDenied");
+    assert!(
+        synced.message.contains("ssm:PutParameter"),
+        "{}",
+        synced.message
+    );
+    assert_eq!(s.phase, Phase::Degraded);
+}
+
+#[test]
 fn secrets_reach_status_and_audit_only_as_differs() {
     let d = desired();
     let now = SystemTime::now();
