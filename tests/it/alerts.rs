@@ -772,3 +772,73 @@ async fn a_root_container_alerts_an_https_alertmanager_with_basic_auth_and_resol
         assert!(!text.contains(AM_PASSWORD), "{what} shows the password");
     }
 }
+
+#[tokio::test]
+async fn an_image_tag_moved_under_running_containers_alerts_saying_so_and_resolves() {
+    let Full {
+        _lock,
+        docker,
+        _moto,
+        am,
+        d,
+    } = full_daemon_alerting("5s", "info", &[]).await;
+    let image = crate::support::docker::STUB_IMAGE;
+    let original = docker
+        .inspect_image(image)
+        .await
+        .expect("the stub image")
+        .id
+        .expect("an image id");
+    // Other content under the same tag, as a push to the registry would make it.
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(
+                    format!("FROM {original}\nLABEL io.stackwarden.test.moved-alert=\"1\"\n")
+                        .as_bytes(),
+                )?;
+            }
+            child.wait_with_output()
+        })
+        .expect("docker build runs");
+    let moved = built.status.success();
+    let limit = Instant::now() + CONVERGE;
+    let said_so = |n: &[Notification]| {
+        notified(n, "StackDrift", "loki", "firing")
+            && notified(n, "StackDrift", "loki", "resolved")
+            && n.iter().any(|x| x.body.to_string().contains("now resolves to"))
+    };
+    while moved && !said_so(&am.sink.notifications()) && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = am.sink.notifications();
+    // Put the tag back whatever the assertions say, for the tests that follow.
+    let _ = docker
+        .tag_image(
+            &original,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(image.split(':').next().unwrap_or(image).to_string()),
+                tag: Some(image.split(':').nth(1).unwrap_or("latest").to_string()),
+            }),
+        )
+        .await;
+    assert!(moved, "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        said_so(&seen),
+        "no StackDrift naming the moved tag fired and resolved on loki: {:#?}\n{}",
+        seen.iter().map(|n| &n.body).collect::<Vec<_>>(),
+        d.log_tail()
+    );
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_ne!(
+        loki.image.as_deref(),
+        Some(original.as_str()),
+        "loki runs the moved tag's image"
+    );
+}
