@@ -812,7 +812,8 @@ async fn an_image_tag_moved_under_running_containers_alerts_saying_so_and_resolv
     let said_so = |n: &[Notification]| {
         notified(n, "StackDrift", "loki", "firing")
             && notified(n, "StackDrift", "loki", "resolved")
-            && n.iter().any(|x| x.body.to_string().contains("now resolves to"))
+            && n.iter()
+                .any(|x| x.body.to_string().contains("now resolves to"))
     };
     while moved && !said_so(&am.sink.notifications()) && Instant::now() < limit {
         std::thread::sleep(Duration::from_millis(200));
