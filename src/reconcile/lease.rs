@@ -363,6 +363,11 @@ impl Lease {
         else {
             return Confirmed::Lost("this daemon has not written the lease".to_string());
         };
+        // Found gone or taken: forgotten, so that no later check trusts the old ETag.
+        let lost = |why: String| {
+            *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            Confirmed::Lost(why)
+        };
         // Past half its TTL, or even past its expiry (a pass longer than the TTL): the
         // renewal's If-Match on our own ETag is the check, since nobody can have taken the
         // lease without writing the object.
@@ -374,13 +379,10 @@ impl Lease {
             };
             return match self.write(&ours, Some(&etag)).await {
                 Ok(true) => Confirmed::Held,
-                Ok(false) => {
-                    *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    Confirmed::Lost(format!(
-                        "the lease object s3://{}/{} was rewritten or deleted by someone else",
-                        self.bucket, self.key
-                    ))
-                }
+                Ok(false) => lost(format!(
+                    "the lease object s3://{}/{} was rewritten or deleted by someone else",
+                    self.bucket, self.key
+                )),
                 Err(e) if expires > now => {
                     tracing::debug!(error = %e, "lease renewal unanswered; ours until it expires");
                     Confirmed::Held
@@ -397,10 +399,6 @@ impl Lease {
             .key(&self.key)
             .send()
             .await;
-        let lost = |why: String| {
-            *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            Confirmed::Lost(why)
-        };
         match head {
             Ok(out) if out.e_tag() == Some(etag.as_str()) => Confirmed::Held,
             Ok(_) => lost(format!(
