@@ -643,7 +643,6 @@ async fn a_repair_that_finishes_in_the_background_alerts_like_any_other() {
 
 #[tokio::test]
 async fn a_container_moved_to_another_network_alerts_and_resolves_once_it_is_put_back() {
-    use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest};
     const NET: &str = "sw-test-alert-net";
     let Full {
         _lock,
@@ -652,35 +651,7 @@ async fn a_container_moved_to_another_network_alerts_and_resolves_once_it_is_put
         am,
         d,
     } = full_daemon_alerting("5s", "info", &[]).await;
-    let _ = docker.remove_network(NET).await;
-    docker
-        .create_network(NetworkCreateRequest {
-            name: NET.into(),
-            driver: Some("bridge".into()),
-            ..Default::default()
-        })
-        .await
-        .expect("a bridge network can be made");
-    docker
-        .disconnect_network(
-            "none",
-            NetworkDisconnectRequest {
-                container: "grafana".into(),
-                force: Some(true),
-            },
-        )
-        .await
-        .expect("grafana leaves none");
-    docker
-        .connect_network(
-            NET,
-            NetworkConnectRequest {
-                container: "grafana".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("grafana joins the bridge");
+    dk::move_to_new_network(&docker, "grafana", NET).await;
 
     am.wait_until("the drift fires on grafana and resolves", CONVERGE, || {
         let n = am.sink.notifications();

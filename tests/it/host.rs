@@ -1330,38 +1330,9 @@ async fn a_removed_config_file_takes_its_file_with_it() {
 
 #[tokio::test]
 async fn drift_container_moved_to_another_network_is_replaced() {
-    use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest};
     let host = Host::converged().await;
     const NET: &str = "sw-test-moved-net";
-    let _ = host.docker.remove_network(NET).await;
-    host.docker
-        .create_network(NetworkCreateRequest {
-            name: NET.into(),
-            driver: Some("bridge".into()),
-            ..Default::default()
-        })
-        .await
-        .expect("a bridge network can be made");
-    host.docker
-        .disconnect_network(
-            "none",
-            NetworkDisconnectRequest {
-                container: "grafana".into(),
-                force: Some(true),
-            },
-        )
-        .await
-        .expect("grafana leaves none");
-    host.docker
-        .connect_network(
-            NET,
-            NetworkConnectRequest {
-                container: "grafana".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("grafana joins the bridge");
+    dk::move_to_new_network(&host.docker, "grafana", NET).await;
     host.repair(
         "Container/grafana",
         Action::Replace,

@@ -101,6 +101,41 @@ pub async fn inspect(docker: &Docker, name: &str) -> ContainerInspectResponse {
         .unwrap_or_else(|e| panic!("inspecting container {name}: {e}"))
 }
 
+/// Moves `container` off `none` onto a new bridge network `net` (made afresh), as
+/// `docker network disconnect none` and `docker network connect` would.
+pub async fn move_to_new_network(docker: &Docker, container: &str, net: &str) {
+    use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest};
+    let _ = docker.remove_network(net).await;
+    docker
+        .create_network(NetworkCreateRequest {
+            name: net.into(),
+            driver: Some("bridge".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("a bridge network can be made");
+    docker
+        .disconnect_network(
+            "none",
+            NetworkDisconnectRequest {
+                container: container.into(),
+                force: Some(true),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{container} leaves none: {e}"));
+    docker
+        .connect_network(
+            net,
+            NetworkConnectRequest {
+                container: container.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{container} joins {net}: {e}"));
+}
+
 /// True when a container of that name exists and runs.
 pub async fn inspect_running(docker: &Docker, name: &str) -> bool {
     docker
