@@ -5,7 +5,6 @@ use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
 use crate::model::Desired;
 use crate::provider::aws::{self, AwsProvider};
-use crate::provider::host::HostProvider;
 use crate::provider::{DynProvider, Stats};
 use crate::report;
 use anyhow::Context;
@@ -203,16 +202,19 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn iam_policy(args: &IamPolicyArgs) -> anyhow::Result<()> {
     let loaded = args.common.load().context("loading the manifests")?;
     let mut desired = loaded.desired;
-    let account = match &args.account {
-        Some(account) => account.clone(),
-        None => {
-            let config = aws::sdk_config(&desired.stack.region).await;
-            AwsProvider::new(&config, Arc::new(Stats::default()))
-                .account_id()
-                .await
-                .context("finding the AWS account of the credentials in use (or pass --account)")?
-        }
-    };
+    let account =
+        match &args.account {
+            Some(account) => account.clone(),
+            None => {
+                use crate::reconcile::worlds::{Connect, Live};
+                let world = Live
+                    .aws(&desired.stack.region, Arc::new(Stats::default()))
+                    .await;
+                world.account.account_id().await.context(
+                    "finding the AWS account of the credentials in use (or pass --account)",
+                )?
+            }
+        };
     manifest::fill_runtime(&mut desired, &account);
     let scope = aws::permissions::Scope::of(&desired, &account);
     let document = aws::permissions::policy(args.principal.into(), &scope);
@@ -475,12 +477,12 @@ async fn build_engine(
     desired: &mut Desired,
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Engine> {
-    let mut providers: Vec<Box<dyn DynProvider>> = Vec::new();
+    use crate::reconcile::worlds::{Connect, Live};
+    let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
     let needs_account = !desired.unresolved_runtime().is_empty();
     if args.scope != Scope::Host || needs_account {
-        let config = aws::sdk_config(&desired.stack.region).await;
-        let provider = AwsProvider::new(&config, stats.clone());
-        let account = provider.account_id().await.with_context(|| {
+        let world = Live.aws(&desired.stack.region, stats.clone()).await;
+        let account = world.account.account_id().await.with_context(|| {
             let names: Vec<String> = desired
                 .unresolved_runtime()
                 .iter()
@@ -493,7 +495,7 @@ async fn build_engine(
         })?;
         manifest::fill_runtime(desired, &account);
         if args.scope != Scope::Host {
-            providers.push(Box::new(provider));
+            providers.push(world.provider);
         }
     }
     let unresolved = desired.unresolved_runtime();
@@ -509,12 +511,13 @@ async fn build_engine(
             .host_root
             .clone()
             .unwrap_or_else(|| desired.stack.host.root.clone());
-        let provider = HostProvider::connect(root, stats.clone())
+        let world = Live
+            .host(root, stats.clone(), None)
             .await
             .context("connecting to the Docker engine (DOCKER_HOST)")?;
-        providers.push(Box::new(provider));
+        providers.push(world.provider);
     }
-    Ok(Engine::new(providers))
+    Ok(Engine::shared(providers))
 }
 
 /// Reads the reconcile token: the file wins over the environment; blank means none.

@@ -12,32 +12,35 @@ pub mod decide;
 mod detach;
 pub mod health;
 pub mod lease;
+pub mod state;
+#[cfg(test)]
+mod tests;
 pub mod triggers;
+pub mod worlds;
 
 use crate::alerts;
 use crate::engine::{ApplyReport, Engine};
 use crate::manifest;
 use crate::model::{Desired, Kind, ResourceId};
 use crate::plan::{Cause, Change, Plan, Problem, ProviderFailure, World};
-use crate::provider::aws::{self, AwsProvider};
-use crate::provider::host::HostProvider;
-use crate::provider::host::events::{HostEvent, watch_events};
+use crate::provider::host::events::HostEvent;
 use crate::provider::{CallKind, DynProvider, ErrorClass, OpenGate, Stats, WriteGate};
 use crate::status::{
-    AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassSummary, Reach, Rejected,
+    AuditEntry, AuditLog, LeaseStatus, Metrics, PassRecord, PassSummary, Reach, Rejected, Role,
     ServiceCalls, Status, Timestamp, Trigger,
 };
 use backoff::Backoff;
-use budget::Budget;
 use decide::Acting;
-use detach::{Claims, Detached, InFlight, Work};
+use detach::{Claims, Detached, Work};
 use lease::{Holding, Lease};
+use state::{Clock, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use worlds::{AwsWorld, Connect};
 
 /// A pass that runs longer than this is abandoned (the next pass starts from what is live:
 /// nothing is lost, a half-done step is simply planned again).
@@ -90,32 +93,23 @@ pub struct Handle {
 /// The loop's state. Only [`Controller::run`] mutates it.
 pub struct Controller {
     opts: Options,
+    clock: Clock,
     stats: Arc<Stats>,
-    aws: Option<Arc<AwsProvider>>,
-    host: Option<Arc<HostProvider>>,
+    /// How worlds are reached.
+    connect: Arc<dyn Connect>,
+    aws: Option<AwsWorld>,
+    host: Option<Arc<dyn DynProvider>>,
     events: Option<mpsc::Receiver<HostEvent>>,
     files: Option<triggers::FileWatch>,
-    desired: Option<Desired>,
-    /// Spec hash of each resource at the last pass that found it in sync: tells a manifest
-    /// edit from a hand-made change for kinds that record no hash on the resource itself.
-    in_sync: BTreeMap<ResourceId, String>,
-    revision: Option<String>,
-    rejected_revision: Option<String>,
-    status: Status,
-    audit: AuditLog,
-    backoff: Backoff,
-    /// Restarts of unhealthy containers, counted across restarts that worked.
-    restarts: health::Restarts,
-    /// When the next resync is due: a permanently failing resource waits for it.
-    next_resync: SystemTime,
-    budget: Budget,
-    in_flight: InFlight,
     /// The declared container names, for the Docker events watcher.
     watched_names: crate::provider::host::events::WatchedNames,
-    detached: Vec<Detached>,
+    /// What the loop remembers between passes.
+    state: State,
     lease: Option<Lease>,
-    s3: Option<aws_sdk_s3::Client>,
     identity: String,
+    /// The published view of `state`, and the records that only it keeps.
+    status: Status,
+    audit: AuditLog,
     metrics: Arc<Metrics>,
     /// Which alerts are firing.
     alerts: alerts::Book,
@@ -156,9 +150,9 @@ fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
 
 /// An event about a container is news about it: whatever held its repair back (a foreign
 /// holder of its name, a failed start) may be gone, so its backoff is lifted, not waited out.
-fn lift_backoff(backoff: &mut Backoff, event: &HostEvent) {
+fn lift_backoff(backoff: &mut Backoff, event: &HostEvent, now: SystemTime) {
     if let HostEvent::Container { name, .. } = event {
-        backoff.lift(&ResourceId::new(Kind::Container, name), SystemTime::now());
+        backoff.lift(&ResourceId::new(Kind::Container, name), now);
     }
 }
 
@@ -166,16 +160,14 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - RESYNC_JITTER + 2.0 * RESYNC_JITTER * fastrand::f64())
 }
 
-fn to_instant(at: SystemTime) -> tokio::time::Instant {
-    let delay = at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    tokio::time::Instant::now() + delay
-}
-
 impl Controller {
-    /// A controller and the handle the HTTP side reads.
+    /// A controller over the real worlds and the handle the HTTP side reads.
     pub fn new(opts: Options) -> (Controller, Handle) {
+        Controller::with_worlds(opts, Arc::new(worlds::Live))
+    }
+
+    /// A controller that reaches its worlds through `connect`.
+    pub fn with_worlds(opts: Options, connect: Arc<dyn Connect>) -> (Controller, Handle) {
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
         let (wake_tx, wake_rx) = mpsc::channel(64);
         let metrics = Arc::new(Metrics::new());
@@ -184,29 +176,22 @@ impl Controller {
             metrics: metrics.clone(),
             wake: wake_tx.clone(),
         };
+        let clock = Clock::start();
         let controller = Controller {
             opts,
+            clock,
             stats: Arc::new(Stats::default()),
+            connect,
             aws: None,
             host: None,
             events: None,
             files: None,
-            desired: None,
-            in_sync: BTreeMap::new(),
-            revision: None,
-            rejected_revision: None,
+            watched_names: Default::default(),
+            state: State::new(clock.now()),
+            lease: None,
+            identity: lease::identity("daemon"),
             status: Status::default(),
             audit: AuditLog::default(),
-            backoff: Backoff::default(),
-            restarts: health::Restarts::default(),
-            next_resync: SystemTime::now(),
-            budget: Budget::default(),
-            in_flight: InFlight::default(),
-            watched_names: Default::default(),
-            detached: Vec::new(),
-            lease: None,
-            s3: None,
-            identity: lease::identity("daemon"),
             metrics: metrics.clone(),
             alerts: alerts::Book::default(),
             dispatcher: alerts::deliver::Dispatcher::new(metrics.clone()),
@@ -218,10 +203,13 @@ impl Controller {
     }
 
     fn publish(&mut self) {
+        self.status.lease = self.state.lease.clone();
+        self.status.connectivity.aws = self.state.reach.aws.clone();
+        self.status.connectivity.docker = self.state.reach.docker.clone();
         self.status.audit = self.audit.entries();
         self.status.alerts.receivers = self.dispatcher.status();
-        if let Some(d) = &self.desired {
-            let now = SystemTime::now();
+        if let Some(d) = &self.state.desired {
+            let now = self.clock.now();
             self.status.acknowledgements = d
                 .stack
                 .acknowledgements
@@ -260,7 +248,12 @@ impl Controller {
             let trigger = match next_trigger.take() {
                 Some(t) => t,
                 None => {
-                    let retry_at = self.backoff.next_expiry(SystemTime::now()).map(to_instant);
+                    let clock = self.clock;
+                    let retry_at = self
+                        .state
+                        .backoff
+                        .next_expiry(clock.now())
+                        .map(|at| clock.instant_at(at));
                     let events = self.events.as_mut();
                     tokio::select! {
                         _ = shutdown.changed() => continue,
@@ -270,14 +263,14 @@ impl Controller {
                         },
                         ev = async { match events { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                             let Some(ev) = ev else { self.events = None; continue; };
-                            lift_backoff(&mut self.backoff, &ev);
+                            lift_backoff(&mut self.state.backoff, &ev, self.clock.now());
                             Trigger::Docker
                         },
                         _ = tokio::time::sleep_until(resync_at) => Trigger::Resync,
                         _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => Trigger::Retry,
                         // (select_all panics on no futures, and select! builds every branch's future.)
-                        (done, index) = async { if self.detached.is_empty() { std::future::pending().await } else { let (done, index, _) = futures_util::future::select_all(self.detached.iter_mut().map(|d| &mut d.task)).await; (done, index) } } => {
-                            let d = self.detached.swap_remove(index);
+                        (done, index) = async { if self.state.detached.is_empty() { std::future::pending().await } else { let (done, index, _) = futures_util::future::select_all(self.state.detached.iter_mut().map(|d| &mut d.task)).await; (done, index) } } => {
+                            let d = self.state.detached.swap_remove(index);
                             // Converged means observed: look at what those writes left. A
                             // pass that merely planned slowly wrote nothing to look at, and
                             // another pass now would only plan slowly again.
@@ -301,7 +294,7 @@ impl Controller {
             while self.wake_rx.try_recv().is_ok() {}
             if let Some(rx) = self.events.as_mut() {
                 while let Ok(ev) = rx.try_recv() {
-                    lift_backoff(&mut self.backoff, &ev);
+                    lift_backoff(&mut self.state.backoff, &ev, self.clock.now());
                 }
             }
             // A Docker-triggered pass makes no AWS call (see `pass`): it never waits on the
@@ -309,7 +302,7 @@ impl Controller {
             let wait = if trigger == Trigger::Docker {
                 Duration::ZERO
             } else {
-                self.budget.wait(Instant::now())
+                self.state.budget.wait(Instant::now())
             };
             if !wait.is_zero() {
                 tracing::warn!(
@@ -338,13 +331,14 @@ impl Controller {
                 break;
             }
             let interval = self
+                .state
                 .desired
                 .as_ref()
                 .map(|d| d.stack.reconcile_interval)
                 .unwrap_or(Duration::from_secs(30));
             let wait = jittered(interval);
             resync_at = tokio::time::Instant::now() + wait;
-            self.next_resync = SystemTime::now() + wait;
+            self.state.next_resync = self.clock.now() + wait;
         }
         self.shutdown().await;
     }
@@ -359,7 +353,7 @@ impl Controller {
                 if let Some(why) = d.lease_gate.as_ref().and_then(|g| g.lost()) {
                     self.lease_lost(&why);
                 }
-                let now = SystemTime::now();
+                let now = self.clock.now();
                 self.record_outcomes(&report.outcomes, d.trigger, now);
                 // Their pass held back the alerts of what they were writing (it was busy):
                 // judged now, exactly as an inline write's are, against what they found and
@@ -415,19 +409,19 @@ impl Controller {
             let id = &o.change.id;
             if alerts::is_health_restart(&o.change) {
                 // Restarted, whether or not it came back healthy: the next waits longer.
-                self.restarts.restarted(id, at);
+                self.state.restarts.restarted(id, at);
             }
             match &o.error {
                 None => {
-                    self.backoff.reset(id);
+                    self.state.backoff.reset(id);
                     self.metrics
                         .count_write(o.change.id.kind.as_str(), o.change.cause.as_str());
                 }
-                Some(_) => self.backoff.failed(
+                Some(_) => self.state.backoff.failed(
                     id,
                     o.class.unwrap_or(ErrorClass::Transient),
                     at,
-                    self.next_resync,
+                    self.state.next_resync,
                     fastrand::f64(),
                 ),
             }
@@ -438,7 +432,7 @@ impl Controller {
     async fn shutdown(&mut self) {
         // Writes in the background get the same grace as a pass in flight.
         // What they did is folded in as ever: audited, and alerted before the flush below.
-        for mut d in std::mem::take(&mut self.detached) {
+        for mut d in std::mem::take(&mut self.state.detached) {
             let abort = d.task.abort_handle();
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut d.task).await {
                 Ok(done) => {
@@ -468,7 +462,7 @@ impl Controller {
                 Err(_) => tracing::warn!("releasing the lease timed out; it lapses at its expiry"),
             }
         }
-        self.status.lease = LeaseStatus::default();
+        self.state.lease = LeaseStatus::default();
         self.publish();
     }
 
@@ -481,13 +475,13 @@ impl Controller {
         ) {
             Ok(loaded) => {
                 let revision = content_hash(&loaded.desired);
-                if self.revision.as_deref() != Some(revision.as_str()) {
+                if self.state.revision.as_deref() != Some(revision.as_str()) {
                     tracing::info!(revision = %revision, "manifest revision in force");
-                    self.revision = Some(revision.clone());
+                    self.state.revision = Some(revision.clone());
                     self.status.manifest.revision = Some(revision);
                     self.status.manifest.applied_at = Some(Timestamp(SystemTime::now()));
                     // A new revision deserves a fresh attempt at whatever was failing.
-                    self.backoff.clear();
+                    self.state.backoff.clear();
                     self.watch(&loaded.desired);
                 }
                 if let Ok(mut names) = self.watched_names.write() {
@@ -497,19 +491,19 @@ impl Controller {
                         .map(|(r, _)| r.id.name.clone())
                         .collect();
                 }
-                self.desired = Some(loaded.desired);
+                self.state.desired = Some(loaded.desired);
                 self.status.manifest.rejected = None;
-                self.rejected_revision = None;
+                self.state.rejected_revision = None;
             }
             Err(e) => {
                 let text = e.to_string();
                 let revision = content_hash(&text);
-                if self.rejected_revision.as_deref() != Some(revision.as_str()) {
+                if self.state.rejected_revision.as_deref() != Some(revision.as_str()) {
                     tracing::error!(
                         errors = %text,
                         "manifest edit rejected; the last good revision stays in force"
                     );
-                    self.rejected_revision = Some(revision.clone());
+                    self.state.rejected_revision = Some(revision.clone());
                 }
                 let errors = match &e {
                     manifest::LoadError::Invalid(d) => d.0.iter().map(|d| d.to_string()).collect(),
@@ -552,9 +546,11 @@ impl Controller {
         // Host-only daemons still need AWS for one thing: the account in `${account}`.
         let needs_aws = self.opts.scope.aws() || !desired.unresolved_runtime().is_empty();
         if needs_aws && self.aws.is_none() {
-            let config = aws::sdk_config(&desired.stack.region).await;
-            self.aws = Some(Arc::new(AwsProvider::new(&config, self.stats.clone())));
-            self.s3 = Some(aws::s3_client(&config));
+            let world = self
+                .connect
+                .aws(&desired.stack.region, self.stats.clone())
+                .await;
+            self.aws = Some(world);
         }
         if self.opts.scope.host() && self.host.is_none() {
             let root = self
@@ -562,27 +558,21 @@ impl Controller {
                 .host_root
                 .clone()
                 .unwrap_or_else(|| desired.stack.host.root.clone());
-            match HostProvider::connect(root, self.stats.clone()).await {
-                Ok(p) => {
-                    // The watcher's subscriptions are not part of any pass's calls.
-                    self.events = Some(watch_events(
-                        p.docker().clone(),
-                        desired.stack_name.clone(),
-                        self.watched_names.clone(),
-                        Arc::new(Stats::default()),
-                    ));
-                    self.host = Some(Arc::new(p));
-                    self.status.connectivity.docker = Some(Reach {
-                        reachable: true,
-                        error: None,
-                    });
+            let watch = worlds::Watch {
+                stack: desired.stack_name.clone(),
+                names: self.watched_names.clone(),
+            };
+            match self
+                .connect
+                .host(root, self.stats.clone(), Some(watch))
+                .await
+            {
+                Ok(world) => {
+                    self.events = world.events;
+                    self.host = Some(world.provider);
+                    self.state.reach.docker = Some(state::up());
                 }
-                Err(e) => {
-                    self.status.connectivity.docker = Some(Reach {
-                        reachable: false,
-                        error: Some(e.to_string()),
-                    });
-                }
+                Err(e) => self.state.reach.docker = Some(state::down(e.to_string())),
             }
         }
     }
@@ -593,7 +583,8 @@ impl Controller {
         if !self.opts.scope.aws() {
             return;
         }
-        let (Some(s3), Some((_, bucket))) = (&self.s3, desired.buckets().next()) else {
+        let s3 = self.aws.as_ref().and_then(|w| w.s3.as_ref());
+        let (Some(s3), Some((_, bucket))) = (s3, desired.buckets().next()) else {
             return;
         };
         let key_matches = self
@@ -614,13 +605,14 @@ impl Controller {
     /// Renews or checks the lease between passes; true when this daemon just took it over.
     async fn lease_tick(&mut self) -> bool {
         let observing = self
+            .state
             .desired
             .as_ref()
             .is_some_and(|d| !d.stack.mode.repairs());
         if self.lease.is_none() || observing {
             return false;
         }
-        let was_leader = self.status.lease.role == "leader";
+        let was_leader = self.state.lease.role == Role::Leader;
         let acting = self.lease_step().await;
         self.publish();
         acting == Acting::Full && !was_leader
@@ -630,15 +622,7 @@ impl Controller {
     /// holding). The next lease tick looks again, and acts at once if it retakes it.
     fn lease_lost(&mut self, why: &str) {
         tracing::warn!(reason = %why, "lease lost mid-pass: standing by until it is retaken");
-        self.status.lease = LeaseStatus {
-            role: "standby",
-            holder: None,
-            expires: None,
-        };
-    }
-
-    fn holds_unexpired_lease(&self, now: SystemTime) -> bool {
-        self.status.lease.role == "leader" && self.status.lease.expires.is_some_and(|e| e.0 > now)
+        self.state.stand_by();
     }
 
     /// Takes or renews the lease; says what this pass may do.
@@ -646,8 +630,8 @@ impl Controller {
         let Some(lease) = &self.lease else {
             // Host-only daemons (on the instance, no AWS in scope) have no bucket to hold a
             // lease in: one daemon per host is the deployment's guarantee.
-            self.status.lease = LeaseStatus {
-                role: "leader",
+            self.state.lease = LeaseStatus {
+                role: Role::Leader,
                 holder: Some(self.identity.clone()),
                 expires: None,
             };
@@ -655,32 +639,32 @@ impl Controller {
         };
         match lease.acquire(SystemTime::now()).await {
             Ok(Holding::Held { expires }) => {
-                if self.status.lease.role != "leader" {
+                if self.state.lease.role != Role::Leader {
                     tracing::info!(holder = lease.identity(), "lease taken: this daemon acts");
                 }
-                self.status.lease = LeaseStatus {
-                    role: "leader",
+                self.state.lease = LeaseStatus {
+                    role: Role::Leader,
                     holder: Some(lease.identity().to_string()),
                     expires: Some(Timestamp(expires)),
                 };
                 Acting::Full
             }
             Ok(Holding::Other { holder, expires }) => {
-                if self.status.lease.role != "standby" {
+                if self.state.lease.role != Role::Standby {
                     tracing::info!(%holder, "another actor holds the lease: standing by");
                 }
-                self.status.lease = LeaseStatus {
-                    role: "standby",
+                self.state.lease = LeaseStatus {
+                    role: Role::Standby,
                     holder: Some(holder),
                     expires: Some(Timestamp(expires)),
                 };
                 Acting::Standby
             }
             Ok(Holding::NoBucket) => {
-                self.status.lease = LeaseStatus::default();
+                self.state.lease = LeaseStatus::default();
                 Acting::BucketOnly
             }
-            Err(e) if self.holds_unexpired_lease(SystemTime::now()) => {
+            Err(e) if self.state.holds_unexpired_lease(SystemTime::now()) => {
                 // Ours until its expiry, whatever S3 answers now.
                 tracing::warn!(error = %e, "lease renewal failed; acting until it expires");
                 Acting::Full
@@ -688,8 +672,8 @@ impl Controller {
             Err(e) => {
                 // Without knowing who holds the lease, acting could make two actors.
                 tracing::warn!(error = %e, "lease unknown: observing only");
-                self.status.lease = LeaseStatus {
-                    role: "standby",
+                self.state.lease = LeaseStatus {
+                    role: Role::Standby,
                     holder: None,
                     expires: None,
                 };
@@ -701,13 +685,13 @@ impl Controller {
     /// One level-triggered pass.
     #[tracing::instrument(name = "pass", skip(self), fields(trigger = trigger.as_str()))]
     async fn pass(&mut self, trigger: Trigger) {
-        let started = SystemTime::now();
+        let started = self.clock.now();
         let t0 = Instant::now();
         if trigger == Trigger::Resync {
-            self.backoff.resync();
+            self.state.backoff.resync();
         }
         self.load();
-        let Some(mut desired) = self.desired.clone() else {
+        let Some(mut desired) = self.state.desired.clone() else {
             self.publish();
             return;
         };
@@ -716,41 +700,23 @@ impl Controller {
         // What keeps this pass from the whole truth, besides what the plan itself finds.
         let mut problems: Vec<Problem> = Vec::new();
         if let Some(aws) = &self.aws {
-            match aws.account_id().await {
+            match aws.account.account_id().await {
                 Ok(account) => {
                     manifest::fill_runtime(&mut desired, &account);
                     self.ensure_lease(&desired);
-                    self.status.connectivity.aws = Some(Reach {
-                        reachable: true,
-                        error: None,
-                    });
+                    self.state.reach.aws = Some(state::up());
                 }
                 Err(e) => {
-                    self.status.connectivity.aws = Some(Reach {
-                        reachable: false,
-                        error: Some(e.to_string()),
-                    });
+                    self.state.reach.aws = Some(state::down(e.to_string()));
+                    // What the provider cached (account, network lookups, policy
+                    // documents) may not survive an outage (a restarted endpoint, a
+                    // restored account): start afresh.
+                    self.aws = None;
+                    self.lease = None;
                 }
             }
         }
-        if self
-            .status
-            .connectivity
-            .aws
-            .as_ref()
-            .is_some_and(|r| !r.reachable)
-        {
-            // What the provider cached (account, network lookups, policy documents) may not
-            // survive an outage (a restarted endpoint, a restored account): start afresh.
-            self.aws = None;
-            self.lease = None;
-        }
-        let aws_up = self
-            .status
-            .connectivity
-            .aws
-            .as_ref()
-            .is_some_and(|r| r.reachable);
+        let aws_up = self.aws.is_some() && self.state.reach.aws_up();
         let host_only = decide::host_only(trigger, self.host.is_some());
         let mut providers: Vec<Arc<dyn DynProvider>> = Vec::new();
         if let Some(aws) = &self.aws
@@ -758,7 +724,7 @@ impl Controller {
             && self.opts.scope.aws()
             && !host_only
         {
-            providers.push(aws.clone());
+            providers.push(aws.provider.clone());
         }
         if let Some(host) = &self.host {
             if !desired.unresolved_runtime().is_empty() {
@@ -770,43 +736,32 @@ impl Controller {
         // A world in scope that cannot be reached fails the pass: nothing planned there is
         // not the same as nothing to do.
         if self.opts.scope.aws() && !aws_up && !host_only {
-            let why = self
-                .status
-                .connectivity
-                .aws
-                .as_ref()
-                .and_then(|r| r.error.clone())
-                .unwrap_or_else(|| "not connected".to_string());
             problems.push(Problem::Unreachable(ProviderFailure::new(
                 World::Aws,
                 ErrorClass::Transient,
-                format!("unreachable: {why}"),
+                format!("unreachable: {}", self.state.reach.aws_error()),
             )));
         }
         if self.opts.scope.host() && self.host.is_none() {
-            let why = self
-                .status
-                .connectivity
-                .docker
-                .as_ref()
-                .and_then(|r| r.error.clone())
-                .unwrap_or_else(|| "not connected".to_string());
             problems.push(Problem::Unreachable(ProviderFailure::new(
                 World::Host,
                 ErrorClass::Transient,
-                format!("Docker engine unreachable: {why}"),
+                format!(
+                    "Docker engine unreachable: {}",
+                    self.state.reach.docker_error()
+                ),
             )));
         }
         let repairs = desired.stack.mode.repairs();
         if !repairs {
             // Observe and warn modes write nothing, the lease object included: no lease.
-            self.status.lease = LeaseStatus::default();
+            self.state.lease = LeaseStatus::default();
         }
         let acting = match decide::acting(decide::LeaseFacts {
             repairs,
             host_only,
             has_lease: self.lease.is_some(),
-            holds_unexpired: self.holds_unexpired_lease(SystemTime::now()),
+            holds_unexpired: self.state.holds_unexpired_lease(SystemTime::now()),
             aws_in_scope: self.opts.scope.aws(),
             aws_up,
         }) {
@@ -824,10 +779,10 @@ impl Controller {
             Some(g) => g.clone(),
             None => Arc::new(OpenGate),
         };
-        let now = SystemTime::now();
-        let backoff = self.backoff.clone();
-        let restarts = self.restarts.clone();
-        let claims = Claims::new(self.in_flight.clone());
+        let now = self.clock.now();
+        let backoff = self.state.backoff.clone();
+        let restarts = self.state.restarts.clone();
+        let claims = Claims::new(self.state.in_flight.clone());
         let work_desired = desired.clone();
         let (plan_tx, plan_rx) = oneshot::channel::<Plan>();
         // The work runs as its own task so that a slow write can outlive this pass.
@@ -875,7 +830,7 @@ impl Controller {
                 Ok(Ok(plan)) => {
                     // Planned, and writing still: show the plan now, let the writes go on.
                     tracing::info!(
-                        in_flight = ?self.in_flight.ids(),
+                        in_flight = ?self.state.in_flight.ids(),
                         "writes continue in the background"
                     );
                     let known_missing = plan
@@ -885,7 +840,7 @@ impl Controller {
                         .filter(|c| self.alerts.knows(&c.id.to_string()))
                         .map(|c| c.id.clone())
                         .collect();
-                    self.detached.push(Detached {
+                    self.state.detached.push(Detached {
                         task,
                         trigger,
                         desired: desired.clone(),
@@ -933,15 +888,20 @@ impl Controller {
         let looked_at = move |k: Kind| !host_only || k.on_host();
         self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
         self.note_reachability(&after);
-        let finished = SystemTime::now();
+        let finished = self.clock.now();
         self.record_outcomes(&report.outcomes, trigger, finished);
         // A resource that could not be read is looked at again by its class's policy: soon
         // when the failure is transient, at the resync when it is not.
         for u in &after.unobserved {
-            self.backoff
-                .failed(&u.id, u.class, finished, self.next_resync, fastrand::f64());
+            self.state.backoff.failed(
+                &u.id,
+                u.class,
+                finished,
+                self.state.next_resync,
+                fastrand::f64(),
+            );
         }
-        let applying = self.in_flight.ids();
+        let applying = self.state.in_flight.ids();
         let pending: BTreeSet<&ResourceId> = after
             .changes
             .iter()
@@ -949,7 +909,7 @@ impl Controller {
             .chain(after.unobserved.iter().map(|u| &u.id))
             .chain(applying.iter())
             .collect();
-        self.backoff.retain(|id| pending.contains(id));
+        self.state.backoff.retain(|id| pending.contains(id));
         if acting == Acting::BucketOnly
             && !report.outcomes.is_empty()
             && report.outcomes.iter().all(|o| o.error.is_none())
@@ -969,7 +929,7 @@ impl Controller {
         let now_i = Instant::now();
         for (service, c) in &api_calls {
             if !matches!(service.as_str(), "docker" | "files") {
-                self.budget.spend(service, c.reads + c.writes, now_i);
+                self.state.budget.spend(service, c.reads + c.writes, now_i);
             }
         }
         let writes = self.stats.total(CallKind::Write);
@@ -1007,7 +967,7 @@ impl Controller {
             })
             .collect();
         self.metrics.count_pass(&summary, &call_rows);
-        let backoff_until = self.backoff.until();
+        let backoff_until = self.state.backoff.until();
         let scope = self.opts.scope;
         let covers = move |k: Kind| scope.covers(World::of(k));
         let aws_error = after.failure_of(World::Aws).map(ProviderFailure::detail);
@@ -1059,12 +1019,13 @@ impl Controller {
             .filter(|c| alerts::is_health_restart(c))
             .map(|c| c.id.clone())
             .collect();
-        self.restarts
+        self.state
+            .restarts
             .settle(&unhealthy, |id| looked_at(id.kind), now);
         let errors = self.dispatcher.configure(&desired.stack.alerts.receivers);
-        let backoff = &self.backoff;
-        let restarts = &self.restarts;
-        let busy = self.in_flight.ids();
+        let backoff = &self.state.backoff;
+        let restarts = &self.state.restarts;
+        let busy = self.state.in_flight.ids();
         let events = self.alerts.pass(&alerts::PassView {
             desired,
             before: &report.plan,
@@ -1120,7 +1081,7 @@ impl Controller {
             .filter(|r| looked_at(r.id.kind))
             .map(|r| (r.id.clone(), content_hash(&r.spec)))
             .collect();
-        let in_sync = &self.in_sync;
+        let in_sync = &self.state.in_sync;
         let sharpen = |c: &mut Change| {
             if c.cause == Cause::Drift
                 && let (Some(then), Some(now)) = (in_sync.get(&c.id), hashes.get(&c.id))
@@ -1145,7 +1106,7 @@ impl Controller {
                 .collect();
             for (id, hash) in hashes {
                 if !pending.contains(&id) {
-                    self.in_sync.insert(id, hash);
+                    self.state.in_sync.insert(id, hash);
                 }
             }
         }
@@ -1154,25 +1115,14 @@ impl Controller {
     /// Marks AWS and Docker unreachable when their provider could not observe this pass.
     fn note_reachability(&mut self, plan: &Plan) {
         if let Some(f) = plan.failure_of(World::Aws) {
-            self.status.connectivity.aws = Some(Reach {
-                reachable: false,
-                error: Some(f.detail()),
-            });
+            self.state.reach.aws = Some(state::down(f.detail()));
             self.aws = None;
             self.lease = None;
         }
-        if let Some(f) = plan.failure_of(World::Host) {
-            self.status.connectivity.docker = Some(Reach {
-                reachable: false,
-                error: Some(f.detail()),
-            });
-        }
-        let host_failed = plan.failure_of(World::Host).is_some();
-        if self.host.is_some() && !host_failed {
-            self.status.connectivity.docker = Some(Reach {
-                reachable: true,
-                error: None,
-            });
+        match plan.failure_of(World::Host) {
+            Some(f) => self.state.reach.docker = Some(state::down(f.detail())),
+            None if self.host.is_some() => self.state.reach.docker = Some(state::up()),
+            None => {}
         }
     }
 }

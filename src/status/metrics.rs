@@ -333,7 +333,8 @@ impl Metrics {
         if let Some(t) = status.last_success {
             self.last_success.set(t.unix_seconds());
         }
-        self.leader.set(i64::from(status.lease.role == "leader"));
+        self.leader
+            .set(i64::from(status.lease.role == crate::status::Role::Leader));
         let receivers = &status.alerts.receivers;
         self.alerts_pending
             .set(receivers.iter().map(|r| r.pending as i64).sum());

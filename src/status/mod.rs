@@ -256,12 +256,43 @@ pub struct Reach {
     pub error: Option<String>,
 }
 
+/// This daemon's part in acting on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It holds the lease (or needs none: a host-only daemon) and writes.
+    Leader,
+    /// Another actor holds the lease, or who holds it is unknown: it observes only.
+    Standby,
+    /// No lease is possible or needed yet (the bucket does not exist; a mode that writes
+    /// nothing).
+    #[default]
+    None,
+}
+
+impl Role {
+    /// The name `/status`, the page and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+            Role::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Who acts on the stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseStatus {
-    /// `leader`, `standby`, or `none` (no lease possible yet: the bucket does not exist).
-    pub role: &'static str,
+    /// This daemon's role.
+    pub role: Role,
     /// Who holds it (`host:pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
@@ -273,7 +304,7 @@ pub struct LeaseStatus {
 impl Default for LeaseStatus {
     fn default() -> Self {
         LeaseStatus {
-            role: "none",
+            role: Role::None,
             holder: None,
             expires: None,
         }
@@ -673,7 +704,7 @@ impl Status {
 
     /// The phase implied by the resources and the lease.
     pub fn derive_phase(&self) -> Phase {
-        if self.lease.role == "standby" {
+        if self.lease.role == Role::Standby {
             return Phase::Standby;
         }
         if self.last_pass.is_none() {
