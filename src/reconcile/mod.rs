@@ -889,6 +889,13 @@ impl Controller {
         self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
         self.note_reachability(&after);
         let finished = self.clock.now();
+        // The resync timer restarts when this pass ends: a permanent failure waits for it
+        // (the resync itself releases it), so until then, reckon with its latest time.
+        self.state.next_resync = finished
+            + desired
+                .stack
+                .reconcile_interval
+                .mul_f64(1.0 + RESYNC_JITTER);
         self.record_outcomes(&report.outcomes, trigger, finished);
         // A resource that could not be read is looked at again by its class's policy: soon
         // when the failure is transient, at the resync when it is not.
