@@ -21,6 +21,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+/// The worlds a pass plans in, and what keeps it from the whole truth.
+struct Reached {
+    providers: Vec<Arc<dyn DynProvider>>,
+    problems: Vec<Problem>,
+    /// A Docker-triggered pass: it looks at the host alone (`decide::host_only`).
+    host_only: bool,
+    aws_up: bool,
+}
+
+/// What a pass's work left: the plan and outcomes, the plan re-observed after the writes,
+/// and what kept the pass from finishing.
+struct Worked {
+    report: ApplyReport,
+    after: Plan,
+    problems: Vec<Problem>,
+}
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -169,15 +186,80 @@ impl Controller {
             self.publish();
             return;
         };
-        self.connect(&desired).await;
         self.stats.reset();
+        let reached = self.reach(&mut desired, trigger).await;
+        let host_only = reached.host_only;
+        let acting = self.who_writes(&desired, &reached).await;
+        let Worked {
+            mut report,
+            mut after,
+            problems,
+        } = self.work(trigger, &desired, reached, acting).await;
+        // The pass itself did not finish (deadline, panic): its empty plan says nothing, so
+        // it may not resolve alerts. A blocked resource is not that: it is a finding.
+        let pass_failed = problems
+            .iter()
+            .any(|p| matches!(p, Problem::Deadline(_) | Problem::Aborted(_)));
+        after.problems.extend(problems);
+        let looked_at = move |k: Kind| !host_only || k.on_host();
+        self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
+        self.note_reachability(&after);
+        let finished = self.clock.now();
+        self.settle_backoff(&desired, trigger, &report, &after, finished);
+        if acting == Acting::BucketOnly
+            && !report.outcomes.is_empty()
+            && report.outcomes.iter().all(|o| o.error.is_none())
+        {
+            // The bucket exists now: take the lease and do the rest at once.
+            let _ = self.wake_tx.try_send(Trigger::Retry);
+        }
+        let summary = self.count_calls(started, t0, trigger, &report, &after);
+        let applying = self.state.in_flight.ids();
+        let backoff_until = self.state.backoff.until();
+        let scope = self.opts.scope;
+        let covers = move |k: Kind| scope.covers(World::of(k));
+        let aws_error = after.failure_of(World::Aws).map(ProviderFailure::detail);
+        let host_error = after.failure_of(World::Host).map(ProviderFailure::detail);
+        let unobserved = move |k: Kind| {
+            if k.on_host() {
+                host_error.clone()
+            } else {
+                aws_error.clone()
+            }
+        };
+        self.status.record_pass(
+            PassRecord {
+                desired: &desired,
+                before: &report.plan,
+                after: &after,
+                outcomes: &report.outcomes,
+                backoff: &backoff_until,
+                summary,
+                covers: &covers,
+                unobserved: &unobserved,
+                kept: &|w: World| host_only && w == World::Aws,
+                applying: &applying,
+            },
+            finished,
+        );
+        if decide::alerts(acting, desired.stack.mode.repairs()) {
+            let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
+            self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
+        }
+        self.publish();
+    }
+
+    /// Connects what is in scope, resolves `${account}`, and says which worlds this pass
+    /// plans in and what keeps it from the whole truth.
+    async fn reach(&mut self, desired: &mut Desired, trigger: Trigger) -> Reached {
+        self.connect(desired).await;
         // What keeps this pass from the whole truth, besides what the plan itself finds.
         let mut problems: Vec<Problem> = Vec::new();
         if let Some(aws) = &self.aws {
             match aws.account.account_id().await {
                 Ok(account) => {
-                    manifest::fill_runtime(&mut desired, &account);
-                    self.ensure_lease(&desired);
+                    manifest::fill_runtime(desired, &account);
+                    self.ensure_lease(desired);
                     self.state.reach.aws = Some(state::up());
                 }
                 Err(e) => {
@@ -226,22 +308,51 @@ impl Controller {
                 ),
             )));
         }
+        Reached {
+            providers,
+            problems,
+            host_only,
+            aws_up,
+        }
+    }
+
+    /// What this pass may write, by the mode and the lease (taking or renewing it when the
+    /// rule in `decide::acting` asks).
+    async fn who_writes(&mut self, desired: &Desired, reached: &Reached) -> Acting {
         let repairs = desired.stack.mode.repairs();
         if !repairs {
             // Observe and warn modes write nothing, the lease object included: no lease.
             self.state.lease = LeaseStatus::default();
         }
-        let acting = match decide::acting(decide::LeaseFacts {
+        match decide::acting(decide::LeaseFacts {
             repairs,
-            host_only,
+            host_only: reached.host_only,
             has_lease: self.lease.is_some(),
             holds_unexpired: self.state.holds_unexpired_lease(SystemTime::now()),
             aws_in_scope: self.opts.scope.aws(),
-            aws_up,
+            aws_up: reached.aws_up,
         }) {
             decide::LeaseChoice::Decided(acting) => acting,
             decide::LeaseChoice::Ask => self.lease_step().await,
-        };
+        }
+    }
+
+    /// Plans and applies what is not held back, in a task of its own: writes still going
+    /// after [`DETACH_AFTER`] go on in the background (see `detach`), and this pass reports
+    /// their plan.
+    async fn work(
+        &mut self,
+        trigger: Trigger,
+        desired: &Desired,
+        reached: Reached,
+        acting: Acting,
+    ) -> Worked {
+        let Reached {
+            providers,
+            mut problems,
+            host_only,
+            ..
+        } = reached;
         let engine = Engine::shared(providers);
         // A leader confirms its lease before each write, not only at its ticks: a lease
         // deleted or taken meanwhile stops this daemon before its next write.
@@ -290,7 +401,7 @@ impl Controller {
             done = &mut task => Some(done),
             _ = tokio::time::sleep(DETACH_AFTER) => None,
         };
-        let (report, mut after) = match finished_in_time {
+        let (report, after) = match finished_in_time {
             Some(Ok(Some(r))) => r,
             Some(Ok(None)) => {
                 problems.push(exceeded());
@@ -352,17 +463,23 @@ impl Controller {
         if let Some(why) = lease_gate.as_ref().and_then(|g| g.lost()) {
             self.lease_lost(&why);
         }
-        // The pass itself did not finish (deadline, panic): its empty plan says nothing, so
-        // it may not resolve alerts. A blocked resource is not that: it is a finding.
-        let pass_failed = problems
-            .iter()
-            .any(|p| matches!(p, Problem::Deadline(_) | Problem::Aborted(_)));
-        after.problems.extend(problems);
-        let mut report = report;
-        let looked_at = move |k: Kind| !host_only || k.on_host();
-        self.attribute_causes(&desired, &mut report, &mut after, &looked_at);
-        self.note_reachability(&after);
-        let finished = self.clock.now();
+        Worked {
+            report,
+            after,
+            problems,
+        }
+    }
+
+    /// Audits and counts the writes, and sets what waits: a failed write by its class, an
+    /// unreadable resource likewise; whatever needs nothing any more is forgotten.
+    fn settle_backoff(
+        &mut self,
+        desired: &Desired,
+        trigger: Trigger,
+        report: &ApplyReport,
+        after: &Plan,
+        finished: SystemTime,
+    ) {
         // The resync timer restarts when this pass ends: a permanent failure waits for it
         // (the resync itself releases it), so until then, reckon with its latest time.
         self.state.next_resync = finished
@@ -391,13 +508,17 @@ impl Controller {
             .chain(applying.iter())
             .collect();
         self.state.backoff.retain(|id| pending.contains(id));
-        if acting == Acting::BucketOnly
-            && !report.outcomes.is_empty()
-            && report.outcomes.iter().all(|o| o.error.is_none())
-        {
-            // The bucket exists now: take the lease and do the rest at once.
-            let _ = self.wake_tx.try_send(Trigger::Retry);
-        }
+    }
+
+    /// Counts this pass's API calls (against the budget and in the metrics) and sums it up.
+    fn count_calls(
+        &mut self,
+        started: SystemTime,
+        t0: Instant,
+        trigger: Trigger,
+        report: &ApplyReport,
+        after: &Plan,
+    ) -> PassSummary {
         let calls = self.stats.snapshot();
         let mut api_calls: BTreeMap<String, ServiceCalls> = BTreeMap::new();
         for (service, _, kind, n) in &calls {
@@ -448,38 +569,7 @@ impl Controller {
             })
             .collect();
         self.metrics.count_pass(&summary, &call_rows);
-        let backoff_until = self.state.backoff.until();
-        let scope = self.opts.scope;
-        let covers = move |k: Kind| scope.covers(World::of(k));
-        let aws_error = after.failure_of(World::Aws).map(ProviderFailure::detail);
-        let host_error = after.failure_of(World::Host).map(ProviderFailure::detail);
-        let unobserved = move |k: Kind| {
-            if k.on_host() {
-                host_error.clone()
-            } else {
-                aws_error.clone()
-            }
-        };
-        self.status.record_pass(
-            PassRecord {
-                desired: &desired,
-                before: &report.plan,
-                after: &after,
-                outcomes: &report.outcomes,
-                backoff: &backoff_until,
-                summary,
-                covers: &covers,
-                unobserved: &unobserved,
-                kept: &|w: World| host_only && w == World::Aws,
-                applying: &applying,
-            },
-            finished,
-        );
-        if decide::alerts(acting, desired.stack.mode.repairs()) {
-            let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
-            self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
-        }
-        self.publish();
+        summary
     }
 
     /// Audits each write, counts it, and sets its resource's backoff by the failure's class.
