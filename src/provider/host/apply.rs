@@ -519,7 +519,118 @@ fn step_line(change: &Change) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::diff::tests::{converged, desired};
+    use super::super::{diff::plan, docker::Client, files::FileState};
     use super::*;
+    use crate::model::Spec;
+    use crate::provider::{CallKind, OpenGate, Stats};
+    use std::os::unix::net::UnixListener;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// A host provider over `root` whose engine socket is bound but never answers: a step
+    /// that reached the engine would fail, and be counted.
+    fn offline(root: &Path, stats: Arc<Stats>) -> (HostProvider, UnixListener) {
+        let path = root.join("silent-engine.sock");
+        let socket = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let endpoint = format!("unix://{}", path.display());
+        let host = HostProvider {
+            client: Client::at(&endpoint, stats.clone()).unwrap_or_else(|e| panic!("{e}")),
+            host_root: root.to_path_buf(),
+            stats,
+            own_container: None,
+        };
+        (host, socket)
+    }
+
+    fn temp_root() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("a temp dir: {e}"))
+    }
+
+    fn engine_calls(stats: &Stats) -> u64 {
+        [CallKind::Read, CallKind::Write]
+            .into_iter()
+            .map(|k| stats.service_total("docker", k))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_step_applied_after_the_manifest_changed_writes_what_was_planned() {
+        let root = temp_root();
+        let mut d = desired();
+        let mut obs = converged(&d);
+        obs.files.insert("cfg".into(), FileState::Missing);
+        obs.files.insert("pw".into(), FileState::Missing);
+        let steps: Vec<_> = plan(&d, root.path(), &obs)
+            .steps
+            .into_iter()
+            .filter(|s| s.change.id.kind == Kind::ConfigFile)
+            .collect();
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        // The manifest and the secret change after the plan was made.
+        for r in &mut d.resources {
+            if let Spec::ConfigFile(f) = &mut r.spec {
+                f.path = format!("moved/{}", f.path);
+                f.content = f.content.as_ref().map(|_| "a: 2\n".to_string());
+                f.mode = Some("0666".into());
+            }
+        }
+        obs.secrets.0.insert("secret".into(), Ok("another".into()));
+
+        let stats = Arc::new(Stats::default());
+        let (host, _engine) = offline(root.path(), stats);
+        let outcomes = host.apply_steps(steps, &OpenGate).await;
+        assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:#?}");
+        let read = |p: &str| std::fs::read(root.path().join(p)).unwrap_or_default();
+        assert_eq!(read("svc/config.yaml"), b"a: 1\n");
+        assert_eq!(read("secrets/password"), b"pw");
+        assert!(!root.path().join("moved").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.path().join("svc/config.yaml"))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or_default();
+        assert_eq!(mode, 0o640);
+    }
+
+    #[tokio::test]
+    async fn a_container_whose_mounted_file_could_not_be_written_is_blocked_and_never_reaches_the_engine()
+     {
+        let root = temp_root();
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.files.insert(
+            "cfg".into(),
+            FileState::File {
+                sha256: "edited by hand".into(),
+                uid: 10001,
+                gid: 10001,
+                mode: 0o640,
+            },
+        );
+        let steps = plan(&d, root.path(), &obs).steps;
+        let planned: Vec<String> = steps.iter().map(|s| s.change.id.to_string()).collect();
+        assert_eq!(planned, ["ConfigFile/cfg", "Container/svc"]);
+        // The file's directory is a plain file: no write can land below it.
+        std::fs::write(root.path().join("svc"), "not a directory")
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let stats = Arc::new(Stats::default());
+        let (host, _engine) = offline(root.path(), stats.clone());
+        let outcomes = host.apply_steps(steps, &OpenGate).await;
+        let file = &outcomes[0];
+        assert_eq!(file.change.id.to_string(), "ConfigFile/cfg");
+        assert_eq!(file.class, Some(ErrorClass::Permanent), "{file:?}");
+        let svc = &outcomes[1];
+        assert_eq!(svc.change.id.to_string(), "Container/svc");
+        let error = svc.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("blocked: its mounted ConfigFile/cfg could not be written ("),
+            "{error}"
+        );
+        // It keeps its prerequisite's class: a person must act before it can run.
+        assert_eq!(svc.class, file.class);
+        assert_eq!(engine_calls(&stats), 0, "{:?}", stats.snapshot());
+    }
 
     #[test]
     fn a_step_line_names_the_resource_and_what_changes_but_never_a_secret() {

@@ -288,3 +288,49 @@ pub struct ContainerCreate {
     /// The owning stack.
     pub stack: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_waits_for_its_nearest_ancestors_that_have_a_step() {
+        let edges = |v: &[(&str, &[&str])]| {
+            v.iter()
+                .map(|(n, ds)| (n.to_string(), ds.iter().map(|d| d.to_string()).collect()))
+                .collect()
+        };
+        // grafana → loki → minio; loki has no step this apply, so grafana waits for minio.
+        let pre = Prerequisites {
+            container: "grafana".into(),
+            files: Vec::new(),
+            depends_on: edges(&[("grafana", &["loki"]), ("loki", &["minio"]), ("minio", &[])]),
+        };
+        let with_steps = ["grafana", "minio"].map(String::from).into();
+        assert_eq!(pre.waits_for(&with_steps), ["minio".to_string()].into());
+        let with_steps = ["grafana", "loki", "minio"].map(String::from).into();
+        assert_eq!(pre.waits_for(&with_steps), ["loki".to_string()].into());
+        assert_eq!(pre.level(), 2);
+    }
+
+    #[test]
+    fn a_secret_never_shows_in_an_ops_debug_and_plain_content_shows_its_digest() {
+        let op = HostOp::WriteFile(FileWrite {
+            file: "pw".into(),
+            path: "/srv/obs/pw".into(),
+            record: None,
+            content: Content::Secret {
+                parameter: "admin-password".into(),
+                bytes: b"hunter2-secret".to_vec(),
+            },
+            owner: 0,
+            group: 0,
+            mode: Ok(0o400),
+        });
+        let shown = format!("{op:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("Parameter/admin-password"), "{shown}");
+        let plain = format!("{:?}", Content::Plain(b"a: 1\n".to_vec()));
+        assert_eq!(plain, "Plain(5 bytes, sha256:37b128c59f1f)");
+    }
+}

@@ -660,14 +660,14 @@ fn short(s: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::docker::ImageInfo;
     use super::super::op::ModeSet;
     use super::*;
     use crate::model::{Mode, ParameterSpec, Resource, SourceLocation, Spec, StackSpec};
     use serde_json::json;
 
-    const ROOT: &str = "/srv/obs";
+    pub(in crate::provider::host) const ROOT: &str = "/srv/obs";
     const IMAGE_ID: &str = "sha256:0123456789abcdef";
 
     fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
@@ -681,7 +681,7 @@ mod tests {
     }
 
     /// One file and one secret file mounted by one container.
-    fn desired() -> Desired {
+    pub(in crate::provider::host) fn desired() -> Desired {
         let stack: Result<StackSpec, _> = serde_json::from_value(json!({
             "project": "p", "environment": "local", "region": "us-east-1", "enabled": true,
             "domain": "localhost", "host": {"instanceType": "t3.medium", "memoryBudget": "3G"}
@@ -719,7 +719,7 @@ mod tests {
         }
     }
 
-    fn spec_of(d: &Desired) -> &ContainerSpec {
+    pub(in crate::provider::host) fn spec_of(d: &Desired) -> &ContainerSpec {
         d.containers()
             .map(|(_, s)| s)
             .next()
@@ -735,7 +735,7 @@ mod tests {
     }
 
     /// What the host looks like right after a successful apply of [`desired`].
-    fn converged(d: &Desired) -> HostObserved {
+    pub(in crate::provider::host) fn converged(d: &Desired) -> HostObserved {
         let root = Path::new(ROOT);
         let spec = spec_of(d);
         let hash = desired_hash(d, root, "svc", spec);
@@ -909,6 +909,13 @@ mod tests {
         );
         let field = &p.steps[0].change.fields[0];
         assert!(field.sensitive && field.old.is_none() && field.new.is_none());
+        // The step holds the very bytes it writes, and shows none of them.
+        assert!(
+            matches!(&p.steps[0].ops[0], HostOp::WriteFile(w)
+                if w.content.bytes() == Ok(b"a-new-password".as_slice())),
+            "{:?}",
+            p.steps[0].ops
+        );
         let shown = format!("{:?}", p.steps);
         assert!(!shown.contains("a-new-password"), "{shown}");
         // An unreadable secret cannot be verified: no change is made up for it.
@@ -1091,5 +1098,74 @@ mod tests {
         let p = run(&d, &obs);
         let reason = p.steps[0].change.reason.clone().unwrap_or_default();
         assert!(!reason.contains("now resolves"), "{reason}");
+    }
+
+    /// The create op of `svc` in a plan of `obs`.
+    fn create_op(d: &Desired, obs: &HostObserved) -> super::super::op::ContainerCreate {
+        let p = run(d, obs);
+        p.steps
+            .iter()
+            .flat_map(|s| &s.ops)
+            .find_map(|op| match op {
+                HostOp::CreateContainer(c) => Some((**c).clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no create in {:?}", summary(&p)))
+    }
+
+    #[test]
+    fn a_planned_create_holds_its_complete_body_with_the_config_hash_label() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers.clear();
+        let c = create_op(&d, &obs);
+        let hash = desired_hash(&d, Path::new(ROOT), "svc", spec_of(&d));
+        let labels = c.body.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(HASH_LABEL), Some(&hash));
+        assert_eq!(labels.get(STACK_LABEL).map(String::as_str), Some("obs"));
+        // What the engine binds is only known at create: that label is added then.
+        assert!(!labels.contains_key(MOUNTS_LABEL), "{labels:?}");
+        assert_eq!(c.expected.labels.get(HASH_LABEL), Some(&hash));
+        assert_eq!(c.body.image.as_deref(), Some("stub:local"));
+        assert_eq!(c.body.user.as_deref(), Some("10001:10001"));
+        assert_eq!(
+            c.body.env.as_deref(),
+            Some(["PASSWORD__FILE=/run/secrets/password".to_string()].as_slice())
+        );
+        let host = c.body.host_config.clone().unwrap_or_default();
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            host.binds.unwrap_or_default(),
+            [
+                "/srv/obs/svc/config.yaml:/etc/svc.yaml:ro",
+                "/srv/obs/secrets/password:/run/secrets/password:ro"
+            ]
+        );
+        let mounted: Vec<&str> = c.mounted_files.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(mounted, ["cfg", "pw"]);
+    }
+
+    #[test]
+    fn a_recreate_holds_the_same_rendered_create_as_a_create() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].view.user = "0".into();
+        let replace = create_op(&d, &obs);
+        obs.containers.clear();
+        assert_eq!(replace, create_op(&d, &obs));
+    }
+
+    #[test]
+    fn every_declared_container_step_first_awaits_its_mounted_files_and_dependencies() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].status = "exited".into();
+        let p = run(&d, &obs);
+        let HostOp::Await(pre) = &p.steps[0].ops[0] else {
+            panic!("{:?}", p.steps[0].ops)
+        };
+        assert_eq!(pre.files, ["cfg", "pw"]);
+        assert_eq!(pre.container, "svc");
     }
 }
