@@ -3,7 +3,7 @@
 //! must be written before containers start (ConfigMap-rollout style). Observe is read-only
 //! (one container list, one inspect per container, one inspect per image, a stat + read per
 //! file); the decision is the pure [`diff::plan`], whose steps hold their rendered writes
-//! ([`op`]); [`apply`] carries them out as planned (files, then removals, then containers in
+//! ([`op`]); `apply` carries them out as planned (files, then removals, then containers in
 //! dependsOn order), printing each step as it starts and ends, and never reads the desired
 //! state again. Never touches unmanaged containers. Every Docker call has a deadline
 //! (`docker`).
