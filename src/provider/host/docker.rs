@@ -541,11 +541,16 @@ impl Client {
     /// A client of the engine at `DOCKER_HOST` (`unix://` only) or the default socket. Makes
     /// no call: the first one (version negotiation) finds out whether anything answers.
     pub fn new(stats: Arc<Stats>) -> Result<Client, DockerError> {
-        let endpoint: Arc<str> = std::env::var("DOCKER_HOST")
+        let endpoint = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
-            .into();
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        Client::at(&endpoint, stats)
+    }
+
+    /// A client of the engine at a `unix://` address. Makes no call.
+    pub fn at(endpoint: &str, stats: Arc<Stats>) -> Result<Client, DockerError> {
+        let endpoint: Arc<str> = endpoint.into();
         let docker = Docker::connect_with_unix(
             &endpoint,
             CALL_TIMEOUT.as_secs(),

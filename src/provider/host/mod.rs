@@ -2,10 +2,13 @@
 //! as ONE provider because a repaired file must roll the containers that mount it and files
 //! must be written before containers start (ConfigMap-rollout style). Observe is read-only
 //! (one container list, one inspect per container, one inspect per image, a stat + read per
-//! file); the decision is the pure [`diff::plan`]; apply runs files, then removals, then
-//! containers level by level in dependsOn order, printing each step as it starts and ends.
-//! Never touches unmanaged containers. Every Docker call has a deadline (`docker`).
+//! file); the decision is the pure [`diff::plan`], whose steps hold their rendered writes
+//! ([`op`]); `apply` carries them out as planned (files, then removals, then containers in
+//! dependsOn order), printing each step as it starts and ends, and never reads the desired
+//! state again. Never touches unmanaged containers. Every Docker call has a deadline
+//! (`docker`).
 
+mod apply;
 mod diff;
 mod docker;
 pub mod events;
@@ -13,27 +16,28 @@ mod files;
 mod hash;
 mod image;
 mod ledger;
+pub mod op;
 mod own_container;
 mod view;
 
 pub use events::{HostEvent, watch_events};
 pub use hash::HASH_LABEL;
+pub use op::HostOp;
 
-use crate::model::{ContainerSpec, Desired, Kind, ResourceId};
-use crate::plan::{Action, Change, Unobserved};
+use crate::model::{Desired, Kind, ResourceId};
+use crate::plan::Unobserved;
 use crate::provider::{
-    CallKind, Classify, ErrorClass, Provider, ProviderError, ProviderPlan, Stats, Step, StepError,
+    CallKind, Classify, ErrorClass, Provider, ProviderError, ProviderPlan, Stats, Step,
     StepOutcome, WriteGate,
 };
 use docker::{Client, ImageInfo, LiveContainer};
 use files::FileState;
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared, join_all};
+use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The provider's name in logs, stats and errors.
 const NAME: &str = "host";
@@ -56,79 +60,6 @@ pub struct HostProvider {
     /// The container this process runs in (see [`own_container`]): never removed or
     /// restarted from here.
     own_container: Option<String>,
-}
-
-/// One typed write on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostOp {
-    /// Write a ConfigFile's content atomically, with its owner and mode.
-    WriteFile {
-        /// ConfigFile name.
-        file: String,
-    },
-    /// Create a directory ConfigFile, with its owner and mode.
-    MakeDirectory {
-        /// ConfigFile name.
-        file: String,
-    },
-    /// Set a ConfigFile's owner and group.
-    SetOwner {
-        /// ConfigFile name.
-        file: String,
-    },
-    /// Set a ConfigFile's mode.
-    SetMode {
-        /// ConfigFile name.
-        file: String,
-    },
-    /// Remove a file stackwarden wrote for a ConfigFile no longer declared (the file or a
-    /// link at its path, never a directory, never a link's target).
-    RemoveFile {
-        /// Path under the host root, as recorded when it was written.
-        path: String,
-    },
-    /// Make sure an image is present, pulling it only when missing.
-    EnsureImage {
-        /// Image reference.
-        image: String,
-    },
-    /// Create a bridge network when missing.
-    EnsureNetwork {
-        /// Network name.
-        network: String,
-    },
-    /// Remove a container (stopping it).
-    RemoveContainer {
-        /// Container name.
-        name: String,
-        /// Engine id (the one observed: never a newer container of the same name).
-        id: String,
-    },
-    /// Create a container from its declaration.
-    CreateContainer {
-        /// Container name.
-        name: String,
-    },
-    /// Start a container.
-    StartContainer {
-        /// Container name.
-        name: String,
-    },
-    /// Restart a container whose health check fails.
-    RestartContainer {
-        /// Container name.
-        name: String,
-    },
-    /// Unpause a container paused by hand.
-    UnpauseContainer {
-        /// Container name.
-        name: String,
-    },
-    /// Wait until running (and healthy, with a health check), within a bounded time.
-    WaitReady {
-        /// Container name.
-        name: String,
-    },
 }
 
 /// Secret values by Parameter name; `Err` says why one cannot be read. Never printed.
@@ -372,453 +303,6 @@ impl HostProvider {
             }
         }
     }
-
-    fn container_spec<'d>(desired: &'d Desired, name: &str) -> Result<&'d ContainerSpec, String> {
-        desired
-            .containers()
-            .find(|(r, _)| r.id.name == name)
-            .map(|(_, s)| s)
-            .ok_or_else(|| format!("Container/{name} is not declared"))
-    }
-
-    fn file_spec<'d>(
-        desired: &'d Desired,
-        name: &str,
-    ) -> Result<&'d crate::model::ConfigFileSpec, String> {
-        desired
-            .config_files()
-            .find(|(r, _)| r.id.name == name)
-            .map(|(_, s)| s)
-            .ok_or_else(|| format!("ConfigFile/{name} is not declared"))
-    }
-
-    /// The bytes a ConfigFile must hold: its content, or its Parameter's value (a secret:
-    /// the error names where it should come from, never the value).
-    fn file_content<'o>(
-        spec: &'o crate::model::ConfigFileSpec,
-        observed: &'o HostObserved,
-    ) -> Result<&'o [u8], String> {
-        match &spec.from_parameter {
-            Some(param) => match observed.secrets.get(param) {
-                Some(Ok(value)) => Ok(value.as_bytes()),
-                Some(Err(why)) => Err(format!("content from Parameter/{param}: {why}")),
-                None => Err(format!("Parameter/{param} is not declared")),
-            },
-            None => Ok(spec.content.as_deref().unwrap_or("").as_bytes()),
-        }
-    }
-
-    /// Runs one operation; the error is a sentence for people.
-    async fn run_op(
-        &self,
-        desired: &Desired,
-        observed: &HostObserved,
-        op: &HostOp,
-    ) -> Result<(), StepError> {
-        match op {
-            HostOp::WriteFile { file } => {
-                let spec = Self::file_spec(desired, file)?;
-                let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec.mode_bits().ok_or_else(|| {
-                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
-                })?;
-                if let Ok(meta) = std::fs::symlink_metadata(&path)
-                    && meta.is_dir()
-                {
-                    return Err(StepError::permanent(format!(
-                        "{} is a directory; remove it by hand, stackwarden does not delete directories",
-                        path.display()
-                    )));
-                }
-                let content = Self::file_content(spec, observed)?;
-                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
-                // Recorded before it is written: a file on disk is never one the record
-                // does not know (a record of a file not written is harmless).
-                if ledger::is_plain_relative(&spec.path) {
-                    ledger::update(&self.host_root, &desired.stack_name, &spec.path, Some(file))
-                        .map_err(StepError::from)?;
-                }
-                self.record_file("WriteFile");
-                files::write_atomic(&path, content, spec.owner, spec.group, mode)
-                    .map_err(StepError::from)
-            }
-            HostOp::MakeDirectory { file } => {
-                let spec = Self::file_spec(desired, file)?;
-                let path = files::resolve(&self.host_root, &spec.path);
-                let mode = spec.mode_bits().ok_or_else(|| {
-                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
-                })?;
-                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
-                // A symlink (or file) where the directory belongs goes, never its target.
-                self.record_file("RemoveFile");
-                files::remove_non_directory(&path).map_err(StepError::from)?;
-                self.record_file("CreateDirectory");
-                files::make_dir(&path).map_err(StepError::from)?;
-                self.record_file("SetOwner");
-                files::set_owner(&path, spec.owner, spec.group).map_err(StepError::from)?;
-                self.record_file("SetMode");
-                files::set_mode(&path, mode).map_err(StepError::from)
-            }
-            HostOp::SetOwner { file } => {
-                let spec = Self::file_spec(desired, file)?;
-                let path = files::resolve(&self.host_root, &spec.path);
-                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
-                self.record_file("SetOwner");
-                files::set_owner(&path, spec.owner, spec.group).map_err(StepError::from)
-            }
-            HostOp::SetMode { file } => {
-                let spec = Self::file_spec(desired, file)?;
-                let mode = spec.mode_bits().ok_or_else(|| {
-                    StepError::from(files::FileError::Mode(spec.mode_text().to_string()))
-                })?;
-                let path = files::resolve(&self.host_root, &spec.path);
-                files::check_parents(&self.host_root, &path).map_err(StepError::from)?;
-                self.record_file("SetMode");
-                files::set_mode(&path, mode).map_err(StepError::from)
-            }
-            HostOp::RemoveFile { path } => {
-                if !ledger::is_plain_relative(path) {
-                    return Err(StepError::permanent(format!(
-                        "`{path}` is not a plain path under the host root; it is left alone"
-                    )));
-                }
-                let full = files::resolve(&self.host_root, path);
-                files::check_parents(&self.host_root, &full).map_err(StepError::from)?;
-                self.record_file("RemoveFile");
-                files::remove_non_directory(&full).map_err(StepError::from)?;
-                ledger::update(&self.host_root, &desired.stack_name, path, None)
-                    .map_err(StepError::from)
-            }
-            HostOp::EnsureImage { image } => {
-                if diff_image_found(observed, image) {
-                    return Ok(());
-                }
-                // A registry that cannot be reached may be back later: transient.
-                self.client.pull(image).await.map_err(|e| StepError {
-                    class: ErrorClass::Transient,
-                    message: format!("image {image} is not present and cannot be pulled: {e}"),
-                })?;
-                // A pinned reference must now resolve to an image carrying its digest.
-                match self.client.image(image).await.map_err(StepError::from)? {
-                    Some(info)
-                        if image::ImageRef::parse(image).is_satisfied_by(&info.repo_digests) =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(StepError::permanent(format!(
-                        "image {image} was pulled but no local image carries that reference"
-                    ))),
-                }
-            }
-            HostOp::EnsureNetwork { network } => {
-                if self
-                    .client
-                    .networks()
-                    .await
-                    .map_err(StepError::from)?
-                    .contains(network)
-                {
-                    return Ok(());
-                }
-                let mut labels = BTreeMap::new();
-                labels.insert(
-                    crate::model::ownership::STACK_LABEL.to_string(),
-                    desired.stack_name.clone(),
-                );
-                self.client
-                    .create_network(network, &labels)
-                    .await
-                    .map_err(StepError::from)
-            }
-            HostOp::RemoveContainer { id, name } => {
-                self.refuse_own(name, id)?;
-                self.client.remove(id).await.map_err(StepError::from)
-            }
-            HostOp::CreateContainer { name } => {
-                let spec = Self::container_spec(desired, name)?;
-                // A missing bind source would be created by the engine as root 0755 (or,
-                // for a file, as a directory): make hostPath directories under the root
-                // ourselves. Absolute ones are the host's own (`/proc`) and never created.
-                for m in &spec.mounts {
-                    if let Some(p) = m.host_path.as_deref().filter(|p| !p.starts_with('/')) {
-                        let path = files::host_path(&self.host_root, p);
-                        if std::fs::symlink_metadata(&path).is_err() {
-                            self.record_file("CreateDirectory");
-                            files::make_dir(&path).map_err(StepError::from)?;
-                        }
-                    }
-                }
-                // The engine resolves bind sources through symlinks: none may hide in the
-                // path of a source under the root.
-                for source in diff::managed_sources(desired, &self.host_root, spec) {
-                    files::check_parents(&self.host_root, &source).map_err(StepError::from)?;
-                }
-                // A missing ConfigFile (its write failed) would become a root-owned directory
-                // made by the engine, which then blocks the file for good: refuse instead.
-                for m in &spec.mounts {
-                    if let Some(file) = &m.config_file {
-                        let f = Self::file_spec(desired, file)?;
-                        let path = files::resolve(&self.host_root, &f.path);
-                        if std::fs::symlink_metadata(&path).is_err() {
-                            return Err(StepError::permanent(format!(
-                                "mounted ConfigFile/{file} is missing at {}; it must be written first",
-                                path.display()
-                            )));
-                        }
-                    }
-                }
-                let binds = diff::binds(desired, &self.host_root, spec);
-                // The sources' identities as of now, when the engine resolves the binds.
-                let identities = diff::managed_sources(desired, &self.host_root, spec)
-                    .into_iter()
-                    .map(|p| {
-                        let id = files::identity(&p);
-                        (p, id)
-                    })
-                    .collect();
-                let sources = diff::mount_sources(desired, &self.host_root, spec, &identities);
-                let hash = diff::desired_hash(desired, &self.host_root, name, spec);
-                let mut labels = diff::labels(desired, spec, &hash);
-                let (k, v) = diff::mount_sources_label(&sources);
-                labels.insert(k, v);
-                let body = docker::create_body(name, spec, &binds, &labels);
-                match self.client.create(name, body).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_conflict() => {
-                        let view = |image: Option<&ImageInfo>| {
-                            diff::container::desired_view(
-                                name,
-                                spec,
-                                image,
-                                &binds,
-                                sources.clone(),
-                                diff::labels(desired, spec, &hash),
-                            )
-                        };
-                        self.adopt(desired, name, &spec.image, view).await
-                    }
-                    Err(e) => Err(StepError::from(e)),
-                }
-            }
-            HostOp::StartContainer { name } => {
-                self.client.start(name).await.map_err(StepError::from)
-            }
-            HostOp::UnpauseContainer { name } => {
-                self.client.unpause(name).await.map_err(StepError::from)
-            }
-            HostOp::RestartContainer { name } => {
-                if let Some(live) = observed.containers.iter().find(|c| &c.name == name) {
-                    self.refuse_own(name, &live.id)?;
-                }
-                self.client.restart(name).await.map_err(StepError::from)
-            }
-            HostOp::WaitReady { name } => {
-                let spec = Self::container_spec(desired, name)?;
-                // A container that is not (yet) healthy may become so: transient.
-                self.wait_ready(name, spec)
-                    .await
-                    .map_err(|message| StepError {
-                        class: ErrorClass::Transient,
-                        message,
-                    })
-            }
-        }
-    }
-
-    /// Refuses to stop the container this process runs in: the step would end the process
-    /// midway (a replace would never create the new one). An apply from outside does it.
-    fn refuse_own(&self, name: &str, id: &str) -> Result<(), StepError> {
-        if self.own_container.as_deref() != Some(id) {
-            return Ok(());
-        }
-        Err(StepError::permanent(format!(
-            "Container/{name} runs this stackwarden process, which cannot stop or replace its own container; \
-             run `stackwarden apply --scope host` on the host, outside this container, to apply this change"
-        )))
-    }
-
-    /// The name was taken between observe and create. When the container holding it is this
-    /// stack's and exactly what this step was to make (the create of an `apply` killed
-    /// mid-call completes in the engine after the process is gone), it is adopted: compared
-    /// field by field as observe would, since labels alone can be copied by hand. Anything
-    /// else is left to the next observe, which sees it and plans for it.
-    async fn adopt(
-        &self,
-        desired: &Desired,
-        name: &str,
-        image: &str,
-        desired_view: impl Fn(Option<&ImageInfo>) -> view::ContainerView,
-    ) -> Result<(), StepError> {
-        // The engine reserves the name before the container can be inspected: a create
-        // still under way answers 404 for a moment.
-        let mut raw = None;
-        for round in 0..5 {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            raw = self
-                .client
-                .inspect_raw(name)
-                .await
-                .map_err(StepError::from)?;
-            if raw.is_some() {
-                break;
-            }
-        }
-        let holder = match &raw {
-            None => "a container that is gone again",
-            Some(raw) => {
-                // Only a container of the declared image can be the one: its image info is
-                // the declared one's, so one lookup serves both views.
-                let declared = self
-                    .client
-                    .image(image)
-                    .await
-                    .map_err(StepError::from)?
-                    .filter(|d| raw.image.as_deref() == Some(d.id.as_str()));
-                let live = docker::from_inspect(raw, declared.as_ref());
-                let same = live.stack() == Some(desired.stack_name.as_str())
-                    && declared.is_some()
-                    && diff::container::compare(&desired_view(declared.as_ref()), &live.view)
-                        .is_empty();
-                if same {
-                    return Ok(());
-                }
-                if live.stack().is_some() {
-                    "a container of other settings"
-                } else {
-                    "a container this stack does not own"
-                }
-            }
-        };
-        Err(StepError {
-            class: ErrorClass::Transient,
-            message: format!(
-                "the name {name} was taken after the host was observed, by {holder}; the next pass plans for it"
-            ),
-        })
-    }
-
-    /// Waits until the container runs and, with a health check, passes it. Docker's first
-    /// probe only comes one whole interval after the start (15 s in production), so the
-    /// declared test is run here at once, in the container, until it passes or the cap is
-    /// reached; Docker's own check keeps watching afterwards.
-    async fn wait_ready(&self, name: &str, spec: &ContainerSpec) -> Result<(), String> {
-        let Some(check) = &spec.health_check else {
-            return self.running_or_why(name).await.map(|_| ());
-        };
-        let limit = (check.start_period
-            + (check.interval + check.timeout) * (check.retries + 1)
-            + Duration::from_secs(5))
-        .min(READY_CAP);
-        let probe = probe_command(&check.test);
-        let started = Instant::now();
-        let mut last = String::from("no probe ran");
-        loop {
-            let live = self.running_or_why(name).await?;
-            if live.health.as_deref() == Some("healthy") {
-                return Ok(());
-            }
-            // Docker's `unhealthy` may be stale (probes failed while the container was
-            // paused or stopped): with a probe of our own, only the probe decides.
-            if probe.is_none() && live.health.as_deref() == Some("unhealthy") {
-                return Err(format!(
-                    "container {name} fails its health check: {}",
-                    live.health_output.as_deref().unwrap_or("no output")
-                ));
-            }
-            if let Some(cmd) = &probe {
-                let timeout = if check.timeout.is_zero() {
-                    Duration::from_secs(30)
-                } else {
-                    check.timeout
-                };
-                match self.client.exec(name, cmd.clone(), timeout).await {
-                    Ok(r) if r.exit_code == Some(0) => return Ok(()),
-                    Ok(r) => last = r.output,
-                    // The process may not be up for exec yet; the next round tells.
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            if started.elapsed() >= limit {
-                return Err(format!(
-                    "container {name} is not healthy after {}s: {last}",
-                    limit.as_secs()
-                ));
-            }
-            tokio::time::sleep(READY_POLL).await;
-        }
-    }
-
-    /// The container, if it runs; otherwise why not.
-    async fn running_or_why(&self, name: &str) -> Result<LiveContainer, String> {
-        let live = self
-            .client
-            .inspect(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("container {name} vanished after it was started"))?;
-        if !live.is_running() {
-            let mut why = format!(
-                "container {name} is {} (exit code {})",
-                live.status, live.exit_code
-            );
-            if !live.error.is_empty() {
-                why.push_str(&format!(": {}", live.error));
-            }
-            return Err(why);
-        }
-        Ok(live)
-    }
-
-    async fn run_step(
-        &self,
-        desired: &Desired,
-        observed: &HostObserved,
-        step: Step<HostOp>,
-        gate: &dyn WriteGate,
-    ) -> StepOutcome {
-        if let Err(e) = gate.admit(&step.change).await {
-            tracing::warn!(
-                target: APPLY_LOG_TARGET,
-                "not {}: {}",
-                step_line(&step.change),
-                e.message
-            );
-            return StepOutcome::failed(step.change, e);
-        }
-        let started = Instant::now();
-        tracing::info!(target: APPLY_LOG_TARGET, "{}", step_line(&step.change));
-        for op in &step.ops {
-            if let Err(error) = self.run_op(desired, observed, op).await {
-                tracing::warn!(
-                    target: APPLY_LOG_TARGET,
-                    "{} {} failed after {:.1}s: {error}",
-                    step.change.action.verb(),
-                    step.change.id,
-                    started.elapsed().as_secs_f64()
-                );
-                return StepOutcome::failed(step.change, error);
-            }
-        }
-        tracing::info!(
-            target: APPLY_LOG_TARGET,
-            "{} {}: done in {:.1}s",
-            step.change.action.verb(),
-            step.change.id,
-            started.elapsed().as_secs_f64()
-        );
-        StepOutcome::done(step.change)
-    }
-}
-
-/// True when the image a reference names is on the engine.
-fn diff_image_found(observed: &HostObserved, reference: &str) -> bool {
-    observed
-        .images
-        .get(reference)
-        .and_then(Option::as_ref)
-        .is_some_and(|i| image::ImageRef::parse(reference).is_satisfied_by(&i.repo_digests))
 }
 
 /// The command Docker would run for a health test: `CMD args…` as is, `CMD-SHELL cmd`
@@ -833,41 +317,6 @@ fn probe_command(test: &[String]) -> Option<Vec<String>> {
         ]),
         _ => None,
     }
-}
-
-/// One line saying what a step is about to do, e.g. `recreating Container/loki: spec.user
-/// "0" → "10001:10001"`. Sensitive fields say only that they differ.
-fn step_line(change: &Change) -> String {
-    let verb = match change.action {
-        Action::Create => "creating",
-        Action::Adopt => "adopting",
-        Action::Update => "updating",
-        Action::Replace => "recreating",
-        Action::Delete => "removing",
-    };
-    let mut line = format!("{verb} {}", change.id);
-    let shown: Vec<String> = change
-        .fields
-        .iter()
-        .take(3)
-        .map(|f| match (&f.old, &f.new) {
-            _ if f.sensitive => format!("{}: value differs", f.path),
-            (Some(old), Some(new)) => format!("{}: {old} → {new}", f.path),
-            (None, Some(new)) => format!("{}: + {new}", f.path),
-            (Some(old), None) => format!("{}: - {old}", f.path),
-            (None, None) => f.path.clone(),
-        })
-        .collect();
-    if !shown.is_empty() {
-        line.push_str(": ");
-        line.push_str(&shown.join("; "));
-        if change.fields.len() > shown.len() {
-            line.push_str(&format!(" (+{} more)", change.fields.len() - shown.len()));
-        }
-    } else if let Some(reason) = &change.reason {
-        line.push_str(&format!(" ({reason})"));
-    }
-    line
 }
 
 impl Provider for HostProvider {
@@ -976,95 +425,14 @@ impl Provider for HostProvider {
 
     async fn apply(
         &self,
-        desired: &Desired,
-        observed: &HostObserved,
+        _desired: &Desired,
+        _observed: &HostObserved,
         steps: Vec<Step<HostOp>>,
         gate: &dyn WriteGate,
     ) -> Vec<StepOutcome> {
-        let mut outcomes = Vec::with_capacity(steps.len());
-        let (file_steps, rest): (Vec<_>, Vec<_>) = steps
-            .into_iter()
-            .partition(|s| s.change.id.kind == Kind::ConfigFile);
-        // Files one by one (cheap, and containers read them), then removals together.
-        let mut failed_files: BTreeMap<String, (ErrorClass, String)> = BTreeMap::new();
-        for step in file_steps {
-            let outcome = self.run_step(desired, observed, step, gate).await;
-            if let (Some(error), Some(class)) = (&outcome.error, outcome.class) {
-                failed_files.insert(outcome.change.id.name.clone(), (class, error.clone()));
-            }
-            outcomes.push(outcome);
-        }
-        // A container whose mounted file could not be written is not recreated for it: the
-        // restart would start it on the old file again, and its own events would wake pass
-        // after pass. Its outcome says what blocks it, and its backoff holds.
-        let (blocked, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| {
-            s.change.id.kind == Kind::Container
-                && Self::container_spec(desired, &s.change.id.name).is_ok_and(|spec| {
-                    spec.mounts.iter().any(|m| {
-                        m.config_file
-                            .as_ref()
-                            .is_some_and(|f| failed_files.contains_key(f))
-                    })
-                })
-        });
-        for step in blocked {
-            let spec = Self::container_spec(desired, &step.change.id.name).ok();
-            let (file, (class, error)) = spec
-                .into_iter()
-                .flat_map(|s| s.mounts.iter())
-                .filter_map(|m| m.config_file.as_ref())
-                .find_map(|f| failed_files.get_key_value(f))
-                .map(|(f, e)| (f.clone(), e.clone()))
-                .unwrap_or_else(|| (String::new(), (ErrorClass::Transient, String::new())));
-            tracing::warn!(
-                target: APPLY_LOG_TARGET,
-                "not {}: its mounted ConfigFile/{file} could not be written",
-                step_line(&step.change)
-            );
-            outcomes.push(StepOutcome::failed(
-                step.change,
-                StepError {
-                    class,
-                    message: format!(
-                        "blocked: its mounted ConfigFile/{file} could not be written ({error})"
-                    ),
-                },
-            ));
-        }
-        let (removals, rest): (Vec<_>, Vec<_>) = rest
-            .into_iter()
-            .partition(|s| s.change.action == Action::Delete);
-        outcomes.extend(
-            join_all(
-                removals
-                    .into_iter()
-                    .map(|s| self.run_step(desired, observed, s, gate)),
-            )
-            .await,
-        );
-        // Containers as a graph: each starts once the containers it depends on are running
-        // and healthy (or have failed: a dependent still starts, its services retry, and the
-        // failure is reported on the dependency's own step). A slow start (a pull, a health
-        // check that takes its time) holds up its own dependents and nothing else.
-        let levels = diff::levels(desired);
-        let mut rest = rest;
-        rest.sort_by_key(|s| levels.get(&s.change.id.name).copied().unwrap_or(0));
-        let with_steps: BTreeSet<String> = rest.iter().map(|s| s.change.id.name.clone()).collect();
-        let mut started: BTreeMap<String, Shared<BoxFuture<'_, StepOutcome>>> = BTreeMap::new();
-        for step in rest {
-            let name = step.change.id.name.clone();
-            let waits: Vec<_> = diff::step_dependencies(desired, &name, &with_steps)
-                .iter()
-                .filter_map(|d| started.get(d).cloned())
-                .collect();
-            let run = async move {
-                join_all(waits).await;
-                self.run_step(desired, observed, step, gate).await
-            };
-            started.insert(name, run.boxed().shared());
-        }
-        outcomes.extend(join_all(started.into_values()).await);
-        outcomes
+        // Each step holds what it writes, rendered by `diff`: apply carries out the plan
+        // it was given and reads neither the manifests nor the observation again.
+        self.apply_steps(steps, gate).await
     }
 }
 
@@ -1088,20 +456,5 @@ mod tests {
             ]))
         );
         assert_eq!(probe_command(&s(&["NONE"])), None);
-    }
-
-    #[test]
-    fn a_step_line_names_the_resource_and_what_changes_but_never_a_secret() {
-        use crate::model::ResourceId;
-        use crate::plan::FieldChange;
-        let change = Change::new(ResourceId::new(Kind::Container, "loki"), Action::Replace)
-            .with_fields(vec![
-                FieldChange::changed("spec.user", "\"0\"", "\"10001:10001\""),
-                FieldChange::secret("spec.content"),
-            ]);
-        assert_eq!(
-            step_line(&change),
-            "recreating Container/loki: spec.user: \"0\" → \"10001:10001\"; spec.content: value differs"
-        );
     }
 }

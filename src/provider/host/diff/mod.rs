@@ -6,12 +6,14 @@
 
 pub mod container;
 pub mod files;
+pub mod render;
 
+use super::HostObserved;
 use super::docker::{LiveContainer, MOUNTS_LABEL};
 use super::files::FileState;
 use super::hash::{HASH_LABEL, config_hash, sha256_hex};
 use super::image::ImageRef;
-use super::{HostObserved, HostOp};
+use super::op::HostOp;
 use crate::model::ownership::STACK_LABEL;
 use crate::model::{ConfigFileSpec, ContainerSpec, Desired, Ensure, FileType, Kind, ResourceId};
 use crate::plan::{
@@ -27,8 +29,8 @@ const BUILTIN_NETWORKS: [&str; 4] = ["none", "host", "bridge", "default"];
 /// Plans the host: files, removals, containers, live policy. Pure.
 pub fn plan(desired: &Desired, host_root: &Path, obs: &HostObserved) -> ProviderPlan<HostOp> {
     let mut out = ProviderPlan::default();
-    let rolled = plan_files(desired, obs, &mut out);
-    plan_removed_files(obs, &mut out);
+    let rolled = plan_files(desired, host_root, obs, &mut out);
+    plan_removed_files(desired, obs, &mut out);
     plan_removals(desired, obs, &mut out);
     plan_containers(desired, host_root, obs, &rolled, &mut out);
     live_policy(desired, obs, &mut out);
@@ -51,6 +53,7 @@ pub fn desired_sha256(spec: &ConfigFileSpec, obs: &HostObserved) -> Option<Strin
 /// Returns the files whose content is (re)written: their containers must roll.
 fn plan_files(
     desired: &Desired,
+    host_root: &Path,
     obs: &HostObserved,
     out: &mut ProviderPlan<HostOp>,
 ) -> BTreeSet<String> {
@@ -80,8 +83,8 @@ fn plan_files(
         }
         let (action, ops) = if drift.missing {
             let op = match spec.kind {
-                FileType::File => HostOp::WriteFile { file: name.clone() },
-                FileType::Directory => HostOp::MakeDirectory { file: name.clone() },
+                FileType::File => render::write_file(desired, host_root, name, spec, obs),
+                FileType::Directory => render::make_directory(host_root, name, spec),
             };
             let action = if live == FileState::Missing {
                 Action::Create
@@ -92,15 +95,15 @@ fn plan_files(
         } else if drift.content {
             (
                 Action::Update,
-                vec![HostOp::WriteFile { file: name.clone() }],
+                vec![render::write_file(desired, host_root, name, spec, obs)],
             )
         } else {
             let mut ops = Vec::new();
             if drift.owner {
-                ops.push(HostOp::SetOwner { file: name.clone() });
+                ops.push(render::set_owner(host_root, name, spec));
             }
             if drift.mode {
-                ops.push(HostOp::SetMode { file: name.clone() });
+                ops.push(render::set_mode(host_root, name, spec));
             }
             (Action::Update, ops)
         };
@@ -132,7 +135,7 @@ fn owned<'o>(desired: &Desired, obs: &'o HostObserved) -> impl Iterator<Item = &
 
 /// Files this stack wrote for ConfigFiles no longer declared: each goes with its resource.
 /// A directory at the path is never deleted (it holds data); nothing there, nothing to do.
-fn plan_removed_files(obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
+fn plan_removed_files(desired: &Desired, obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
     for (path, (name, state)) in &obs.orphans {
         if !matches!(state, FileState::File { .. } | FileState::Symlink { .. }) {
             continue;
@@ -143,7 +146,7 @@ fn plan_removed_files(obs: &HostObserved, out: &mut ProviderPlan<HostOp>) {
                 Action::Delete,
             )
             .because(format!("no longer declared; stackwarden wrote {path}")),
-            ops: vec![HostOp::RemoveFile { path: path.clone() }],
+            ops: vec![render::remove_file(desired, name, path)],
         });
     }
 }
@@ -219,25 +222,34 @@ fn plan_container(
 ) {
     let name = id.name.as_str();
     let image = found_image(obs, &spec.image);
-    let mut prepare = vec![HostOp::EnsureImage {
-        image: spec.image.clone(),
-    }];
-    if !BUILTIN_NETWORKS.contains(&spec.network.as_str()) && !obs.networks.contains(&spec.network) {
-        prepare.push(HostOp::EnsureNetwork {
-            network: spec.network.clone(),
-        });
-    }
-    let launch = [
-        HostOp::CreateContainer {
-            name: name.to_string(),
-        },
-        HostOp::StartContainer {
-            name: name.to_string(),
-        },
-        HostOp::WaitReady {
-            name: name.to_string(),
+    let binds = binds(desired, host_root, spec);
+    let hash = desired_hash(desired, host_root, name, spec);
+    // Every declared container's step waits for what it depends on, and the plan holds
+    // what apply will write: nothing is derived from the manifests again.
+    let prerequisites = render::prerequisites(&render::graph(desired), name, spec);
+    let mut prepare = vec![
+        prerequisites.clone(),
+        HostOp::EnsureImage {
+            image: spec.image.clone(),
+            present: image.is_some(),
         },
     ];
+    if !BUILTIN_NETWORKS.contains(&spec.network.as_str()) && !obs.networks.contains(&spec.network) {
+        prepare.push(render::ensure_network(desired, &spec.network));
+    }
+    // Rendered only for a step that creates: a steady pass renders no create body.
+    let launch = || {
+        [
+            render::create_container(desired, host_root, name, spec, image, &hash),
+            HostOp::StartContainer {
+                name: name.to_string(),
+            },
+            HostOp::WaitReady {
+                name: name.to_string(),
+                check: spec.health_check.clone(),
+            },
+        ]
+    };
     if image.is_none() {
         out.conditions.push(ready(
             id,
@@ -251,7 +263,7 @@ fn plan_container(
     }
     let Some(live) = obs.containers.iter().find(|c| c.name == name) else {
         let mut ops = prepare;
-        ops.extend(launch);
+        ops.extend(launch());
         out.steps.push(Step {
             change: Change::new(id.clone(), Action::Create),
             ops,
@@ -263,8 +275,6 @@ fn plan_container(
         return;
     }
 
-    let binds = binds(desired, host_root, spec);
-    let hash = desired_hash(desired, host_root, name, spec);
     let view = container::desired_view(
         name,
         spec,
@@ -332,7 +342,7 @@ fn plan_container(
             name: name.to_string(),
             id: live.id.clone(),
         });
-        ops.extend(launch);
+        ops.extend(launch());
         out.steps.push(Step {
             // The config hash label records what was applied: the same hash as now means
             // the manifest did not change and someone changed the container.
@@ -347,7 +357,7 @@ fn plan_container(
         });
         return;
     }
-    plan_state(id, live, out);
+    plan_state(id, live, prerequisites, spec, out);
 }
 
 /// The block when the container holding a declared name is not this stack's: stackwarden
@@ -381,9 +391,18 @@ use crate::plan::HEALTH_FIELD;
 
 /// A container whose settings match: only its state may need a start, an unpause, a
 /// restart, or nothing but a condition.
-fn plan_state(id: &ResourceId, live: &LiveContainer, out: &mut ProviderPlan<HostOp>) {
+fn plan_state(
+    id: &ResourceId,
+    live: &LiveContainer,
+    prerequisites: HostOp,
+    spec: &ContainerSpec,
+    out: &mut ProviderPlan<HostOp>,
+) {
     let name = id.name.clone();
-    let wait = HostOp::WaitReady { name: name.clone() };
+    let wait = HostOp::WaitReady {
+        name: name.clone(),
+        check: spec.health_check.clone(),
+    };
     let (reason, first) = match live.status.as_str() {
         // Unhealthy: restarted, and the daemon's backoff spaces the restarts out while the
         // check keeps failing (an alert says so after a few).
@@ -400,7 +419,14 @@ fn plan_state(id: &ResourceId, live: &LiveContainer, out: &mut ProviderPlan<Host
                         "its health check fails: {}",
                         live.health_output.as_deref().unwrap_or("no output").trim()
                     )),
-                ops: vec![HostOp::RestartContainer { name: name.clone() }, wait],
+                ops: vec![
+                    prerequisites,
+                    HostOp::RestartContainer {
+                        name: name.clone(),
+                        id: live.id.clone(),
+                    },
+                    wait,
+                ],
             });
             return;
         }
@@ -434,7 +460,7 @@ fn plan_state(id: &ResourceId, live: &LiveContainer, out: &mut ProviderPlan<Host
         change: Change::new(id.clone(), Action::Update)
             .with_fields(vec![FieldChange::changed("state", &live.status, "running")])
             .because(reason),
-        ops: vec![first, wait],
+        ops: vec![prerequisites, first, wait],
     });
 }
 
@@ -607,65 +633,12 @@ pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<S
     labels
 }
 
-/// The containers whose steps `name`'s step must wait for: its nearest ancestors in the
-/// `dependsOn` graph that have a step this apply (one without a step already runs; the wait
-/// goes through it to what it depends on).
-pub fn step_dependencies(
-    desired: &Desired,
-    name: &str,
-    with_steps: &BTreeSet<String>,
-) -> BTreeSet<String> {
-    let deps_of = |n: &str| -> Vec<String> {
-        desired
-            .containers()
-            .find(|(r, _)| r.id.name == n)
-            .map(|(_, s)| s.depends_on.iter().map(|d| d.container.clone()).collect())
-            .unwrap_or_default()
-    };
-    let mut out = BTreeSet::new();
-    let mut seen = BTreeSet::new();
-    let mut todo = deps_of(name);
-    // `seen` bounds the walk even if validation ever let a cycle through.
-    while let Some(d) = todo.pop() {
-        if !seen.insert(d.clone()) {
-            continue;
-        }
-        if with_steps.contains(&d) {
-            out.insert(d);
-        } else {
-            todo.extend(deps_of(&d));
-        }
-    }
-    out
-}
-
 /// Start order: a container's depth in the dependsOn graph (0 = depends on nothing).
-/// Cycles are rejected by validation; a defensive bound stops them here anyway.
 pub fn levels(desired: &Desired) -> BTreeMap<String, usize> {
-    let deps: BTreeMap<&str, Vec<&str>> = desired
-        .containers()
-        .map(|(r, s)| {
-            (
-                r.id.name.as_str(),
-                s.depends_on.iter().map(|d| d.container.as_str()).collect(),
-            )
-        })
-        .collect();
-    fn depth<'a>(n: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, seen: usize) -> usize {
-        if seen > deps.len() {
-            return 0;
-        }
-        deps.get(n)
-            .map(|ds| {
-                ds.iter()
-                    .map(|d| 1 + depth(d, deps, seen + 1))
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
-    }
-    deps.keys()
-        .map(|n| (n.to_string(), depth(n, &deps, 0)))
+    let graph = render::graph(desired);
+    graph
+        .keys()
+        .map(|n| (n.clone(), super::op::depth(n, &graph, 0)))
         .collect()
 }
 
@@ -687,13 +660,14 @@ fn short(s: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::docker::ImageInfo;
+    use super::super::op::ModeSet;
     use super::*;
     use crate::model::{Mode, ParameterSpec, Resource, SourceLocation, Spec, StackSpec};
     use serde_json::json;
 
-    const ROOT: &str = "/srv/obs";
+    pub(in crate::provider::host) const ROOT: &str = "/srv/obs";
     const IMAGE_ID: &str = "sha256:0123456789abcdef";
 
     fn resource(kind: Kind, name: &str, spec: Spec) -> Resource {
@@ -707,7 +681,7 @@ mod tests {
     }
 
     /// One file and one secret file mounted by one container.
-    fn desired() -> Desired {
+    pub(in crate::provider::host) fn desired() -> Desired {
         let stack: Result<StackSpec, _> = serde_json::from_value(json!({
             "project": "p", "environment": "local", "region": "us-east-1", "enabled": true,
             "domain": "localhost", "host": {"instanceType": "t3.medium", "memoryBudget": "3G"}
@@ -745,7 +719,7 @@ mod tests {
         }
     }
 
-    fn spec_of(d: &Desired) -> &ContainerSpec {
+    pub(in crate::provider::host) fn spec_of(d: &Desired) -> &ContainerSpec {
         d.containers()
             .map(|(_, s)| s)
             .next()
@@ -761,7 +735,7 @@ mod tests {
     }
 
     /// What the host looks like right after a successful apply of [`desired`].
-    fn converged(d: &Desired) -> HostObserved {
+    pub(in crate::provider::host) fn converged(d: &Desired) -> HostObserved {
         let root = Path::new(ROOT);
         let spec = spec_of(d);
         let hash = desired_hash(d, root, "svc", spec);
@@ -842,7 +816,8 @@ mod tests {
                 "create Container/svc"
             ]
         );
-        assert!(matches!(p.steps[2].ops[0], HostOp::EnsureImage { .. }));
+        assert!(matches!(p.steps[2].ops[0], HostOp::Await(_)));
+        assert!(matches!(p.steps[2].ops[1], HostOp::EnsureImage { .. }));
     }
 
     #[test]
@@ -864,7 +839,7 @@ mod tests {
             paths,
             ["spec.user", "spec.privileged", "HostConfig.MaskedPaths"]
         );
-        assert!(matches!(&p.steps[0].ops[1], HostOp::RemoveContainer { id, .. } if id == "c1"));
+        assert!(matches!(&p.steps[0].ops[2], HostOp::RemoveContainer { id, .. } if id == "c1"));
         let rules: Vec<&str> = p.violations.iter().map(|v| v.rule).collect();
         assert_eq!(rules, ["no-root-containers", "no-privileged-containers"]);
     }
@@ -900,7 +875,14 @@ mod tests {
         }
         let p = run(&d, &obs);
         assert_eq!(summary(&p), ["update ConfigFile/cfg"]);
-        assert_eq!(p.steps[0].ops, [HostOp::SetMode { file: "cfg".into() }]);
+        assert_eq!(
+            p.steps[0].ops,
+            [HostOp::SetMode(ModeSet {
+                file: "cfg".into(),
+                path: Path::new(ROOT).join("svc/config.yaml"),
+                mode: Ok(0o640),
+            })]
+        );
     }
 
     #[test]
@@ -910,7 +892,7 @@ mod tests {
         obs.containers[0].status = "exited".into();
         let p = run(&d, &obs);
         assert_eq!(summary(&p), ["update Container/svc"]);
-        assert!(matches!(p.steps[0].ops[0], HostOp::StartContainer { .. }));
+        assert!(matches!(p.steps[0].ops[1], HostOp::StartContainer { .. }));
     }
 
     #[test]
@@ -927,6 +909,13 @@ mod tests {
         );
         let field = &p.steps[0].change.fields[0];
         assert!(field.sensitive && field.old.is_none() && field.new.is_none());
+        // The step holds the very bytes it writes, and shows none of them.
+        assert!(
+            matches!(&p.steps[0].ops[0], HostOp::WriteFile(w)
+                if w.content.bytes() == Ok(b"a-new-password".as_slice())),
+            "{:?}",
+            p.steps[0].ops
+        );
         let shown = format!("{:?}", p.steps);
         assert!(!shown.contains("a-new-password"), "{shown}");
         // An unreadable secret cannot be verified: no change is made up for it.
@@ -980,7 +969,7 @@ mod tests {
         obs.containers[0].status = "paused".into();
         let p = run(&d, &obs);
         assert_eq!(summary(&p), ["update Container/svc"]);
-        assert!(matches!(p.steps[0].ops[0], HostOp::UnpauseContainer { .. }));
+        assert!(matches!(p.steps[0].ops[1], HostOp::UnpauseContainer { .. }));
     }
 
     #[test]
@@ -1109,5 +1098,74 @@ mod tests {
         let p = run(&d, &obs);
         let reason = p.steps[0].change.reason.clone().unwrap_or_default();
         assert!(!reason.contains("now resolves"), "{reason}");
+    }
+
+    /// The create op of `svc` in a plan of `obs`.
+    fn create_op(d: &Desired, obs: &HostObserved) -> super::super::op::ContainerCreate {
+        let p = run(d, obs);
+        p.steps
+            .iter()
+            .flat_map(|s| &s.ops)
+            .find_map(|op| match op {
+                HostOp::CreateContainer(c) => Some((**c).clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no create in {:?}", summary(&p)))
+    }
+
+    #[test]
+    fn a_planned_create_holds_its_complete_body_with_the_config_hash_label() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers.clear();
+        let c = create_op(&d, &obs);
+        let hash = desired_hash(&d, Path::new(ROOT), "svc", spec_of(&d));
+        let labels = c.body.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(HASH_LABEL), Some(&hash));
+        assert_eq!(labels.get(STACK_LABEL).map(String::as_str), Some("obs"));
+        // What the engine binds is only known at create: that label is added then.
+        assert!(!labels.contains_key(MOUNTS_LABEL), "{labels:?}");
+        assert_eq!(c.expected.labels.get(HASH_LABEL), Some(&hash));
+        assert_eq!(c.body.image.as_deref(), Some("stub:local"));
+        assert_eq!(c.body.user.as_deref(), Some("10001:10001"));
+        assert_eq!(
+            c.body.env.as_deref(),
+            Some(["PASSWORD__FILE=/run/secrets/password".to_string()].as_slice())
+        );
+        let host = c.body.host_config.clone().unwrap_or_default();
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            host.binds.unwrap_or_default(),
+            [
+                "/srv/obs/svc/config.yaml:/etc/svc.yaml:ro",
+                "/srv/obs/secrets/password:/run/secrets/password:ro"
+            ]
+        );
+        let mounted: Vec<&str> = c.mounted_files.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(mounted, ["cfg", "pw"]);
+    }
+
+    #[test]
+    fn a_recreate_holds_the_same_rendered_create_as_a_create() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].view.user = "0".into();
+        let replace = create_op(&d, &obs);
+        obs.containers.clear();
+        assert_eq!(replace, create_op(&d, &obs));
+    }
+
+    #[test]
+    fn every_declared_container_step_first_awaits_its_mounted_files_and_dependencies() {
+        let d = desired();
+        let mut obs = converged(&d);
+        obs.containers[0].status = "exited".into();
+        let p = run(&d, &obs);
+        let HostOp::Await(pre) = &p.steps[0].ops[0] else {
+            panic!("{:?}", p.steps[0].ops)
+        };
+        assert_eq!(pre.files, ["cfg", "pw"]);
+        assert_eq!(pre.container, "svc");
     }
 }
