@@ -45,7 +45,7 @@ pub struct Bundle {
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// The manifests do not validate: nothing is bundled.
-    #[error("the manifests do not validate, so nothing was bundled:\n{0}")]
+    #[error("the manifests do not validate, so nothing was bundled")]
     Invalid(#[source] manifest::LoadError),
     /// The manifests load, but the Grafana content they ship does not check.
     #[error("the Grafana content does not check, so nothing was bundled:\n{0}")]
