@@ -1,6 +1,6 @@
 //! The bundle: one deterministic archive (tar, gzip) of everything an environment's desired
-//! state reads: its manifests, the environment's values (`_defaults` and its own) and every
-//! ConfigFile `source:`. Entries are sorted, with fixed times, owners and modes, and the gzip
+//! state reads: its manifests, the environment's values (`_defaults` and its own), every
+//! ConfigFile `source:` and the series catalogue beside the dashboards (validation reads it). Entries are sorted, with fixed times, owners and modes, and the gzip
 //! header carries no time or name, so the same tree always gives the same bytes and digest.
 //! A bundle is only built from manifests that validate, exactly as `stackwarden validate`
 //! checks them. Secret files (a Parameter's `valueFrom.file`, a receiver's password file) are
@@ -213,6 +213,21 @@ pub fn build(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Bundl
         })?;
         if let Some(name) = entry_name(&at) {
             wanted.insert(name, (resolved, files::FileRole::Source));
+        }
+        // Dashboards are checked against the series catalogue beside them: validation on the
+        // host needs it as much as here.
+        if spec.path.starts_with(crate::grafana::DASHBOARDS_DIR) {
+            let beside = Path::new(source)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(crate::grafana::CATALOGUE_FILE);
+            let beside_text = beside.to_string_lossy();
+            if let Ok(Some(catalogue)) = repo.confine(base, &beside_text)
+                && let Some(at) = at.parent().map(|d| d.join(crate::grafana::CATALOGUE_FILE))
+                && let Some(name) = entry_name(&at)
+            {
+                wanted.insert(name, (catalogue, files::FileRole::Source));
+            }
         }
     }
 
