@@ -106,6 +106,23 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
     Ok(text)
 }
 
+/// minisign 0.11's `-G -W` (Debian's package) writes an unencrypted secret key with an
+/// all-zero checksum, which the crate refuses as corrupted. Such a key (no KDF, zero checksum)
+/// is taken as it is; [`SigningKey::from_file`] then proves it by a signature.
+fn unencrypted_without_checksum(text: &str) -> Option<minisign::SecretKey> {
+    use base64::Engine;
+    let line = text.lines().nth(1)?.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?;
+    // sig_alg (2), kdf_alg (2), chk_alg (2), salt (32), opslimit (8), memlimit (8),
+    // keynum (8), secret key (64), checksum (32).
+    if bytes.len() != 158 || bytes[2..4] != [0, 0] || bytes[126..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    minisign::SecretKey::from_bytes(&bytes).ok()
+}
+
 /// A key's id as minisign prints it (16 hex digits): what tells two keys apart in messages.
 fn key_id(keynum: &[u8]) -> String {
     let mut bytes = [0u8; 8];
@@ -127,6 +144,7 @@ impl SigningKey {
         let boxed = minisign::SecretKeyBox::from_string(&text).map_err(parse)?;
         let sk = match boxed.clone().into_unencrypted_secret_key() {
             Ok(sk) => sk,
+            Err(_) if let Some(sk) = unencrypted_without_checksum(&text) => sk,
             Err(plain) => match std::env::var(KEY_PASSWORD_VAR) {
                 Ok(password) if !password.is_empty() => {
                     minisign::SecretKey::from_box(boxed, Some(password)).map_err(parse)?
@@ -140,7 +158,18 @@ impl SigningKey {
             },
         };
         let pk = minisign::PublicKey::from_secret_key(&sk).map_err(parse)?;
-        Ok(SigningKey { sk, pk })
+        let key = SigningKey { sk, pk };
+        // The key must sign what its own public half verifies: a corrupted key (its checksum
+        // may be unset, see below) fails here, not on every daemon.
+        let probe = key.sign(b"stackwarden key check")?;
+        key.trusted()
+            .verify(b"stackwarden key check", &probe)
+            .map_err(|e| KeyError::Parse {
+                path: path.to_path_buf(),
+                kind: "secret",
+                why: format!("the key does not verify its own signature: {e}"),
+            })?;
+        Ok(key)
     }
 
     /// Signs `data`; the result is a minisign signature file's text.
@@ -292,6 +321,25 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(generate(dir.path()), Err(KeyError::Write { .. })));
+    }
+
+    #[test]
+    fn a_key_pair_made_by_debians_minisign_signs_and_verifies() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minisign");
+        let key = SigningKey::from_file(&dir.join("debian-0.11-unencrypted.key")).expect("key");
+        let trusted = TrustedKey::from_file(&dir.join("debian-0.11.pub")).expect("public");
+        assert_eq!(key.id(), trusted.id());
+        let sig = key.sign(b"revision 1").expect("sign");
+        assert_eq!(trusted.verify(b"revision 1", &sig), Ok(()));
+    }
+
+    #[test]
+    fn a_secret_key_that_is_not_one_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.key");
+        std::fs::write(&path, "untrusted comment: x\nRWQAAEIy\n").expect("write");
+        let err = SigningKey::from_file(&path).expect_err("garbage");
+        assert!(err.to_string().contains("k.key"), "{err}");
     }
 
     #[test]
