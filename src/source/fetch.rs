@@ -789,3 +789,14 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Compiles only while a poll can move between tokio's worker threads: the loop spawns it.
+    #[allow(dead_code)]
+    fn a_poll_is_send(remote: &mut super::Remote) {
+        fn send<T: Send>(_: &T) {}
+        let poll = remote.poll(std::time::SystemTime::now());
+        send(&poll);
+    }
+}

@@ -55,8 +55,8 @@ pub enum Hostility {
     /// A symlink, a hard link, a device, a FIFO or any special entry.
     #[error("a {0} entry (only files and directories are unpacked)")]
     NotAFile(String),
-    /// The same path twice: which one would count?
-    #[error("a second entry with the same path")]
+    /// The same path twice, or a path through another entry's file: which one would count?
+    #[error("a second entry with the same path, or a path through a file")]
     Duplicate,
     /// More entries than [`Limits::max_entries`].
     #[error("more than {0} entries")]
@@ -208,9 +208,17 @@ pub fn unpack(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Summar
         let kind = entry.header().entry_type();
         let rel = check_path(&raw, limits).map_err(hostile)?;
         let path = dest.join(&rel);
+        // Only this function writes under `dest`: a path that exists where it should not is
+        // the archive contradicting itself, not a problem of the disk.
+        let clash = |e: std::io::Error, at: &Path| match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                hostile(Hostility::Duplicate)
+            }
+            _ => write(at)(e),
+        };
         match kind {
             tar::EntryType::Directory => {
-                std::fs::create_dir_all(&path).map_err(write(&path))?;
+                std::fs::create_dir_all(&path).map_err(|e| clash(e, &path))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.header().size().map_err(corrupt)?;
@@ -224,7 +232,7 @@ pub fn unpack(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Summar
                     return Err(total_too_large());
                 }
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(write(parent))?;
+                    std::fs::create_dir_all(parent).map_err(|e| clash(e, parent))?;
                 }
                 // Only directories this function made lie on the way (no links are ever
                 // created), so `create_new` cannot be led outside `dest`; it also refuses a
@@ -235,10 +243,7 @@ pub fn unpack(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Summar
                     .open(&path)
                 {
                     Ok(file) => file,
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(hostile(Hostility::Duplicate));
-                    }
-                    Err(e) => return Err(write(&path)(e)),
+                    Err(e) => return Err(clash(e, &path)),
                 };
                 let copied =
                     std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
@@ -304,6 +309,34 @@ mod tests {
         };
         let err = unpack(bytes.as_slice(), &dir.path().join("out"), &limits).expect_err("bomb");
         assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_entry_twice_or_under_a_file_is_hostile() {
+        for second in ["a", "a/b"] {
+            let entries = vec![
+                ("a".to_string(), b"1".to_vec()),
+                (second.to_string(), b"2".to_vec()),
+            ];
+            let bytes = super::super::bundle::archive(&entries).expect("archive");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err = unpack(
+                bytes.as_slice(),
+                &dir.path().join("out"),
+                &Limits::default(),
+            )
+            .expect_err("clash");
+            assert!(
+                matches!(
+                    err,
+                    UnpackError::Hostile {
+                        why: Hostility::Duplicate,
+                        ..
+                    }
+                ),
+                "{second}: {err}"
+            );
+        }
     }
 
     #[test]
