@@ -48,6 +48,89 @@ pub enum Command {
     Run(RunArgs),
     /// Print the IAM policy (JSON) one principal needs for this stack, scoped to its resources.
     IamPolicy(IamPolicyArgs),
+    /// Create a minisign key pair for publish (secret) and the daemon (public).
+    Keygen(KeygenArgs),
+    /// Publish the environment's manifests, signed, to the stack's bucket; prints the new
+    /// revision on stdout's last line. Exit 0 published, 1 not.
+    Publish(PublishArgs),
+    /// Read the host's status snapshot from the bucket. Exit 0 converged (at revision ≥
+    /// --wait-revision), 2 not yet or drifted, 1 unreadable, stale or failed.
+    Status(StatusArgs),
+}
+
+/// Options of keygen.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The directory to write stackwarden.key (secret, mode 0600) and stackwarden.pub into;
+    /// existing keys are never replaced.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Options of publish.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Manifests and environment.
+    #[command(flatten)]
+    pub common: Common,
+    /// The minisign secret key file (`stackwarden keygen`, or `minisign -G -W`); an
+    /// encrypted one takes its password from STACKWARDEN_KEY_PASSWORD.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The bucket (default: the environment's declared bucket).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The prefix of the delivery objects in the bucket.
+    #[arg(long, default_value = crate::source::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// How long the pointer stays fresh; after that, daemons keep it but report it stale.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub expires_in: std::time::Duration,
+    /// The commit published (default: GITHUB_SHA).
+    #[arg(long, env = "GITHUB_SHA")]
+    pub commit: Option<String>,
+    /// The CI run publishing (default: GITHUB_RUN_ID).
+    #[arg(long, env = "GITHUB_RUN_ID")]
+    pub run: Option<String>,
+}
+
+/// Options of status.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Manifests and environment (the manifests only name the bucket; with --bucket, only
+    /// --env is needed).
+    #[command(flatten)]
+    pub common: Common,
+    /// The bucket (default: the environment's declared bucket).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The prefix of the delivery objects in the bucket.
+    #[arg(long, default_value = crate::source::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Wait until the host runs at least this revision (converged: exit 0), it fails, or
+    /// --timeout passes.
+    #[arg(long)]
+    pub wait_revision: Option<u64>,
+    /// How long --wait-revision waits.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// A snapshot older than this means the daemon stopped reporting (exit 1).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_age: std::time::Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusOutput::Text)]
+    pub output: StatusOutput,
+}
+
+/// Output formats of status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusOutput {
+    /// For people.
+    Text,
+    /// For machines: the verdict and the snapshot's summary.
+    Json,
+    /// For a CI job summary.
+    Markdown,
 }
 
 /// Options of iam-policy.
@@ -183,6 +266,27 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Apply(args) => converge(&args, true).await,
         Command::IamPolicy(args) => match iam_policy(&args).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
+        Command::Keygen(args) => match keygen(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
+        Command::Publish(args) => match publish(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stackwarden: {e:#}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
+        Command::Status(args) => match status(&args).await {
+            Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("stackwarden: {e:#}");
                 ExitCode::from(exit::ERROR)
@@ -706,4 +810,327 @@ fn work_dir() -> PathBuf {
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serializing our own plain data cannot fail; an empty object is the safe fallback.
     serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// `keygen`: a new minisign key pair.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    use crate::source::signing;
+    let (secret, public) = signing::generate(&args.out).context("creating the key pair")?;
+    let key = signing::SigningKey::from_file(&secret).context("reading the new key back")?;
+    eprintln!(
+        "stackwarden: key {} written: {} (secret: a CI secret for publish) and {} (for the daemon's --trust)",
+        key.id(),
+        secret.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+/// The bucket and environment delivery commands use: `--bucket` and `--env` when both are
+/// given (no manifests needed), else the environment's declared bucket, its `${account}`
+/// filled from the credentials in use.
+async fn delivery_target(
+    common: &Common,
+    bucket: Option<&str>,
+) -> anyhow::Result<(String, String, aws_config::SdkConfig)> {
+    if let (Some(bucket), Some(env)) = (bucket, common.env.as_deref()) {
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string());
+        return Ok((
+            bucket.to_string(),
+            env.to_string(),
+            aws::sdk_config(&region).await,
+        ));
+    }
+    let mut desired = common.load().context("loading the manifests")?.desired;
+    let config = aws::sdk_config(&desired.stack.region).await;
+    let bucket = match bucket {
+        Some(b) => b.to_string(),
+        None => {
+            if !desired.unresolved_runtime().is_empty() {
+                let account = AwsProvider::new(&config, Arc::new(Stats::default()))
+                    .account_id()
+                    .await
+                    .context(
+                        "finding the AWS account of the credentials in use (or pass --bucket)",
+                    )?;
+                manifest::fill_runtime(&mut desired, &account);
+            }
+            desired
+                .buckets()
+                .next()
+                .map(|(_, b)| b.name.clone())
+                .context("the environment declares no bucket: pass --bucket")?
+        }
+    };
+    Ok((bucket, desired.environment.clone(), config))
+}
+
+/// A hint for an S3 refusal: which policy grants what the command needs.
+fn access_hint(e: &crate::source::S3Error, policy: &str) -> String {
+    if e.is_access_denied() {
+        format!(" (the credentials in use lack it: grant `stackwarden iam-policy --for {policy}`)")
+    } else {
+        String::new()
+    }
+}
+
+/// `publish`: validate, bundle, sign, upload, advance the pointer; the revision on stdout.
+async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+    use crate::source::{Location, bundle, pointer::Publisher, publish};
+    // The key first: a wrong path fails before any work or call.
+    let key = crate::source::signing::SigningKey::from_file(&args.key)
+        .context("reading the signing key")?;
+    let built = bundle::build(
+        &args.common.manifests,
+        args.common.env.as_deref(),
+        args.common.root.as_deref(),
+    )?;
+    let (bucket, env, config) = delivery_target(&args.common, args.bucket.as_deref()).await?;
+    if env != built.index.env {
+        anyhow::bail!(
+            "--env {env} and the bundle's environment {} differ",
+            built.index.env
+        );
+    }
+    if ["bundles", "lease"].contains(&env.as_str()) {
+        anyhow::bail!(
+            "an environment named `{env}` would share its objects with the {env} prefix; rename it"
+        );
+    }
+    let location = Location::new(&bucket, &args.prefix, &env);
+    let s3 = aws::s3_client(&config);
+    let published = match publish::publish(
+        &s3,
+        publish::Request {
+            location: &location,
+            bundle: &built,
+            key: &key,
+            publisher: Publisher {
+                commit: args.commit.clone().filter(|c| !c.is_empty()),
+                run: args.run.clone().filter(|r| !r.is_empty()),
+            },
+            expires_in: args.expires_in,
+            now: std::time::SystemTime::now(),
+        },
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(publish::PublishError::S3(e)) => {
+            let hint = access_hint(&e, "ci");
+            return Err(anyhow::Error::new(e).context(format!("publishing{hint}")));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("publishing")),
+    };
+    eprintln!(
+        "stackwarden: published {} files ({} bytes, sha256 {}{}) as revision {} of {} (was {}), expires {}",
+        built.files.len(),
+        built.bytes.len(),
+        built.sha256,
+        if published.uploaded {
+            ""
+        } else {
+            ", already in the bucket"
+        },
+        published.revision,
+        location.pointer_key(),
+        published
+            .previous
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "none".to_string()),
+        published.pointer.expires_at
+    );
+    println!("{}", published.revision);
+    Ok(())
+}
+
+/// How often `status --wait-revision` reads the snapshot again.
+const STATUS_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `status`: the host's snapshot, judged; waits for a revision when asked.
+async fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+    use crate::source::{Location, snapshot};
+    let (bucket, env, config) = delivery_target(&args.common, args.bucket.as_deref()).await?;
+    let location = Location::new(&bucket, &args.prefix, &env);
+    let s3 = aws::s3_client(&config);
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let (verdict, snapshot) = loop {
+        let (verdict, snapshot) = match snapshot::read_snapshot(&s3, &location).await {
+            Ok(value) => {
+                let v = snapshot::judge(
+                    &value,
+                    args.wait_revision,
+                    std::time::SystemTime::now(),
+                    args.max_age,
+                );
+                (v, Some(value))
+            }
+            Err(e) => {
+                let hint = match &e {
+                    snapshot::SnapshotError::S3(s) => access_hint(s, "readonly"),
+                    _ => String::new(),
+                };
+                (
+                    snapshot::Verdict::Unreadable {
+                        why: format!("{e}{hint}"),
+                    },
+                    None,
+                )
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if args.wait_revision.is_none() || verdict.is_final() || now >= deadline {
+            break (verdict, snapshot);
+        }
+        tokio::time::sleep(STATUS_POLL.min(deadline - now)).await;
+    };
+    let code = verdict.exit_code();
+    let key = format!("s3://{}/{}", location.bucket, location.status_key());
+    let text = match args.output {
+        StatusOutput::Json => to_json(&serde_json::json!({
+            "snapshot": key,
+            "exitCode": code,
+            "verdict": verdict,
+            "summary": snapshot.as_ref().map(status_summary),
+        })),
+        StatusOutput::Text => status_text(&env, &key, &verdict, snapshot.as_ref()),
+        StatusOutput::Markdown => status_markdown(&env, &key, &verdict, snapshot.as_ref()),
+    };
+    println!("{text}");
+    Ok(code)
+}
+
+/// The parts of a snapshot `status` reports.
+fn status_summary(s: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "writtenAt": s["writtenAt"],
+        "phase": s["phase"],
+        "revision": s["source"]["revision"],
+        "digest": s["source"]["digest"],
+        "publisher": s["source"]["publisher"],
+        "publishedAt": s["source"]["publishedAt"],
+        "sourceError": s["source"]["lastError"],
+        "lastPass": s["lastPass"],
+        "errors": s["errors"],
+        "violations": s["violations"].as_array().map(|v| v.len()).unwrap_or(0),
+    })
+}
+
+fn verdict_line(v: &crate::source::snapshot::Verdict) -> String {
+    use crate::source::snapshot::Verdict;
+    let rev = |r: &Option<u64>| {
+        r.map(|r| format!("revision {r}"))
+            .unwrap_or_else(|| "no revision".to_string())
+    };
+    match v {
+        Verdict::Converged { revision } => format!("converged at {}", rev(revision)),
+        Verdict::NotYet {
+            revision,
+            waiting_for,
+        } => format!(
+            "not yet: {} in force, waiting for {waiting_for}",
+            rev(revision)
+        ),
+        Verdict::Drifted { revision, result } => {
+            format!("not converged at {}: last pass {result}", rev(revision))
+        }
+        Verdict::Failed { revision, why } => format!("failed at {}: {why}", rev(revision)),
+        Verdict::Stale { age_seconds } => {
+            format!("stale: the snapshot is {age_seconds} s old; the daemon stopped reporting")
+        }
+        Verdict::Unreadable { why } => format!("unreadable: {why}"),
+    }
+}
+
+fn status_text(
+    env: &str,
+    key: &str,
+    verdict: &crate::source::snapshot::Verdict,
+    snapshot: Option<&serde_json::Value>,
+) -> String {
+    let mut out = format!("{env}: {} ({key})", verdict_line(verdict));
+    if let Some(s) = snapshot {
+        let sum = status_summary(s);
+        let pass = &sum["lastPass"];
+        out.push_str(&format!(
+            "
+written {}, phase {}, digest {}, commit {}",
+            sum["writtenAt"].as_str().unwrap_or("?"),
+            sum["phase"].as_str().unwrap_or("?"),
+            sum["digest"].as_str().unwrap_or("-"),
+            sum["publisher"]["commit"].as_str().unwrap_or("-"),
+        ));
+        if pass.is_object() {
+            out.push_str(&format!(
+                "
+last pass: {} ({} drifts found, {} repairs, {} writes)",
+                pass["result"].as_str().unwrap_or("?"),
+                pass["driftsFound"],
+                pass["repairs"],
+                pass["writes"]
+            ));
+        }
+        for e in sum["errors"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "
+error: {}",
+                e.as_str().unwrap_or_default()
+            ));
+        }
+        if let Some(e) = sum["sourceError"].as_str() {
+            out.push_str(&format!(
+                "
+source: {e}"
+            ));
+        }
+    }
+    out
+}
+
+fn status_markdown(
+    env: &str,
+    key: &str,
+    verdict: &crate::source::snapshot::Verdict,
+    snapshot: Option<&serde_json::Value>,
+) -> String {
+    let cell = |v: &serde_json::Value| -> String {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".to_string(),
+            other => other.to_string(),
+        };
+        text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    };
+    let mut out = format!(
+        "## stackwarden status: `{env}`\n\n**{}**\n\nSnapshot: `{key}`\n",
+        verdict_line(verdict).replace('|', "\\|")
+    );
+    if let Some(s) = snapshot {
+        let sum = status_summary(s);
+        let pass = &sum["lastPass"];
+        out.push_str("\n| revision | commit | phase | last pass | drifts found | repairs | written |\n|---|---|---|---|---|---|---|\n");
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&sum["revision"]),
+            cell(&sum["publisher"]["commit"]),
+            cell(&sum["phase"]),
+            cell(&pass["result"]),
+            cell(&pass["driftsFound"]),
+            cell(&pass["repairs"]),
+            cell(&sum["writtenAt"]),
+        ));
+        let errors: Vec<String> = sum["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(cell)
+            .collect();
+        if !errors.is_empty() {
+            out.push_str("\n### Failures\n\n");
+            for e in errors {
+                out.push_str(&format!("- {e}\n"));
+            }
+        }
+    }
+    out
 }

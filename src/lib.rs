@@ -10,6 +10,8 @@
 //! - [`policy`]: the security rules, run on desired state (validate) and on live state.
 //! - [`provider`]: one trait, one implementation per world (AWS, Docker, host files).
 //! - [`reconcile`]: the daemon's loop: triggers, passes, backoff, the stack's lease.
+//! - [`source`]: signed delivery through the stack's bucket: bundle, pointer, publish,
+//!   fetch and verify, and the status snapshot read from anywhere.
 //! - [`server`]: HTTP: status JSON, health, metrics and the page; reads snapshots only.
 //! - [`status`]: the daemon's status as data: conditions, audit trail, metrics.
 //! - [`report`]: a plan as a Markdown job summary or a SARIF log for code scanning.
@@ -29,4 +31,5 @@ pub mod provider;
 pub mod reconcile;
 pub mod report;
 pub mod server;
+pub mod source;
 pub mod status;

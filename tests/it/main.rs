@@ -24,4 +24,5 @@ mod permissions;
 mod receivers;
 mod report;
 mod secrets;
+mod source;
 mod support;

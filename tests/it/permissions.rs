@@ -1,7 +1,7 @@
 //! The table of AWS operations (src/provider/aws/permissions.rs) is the code's own: every SDK
-//! call in the AWS provider and the lease has its entry, and every entry is a call the code
-//! makes. The source is parsed, not grepped, and directories are walked whole, so moving a call
-//! to another file keeps it covered.
+//! call in the AWS provider, the lease and signed delivery has its entry, and every entry is a
+//! call the code makes. The source is parsed, not grepped, and directories are walked whole,
+//! so moving a call to another file keeps it covered.
 
 use stackwarden::provider::aws::permissions::{OPERATIONS, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// Where stackwarden calls AWS.
-const SOURCES: [&str; 2] = ["src/provider/aws", "src/reconcile/lease.rs"];
+const SOURCES: [&str; 3] = ["src/provider/aws", "src/reconcile/lease.rs", "src/source"];
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {

@@ -1,8 +1,8 @@
 //! The AWS permissions stackwarden needs: one table of every SDK operation it calls, with the
-//! step that makes it (observe, a write of one kind, the lease) and the IAM action and resource
-//! AWS authorizes it against; and the policy document each principal needs, derived from that
-//! table alone (`stackwarden iam-policy`). A test scans the provider's source for SDK calls, so
-//! a call without its entry here, or an entry no code makes, fails.
+//! step that makes it (observe, a write of one kind, the lease, signed delivery) and the IAM
+//! action and resource AWS authorizes it against; and the policy document each principal
+//! needs, derived from that table alone (`stackwarden iam-policy`). A test scans the source
+//! for SDK calls, so a call without its entry here, or an entry no code makes, fails.
 
 use crate::model::{Desired, Kind, LookupType};
 use serde_json::{Value, json};
@@ -14,6 +14,10 @@ pub const STACK_TAG: &str = "stackwarden:stack";
 /// Where the lease lives in the bucket (see `reconcile::lease`): kept here as data, since the
 /// provider sits below the reconcile loop.
 pub const LEASE_OBJECTS: &str = "stackwarden/lease/";
+
+/// The default prefix of signed delivery's objects (see `source`): bundles, each
+/// environment's pointer and status snapshot. Policies are scoped to it.
+pub const DELIVERY_PREFIX: &str = "stackwarden/";
 
 /// An AWS service stackwarden calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +59,14 @@ pub enum Step {
     Write(Kind),
     /// Taking, renewing or releasing the stack's lease in its bucket.
     Lease,
+    /// Publishing a signed bundle and advancing the pointer (CI's `publish`).
+    Publish,
+    /// Following the pointer and downloading bundles (the daemon's source).
+    Follow,
+    /// Writing the status snapshot to the bucket (the daemon's leader).
+    Report,
+    /// Reading the status snapshot (`stackwarden status`, from anywhere).
+    ReadStatus,
 }
 
 /// Which resources an action is granted on, worked out from the manifests by [`Scope`].
@@ -69,6 +81,12 @@ pub enum Target {
     Bucket,
     /// The lease objects in the stack's buckets.
     LeaseObjects,
+    /// Delivery's bundles (`stackwarden/bundles/*`) in the stack's buckets.
+    Bundles,
+    /// The environment's pointer (`stackwarden/<env>/current`).
+    Pointer,
+    /// The environment's status snapshot (`stackwarden/<env>/status.json`).
+    StatusSnapshot,
     /// The stack's parameters.
     Parameter,
     /// The public AMI parameters under `/aws/service/`.
@@ -130,6 +148,11 @@ const GROUP_AND_INSTANCE: &[Step] = &[
     Step::Write(Kind::Instance),
 ];
 const LEASE: &[Step] = &[Step::Lease];
+const PUBLISH: &[Step] = &[Step::Publish];
+const FOLLOW: &[Step] = &[Step::Follow];
+const PUBLISH_AND_FOLLOW: &[Step] = &[Step::Publish, Step::Follow];
+const REPORT: &[Step] = &[Step::Report];
+const READ_STATUS: &[Step] = &[Step::ReadStatus];
 
 /// EC2 resource types an instance write touches.
 const INSTANCE_TYPES: &[&str] = &["instance"];
@@ -637,6 +660,33 @@ pub const OPERATIONS: &[Operation] = &[
         LEASE,
         Target::LeaseObjects,
     ),
+    // S3: signed delivery. CI uploads bundles and advances the pointer; the host only reads
+    // them (an instance role able to write them would let any container reaching IMDS hand
+    // the daemon its desired state), and writes its status snapshot, which anyone reads.
+    op(S3, "put_object", "s3:PutObject", PUBLISH, Target::Bundles),
+    op(S3, "put_object", "s3:PutObject", PUBLISH, Target::Pointer),
+    op(
+        S3,
+        "get_object",
+        "s3:GetObject",
+        PUBLISH_AND_FOLLOW,
+        Target::Pointer,
+    ),
+    op(S3, "get_object", "s3:GetObject", FOLLOW, Target::Bundles),
+    op(
+        S3,
+        "put_object",
+        "s3:PutObject",
+        REPORT,
+        Target::StatusSnapshot,
+    ),
+    op(
+        S3,
+        "get_object",
+        "s3:GetObject",
+        READ_STATUS,
+        Target::StatusSnapshot,
+    ),
     // SSM.
     op(
         Ssm,
@@ -790,9 +840,11 @@ impl Principal {
     /// Whether this principal's policy covers `step`.
     pub fn covers(self, step: Step) -> bool {
         match (self, step) {
-            (_, Step::Observe) => true,
+            (_, Step::Observe | Step::ReadStatus) => true,
+            // CI neither follows the pointer nor reports a host's status.
+            (Principal::Ci, Step::Follow | Step::Report) => false,
             (Principal::Ci, _) => true,
-            (Principal::Host, Step::Lease) => true,
+            (Principal::Host, Step::Lease | Step::Follow | Step::Report) => true,
             (Principal::Readonly | Principal::Host, _) => false,
         }
     }
@@ -818,6 +870,8 @@ pub struct Scope {
     pub account: String,
     /// The Stack's name (the value of the `stackwarden:stack` tag).
     pub stack: String,
+    /// The environment (its delivery pointer and status snapshot are its own).
+    pub environment: String,
     /// Bucket names.
     pub buckets: Vec<String>,
     /// Parameter names (`/project/env/grafana/admin-password`).
@@ -845,6 +899,7 @@ impl Scope {
             region: desired.stack.region.clone(),
             account: account.to_string(),
             stack: desired.stack_name.clone(),
+            environment: desired.environment.clone(),
             buckets: desired.buckets().map(|(_, b)| b.name.clone()).collect(),
             parameters: desired.parameters().map(|(_, p)| p.name.clone()).collect(),
             instance_profiles: lookups(LookupType::InstanceProfile),
@@ -867,6 +922,21 @@ impl Scope {
             Target::Bucket => each(&self.buckets, &|b| format!("arn:{p}:s3:::{b}")),
             Target::LeaseObjects => each(&self.buckets, &|b| {
                 format!("arn:{p}:s3:::{b}/{LEASE_OBJECTS}*")
+            }),
+            Target::Bundles => each(&self.buckets, &|b| {
+                format!("arn:{p}:s3:::{b}/{DELIVERY_PREFIX}bundles/*")
+            }),
+            Target::Pointer => each(&self.buckets, &|b| {
+                format!(
+                    "arn:{p}:s3:::{b}/{DELIVERY_PREFIX}{}/current",
+                    self.environment
+                )
+            }),
+            Target::StatusSnapshot => each(&self.buckets, &|b| {
+                format!(
+                    "arn:{p}:s3:::{b}/{DELIVERY_PREFIX}{}/status.json",
+                    self.environment
+                )
             }),
             Target::Parameter => each(&self.parameters, &|n| {
                 format!(

@@ -59,6 +59,16 @@ impl Moto {
         panic!("moto_server exited at start three times (ports taken as it started?)");
     }
 
+    /// Starts moto with nothing seeded (tests that need only a bucket).
+    pub async fn start_bare() -> Moto {
+        for _ in 0..3 {
+            if let Some(moto) = Moto::spawn_on(free_port()).await {
+                return moto;
+            }
+        }
+        panic!("moto_server exited at start three times (ports taken as it started?)");
+    }
+
     /// Like [`Moto::start`], on a given port (a server restarted where a client expects it).
     pub async fn start_on(port: u16, extra: &[&str]) -> Moto {
         let moto = Moto::spawn_on(port)

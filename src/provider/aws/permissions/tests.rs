@@ -8,6 +8,7 @@ fn scope() -> Scope {
         region: "us-east-1".into(),
         account: "123456789012".into(),
         stack: "observability".into(),
+        environment: "dev".into(),
         buckets: vec!["dc-dev-observability-123456789012".into()],
         parameters: vec!["/dc/dev/grafana/admin-password".into()],
         instance_profiles: vec!["dc-dev-observability".into()],
@@ -70,7 +71,10 @@ fn the_ci_policy_is_exactly_this() {
         "iam:GetRolePolicy iam:ListAttachedRolePolicies iam:ListRolePolicies | arn:aws:iam::123456789012:role/dc-dev-observability | -",
         "iam:PassRole | arn:aws:iam::123456789012:role/dc-dev-observability | {\"StringEquals\":{\"iam:PassedToService\":\"ec2.amazonaws.com\"}}",
         "s3:CreateBucket s3:DeleteBucketPolicy s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket s3:PutBucketAcl s3:PutBucketOwnershipControls s3:PutBucketPolicy s3:PutBucketPublicAccessBlock s3:PutBucketTagging s3:PutBucketVersioning s3:PutEncryptionConfiguration s3:PutLifecycleConfiguration | arn:aws:s3:::dc-dev-observability-123456789012 | -",
+        "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
+        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/current | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
+        "s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
         "ssm:AddTagsToResource ssm:GetParameterHistory ssm:ListTagsForResource ssm:PutParameter | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
     ];
@@ -84,7 +88,8 @@ fn the_readonly_policy_is_exactly_this() {
         "iam:GetInstanceProfile | arn:aws:iam::123456789012:instance-profile/dc-dev-observability | -",
         "iam:GetPolicy iam:GetPolicyVersion | arn:aws:iam::aws:policy/* arn:aws:iam::123456789012:policy/* | -",
         "iam:GetRolePolicy iam:ListAttachedRolePolicies iam:ListRolePolicies | arn:aws:iam::123456789012:role/dc-dev-observability | -",
-        "s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration | arn:aws:s3:::dc-dev-observability-123456789012 | -",
+        "s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket | arn:aws:s3:::dc-dev-observability-123456789012 | -",
+        "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
         "ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
     ];
@@ -99,6 +104,9 @@ fn the_host_policy_is_exactly_this() {
         "iam:GetPolicy iam:GetPolicyVersion | arn:aws:iam::aws:policy/* arn:aws:iam::123456789012:policy/* | -",
         "iam:GetRolePolicy iam:ListAttachedRolePolicies iam:ListRolePolicies | arn:aws:iam::123456789012:role/dc-dev-observability | -",
         "s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket | arn:aws:s3:::dc-dev-observability-123456789012 | -",
+        "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
+        "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/current | -",
+        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
         "ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
@@ -123,23 +131,35 @@ fn the_readonly_policy_has_no_write_action() {
         }
     }
     for (action, steps) in actions(Principal::Readonly) {
-        assert_eq!(
-            steps,
-            vec![Step::Observe],
-            "{action} is granted for a write"
+        assert!(
+            steps
+                .iter()
+                .all(|s| matches!(s, Step::Observe | Step::ReadStatus)),
+            "{action} is granted for {steps:?}"
         );
     }
 }
 
 #[test]
-fn the_host_policy_writes_only_the_lease() {
+fn the_host_policy_writes_only_the_lease_and_its_status_snapshot() {
     for (action, steps) in actions(Principal::Host) {
         assert!(
-            steps
-                .iter()
-                .all(|s| matches!(s, Step::Observe | Step::Lease)),
+            steps.iter().all(|s| matches!(
+                s,
+                Step::Observe | Step::Lease | Step::Follow | Step::Report | Step::ReadStatus
+            )),
             "the host is granted {action} for {steps:?}"
         );
+    }
+    // A container reaching the instance role through IMDS must not be able to hand the
+    // daemon its desired state.
+    for line in lines(&policy(Principal::Host, &scope())) {
+        if line.contains("s3:PutObject") {
+            assert!(
+                !line.contains("/bundles/") && !line.contains("/current"),
+                "the host may write delivery objects: {line}"
+            );
+        }
     }
     let writes: Vec<&str> = actions(Principal::Host)
         .into_keys()

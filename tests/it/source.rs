@@ -1,0 +1,768 @@
+//! Signed delivery through the stack's bucket (docs/delivery.md): publish, follow, refuse.
+//! Against a moto server on loopback through the real SDK and the S3 client builder the
+//! commands use; keys are generated at test time. Every refusal leaves the last good revision
+//! in force, files and all.
+
+use crate::support::moto::Moto;
+use stackwarden::source::fetch::{Options, Poll, Rejection, Remote};
+use stackwarden::source::pointer::{BundleRef, Pointer, Publisher, Time};
+use stackwarden::source::publish::{self, PublishError, Published, Request};
+use stackwarden::source::signing::{self, SigningKey};
+use stackwarden::source::{Location, bundle, snapshot};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+const ENV: &str = "local";
+const BUCKET: &str = "durable-code-local-observability-123456789012";
+
+/// The repository's own manifests and the files they read.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the repository's desired state (manifests and the files they read), outside any
+/// git work tree: its root is the directory holding `manifests/`.
+fn copy_of_repo(dir: &Path) -> PathBuf {
+    for sub in ["manifests", "config", "dashboards", "alerting"] {
+        copy_dir(&repo().join(sub), &dir.join(sub));
+    }
+    dir.join("manifests")
+}
+
+/// Edits loki's memory limit in a copied tree: a reviewed change, as a person would make it.
+fn edit_loki_memory(manifests: &Path, to: &str) {
+    let file = manifests.join("host/containers.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let at = text.find("name: loki").expect("loki is declared");
+    let (head, tail) = text.split_at(at);
+    let memory = tail.find("memory: ").expect("loki has a memory limit");
+    let end = memory + tail[memory..].find('\n').unwrap();
+    let edited = format!("{head}{}memory: {to}{}", &tail[..memory], &tail[end..]);
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).unwrap();
+}
+
+/// A moto with the stack's bucket, a key pair, a state directory.
+struct World {
+    moto: Moto,
+    s3: aws_sdk_s3::Client,
+    location: Location,
+    key: SigningKey,
+    keys: tempfile::TempDir,
+    state: tempfile::TempDir,
+    scratch: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let moto = Moto::start_bare().await;
+        let s3 = stackwarden::provider::aws::s3_client(&moto.sdk_config().await);
+        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (secret, _) = signing::generate(keys.path()).unwrap();
+        World {
+            moto,
+            s3,
+            location: Location::new(BUCKET, "stackwarden", ENV),
+            key: SigningKey::from_file(&secret).unwrap(),
+            keys,
+            state: tempfile::tempdir().unwrap(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn remote(&self) -> Remote {
+        Remote::open(
+            self.s3.clone(),
+            Options::new(
+                self.location.clone(),
+                self.state.path().join("source"),
+                self.key.trusted(),
+            ),
+        )
+        .expect("the state directory opens")
+    }
+
+    async fn publish_at(&self, manifests: &Path, now: SystemTime) -> Published {
+        let built = bundle::build(manifests, Some(ENV), None).expect("the tree bundles");
+        publish::publish(
+            &self.s3,
+            Request {
+                location: &self.location,
+                bundle: &built,
+                key: &self.key,
+                publisher: Publisher {
+                    commit: Some("c0ffee".into()),
+                    run: Some("7".into()),
+                },
+                expires_in: Duration::from_secs(7 * 24 * 3600),
+                now,
+            },
+        )
+        .await
+        .expect("publish")
+    }
+
+    async fn publish(&self, manifests: &Path) -> Published {
+        self.publish_at(manifests, SystemTime::now()).await
+    }
+
+    /// A copy of the repository with loki's memory edited (a second, different revision).
+    fn edited_tree(&self, name: &str, memory: &str) -> PathBuf {
+        let manifests = copy_of_repo(&self.scratch.path().join(name));
+        edit_loki_memory(&manifests, memory);
+        manifests
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn get(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// Signs and writes a pointer to an archive uploaded as-is (hostile or not).
+    async fn offer_archive(&self, revision: u64, archive: Vec<u8>) {
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&archive));
+        let size = archive.len() as u64;
+        self.put(&self.location.bundle_key(&sha256), archive).await;
+        self.offer(
+            &self.pointer(revision, BundleRef { sha256, size }),
+            &self.key,
+        )
+        .await;
+    }
+
+    fn pointer(&self, revision: u64, bundle: BundleRef) -> Pointer {
+        let now = SystemTime::now();
+        Pointer {
+            format: 1,
+            env: ENV.to_string(),
+            revision,
+            bundle,
+            published_at: Time(now),
+            expires_at: Time(now + Duration::from_secs(3600)),
+            publisher: Publisher::default(),
+        }
+    }
+
+    async fn offer(&self, pointer: &Pointer, key: &SigningKey) {
+        self.put(&self.location.pointer_key(), pointer.seal(key).unwrap())
+            .await;
+    }
+}
+
+/// A world with revision 1 (the repository's manifests) in force.
+async fn in_force_at_one() -> (World, Remote) {
+    let world = World::new().await;
+    let published = world.publish(&repo().join("manifests")).await;
+    assert_eq!(published.revision, 1);
+    let mut remote = world.remote();
+    match remote.poll(SystemTime::now()).await {
+        Poll::Updated { revision: 1, .. } => {}
+        other => panic!("revision 1 was not taken: {other:?}"),
+    }
+    (world, remote)
+}
+
+/// Revision 1 is still in force, its files where they were.
+fn still_at_one(remote: &Remote) {
+    let f = remote.in_force().expect("a revision in force");
+    assert_eq!(f.revision(), 1);
+    assert!(
+        f.manifests.join("stack.yaml").is_file(),
+        "{:?}",
+        f.manifests
+    );
+    stackwarden::manifest::load_in(&f.manifests, Some(ENV), Some(&f.tree))
+        .expect("the revision in force still validates");
+    assert_eq!(remote.status().revision, Some(1));
+}
+
+fn refused(poll: Poll) -> Rejection {
+    match poll {
+        Poll::Rejected { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_published_revision_is_verified_swapped_in_and_survives_a_restart() {
+    let (world, mut remote) = in_force_at_one().await;
+    let f = remote.in_force().unwrap().clone();
+    let loaded = stackwarden::manifest::load_in(&f.manifests, Some(ENV), Some(&f.tree))
+        .expect("the unpacked bundle validates");
+    let here = stackwarden::manifest::load(&repo().join("manifests"), Some(ENV)).unwrap();
+    assert_eq!(
+        loaded.desired.resources.len(),
+        here.desired.resources.len(),
+        "the bundle carries the whole desired state"
+    );
+    let status = remote.status().clone();
+    assert!(status.verified);
+    assert_eq!(status.publisher.unwrap().commit.as_deref(), Some("c0ffee"));
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Unchanged
+    ));
+
+    // A restart: the revision in force is read back from the state directory.
+    drop(remote);
+    let mut remote = world.remote();
+    assert_eq!(remote.in_force().map(|f| f.revision()), Some(1));
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Unchanged
+    ));
+
+    // An edit, published, is the next revision.
+    let edited = world.edited_tree("edit", "400M");
+    assert_eq!(world.publish(&edited).await.revision, 2);
+    match remote.poll(SystemTime::now()).await {
+        Poll::Updated {
+            revision: 2,
+            manifests,
+            ..
+        } => {
+            let text = std::fs::read_to_string(manifests.join("host/containers.yaml")).unwrap();
+            assert!(text.contains("memory: 400M"), "the edit arrived");
+        }
+        other => panic!("revision 2 was not taken: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_bundles_of_the_same_tree_have_the_same_digest() {
+    let scratch = tempfile::tempdir().unwrap();
+    let here = bundle::build(&repo().join("manifests"), Some(ENV), None).unwrap();
+    // A copy has other inodes, times and owners: none of it reaches the bytes.
+    let copy = copy_of_repo(&scratch.path().join("copy"));
+    let there = bundle::build(&copy, Some(ENV), None).unwrap();
+    assert_eq!(here.sha256, there.sha256);
+    assert_eq!(here.bytes, there.bytes);
+    assert!(
+        here.files.iter().any(|f| f == "dashboards/home.json"),
+        "sources are bundled: {:?}",
+        here.files
+    );
+    edit_loki_memory(&copy, "400M");
+    assert_ne!(
+        bundle::build(&copy, Some(ENV), None).unwrap().sha256,
+        here.sha256
+    );
+}
+
+#[tokio::test]
+async fn a_tree_that_does_not_validate_is_not_bundled() {
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = copy_of_repo(scratch.path());
+    std::fs::write(
+        copy.join("broken.yaml"),
+        "apiVersion: stackwarden.io/v1\nkind: Nope\n",
+    )
+    .unwrap();
+    let err = bundle::build(&copy, Some(ENV), None).expect_err("invalid");
+    assert!(matches!(err, bundle::BundleError::Invalid(_)), "{err}");
+}
+
+#[tokio::test]
+async fn modified_bundle_bytes_are_refused_and_the_last_good_revision_stays() {
+    let (world, mut remote) = in_force_at_one().await;
+    let edited = world.edited_tree("edit", "400M");
+    let two = world.publish(&edited).await;
+    let key = world.location.bundle_key(&two.pointer.bundle.sha256);
+    let mut bytes = world.get(&key).await;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    world.put(&key, bytes).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    assert!(
+        matches!(reason, Rejection::DigestMismatch { .. }),
+        "{reason}"
+    );
+    still_at_one(&remote);
+    let shown = remote.status().rejected.clone().expect("the refusal shows");
+    assert_eq!(shown.revision, Some(2));
+}
+
+#[tokio::test]
+async fn a_pointer_signed_by_another_key_is_refused() {
+    let (world, mut remote) = in_force_at_one().await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let (secret, _) = signing::generate(other_dir.path()).unwrap();
+    let other = SigningKey::from_file(&secret).unwrap();
+    let current = world.pointer(1, remote.in_force().unwrap().pointer.bundle.clone());
+    let forged = Pointer {
+        revision: 2,
+        ..current
+    };
+    world.offer(&forged, &other).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::BadSignature { why } => assert!(why.contains(&other.id()), "{why}"),
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+}
+
+#[tokio::test]
+async fn an_older_pointer_replayed_is_refused_as_a_rollback() {
+    let (world, mut remote) = in_force_at_one().await;
+    let first = world.get(&world.location.pointer_key()).await;
+    world.publish(&world.edited_tree("edit", "400M")).await;
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 2, .. }
+    ));
+    world.put(&world.location.pointer_key(), first).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    assert_eq!(
+        reason,
+        Rejection::Rollback {
+            in_force: 2,
+            offered: 1
+        }
+    );
+    assert_eq!(remote.in_force().unwrap().revision(), 2);
+    // And after a restart too: the revision in force is persisted.
+    let mut restarted = world.remote();
+    let reason = refused(restarted.poll(SystemTime::now()).await);
+    assert!(
+        matches!(reason, Rejection::Rollback { in_force: 2, .. }),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_pointer_is_refused_and_one_expiring_in_force_turns_stale() {
+    let (world, mut remote) = in_force_at_one().await;
+    let edited = world.edited_tree("edit", "400M");
+    let long_ago = SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    world.publish_at(&edited, long_ago).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    assert!(
+        matches!(reason, Rejection::Expired { revision: 2, .. }),
+        "{reason}"
+    );
+    still_at_one(&remote);
+
+    // Revision 1's own pointer expires (its publisher went quiet): it stays, stale.
+    let mut fresh = World::new().await;
+    fresh.state = tempfile::tempdir().unwrap();
+    fresh.publish(&repo().join("manifests")).await;
+    let mut remote = fresh.remote();
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 1, .. }
+    ));
+    let later = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
+    match remote.poll(later).await {
+        Poll::Stale { revision: 1, .. } => {}
+        other => panic!("expected stale, got {other:?}"),
+    }
+    assert!(remote.status().stale);
+    still_at_one(&remote);
+}
+
+/// An archive with one raw entry, written byte by byte so that no library refuses the name.
+fn raw_archive(name: &[u8], kind: tar::EntryType, link: Option<&str>, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    header.set_entry_type(kind);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    if let Some(link) = link {
+        header.set_link_name(link).unwrap();
+    }
+    header.set_cksum();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(header.as_bytes()).unwrap();
+    gz.write_all(data).unwrap();
+    let pad = (512 - data.len() % 512) % 512;
+    gz.write_all(&vec![0u8; pad + 1024]).unwrap();
+    gz.finish().unwrap()
+}
+
+async fn hostile_is_refused(archive: Vec<u8>, entry: &str) {
+    let (world, mut remote) = in_force_at_one().await;
+    world.offer_archive(2, archive).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::HostileArchive { entry: e, .. } => {
+            assert!(e.contains(entry), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+    let escaped = world.state.path().join("escape");
+    assert!(!escaped.exists(), "something was written outside");
+}
+
+#[tokio::test]
+async fn an_archive_climbing_out_with_dot_dot_is_refused() {
+    let archive = raw_archive(b"../../escape", tar::EntryType::Regular, None, b"x");
+    hostile_is_refused(archive, "../../escape").await;
+}
+
+#[tokio::test]
+async fn an_archive_with_an_absolute_path_is_refused() {
+    let archive = raw_archive(b"/tmp/escape", tar::EntryType::Regular, None, b"x");
+    hostile_is_refused(archive, "/tmp/escape").await;
+}
+
+#[tokio::test]
+async fn an_archive_with_a_symlink_is_refused() {
+    let archive = raw_archive(
+        b"manifests/stack.yaml",
+        tar::EntryType::Symlink,
+        Some("/etc/passwd"),
+        b"",
+    );
+    hostile_is_refused(archive, "manifests/stack.yaml").await;
+}
+
+#[tokio::test]
+async fn an_archive_of_a_hundred_thousand_entries_is_refused() {
+    let entries: Vec<(String, Vec<u8>)> = (0..100_000)
+        .map(|i| (format!("f/{i}"), Vec::new()))
+        .collect();
+    let archive = bundle::archive(&entries).unwrap();
+    let (world, mut remote) = in_force_at_one().await;
+    world.offer_archive(2, archive).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::HostileArchive { why, .. } => assert!(why.contains("more than"), "{reason}"),
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+}
+
+#[tokio::test]
+async fn a_bundle_claiming_two_gibibytes_is_refused_from_its_size_before_any_download() {
+    let (world, mut remote) = in_force_at_one().await;
+    // No such object exists: a download attempt would show as unreachable, not as too large.
+    let claim = BundleRef {
+        sha256: "0".repeat(64),
+        size: 2 << 30,
+    };
+    world.offer(&world.pointer(2, claim), &world.key).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    assert_eq!(
+        reason,
+        Rejection::TooLarge {
+            size: 2 << 30,
+            limit: 64 << 20
+        }
+    );
+    still_at_one(&remote);
+}
+
+#[tokio::test]
+async fn a_bundle_whose_manifests_do_not_validate_is_refused() {
+    let (world, mut remote) = in_force_at_one().await;
+    let index = serde_json::json!({ "format": 1, "env": ENV, "manifests": "manifests" });
+    let archive = bundle::archive(&[
+        (
+            bundle::INDEX_ENTRY.to_string(),
+            serde_json::to_vec(&index).unwrap(),
+        ),
+        (
+            "manifests/stack.yaml".to_string(),
+            b"apiVersion: stackwarden.io/v1\nkind: Stack\nmetadata: {name: x}\nspec: {nope: 1}\n"
+                .to_vec(),
+        ),
+    ])
+    .unwrap();
+    world.offer_archive(2, archive).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::Invalid { errors } => {
+            assert!(
+                errors.iter().any(|e| e.contains("stack.yaml")),
+                "{errors:?}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+}
+
+#[tokio::test]
+async fn two_concurrent_publishes_yield_two_revisions_or_one_clear_refusal_never_a_lost_one() {
+    let world = World::new().await;
+    let a = bundle::build(&world.edited_tree("a", "300M"), Some(ENV), None).unwrap();
+    let b = bundle::build(&world.edited_tree("b", "310M"), Some(ENV), None).unwrap();
+    let request = |bundle| Request {
+        location: &world.location,
+        bundle,
+        key: &world.key,
+        publisher: Publisher::default(),
+        expires_in: Duration::from_secs(3600),
+        now: SystemTime::now(),
+    };
+    let mut lost = 0;
+    for round in 0..5 {
+        let (ra, rb) = tokio::join!(
+            publish::publish(&world.s3, request(&a)),
+            publish::publish(&world.s3, request(&b))
+        );
+        let mut won: Vec<(u64, String)> = Vec::new();
+        let mut losers: Vec<u64> = Vec::new();
+        for r in [ra, rb] {
+            match r {
+                Ok(p) => won.push((p.revision, p.pointer.bundle.sha256)),
+                Err(PublishError::Lost { winner, .. }) => losers.push(winner),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(!won.is_empty(), "round {round}: nobody won");
+        if won.len() == 2 {
+            assert_ne!(won[0].0, won[1].0, "round {round}: one revision twice");
+        }
+        for l in &losers {
+            assert!(
+                won.iter().any(|(r, _)| r == l),
+                "round {round}: the refusal names revision {l}, which no publish wrote"
+            );
+        }
+        lost += losers.len();
+        // The pointer is the last winner's: nothing that succeeded was overwritten unseen.
+        let latest = won.iter().max_by_key(|(r, _)| *r).unwrap();
+        let now = stackwarden::source::pointer::open(
+            &world.get(&world.location.pointer_key()).await,
+            &world.key.trusted(),
+            ENV,
+        )
+        .unwrap()
+        .pointer;
+        assert_eq!((now.revision, now.bundle.sha256.clone()), latest.clone());
+    }
+    eprintln!("{lost} of 10 publishes lost a race and said so");
+}
+
+/// Runs the real binary against this moto with the given keys.
+fn stackwarden(moto: &Moto, keys: (&str, &str), args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
+        .env_remove("AWS_PROFILE")
+        .env_remove("GITHUB_SHA")
+        .env_remove("GITHUB_RUN_ID")
+        .output()
+        .expect("the stackwarden binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const TESTING: (&str, &str) = ("testing", "testing");
+
+async fn write_status(world: &World, revision: Option<u64>, result: &str, written: SystemTime) {
+    let source = revision.map(|r| serde_json::json!({ "revision": r }));
+    let body = snapshot::compose(
+        serde_json::json!({
+            "phase": if result == "converged" { "Ready" } else { "Degraded" },
+            "lastPass": { "result": result, "driftsFound": 0, "repairs": 0, "writes": 0 },
+            "errors": if result == "failed" { vec!["Container/loki: create failed"] } else { vec![] },
+        }),
+        source.as_ref(),
+        written,
+    );
+    snapshot::write_snapshot(&world.s3, &world.location, body.to_string().as_bytes())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn status_wait_revision_exit_codes_follow_the_contract() {
+    let world = World::new().await;
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--env",
+            ENV,
+            "--bucket",
+            BUCKET,
+            "--timeout",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        stackwarden(&world.moto, TESTING, &args)
+    };
+    let out = status(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no snapshot yet: {}",
+        text(&out)
+    );
+
+    write_status(&world, Some(3), "converged", SystemTime::now()).await;
+    let out = status(&["--wait-revision", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("converged at revision 3"),
+        "{}",
+        text(&out)
+    );
+    let out = status(&["--wait-revision", "4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = status(&["--wait-revision", "3", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exitCode"], 0);
+    assert_eq!(json["summary"]["revision"], 3);
+
+    write_status(&world, Some(4), "drifted", SystemTime::now()).await;
+    assert_eq!(status(&["--wait-revision", "4"]).status.code(), Some(2));
+
+    write_status(&world, Some(4), "failed", SystemTime::now()).await;
+    let out = status(&["--wait-revision", "4", "--output", "markdown"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Container/loki: create failed"),
+        "{}",
+        text(&out)
+    );
+
+    let long_ago = SystemTime::now() - Duration::from_secs(11 * 60);
+    write_status(&world, Some(5), "converged", long_ago).await;
+    let out = status(&["--wait-revision", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("stale"), "{}", text(&out));
+}
+
+/// Switches moto's IAM enforcement on for every later request.
+fn enforce(endpoint: &str) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "POST /moto-api/reset-auth HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: 1\r\nConnection: close\r\n\r\n0"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "reset-auth: {answer}");
+}
+
+/// An IAM user holding `principal`'s generated policy; its access key.
+async fn user(
+    world: &World,
+    name: &str,
+    principal: stackwarden::provider::aws::permissions::Principal,
+) -> (String, String) {
+    use stackwarden::provider::aws::permissions::{Scope, policy};
+    let mut desired = stackwarden::manifest::load(&repo().join("manifests"), Some(ENV))
+        .unwrap()
+        .desired;
+    stackwarden::manifest::fill_runtime(&mut desired, "123456789012");
+    let doc = policy(principal, &Scope::of(&desired, "123456789012"));
+    let iam = aws_sdk_iam::Client::new(&world.moto.sdk_config().await);
+    iam.create_user().user_name(name).send().await.unwrap();
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name("stackwarden")
+        .policy_document(doc.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap();
+    let key = key.access_key().unwrap();
+    (
+        key.access_key_id().to_string(),
+        key.secret_access_key().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn status_works_with_the_readonly_policy_and_publish_with_it_fails_clearly() {
+    use stackwarden::provider::aws::permissions::Principal;
+    let world = World::new().await;
+    write_status(&world, Some(1), "converged", SystemTime::now()).await;
+    let readonly = user(&world, "readonly", Principal::Readonly).await;
+    let ci = user(&world, "ci", Principal::Ci).await;
+    enforce(&world.moto.endpoint);
+    let as_ = |keys: (&String, &String), args: &[&str]| {
+        stackwarden(&world.moto, (keys.0.as_str(), keys.1.as_str()), args)
+    };
+    let key = world.keys.path().join(signing::SECRET_KEY_FILE);
+    let key = key.to_str().unwrap();
+    let target = ["--env", ENV, "--bucket", BUCKET];
+
+    let out = as_(
+        (&readonly.0, &readonly.1),
+        &[&["status"][..], &target].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = as_(
+        (&readonly.0, &readonly.1),
+        &[&["publish", "--key", key][..], &target].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("AccessDenied"), "{}", text(&out));
+    assert!(text(&out).contains("iam-policy --for ci"), "{}", text(&out));
+
+    let out = as_(
+        (&ci.0, &ci.1),
+        &[&["publish", "--key", key][..], &target].concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the ci policy publishes: {}",
+        text(&out)
+    );
+    let last = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        last.lines().last(),
+        Some("1"),
+        "the revision is stdout's last line"
+    );
+}
