@@ -395,6 +395,46 @@ async fn an_expired_pointer_is_refused_and_one_expiring_in_force_turns_stale() {
     still_at_one(&remote);
 }
 
+#[tokio::test]
+async fn an_unreachable_bucket_keeps_the_revision_in_force_and_following_resumes_after() {
+    let (world, remote) = in_force_at_one().await;
+    drop(remote);
+    // The same state directory, the bucket's endpoint gone (nothing listens on port 1).
+    let gone = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url("http://127.0.0.1:1")
+        .load()
+        .await;
+    let mut cut_off = Remote::open(
+        stackwarden::provider::aws::s3_client(&gone),
+        Options::new(
+            world.location.clone(),
+            world.state.path().join("source"),
+            world.key.trusted(),
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        match cut_off.poll(SystemTime::now()).await {
+            Poll::Unreachable { .. } => {}
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        still_at_one(&cut_off);
+        assert!(cut_off.status().last_error.is_some());
+    }
+    drop(cut_off);
+    let mut back = world.remote();
+    assert!(matches!(
+        back.poll(SystemTime::now()).await,
+        Poll::Unchanged
+    ));
+    still_at_one(&back);
+    assert_eq!(back.status().last_error, None);
+}
+
 /// An archive with one raw entry, written byte by byte so that no library refuses the name.
 fn raw_archive(name: &[u8], kind: tar::EntryType, link: Option<&str>, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
