@@ -297,7 +297,8 @@ async fn a_tree_that_does_not_validate_is_not_bundled() {
 }
 
 #[tokio::test]
-async fn modified_bundle_bytes_are_refused_and_the_last_good_revision_stays() {
+async fn modified_bundle_bytes_are_refused_the_last_good_revision_stays_and_a_publish_repairs_them()
+{
     let (world, mut remote) = in_force_at_one().await;
     let edited = world.edited_tree("edit", "400M");
     let two = world.publish(&edited).await;
@@ -314,6 +315,17 @@ async fn modified_bundle_bytes_are_refused_and_the_last_good_revision_stays() {
     still_at_one(&remote);
     let shown = remote.status().rejected.clone().expect("the refusal shows");
     assert_eq!(shown.revision, Some(2));
+
+    // Publishing the same tree again finds the bundle's name taken by other bytes and puts
+    // it right; the next revision is taken.
+    let three = world.publish(&edited).await;
+    assert!(three.uploaded, "the replaced bundle was put back");
+    assert_eq!(three.pointer.bundle, two.pointer.bundle);
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 3, .. }
+    ));
+    assert!(remote.status().rejected.is_none());
 }
 
 #[tokio::test]
