@@ -724,6 +724,48 @@ async fn status_wait_revision_exit_codes_follow_the_contract() {
     assert!(text(&out).contains("stale"), "{}", text(&out));
 }
 
+#[tokio::test]
+async fn publish_refuses_manifests_that_do_not_validate_and_writes_nothing() {
+    let world = World::new().await;
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path().join("keys");
+    let dir = dir.to_str().unwrap();
+    let out = stackwarden(&world.moto, TESTING, &["keygen", "--out", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again = stackwarden(&world.moto, TESTING, &["keygen", "--out", dir]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing key is never replaced"
+    );
+    let key = format!("{dir}/{}", signing::SECRET_KEY_FILE);
+
+    let copy = copy_of_repo(world.scratch.path());
+    std::fs::write(
+        copy.join("host/broken.yaml"),
+        "apiVersion: stackwarden.io/v1\nkind: Container\nmetadata: {name: loki}\nspec: {}\n",
+    )
+    .unwrap();
+    let manifests = copy.to_str().unwrap();
+    let out = stackwarden(
+        &world.moto,
+        TESTING,
+        &[
+            "publish", "-f", manifests, "--env", ENV, "--bucket", BUCKET, "--key", &key,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("broken.yaml"), "{}", text(&out));
+    let listed = world
+        .s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0), "nothing was uploaded");
+}
+
 /// Switches moto's IAM enforcement on for every later request.
 fn enforce(endpoint: &str) {
     use std::io::{Read, Write};
