@@ -53,7 +53,7 @@ impl Options {
 
 /// Why an offered revision was refused. The revision in force stays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(tag = "reason", rename_all_fields = "camelCase")]
 pub enum Rejection {
     /// The pointer's signature does not verify with the trusted key (another key, an edit).
     #[error("bad signature: {why}")]
@@ -792,6 +792,39 @@ impl Remote {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_shows_in_the_status_as_its_reason_and_fields() {
+        let status = SourceStatus {
+            url: "s3://b/stackwarden".to_string(),
+            revision: Some(2),
+            verified: true,
+            rejected: Some(Refused {
+                revision: Some(1),
+                reason: Rejection::Rollback {
+                    in_force: 2,
+                    offered: 1,
+                },
+                message: "rollback refused: revision 1 offered, 2 in force".to_string(),
+            }),
+            ..SourceStatus::default()
+        };
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(
+            json["rejected"],
+            serde_json::json!({
+                "revision": 1,
+                "reason": "Rollback",
+                "inForce": 2,
+                "offered": 1,
+                "message": "rollback refused: revision 1 offered, 2 in force"
+            })
+        );
+        assert_eq!(json["revision"], 2);
+        assert_eq!(json["lastError"], serde_json::Value::Null);
+    }
+
     /// Compiles only while a poll can move between tokio's worker threads: the loop spawns it.
     #[allow(dead_code)]
     fn a_poll_is_send(remote: &mut super::Remote) {

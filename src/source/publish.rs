@@ -1,5 +1,6 @@
 //! Publishing: the bundle goes to `<prefix>/bundles/<sha256>` (`If-None-Match: *`: bundles
-//! are immutable and named by their digest, so one already there is the same bundle), then
+//! are immutable and named by their digest; one already there is read back and put right if
+//! its bytes differ), then
 //! the pointer advances by one revision with `If-Match` on the ETag it was read with
 //! (`If-None-Match: *` for the first). Of two publishes racing, S3 lets exactly one pointer
 //! write through; the other fails naming the winner's revision. It does not retry on top:
@@ -120,6 +121,31 @@ async fn current(
     Ok(Some((pointer, etag)))
 }
 
+/// True when the object at `key` has exactly the bundle's bytes.
+async fn holds(
+    s3: &aws_sdk_s3::Client,
+    location: &Location,
+    key: &str,
+    bundle: &Bundle,
+) -> Result<bool, PublishError> {
+    let out = s3
+        .get_object()
+        .bucket(&location.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| S3Error::new("GetObject", &location.bucket, key, e))?;
+    // One byte more than the bundle tells a longer object apart without reading all of it.
+    match read_capped(out.body, out.content_length, bundle.bytes.len() as u64 + 1).await {
+        Ok(bytes) => Ok(bytes == bundle.bytes),
+        Err(CapError::TooLarge) => Ok(false),
+        Err(CapError::Stream(why)) => Err(PublishError::Unreadable {
+            key: key.to_string(),
+            why,
+        }),
+    }
+}
+
 /// Uploads the bundle and advances the pointer by one revision.
 pub async fn publish(
     s3: &aws_sdk_s3::Client,
@@ -140,11 +166,25 @@ pub async fn publish(
         Ok(_) => true,
         Err(e) => {
             let e = S3Error::new("PutObject", &location.bucket, &bundle_key, e);
-            if e.is_precondition_failed() {
-                // Named by its digest: the object there is this bundle (a reader checks).
-                false
-            } else {
+            if !e.is_precondition_failed() {
                 return Err(e.into());
+            }
+            // Named by its digest, the object there should be this bundle; if someone
+            // replaced it, every host would refuse it (digest mismatch) for as long as it
+            // stays, so it is checked and put back.
+            if !holds(s3, location, &bundle_key, request.bundle).await? {
+                s3.put_object()
+                    .bucket(&location.bucket)
+                    .key(&bundle_key)
+                    .content_type("application/gzip")
+                    .body(ByteStream::from(request.bundle.bytes.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| S3Error::new("PutObject", &location.bucket, &bundle_key, e))?;
+                tracing::warn!(key = %bundle_key, "the bundle in the bucket had other bytes than its name says; replaced");
+                true
+            } else {
+                false
             }
         }
     };

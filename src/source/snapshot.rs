@@ -127,7 +127,11 @@ pub async fn read_snapshot(
 
 /// What a snapshot says about the revision CI waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", rename_all = "camelCase")]
+#[serde(
+    tag = "verdict",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Verdict {
     /// Converged at a revision at least the one waited for. Exit 0.
     Converged {
@@ -273,6 +277,18 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
     const MAX: Duration = DEFAULT_MAX_AGE;
+
+    #[test]
+    fn a_verdict_serializes_as_its_name_and_camel_case_fields() {
+        let v = Verdict::NotYet {
+            revision: Some(4),
+            waiting_for: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(&v).expect("serializes"),
+            json!({ "verdict": "notYet", "revision": 4, "waitingFor": 5 })
+        );
+    }
 
     #[test]
     fn converged_at_or_past_the_revision_exits_zero() {

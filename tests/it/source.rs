@@ -297,7 +297,8 @@ async fn a_tree_that_does_not_validate_is_not_bundled() {
 }
 
 #[tokio::test]
-async fn modified_bundle_bytes_are_refused_and_the_last_good_revision_stays() {
+async fn modified_bundle_bytes_are_refused_the_last_good_revision_stays_and_a_publish_repairs_them()
+{
     let (world, mut remote) = in_force_at_one().await;
     let edited = world.edited_tree("edit", "400M");
     let two = world.publish(&edited).await;
@@ -314,6 +315,17 @@ async fn modified_bundle_bytes_are_refused_and_the_last_good_revision_stays() {
     still_at_one(&remote);
     let shown = remote.status().rejected.clone().expect("the refusal shows");
     assert_eq!(shown.revision, Some(2));
+
+    // Publishing the same tree again finds the bundle's name taken by other bytes and puts
+    // it right; the next revision is taken.
+    let three = world.publish(&edited).await;
+    assert!(three.uploaded, "the replaced bundle was put back");
+    assert_eq!(three.pointer.bundle, two.pointer.bundle);
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 3, .. }
+    ));
+    assert!(remote.status().rejected.is_none());
 }
 
 #[tokio::test]
@@ -395,6 +407,46 @@ async fn an_expired_pointer_is_refused_and_one_expiring_in_force_turns_stale() {
     still_at_one(&remote);
 }
 
+#[tokio::test]
+async fn an_unreachable_bucket_keeps_the_revision_in_force_and_following_resumes_after() {
+    let (world, remote) = in_force_at_one().await;
+    drop(remote);
+    // The same state directory, the bucket's endpoint gone (nothing listens on port 1).
+    let gone = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url("http://127.0.0.1:1")
+        .load()
+        .await;
+    let mut cut_off = Remote::open(
+        stackwarden::provider::aws::s3_client(&gone),
+        Options::new(
+            world.location.clone(),
+            world.state.path().join("source"),
+            world.key.trusted(),
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        match cut_off.poll(SystemTime::now()).await {
+            Poll::Unreachable { .. } => {}
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        still_at_one(&cut_off);
+        assert!(cut_off.status().last_error.is_some());
+    }
+    drop(cut_off);
+    let mut back = world.remote();
+    assert!(matches!(
+        back.poll(SystemTime::now()).await,
+        Poll::Unchanged
+    ));
+    still_at_one(&back);
+    assert_eq!(back.status().last_error, None);
+}
+
 /// An archive with one raw entry, written byte by byte so that no library refuses the name.
 fn raw_archive(name: &[u8], kind: tar::EntryType, link: Option<&str>, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -463,7 +515,9 @@ async fn an_archive_of_a_hundred_thousand_entries_is_refused() {
     world.offer_archive(2, archive).await;
     let reason = refused(remote.poll(SystemTime::now()).await);
     match &reason {
-        Rejection::HostileArchive { why, .. } => assert!(why.contains("more than"), "{reason}"),
+        Rejection::HostileArchive { why, .. } => {
+            assert!(why.contains("more than 10000 entries"), "{reason}")
+        }
         other => panic!("{other}"),
     }
     still_at_one(&remote);
@@ -670,6 +724,48 @@ async fn status_wait_revision_exit_codes_follow_the_contract() {
     let out = status(&["--wait-revision", "5"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("stale"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn publish_refuses_manifests_that_do_not_validate_and_writes_nothing() {
+    let world = World::new().await;
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path().join("keys");
+    let dir = dir.to_str().unwrap();
+    let out = stackwarden(&world.moto, TESTING, &["keygen", "--out", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again = stackwarden(&world.moto, TESTING, &["keygen", "--out", dir]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing key is never replaced"
+    );
+    let key = format!("{dir}/{}", signing::SECRET_KEY_FILE);
+
+    let copy = copy_of_repo(world.scratch.path());
+    std::fs::write(
+        copy.join("host/broken.yaml"),
+        "apiVersion: stackwarden.io/v1\nkind: Container\nmetadata: {name: loki}\nspec: {}\n",
+    )
+    .unwrap();
+    let manifests = copy.to_str().unwrap();
+    let out = stackwarden(
+        &world.moto,
+        TESTING,
+        &[
+            "publish", "-f", manifests, "--env", ENV, "--bucket", BUCKET, "--key", &key,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("broken.yaml"), "{}", text(&out));
+    let listed = world
+        .s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0), "nothing was uploaded");
 }
 
 /// Switches moto's IAM enforcement on for every later request.

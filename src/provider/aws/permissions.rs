@@ -149,7 +149,6 @@ const GROUP_AND_INSTANCE: &[Step] = &[
 ];
 const LEASE: &[Step] = &[Step::Lease];
 const PUBLISH: &[Step] = &[Step::Publish];
-const FOLLOW: &[Step] = &[Step::Follow];
 const PUBLISH_AND_FOLLOW: &[Step] = &[Step::Publish, Step::Follow];
 const REPORT: &[Step] = &[Step::Report];
 const READ_STATUS: &[Step] = &[Step::ReadStatus];
@@ -672,7 +671,14 @@ pub const OPERATIONS: &[Operation] = &[
         PUBLISH_AND_FOLLOW,
         Target::Pointer,
     ),
-    op(S3, "get_object", "s3:GetObject", FOLLOW, Target::Bundles),
+    // Publish reads a bundle already there back, to put it right if it was replaced.
+    op(
+        S3,
+        "get_object",
+        "s3:GetObject",
+        PUBLISH_AND_FOLLOW,
+        Target::Bundles,
+    ),
     op(
         S3,
         "put_object",

@@ -72,9 +72,9 @@ fn the_ci_policy_is_exactly_this() {
         "iam:PassRole | arn:aws:iam::123456789012:role/dc-dev-observability | {\"StringEquals\":{\"iam:PassedToService\":\"ec2.amazonaws.com\"}}",
         "s3:CreateBucket s3:DeleteBucketPolicy s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket s3:PutBucketAcl s3:PutBucketOwnershipControls s3:PutBucketPolicy s3:PutBucketPublicAccessBlock s3:PutBucketTagging s3:PutBucketVersioning s3:PutEncryptionConfiguration s3:PutLifecycleConfiguration | arn:aws:s3:::dc-dev-observability-123456789012 | -",
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
+        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/current | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
-        "s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
         "ssm:AddTagsToResource ssm:GetParameterHistory ssm:ListTagsForResource ssm:PutParameter | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
     ];
