@@ -241,6 +241,57 @@ pub struct RunArgs {
     /// carry; defaults to http://<listen>/.
     #[arg(long)]
     pub external_url: Option<String>,
+    /// Where the manifests come from: a directory (as -f), or `s3://BUCKET[/PREFIX]` to
+    /// follow the revisions `publish` signs into the stack's bucket (needs --env and --trust).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The minisign public key published revisions must be signed with (never taken from the
+    /// bucket).
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Time between two polls of the source's pointer (one conditional GET each).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub source_interval: std::time::Duration,
+    /// Where the source's revisions are unpacked and the one in force is recorded (it
+    /// survives restarts, so an older revision stays refused).
+    #[arg(long, default_value = "/var/lib/stackwarden/source")]
+    pub state_dir: PathBuf,
+    /// The source bucket's region, when AWS_REGION does not say.
+    #[arg(long, default_value = "us-east-1")]
+    pub source_region: String,
+}
+
+impl RunArgs {
+    /// The remote source to follow, if `--source` names one; a directory replaces -f.
+    fn source(&mut self) -> anyhow::Result<Option<crate::reconcile::follow::SourceOptions>> {
+        let Some(source) = self.source.clone() else {
+            return Ok(None);
+        };
+        if !source.starts_with("s3://") {
+            self.common.manifests = PathBuf::from(source);
+            return Ok(None);
+        }
+        let (bucket, prefix) = crate::source::parse_url(&source).with_context(|| {
+            format!("--source {source}: expected s3://BUCKET[/PREFIX] or a directory")
+        })?;
+        let env = self
+            .common
+            .env
+            .clone()
+            .context("--source s3://… follows one environment's revisions: give --env")?;
+        let trust = self.trust.as_ref().context(
+            "--source s3://… needs --trust FILE, the public key its revisions are signed with",
+        )?;
+        let trusted = crate::source::signing::TrustedKey::from_file(trust)
+            .with_context(|| format!("reading the trusted key {}", trust.display()))?;
+        Ok(Some(crate::reconcile::follow::SourceOptions {
+            location: crate::source::Location::new(&bucket, &prefix, &env),
+            trusted,
+            state_dir: self.state_dir.clone(),
+            interval: self.source_interval,
+            region: self.source_region.clone(),
+        }))
+    }
 }
 
 /// Output formats of plan and apply.
@@ -644,10 +695,11 @@ fn read_token(args: &RunArgs) -> anyhow::Result<Option<Arc<str>>> {
 }
 
 /// `run`: the reconcile loop and the HTTP server until SIGINT or SIGTERM.
-async fn daemon(args: RunArgs) -> anyhow::Result<()> {
+async fn daemon(mut args: RunArgs) -> anyhow::Result<()> {
     use crate::reconcile::{Controller, Options};
     let scope = args.scope;
     let token = read_token(&args)?;
+    let source = args.source()?;
     let (controller, handle) = Controller::new(Options {
         manifests: args.common.manifests.clone(),
         env: args.common.env.clone(),
@@ -659,6 +711,7 @@ async fn daemon(args: RunArgs) -> anyhow::Result<()> {
             .external_url
             .clone()
             .unwrap_or_else(|| format!("http://{}/", args.listen)),
+        source,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

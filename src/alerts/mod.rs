@@ -36,6 +36,12 @@ pub enum AlertName {
     ContainerUnhealthy,
     /// An alert receiver has failed every delivery for a while (sent to the others).
     AlertReceiverFailing,
+    /// A published revision was refused (signature, digest, rollback, size, archive,
+    /// manifests); the last good one stays in force.
+    SourceRejected,
+    /// The pointer in force has expired and nothing newer came: the last good revision is
+    /// still applied, but nobody is publishing.
+    SourceStale,
 }
 
 impl AlertName {
@@ -47,15 +53,18 @@ impl AlertName {
             AlertName::ReconcileFailing => "ReconcileFailing",
             AlertName::ContainerUnhealthy => "ContainerUnhealthy",
             AlertName::AlertReceiverFailing => "AlertReceiverFailing",
+            AlertName::SourceRejected => "SourceRejected",
+            AlertName::SourceStale => "SourceStale",
         }
     }
 
     /// The `severity` label.
     pub fn severity(self) -> &'static str {
         match self {
-            AlertName::StackDrift => "warning",
+            AlertName::StackDrift | AlertName::SourceStale => "warning",
             AlertName::PolicyViolation | AlertName::ReconcileFailing => "critical",
             AlertName::ContainerUnhealthy | AlertName::AlertReceiverFailing => "critical",
+            AlertName::SourceRejected => "critical",
         }
     }
 }
@@ -204,6 +213,9 @@ impl Book {
                     AlertName::ContainerUnhealthy => "healthy again".to_string(),
                     // Raised and resolved by the delivery side, never by a pass.
                     AlertName::AlertReceiverFailing => "delivering again".to_string(),
+                    // Raised and resolved by the loop's source, never by a pass.
+                    AlertName::SourceRejected => "a newer revision was taken".to_string(),
+                    AlertName::SourceStale => "a fresh pointer was published".to_string(),
                 };
                 alert.annotations.insert("action".into(), action);
                 events.push(Event::Resolved(alert, v.now));
@@ -331,6 +343,61 @@ fn mode_of(desired: &Desired, resource: &str) -> Mode {
 }
 
 /// A short, stable hash of the parts that make an alert itself.
+/// Where a source alert is about, and what it links to.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceAlertAt<'a> {
+    /// The stack's name.
+    pub stack: &'a str,
+    /// The environment followed.
+    pub environment: &'a str,
+    /// The source's `s3://` URL.
+    pub url: &'a str,
+    /// The daemon's page.
+    pub page: &'a str,
+}
+
+/// An alert about the stack's source (`SourceRejected`, `SourceStale`): one per source and
+/// alert name, so that a second refusal updates the first rather than stacking up.
+pub fn source_alert(
+    name: AlertName,
+    at: SourceAlertAt<'_>,
+    cause: &str,
+    summary: String,
+    now: SystemTime,
+) -> Alert {
+    let labels = [
+        ("alertname", name.as_str()),
+        ("severity", name.severity()),
+        ("stack", at.stack),
+        ("environment", at.environment),
+        ("kind", "Source"),
+        ("resource", at.url),
+        ("cause", cause),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let action = match name {
+        AlertName::SourceStale => "still applying the last good revision",
+        _ => "kept the last good revision in force",
+    };
+    let annotations = [
+        ("summary", summary),
+        ("action", action.to_string()),
+        ("page", at.page.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Alert {
+        fingerprint: fingerprint(&[at.stack, "Source", at.url, name.as_str()]),
+        name,
+        labels,
+        annotations,
+        starts_at: now,
+    }
+}
+
 fn fingerprint(parts: &[&str]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();

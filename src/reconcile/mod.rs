@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod budget;
 pub mod decide;
 mod detach;
+pub mod follow;
 pub mod health;
 mod leadership;
 pub mod lease;
@@ -73,6 +74,9 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// The daemon's page as people reach it: alerts link to it.
     pub page_url: String,
+    /// A published source to follow instead of reading `manifests` (`--source s3://…`):
+    /// the revision in force becomes the manifests and the root.
+    pub source: Option<follow::SourceOptions>,
 }
 
 /// What the HTTP side holds: snapshots to read and a way to wake the loop.
@@ -101,6 +105,8 @@ pub struct Controller {
     watched_names: crate::provider::host::events::WatchedNames,
     /// What the loop remembers between passes.
     state: State,
+    /// The published source it follows, if any.
+    follow: Option<follow::Follow>,
     lease: Option<Lease>,
     identity: String,
     /// The published view of `state`, and the records that only it keeps.
@@ -141,6 +147,7 @@ impl Controller {
             wake: wake_tx.clone(),
         };
         let clock = Clock::start();
+        let follow = opts.source.clone().map(follow::Follow::new);
         let controller = Controller {
             opts,
             clock,
@@ -152,6 +159,7 @@ impl Controller {
             files: None,
             watched_names: Default::default(),
             state: State::new(clock.now()),
+            follow,
             lease: None,
             identity: lease::identity("daemon"),
             status: Status::default(),
@@ -170,8 +178,15 @@ impl Controller {
         self.status.lease = self.state.lease.clone();
         self.status.connectivity.aws = self.state.reach.aws.clone();
         self.status.connectivity.docker = self.state.reach.docker.clone();
+        self.status.source = self.follow.as_ref().map(follow::Follow::status);
         self.status.audit = self.audit.entries();
         self.status.alerts.receivers = self.dispatcher.status();
+        self.status.alerts.active = self
+            .alerts
+            .active()
+            .chain(self.follow.iter().flat_map(follow::Follow::active))
+            .cloned()
+            .collect();
         if let Some(d) = &self.state.desired {
             let now = self.clock.now();
             self.status.acknowledgements = d

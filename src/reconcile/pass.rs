@@ -64,6 +64,10 @@ fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
 impl Controller {
     /// Loads the manifests; an invalid edit is recorded and the last good state stays.
     pub(super) fn load(&mut self) {
+        if self.follow.as_ref().is_some_and(|f| f.in_force().is_none()) {
+            // Nothing published has been taken yet: there is nothing to load.
+            return;
+        }
         match manifest::load_in(
             &self.opts.manifests,
             self.opts.env.as_deref(),
@@ -116,6 +120,10 @@ impl Controller {
 
     /// (Re)starts the file watch over the manifests and the content they name.
     pub(super) fn watch(&mut self, desired: &Desired) {
+        if self.follow.is_some() {
+            // A followed source's revisions are swapped in whole, and polled: no watch.
+            return;
+        }
         let root = std::fs::canonicalize(&self.opts.manifests)
             .unwrap_or_else(|_| self.opts.manifests.clone());
         let dirs = content_dirs(desired);

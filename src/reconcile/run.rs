@@ -5,7 +5,7 @@
 
 use super::backoff::Backoff;
 use super::detach::{Detached, Work};
-use super::{ALERT_FLUSH, Controller, PASS_DEADLINE, RESYNC_JITTER, SHUTDOWN_GRACE};
+use super::{ALERT_FLUSH, Controller, PASS_DEADLINE, RESYNC_JITTER, SHUTDOWN_GRACE, follow};
 use crate::model::{Kind, ResourceId};
 use crate::plan::World;
 use crate::provider::host::events::HostEvent;
@@ -39,6 +39,12 @@ impl Controller {
         // nor leave a dead holder's stack unattended for longer than the TTL.
         let lease_period = self.opts.lease_ttl / 3;
         let mut lease_at = tokio::time::Instant::now() + lease_period;
+        // A source is polled on its own timer: a new revision wakes a pass, anything else
+        // (nothing new, a refusal, an outage) only shows in the status.
+        let mut source_at = tokio::time::Instant::now();
+        if self.follow.is_some() {
+            self.follow_source().await;
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -76,6 +82,14 @@ impl Controller {
                                 continue;
                             }
                             Trigger::Retry
+                        },
+                        _ = async { match &self.follow { Some(_) => tokio::time::sleep_until(source_at).await, None => std::future::pending().await } } => {
+                            source_at = tokio::time::Instant::now()
+                                + self.follow.as_ref().map_or(Duration::MAX, |f| f.interval());
+                            if !self.poll_source().await {
+                                continue;
+                            }
+                            Trigger::Manifest
                         },
                         _ = tokio::time::sleep_until(lease_at) => {
                             lease_at = tokio::time::Instant::now() + lease_period;
@@ -128,6 +142,7 @@ impl Controller {
             if stopped {
                 break;
             }
+            self.write_snapshot().await;
             let interval = self
                 .state
                 .desired
@@ -235,5 +250,62 @@ impl Controller {
         }
         self.state.lease = LeaseStatus::default();
         self.publish();
+    }
+
+    /// Points the loader at the source's revision in force, if there is one yet.
+    async fn follow_source(&mut self) -> bool {
+        let Some(follow) = self.follow.as_mut() else {
+            return false;
+        };
+        follow.open(self.connect.as_ref()).await;
+        match follow.in_force() {
+            Some((manifests, root)) => {
+                self.opts.manifests = manifests;
+                self.opts.root = Some(root);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Polls the source once; true when a new revision came into force (a pass is due).
+    async fn poll_source(&mut self) -> bool {
+        let Some(follow) = self.follow.as_mut() else {
+            return false;
+        };
+        let stack = self.status.stack.clone().unwrap_or_default();
+        let ctx = follow::AlertContext {
+            stack: &stack,
+            page: &self.opts.page_url,
+        };
+        let (updated, events) = follow
+            .poll(self.connect.as_ref(), &ctx, self.clock.now())
+            .await;
+        // One conditional GET; a new revision costs its download besides.
+        let calls = if updated { 2 } else { 1 };
+        self.state.budget.spend("s3", calls, Instant::now());
+        if !events.is_empty() {
+            self.dispatcher.push(&events);
+        }
+        if updated {
+            self.follow_source().await;
+        }
+        self.publish();
+        updated
+    }
+
+    /// The leader's status snapshot into the bucket, when one is due.
+    async fn write_snapshot(&mut self) {
+        let leads = self.state.lease.role == crate::status::Role::Leader;
+        let Some(follow) = self.follow.as_mut() else {
+            return;
+        };
+        if !leads {
+            return;
+        }
+        let eventful = self.status.last_pass.as_ref().is_some_and(|p| {
+            p.result != crate::status::PassResult::Converged || p.drifts_found > 0
+        });
+        follow.write_snapshot(&self.status, eventful).await;
     }
 }

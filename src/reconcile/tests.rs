@@ -189,6 +189,10 @@ impl Connect for Worlds {
         let provider = Arc::new(Scripted(self.script.clone()));
         Box::pin(async move { Ok(HostWorld { provider, events }) })
     }
+
+    fn s3<'a>(&'a self, _region: &'a str) -> BoxFuture<'a, aws_sdk_s3::Client> {
+        unreachable!("these loops follow no remote source")
+    }
 }
 
 /// A running loop over the scripted world.
@@ -218,6 +222,7 @@ fn start(script: Script) -> Harness {
         scope: Scope::Host,
         lease_ttl: Duration::from_secs(30),
         page_url: "http://127.0.0.1/".to_string(),
+        source: None,
     };
     let (controller, handle) = Controller::with_worlds(opts, Arc::new(worlds));
     let (stop_tx, stop_rx) = watch::channel(false);

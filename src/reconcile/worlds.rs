@@ -67,6 +67,10 @@ pub trait Connect: Send + Sync {
         stats: Arc<Stats>,
         watch: Option<Watch>,
     ) -> BoxFuture<'a, Result<HostWorld, ProviderError>>;
+
+    /// An S3 client in `region`, for the source and the status snapshot (their bucket is
+    /// known before any manifest is).
+    fn s3<'a>(&'a self, region: &'a str) -> BoxFuture<'a, aws_sdk_s3::Client>;
 }
 
 /// The real worlds: the AWS SDK with the default credential chain, and the Docker engine at
@@ -109,5 +113,9 @@ impl Connect for Live {
                 events,
             })
         })
+    }
+
+    fn s3<'a>(&'a self, region: &'a str) -> BoxFuture<'a, aws_sdk_s3::Client> {
+        Box::pin(async move { aws::s3_client(&aws::sdk_config(region).await) })
     }
 }

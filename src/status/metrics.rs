@@ -99,6 +99,9 @@ pub struct Metrics {
     receiver_last_success: Family<ReceiverLabels, FloatGauge>,
     receiver_failing: Family<FailureLabels, Gauge>,
     acknowledged: Family<ResourceLabels, Gauge>,
+    source_revision: Gauge,
+    source_rejected: Gauge,
+    source_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +159,24 @@ impl Metrics {
             receiver_failing.clone(),
         );
         let acknowledged = Family::<ResourceLabels, Gauge>::default();
+        let source_revision = Gauge::default();
+        let source_rejected = Gauge::default();
+        let source_stale = Gauge::default();
+        registry.register(
+            "stackwarden_source_revision",
+            "The published revision in force (run --source s3://…; 0 before the first)",
+            source_revision.clone(),
+        );
+        registry.register(
+            "stackwarden_source_rejected",
+            "1 while the newest published revision stands refused (the last good one is in force)",
+            source_rejected.clone(),
+        );
+        registry.register(
+            "stackwarden_source_stale",
+            "1 while the pointer in force has expired and nothing newer was published",
+            source_stale.clone(),
+        );
         registry.register(
             "stackwarden_alerts_sent",
             "Alert deliveries by receiver and result (ok, error)",
@@ -253,6 +274,9 @@ impl Metrics {
             receiver_last_success,
             receiver_failing,
             acknowledged,
+            source_revision,
+            source_rejected,
+            source_stale,
         }
     }
 
@@ -330,6 +354,14 @@ impl Metrics {
         }
         self.manifest_rejected
             .set(i64::from(status.manifest.rejected.is_some()));
+        if let Some(source) = &status.source {
+            let revision = source.revision.unwrap_or(0);
+            self.source_revision
+                .set(i64::try_from(revision).unwrap_or(i64::MAX));
+            self.source_rejected
+                .set(i64::from(source.rejected.is_some()));
+            self.source_stale.set(i64::from(source.stale));
+        }
         if let Some(t) = status.last_success {
             self.last_success.set(t.unix_seconds());
         }

@@ -327,6 +327,10 @@ pub struct Status {
     pub mode: Option<Mode>,
     /// The manifests in force and any rejected edit.
     pub manifest: ManifestStatus,
+    /// Where the manifests come from when they are delivered (`run --source s3://…`): the
+    /// revision in force, who published it, the last check and any refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::fetch::SourceStatus>,
     /// The lease.
     pub lease: LeaseStatus,
     /// AWS and Docker reachability.
@@ -401,6 +405,7 @@ impl Default for Status {
             phase: Phase::Starting,
             mode: None,
             manifest: ManifestStatus::default(),
+            source: None,
             lease: LeaseStatus::default(),
             connectivity: Connectivity::default(),
             last_pass: None,
@@ -712,7 +717,14 @@ impl Status {
         }
         // A rejected manifest edit means the stack runs a revision nobody intends any more,
         // and a standing violation is a weak point live: neither is Ready.
+        // A refused or expired revision from the source likewise: what runs is not what
+        // was last published.
+        let source_ok = self
+            .source
+            .as_ref()
+            .is_none_or(|s| s.rejected.is_none() && !s.stale);
         let healthy = self.errors.is_empty()
+            && source_ok
             && self.manifest.rejected.is_none()
             && self.unacknowledged_violations == 0
             && self.resources.iter().all(|r| {

@@ -12,6 +12,7 @@ mod aws_fields;
 mod check_permissions;
 mod cli;
 mod daemon;
+mod delivery;
 mod faults;
 mod golden;
 mod grafana;

@@ -42,6 +42,19 @@ pub struct DaemonOptions<'a> {
     /// The Alertmanager the Stack's receiver points at; `None`: a closed port, so a test
     /// never alerts the local world's Alertmanager.
     pub alertmanager: Option<&'a str>,
+    /// Follow a published source instead of `-f`: the daemon then starts in an empty
+    /// directory, with only the source's URL and the public key.
+    pub source: Option<Source<'a>>,
+}
+
+/// `run --source s3://… --trust KEY --state-dir DIR`.
+pub struct Source<'a> {
+    /// `s3://BUCKET[/PREFIX]`.
+    pub url: &'a str,
+    /// The public key.
+    pub trust: &'a Path,
+    /// Where revisions are unpacked.
+    pub state_dir: &'a Path,
 }
 
 impl Default for DaemonOptions<'_> {
@@ -54,6 +67,7 @@ impl Default for DaemonOptions<'_> {
             log_level: "info",
             docker_host: None,
             alertmanager: None,
+            source: None,
         }
     }
 }
@@ -151,9 +165,23 @@ impl Daemon {
             .map(str::to_string)
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-        cmd.args(["run", "--env", "local", "-f"])
-            .arg(dir.join("manifests"))
-            .args(["--listen", &addr, "--scope", opts.scope])
+        cmd.args(["run", "--env", "local"]);
+        match &opts.source {
+            None => {
+                cmd.arg("-f").arg(dir.join("manifests"));
+            }
+            Some(source) => {
+                let empty = dir.join(format!("cwd-{port}"));
+                std::fs::create_dir_all(&empty).unwrap();
+                cmd.args(["--source", source.url, "--trust"])
+                    .arg(source.trust)
+                    .arg("--state-dir")
+                    .arg(source.state_dir)
+                    .args(["--source-interval", "1s"])
+                    .current_dir(empty);
+            }
+        }
+        cmd.args(["--listen", &addr, "--scope", opts.scope])
             .args(["--lease-ttl", opts.lease_ttl, "--token-file"])
             .arg(&token_file)
             .arg("--host-root")

@@ -1,0 +1,234 @@
+//! Delivery end to end, as it runs deployed: a checkout publishes signed revisions into the
+//! stack's bucket (moto), a daemon that has nothing but `--source s3://…` and the public key
+//! converges the local stack from them (the real Docker engine), follows a published edit,
+//! refuses a forged pointer with `SourceRejected` at a webhook while the last good revision
+//! stays in force, and writes the status snapshot that `stackwarden status` reads.
+
+use crate::daemon::converged;
+use crate::support::alertmanager::WebhookSink;
+use crate::support::daemon::{Daemon, DaemonOptions, Source, repo_copy, set_value};
+use crate::support::docker as dk;
+use crate::support::moto::Moto;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "delivery-test-bucket";
+const CONVERGE: Duration = Duration::from_secs(180);
+const FOLLOW: Duration = Duration::from_secs(90);
+
+fn stackwarden(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
+        .args(args)
+        .current_dir(cwd)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env_remove("GITHUB_SHA")
+        .env_remove("GITHUB_RUN_ID")
+        .output()
+        .expect("the stackwarden binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn publish(moto: &Moto, repo: &Path, key: &Path) -> String {
+    let out = stackwarden(
+        moto,
+        repo,
+        &[
+            "publish",
+            "--env",
+            "local",
+            "-f",
+            "manifests",
+            "--bucket",
+            BUCKET,
+            "--key",
+            &key.display().to_string(),
+            "--commit",
+            "test-commit",
+        ],
+    );
+    ok(&out)
+}
+
+fn source_revision(status: &Value) -> Option<u64> {
+    status["source"]["revision"].as_u64()
+}
+
+fn loki_memory(repo: &Path, memory: &str) {
+    let path = repo.join("manifests/host/containers.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("  name: loki\n").expect("loki is declared");
+    let at = start
+        + text[start..]
+            .find("  memory: ")
+            .expect("loki has a memory limit");
+    let end = at + text[at..].find('\n').unwrap();
+    let edited = format!("{}  memory: {memory}{}", &text[..at], &text[end..]);
+    std::fs::write(&path, edited).unwrap();
+}
+
+#[tokio::test]
+async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_refuses_forgeries()
+{
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let s3 = stackwarden::provider::aws::s3_client(&moto.sdk_config().await);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let hook = WebhookSink::start();
+
+    // The checkout: the shipped manifests, with a webhook receiver the test listens on.
+    let repo = repo_copy("5s");
+    let closed = format!("http://127.0.0.1:{}", crate::support::daemon::free_port());
+    set_value(repo.path(), "alertmanagerUrl", &closed);
+    let stack = repo.path().join("manifests/stack.yaml");
+    let text = std::fs::read_to_string(&stack).unwrap().replacen(
+        "        url: ${alertmanagerUrl}\n",
+        &format!(
+            "        url: ${{alertmanagerUrl}}\n      - name: hooks\n        type: webhook\n        url: {}/hooks/stackwarden\n",
+            hook.url
+        ),
+        1,
+    );
+    std::fs::write(&stack, text).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let keydir = keys.path().display().to_string();
+    ok(&stackwarden(
+        &moto,
+        keys.path(),
+        &["keygen", "--out", &keydir],
+    ));
+    let secret = keys.path().join("stackwarden.key");
+    let public = keys.path().join("stackwarden.pub");
+    publish(&moto, repo.path(), &secret);
+
+    // The host: an empty directory, the source's URL, the public key.
+    let host = tempfile::tempdir().unwrap();
+    let state = host.path().join("state");
+    let url = format!("s3://{BUCKET}");
+    let d = Daemon::start_in(
+        host.path(),
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "host",
+            source: Some(Source {
+                url: &url,
+                trust: &public,
+                state_dir: &state,
+            }),
+            ..Default::default()
+        },
+    );
+    d.wait_until("the stack converges from revision 1", CONVERGE, || {
+        let s = d.status();
+        converged(&s) && source_revision(&s) == Some(1)
+    });
+    assert!(dk::inspect_running(&docker, "loki").await);
+    assert_eq!(d.status()["source"]["verified"], true);
+
+    // A published edit reaches the host.
+    loki_memory(repo.path(), "400M");
+    let published = Instant::now();
+    publish(&moto, repo.path(), &secret);
+    let mut applied = false;
+    let deadline = Instant::now() + FOLLOW;
+    while Instant::now() < deadline {
+        let memory = dk::inspect(&docker, "loki")
+            .await
+            .host_config
+            .and_then(|h| h.memory)
+            .unwrap_or(0);
+        if memory == 400 * 1024 * 1024 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        applied,
+        "loki's new memory never arrived:\n{}",
+        d.log_tail()
+    );
+    eprintln!(
+        "publish to applied on the host: {} ms",
+        published.elapsed().as_millis()
+    );
+    d.wait_until("revision 2 is in force and converged", CONVERGE, || {
+        let s = d.status();
+        converged(&s) && source_revision(&s) == Some(2)
+    });
+
+    // What the host did, read from anywhere with access to the bucket.
+    let out = stackwarden(
+        &moto,
+        repo.path(),
+        &[
+            "status",
+            "--env",
+            "local",
+            "-f",
+            "manifests",
+            "--bucket",
+            BUCKET,
+            "--wait-revision",
+            "2",
+            "--timeout",
+            "60s",
+        ],
+    );
+    ok(&out);
+
+    // A pointer signed by another key: refused, alerted, revision 2 stays.
+    let other = tempfile::tempdir().unwrap();
+    let otherdir = other.path().display().to_string();
+    ok(&stackwarden(
+        &moto,
+        other.path(),
+        &["keygen", "--out", &otherdir],
+    ));
+    loki_memory(repo.path(), "320M");
+    publish(&moto, repo.path(), &other.path().join("stackwarden.key"));
+    d.wait_until("the forged revision is refused", FOLLOW, || {
+        let s = d.status();
+        s["source"]["rejected"].is_object() && source_revision(&s) == Some(2)
+    });
+    d.wait_until("SourceRejected reaches the webhook", FOLLOW, || {
+        hook.received().iter().filter_map(|r| r.json()).any(|j| {
+            j["status"] == "firing"
+                && j["alert"]["labels"]["alertname"] == "SourceRejected"
+                && j["alert"]["labels"]["cause"] == "BadSignature"
+        })
+    });
+    let memory = dk::inspect(&docker, "loki")
+        .await
+        .host_config
+        .and_then(|h| h.memory)
+        .unwrap_or(0);
+    assert_eq!(
+        memory,
+        400 * 1024 * 1024,
+        "the refused revision was applied"
+    );
+    assert_ne!(
+        d.status()["phase"],
+        "Ready",
+        "a refused revision is not Ready"
+    );
+    dk::cleanup(&docker, "observability", &[]).await;
+}
