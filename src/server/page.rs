@@ -121,6 +121,23 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                     p { "Last pass " (p.started) " · " (p.trigger.as_str()) " · " (p.result.as_str())
                         " · " (p.duration_ms) " ms · " (p.writes) " writes" }
                 }
+                @if let Some(src) = &status.source {
+                    p id="source" {
+                        "Source " code { (src.url) }
+                        " · revision " b { (src.revision.map_or_else(|| "none yet".to_string(), |r| r.to_string())) }
+                        @if let Some(p) = &src.publisher {
+                            @if let Some(c) = &p.commit { " · commit " code { (c) } }
+                        }
+                        @if src.stale { " · " span class="bad" { "pointer expired" } }
+                        @if let Some(e) = &src.last_error { " · " span class="bad" { (e) } }
+                    }
+                    @if let Some(r) = &src.rejected {
+                        section id="source-rejected" {
+                            h2 class="bad" { "Published revision refused — the last good revision stays in force" }
+                            p { (r.message) }
+                        }
+                    }
+                }
                 @if let Some(r) = &status.manifest.rejected {
                     section id="rejected" {
                         h2 class="bad" { "Manifest edit rejected — the last good revision stays in force" }

@@ -149,9 +149,12 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
     let mut applied = false;
     let deadline = Instant::now() + FOLLOW;
     while Instant::now() < deadline {
-        let memory = dk::inspect(&docker, "loki")
+        // Between the old container's removal and its replacement, there is none.
+        let memory = docker
+            .inspect_container("loki", None)
             .await
-            .host_config
+            .ok()
+            .and_then(|c| c.host_config)
             .and_then(|h| h.memory)
             .unwrap_or(0);
         if memory == 400 * 1024 * 1024 {
