@@ -48,6 +48,21 @@ fn content_hash<T: serde::Serialize>(value: &T) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(&json)))
 }
 
+/// The directories holding each symbolic link on the way to `path` (the link itself, or one
+/// of its ancestors).
+fn links_on_the_way(path: &Path) -> BTreeSet<PathBuf> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute
+        .ancestors()
+        .filter(|p| {
+            p.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .filter_map(|link| link.parent())
+        .filter_map(|dir| std::fs::canonicalize(dir).ok())
+        .collect()
+}
+
 /// Directories of the content files the manifests name (watched besides the manifests).
 fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
     desired
@@ -82,8 +97,10 @@ impl Controller {
                     self.status.manifest.applied_at = Some(Timestamp(SystemTime::now()));
                     // A new revision deserves a fresh attempt at whatever was failing.
                     self.state.backoff.clear();
-                    self.watch(&loaded.desired);
                 }
+                // Every load, not only a new revision's: the manifests path may now resolve
+                // elsewhere (a symlink swapped to identical content).
+                self.watch(&loaded.desired);
                 if let Ok(mut names) = self.watched_names.write() {
                     *names = loaded
                         .desired
@@ -126,16 +143,19 @@ impl Controller {
         }
         let root = std::fs::canonicalize(&self.opts.manifests)
             .unwrap_or_else(|_| self.opts.manifests.clone());
-        let dirs = content_dirs(desired);
-        if let Some(current) = &self.files {
-            let mut want = dirs.clone();
-            want.insert(root.clone());
-            if want
+        let mut dirs = content_dirs(desired);
+        // A directory published by swapping a symlink (`ln -sfn new current`, as git-sync
+        // and ConfigMap volumes do) changes where the path leads without a write inside the
+        // old target: the directory holding each link on the way is watched too, and the
+        // next load follows the path to its new target.
+        dirs.extend(links_on_the_way(&self.opts.manifests));
+        if let Some(current) = &self.files
+            && current.dirs().contains(&root)
+            && dirs
                 .iter()
-                .all(|d| current.dirs().contains(d) || d.starts_with(&root))
-            {
-                return;
-            }
+                .all(|d| current.dirs().contains(d) || d.starts_with(&root) || !d.is_dir())
+        {
+            return;
         }
         match triggers::watch_files(root, dirs, self.wake_tx.clone()) {
             Ok(w) => self.files = Some(w),

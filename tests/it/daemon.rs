@@ -758,3 +758,65 @@ async fn a_leader_whose_lease_object_is_overwritten_or_deleted_stops_before_its_
         roles.contains(&Value::from("leader")) && roles.contains(&Value::from("standby"))
     });
 }
+
+#[tokio::test]
+async fn a_manifests_directory_swapped_by_a_symlink_is_followed_at_once() {
+    // git-sync and ConfigMap volumes publish a directory by swapping a symlink; nothing is
+    // written inside the old target. A resync of 5 minutes leaves the watch alone to notice.
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let repo = crate::support::daemon::repo_copy("300s");
+    let base = repo.path();
+    let closed = format!("http://127.0.0.1:{}", free_loopback_port());
+    crate::support::daemon::set_value(base, "alertmanagerUrl", &closed);
+    let copy = |name: &str| {
+        let status = Command::new("cp")
+            .args(["-a", "manifests", name])
+            .current_dir(base)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    copy("rev-a");
+    copy("rev-b");
+    let containers = base.join("rev-b/host/containers.yaml");
+    let text = std::fs::read_to_string(&containers).unwrap();
+    let edited = text.replacen("memory: 384M", "memory: 320M", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&containers, edited).unwrap();
+    std::os::unix::fs::symlink("rev-a", base.join("current")).unwrap();
+    let d = Daemon::start_in(
+        base,
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "host",
+            manifests: Some(&base.join("current")),
+            ..Default::default()
+        },
+    );
+    d.wait_until("the stack converges from rev-a", CONVERGE, || {
+        converged(&d.status())
+    });
+    let manifest_passes = |status: &Value| {
+        status["passes"].as_array().map_or(0, |p| {
+            p.iter().filter(|p| p["trigger"] == "manifest").count()
+        })
+    };
+    let before = manifest_passes(&d.status());
+    // `ln -sfn rev-b current`, atomically: a new link renamed over the old one.
+    std::os::unix::fs::symlink("rev-b", base.join("current.new")).unwrap();
+    std::fs::rename(base.join("current.new"), base.join("current")).unwrap();
+    // Woken by the swap itself (other passes, a Docker event's, may load it first; only the
+    // watch makes a manifest-triggered one).
+    d.wait_until("the swap wakes a pass", REPAIR, || {
+        manifest_passes(&d.status()) > before
+    });
+    d.wait_until("the swapped-in edit is applied", REPAIR, || {
+        audited(&d.status(), "Container/loki", "manifest")
+    });
+    let loki = dk::inspect(&docker, "loki").await;
+    assert_eq!(loki.host_config.unwrap().memory, Some(320 << 20));
+    dk::cleanup(&docker, "observability", &[]).await;
+}

@@ -45,6 +45,8 @@ pub struct DaemonOptions<'a> {
     /// Follow a published source instead of `-f`: the daemon then starts in an empty
     /// directory, with only the source's URL and the public key.
     pub source: Option<Source<'a>>,
+    /// `-f` other than `<dir>/manifests`.
+    pub manifests: Option<&'a Path>,
 }
 
 /// `run --source s3://… --trust KEY --state-dir DIR`.
@@ -68,6 +70,7 @@ impl Default for DaemonOptions<'_> {
             docker_host: None,
             alertmanager: None,
             source: None,
+            manifests: None,
         }
     }
 }
@@ -168,7 +171,10 @@ impl Daemon {
         cmd.args(["run", "--env", "local"]);
         match &opts.source {
             None => {
-                cmd.arg("-f").arg(dir.join("manifests"));
+                let manifests = opts
+                    .manifests
+                    .map_or_else(|| dir.join("manifests"), Path::to_path_buf);
+                cmd.arg("-f").arg(manifests);
             }
             Some(source) => {
                 let empty = dir.join(format!("cwd-{port}"));
