@@ -196,6 +196,8 @@ async fn daemon_converges_and_repairs_drift_with_its_cause_audited() {
     });
     let status = d.status();
     assert_eq!(status["manifest"]["revision"], revision, "{status}");
+    // What runs is not what anybody intends any more: not Ready.
+    assert_eq!(status["phase"], "Degraded", "{status}");
     let metrics = d.get("/metrics").unwrap().1;
     assert!(
         metrics.contains("stackwarden_manifest_rejected 1"),
