@@ -820,5 +820,7 @@ async fn a_manifests_directory_swapped_by_a_symlink_is_followed_at_once() {
     });
     let loki = dk::inspect(&docker, "loki").await;
     assert_eq!(loki.host_config.unwrap().memory, Some(320 << 20));
+    // Stopped first: a running daemon would put back what the cleanup removes.
+    drop(d);
     dk::cleanup(&docker, "observability", &[]).await;
 }
