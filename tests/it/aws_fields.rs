@@ -4,6 +4,7 @@
 //! another stack is never touched; an endpoint that never answers fails in seconds; the
 //! instance profile's role is checked for least privilege with few IAM calls.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
 use stackwarden::engine::{ApplyReport, Engine};
 use stackwarden::model::{Desired, Kind, Spec};
@@ -781,21 +782,10 @@ fn an_endpoint_that_accepts_and_never_answers_fails_plan_with_an_error_naming_it
             held.push(stream);
         }
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["plan", "--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("the stackwarden binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Cli::new(&["plan", "--env", "local", "--scope", "aws"])
+        .aws(&endpoint)
+        .output();
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("AWS endpoint {endpoint}")),

@@ -11,6 +11,7 @@
 //! and the Docker socket cut and restored by a proxy while a container is removed behind it
 //! (`with_docker_gone_the_daemon_is_not_ready_and_converges_when_it_is_back`).
 
+use crate::support::cli::Cli;
 use crate::support::daemon::{
     Daemon, DaemonOptions, SECRET, TOKEN, free_port, repo_copy, set_value,
 };
@@ -386,23 +387,17 @@ fn world_repo() -> tempfile::TempDir {
 fn stackwarden(command: &str, repo: &Path, moto: &Moto, log: &Path) -> Command {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-    cmd.args([command, "--env", "local", "-f"])
+    let mut cmd = Cli::new(&[command, "--env", "local", "-f"])
         .arg(repo.join("manifests"))
         .arg("--host-root")
         .arg(repo.join("host-root"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
         .env("DOCKER_HOST", "unix:///var/run/docker.sock")
-        .env_remove("AWS_PROFILE")
         .env_remove("RUST_LOG")
         .env_remove("STACKWARDEN_LOG")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        .command();
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     cmd
 }
 

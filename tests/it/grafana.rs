@@ -6,6 +6,7 @@
 //! loaded with the sample in tests/fixtures/grafana-sample. LogQL, TraceQL and profile
 //! queries have no server here: `validate` checks them against the catalogue instead.
 
+use crate::support::cli::Cli;
 use serde_json::{Value, json};
 use stackwarden::grafana::catalogue::Catalogue;
 use stackwarden::grafana::{ContentFile, Sink, promql};
@@ -21,12 +22,10 @@ fn repo() -> PathBuf {
 }
 
 fn stackwarden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(dir)
+    Cli::new(args)
+        .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-        .expect("the stackwarden binary runs")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

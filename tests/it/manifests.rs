@@ -2,18 +2,17 @@
 //! broken manifest in tests/fixtures/invalid is rejected with its location, field path, rule
 //! and fix.
 
+use crate::support::cli::Cli;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const ENVIRONMENTS: [&str; 4] = ["dev", "staging", "prod", "local"];
 
 fn stackwarden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(dir)
+    Cli::new(args)
+        .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-        .expect("the stackwarden binary runs")
 }
 
 fn repo() -> PathBuf {
@@ -700,14 +699,11 @@ fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent
     let mut failures = Vec::new();
     for (name, text, env) in &cases {
         let tmp = with_case(text);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-        cmd.args(["validate", "--env", "test"])
-            .current_dir(tmp.path())
-            .env_remove("DEMO_PASSWORD");
-        if let Some((k, v)) = env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("the stackwarden binary runs");
+        let out = Cli::new(&["validate", "--env", "test"])
+            .dir(tmp.path())
+            .env_remove("DEMO_PASSWORD")
+            .envs(env)
+            .output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let violations: Vec<&str> = stderr.lines().filter(|l| l.contains("[policy: ")).collect();
         if violations.is_empty() {

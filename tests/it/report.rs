@@ -8,6 +8,7 @@
 //! SARIF 2.1.0 schema with its `$schema` set to JSON Schema 2020-12. No PyPI package checked
 //! (sarif-om, sarif-tools, sarif-pydantic, pydantic-sarif, pysarif) bundles the schema.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
 use serde_json::Value;
 use std::path::Path;
@@ -17,26 +18,11 @@ const SCHEMA: &str = "tests/fixtures/sarif-schema-2.1.0.json";
 
 /// Runs stackwarden against this moto (AWS scope only), from the repository root.
 fn stackwarden(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", "report-test-secret")
-        .env_remove("AWS_PROFILE")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `check-jsonschema --schemafile SCHEMA file`, through the python3 that dev-env installed it

@@ -1,7 +1,9 @@
-//! Helpers shared by the integration tests: spawning real servers and seeding them.
+//! Helpers shared by the integration tests: spawning real servers and seeding them, and
+//! running the binary.
 
 pub mod alertmanager;
 pub mod causes;
+pub mod cli;
 pub mod daemon;
 pub mod docker;
 pub mod moto;
