@@ -4,6 +4,7 @@
 
 use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
+use crate::support::world::open_ssh_to_the_world;
 use aws_sdk_ec2::config::Credentials;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -111,15 +112,7 @@ async fn a_bucket_that_refuses_reads_is_unknown_and_the_rest_is_still_repaired()
         .and_then(|g| g.group_id())
         .expect("the stack's group")
         .to_string();
-    ec2.authorize_security_group_ingress()
-        .group_id(&gid)
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .cidr_ip("0.0.0.0/0")
-        .send()
-        .await
-        .expect("authorize");
+    open_ssh_to_the_world(&ec2, &gid).await;
 
     let plan = stackwarden(&moto, &restricted, &["plan"]);
     let out = text(&plan);

@@ -10,6 +10,7 @@
 
 use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
+use crate::support::world;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -54,30 +55,8 @@ fn declared_at(file: &str, kind: &str, name: &str) -> usize {
 /// Opens the host's security group to the whole internet on port 22, by hand.
 async fn open_ssh_to_the_world(moto: &Moto) {
     let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
-    let groups = ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values("durable-code-local-observability-sg")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe groups");
-    let id = groups.security_groups()[0]
-        .group_id()
-        .expect("group id")
-        .to_string();
-    ec2.authorize_security_group_ingress()
-        .group_id(id)
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .cidr_ip("0.0.0.0/0")
-        .send()
-        .await
-        .expect("authorize ingress");
+    let id = world::group_id(&ec2, "durable-code-local-observability-sg").await;
+    world::open_ssh_to_the_world(&ec2, &id).await;
 }
 
 #[tokio::test]

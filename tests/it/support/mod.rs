@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: spawning real servers and seeding them, and
-//! running the binary.
+//! Helpers shared by the integration tests: spawning real servers and seeding them, running
+//! the binary, and the AWS world the provider tests act on.
 
 pub mod alertmanager;
 pub mod causes;
@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod docker;
 pub mod moto;
 pub mod tls;
+pub mod world;
