@@ -3,6 +3,7 @@
 //! and fix.
 
 use crate::support::cli::Cli;
+use crate::support::files::{copy_dir, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,23 +14,6 @@ fn stackwarden(dir: &Path, args: &[&str]) -> Output {
         .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy fixture");
-        }
-    }
 }
 
 /// A temp dir holding `manifests/` = the valid base fixture plus `case.yaml`.

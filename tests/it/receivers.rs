@@ -3,12 +3,9 @@
 //! the daemon delivers to real servers on loopback.
 
 use crate::support::cli::Cli;
+use crate::support::files::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn validate(dir: &Path) -> Output {
     Cli::new(&["validate", "--env", "test"])

@@ -3,6 +3,7 @@
 //! log level shows the password.
 
 use crate::support::cli::{Cli, text};
+use crate::support::files::copy_dir;
 use crate::support::{docker, moto::Moto};
 use std::path::Path;
 use std::process::Output;
@@ -160,7 +161,7 @@ fn a_weak_password_in_a_secret_file_is_refused_naming_the_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // The manifests and the repository files their `source:` fields name.
     for dir in ["manifests", "config", "dashboards", "alerting"] {
-        copy_tree(
+        copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
             &tmp.path().join(dir),
         );
@@ -186,19 +187,6 @@ fn a_weak_password_in_a_secret_file_is_refused_naming_the_file() {
         secret.display()
     );
     assert!(text(&out).contains(&expected), "{}", text(&out));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 /// The password as it appears in a `Bytes([..])` debug rendering of a request body.

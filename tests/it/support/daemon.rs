@@ -3,6 +3,7 @@
 //! its log captured to a file, and a minimal HTTP/1.1 client for its endpoints (loopback only).
 
 use crate::support::cli::Cli;
+use crate::support::files::copy_dir;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -72,19 +73,6 @@ impl Default for DaemonOptions<'_> {
             alertmanager: None,
             source: None,
             manifests: None,
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
         }
     }
 }

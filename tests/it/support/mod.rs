@@ -6,6 +6,7 @@ pub mod causes;
 pub mod cli;
 pub mod daemon;
 pub mod docker;
+pub mod files;
 pub mod moto;
 pub mod tls;
 pub mod world;
