@@ -2,171 +2,18 @@
 //! manifests (`--env local`). Drift is made with the SDK directly, as a person would with the
 //! console; each drift must show in a plan, be repaired by ONE apply, and be gone after.
 
-use crate::support::moto::Moto;
-use stackwarden::engine::{ApplyReport, Engine};
-use stackwarden::model::{Desired, Ensure, Kind, Spec};
+use crate::support::world::{PASSWORD, World, open_ssh_to_the_world};
+use stackwarden::engine::Engine;
+use stackwarden::model::{Ensure, Kind, Spec};
 use stackwarden::plan::{Action, Plan};
+use stackwarden::provider::CallKind;
 use stackwarden::provider::aws::AwsProvider;
-use stackwarden::provider::{CallKind, Stats};
-use std::path::Path;
-use std::sync::Arc;
 
 /// Proven least privilege: the generated IAM policies against enforcing IAM.
 mod least_privilege;
 
-/// The Grafana admin password the tests put in the parameter's value file.
-const PASSWORD: &str = "correct-horse-battery-staple";
-
-/// One seeded moto, the shipped local manifests, SDK clients for making drift.
-struct World {
-    /// The spec of each resource at the last apply, for the causes plans must give.
-    applied: crate::support::causes::Applied,
-    _moto: Moto,
-    _secret_dir: tempfile::TempDir,
-    config: aws_config::SdkConfig,
-    stats: Arc<Stats>,
-    desired: Desired,
-    ec2: aws_sdk_ec2::Client,
-    elbv2: aws_sdk_elasticloadbalancingv2::Client,
-    s3: aws_sdk_s3::Client,
-    ssm: aws_sdk_ssm::Client,
-}
-
+/// What only these tests read.
 impl World {
-    async fn new() -> World {
-        World::seeded(&[]).await
-    }
-
-    /// A world whose pre-existing infrastructure is seeded with extra seed-world flags.
-    async fn seeded(extra: &[&str]) -> World {
-        let moto = Moto::start(extra).await;
-        let config = moto.sdk_config().await;
-        let stats = Arc::new(Stats::default());
-        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
-            .expect("the shipped manifests load for local")
-            .desired;
-        let provider = AwsProvider::new(&config, stats.clone());
-        let account = provider.account_id().await.expect("account id");
-        stackwarden::manifest::fill_runtime(&mut desired, &account);
-        // The value comes from a file: tests must not set process environment variables.
-        let secret_dir = tempfile::tempdir().expect("temp dir");
-        let secret_file = secret_dir.path().join("admin-password");
-        std::fs::write(&secret_file, format!("{PASSWORD}\n")).expect("secret file");
-        for r in &mut desired.resources {
-            if let Spec::Parameter(p) = &mut r.spec {
-                p.value_from.env = None;
-                p.value_from.file = Some(secret_file.display().to_string());
-            }
-        }
-        let s3_conf = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
-        World {
-            applied: Default::default(),
-            ec2: aws_sdk_ec2::Client::new(&config),
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            ssm: aws_sdk_ssm::Client::new(&config),
-            _moto: moto,
-            _secret_dir: secret_dir,
-            config,
-            stats,
-            desired,
-        }
-    }
-
-    /// A fresh provider per run, as one CLI invocation has.
-    fn engine(&self) -> Engine {
-        Engine::new(vec![Box::new(AwsProvider::new(
-            &self.config,
-            self.stats.clone(),
-        ))])
-    }
-
-    async fn plan(&self) -> Plan {
-        let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
-        plan
-    }
-
-    async fn apply(&self) -> ApplyReport {
-        let report = self.engine().apply(&self.desired).await;
-        let failures: Vec<_> = report.failures().collect();
-        assert!(failures.is_empty(), "apply failed: {failures:#?}");
-        assert!(
-            report.converged(),
-            "not converged: {:?}",
-            report.plan.errors()
-        );
-        self.applied.record(&self.desired);
-        report
-    }
-
-    /// Applies from empty and checks that nothing is left to do.
-    async fn converged() -> World {
-        let world = World::new().await;
-        world.apply().await;
-        let plan = world.plan().await;
-        assert!(
-            !plan.has_changes(),
-            "pending after the first apply:\n{plan}"
-        );
-        world
-    }
-
-    /// The drift shows in a plan (with `expect` in its text), one apply repairs it, and the
-    /// next plan is empty.
-    async fn assert_repaired(&self, expect: &str) -> Plan {
-        let before = self.plan().await;
-        self.applied.assert_causes(&before, &self.desired);
-        let text = before.to_string();
-        assert!(before.has_changes(), "the drift is not seen:\n{text}");
-        assert!(
-            text.contains(expect),
-            "the plan does not name `{expect}`:\n{text}"
-        );
-        self.apply().await;
-        let after = self.plan().await;
-        assert!(
-            !after.has_changes(),
-            "still pending after one apply:\n{after}"
-        );
-        before
-    }
-
-    fn resource_name(&self, kind: Kind) -> String {
-        let r = self
-            .desired
-            .resources
-            .iter()
-            .find(|r| r.id.kind == kind)
-            .expect("declared");
-        match &r.spec {
-            Spec::SecurityGroup(s) => s.name.clone(),
-            Spec::Bucket(s) => s.name.clone(),
-            Spec::Parameter(s) => s.name.clone(),
-            Spec::Instance(s) => s.name.clone(),
-            Spec::TargetGroup(s) => s.name.clone(),
-            _ => r.id.name.clone(),
-        }
-    }
-
-    async fn group_id(&self, name: &str) -> String {
-        let out = self
-            .ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-name")
-                    .values(name)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("describe groups");
-        out.security_groups()[0].group_id().expect("id").to_string()
-    }
-
     async fn instance(&self) -> aws_sdk_ec2::types::Instance {
         let name = self.resource_name(Kind::Instance);
         let out = self
@@ -197,48 +44,11 @@ impl World {
         all[0].clone()
     }
 
-    async fn target_group_arn(&self) -> String {
-        let out = self
-            .elbv2
-            .describe_target_groups()
-            .names(self.resource_name(Kind::TargetGroup))
-            .send()
-            .await
-            .expect("describe target groups");
-        out.target_groups()[0]
-            .target_group_arn()
-            .expect("arn")
-            .to_string()
-    }
-
     async fn listener_rule(&self) -> aws_sdk_elasticloadbalancingv2::types::Rule {
-        let lb = self
-            .elbv2
-            .describe_load_balancers()
-            .names("durable-code-local-alb")
-            .send()
-            .await
-            .expect("alb");
-        let lb_arn = lb.load_balancers()[0]
-            .load_balancer_arn()
-            .expect("arn")
-            .to_string();
-        let listeners = self
-            .elbv2
-            .describe_listeners()
-            .load_balancer_arn(lb_arn)
-            .send()
-            .await
-            .expect("listeners");
-        let listener = listeners
-            .listeners()
-            .iter()
-            .find(|l| l.port() == Some(80))
-            .expect("port 80");
         let rules = self
             .elbv2
             .describe_rules()
-            .listener_arn(listener.listener_arn().expect("arn"))
+            .listener_arn(self.http_listener().await)
             .send()
             .await
             .expect("rules");
@@ -413,17 +223,7 @@ async fn drift_extra_open_ingress_rule_is_revoked() {
     let gid = world
         .group_id(&world.resource_name(Kind::SecurityGroup))
         .await;
-    world
-        .ec2
-        .authorize_security_group_ingress()
-        .group_id(&gid)
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .cidr_ip("0.0.0.0/0")
-        .send()
-        .await
-        .expect("authorize");
+    open_ssh_to_the_world(&world.ec2, &gid).await;
     let plan = world.assert_repaired("- ingress[tcp/22 0.0.0.0/0]").await;
     assert!(
         plan.violations.iter().any(|v| v.rule == "no-open-ingress"),

@@ -2,121 +2,19 @@
 //! at once), ownership is absolute, every hand-made change is seen live, and changes keep the
 //! host's data where EC2 allows it. Counts come from the AWS API, never from stackwarden's word.
 
-use crate::support::moto::Moto;
+use crate::support::world::{STACK, World};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use stackwarden::engine::{ApplyReport, Engine};
-use stackwarden::model::{Desired, Kind, Spec};
+use stackwarden::model::{Kind, Spec};
 use stackwarden::plan::{Action, Plan};
-use stackwarden::provider::aws::AwsProvider;
-use stackwarden::provider::{OpenGate, Provider, Stats};
-use std::path::Path;
-use std::sync::Arc;
+use stackwarden::provider::{OpenGate, Provider};
 
-/// The stack's name in the shipped manifests.
-const STACK: &str = "observability";
 /// The instance's Name tag in the local environment.
 const INSTANCE: &str = "durable-code-local-observability";
 /// The managed security group's name in the local environment.
 const GROUP: &str = "durable-code-local-observability-sg";
 
-/// One seeded moto, the shipped local manifests, an SDK client for making changes by hand.
-struct World {
-    /// The spec of each resource at the last apply, for the causes plans must give.
-    applied: crate::support::causes::Applied,
-    _moto: Moto,
-    _secret_dir: tempfile::TempDir,
-    config: aws_config::SdkConfig,
-    desired: Desired,
-    ec2: aws_sdk_ec2::Client,
-}
-
+/// What only these tests read and change.
 impl World {
-    async fn new() -> World {
-        let moto = Moto::start(&[]).await;
-        let config = moto.sdk_config().await;
-        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
-            .expect("the shipped manifests load for local")
-            .desired;
-        let account = AwsProvider::new(&config, Arc::new(Stats::default()))
-            .account_id()
-            .await
-            .expect("account id");
-        stackwarden::manifest::fill_runtime(&mut desired, &account);
-        // The parameter's value comes from a file: tests never set environment variables.
-        let secret_dir = tempfile::tempdir().expect("temp dir");
-        let secret_file = secret_dir.path().join("admin-password");
-        std::fs::write(&secret_file, "correct-horse-battery-staple\n").expect("secret file");
-        for r in &mut desired.resources {
-            if let Spec::Parameter(p) = &mut r.spec {
-                p.value_from.env = None;
-                p.value_from.file = Some(secret_file.display().to_string());
-            }
-        }
-        assert_eq!(desired.stack_name, STACK);
-        World {
-            applied: Default::default(),
-            ec2: aws_sdk_ec2::Client::new(&config),
-            _moto: moto,
-            _secret_dir: secret_dir,
-            config,
-            desired,
-        }
-    }
-
-    async fn converged() -> World {
-        let world = World::new().await;
-        world.apply().await;
-        let plan = world.plan().await;
-        assert!(!plan.has_changes(), "pending after one apply:\n{plan}");
-        world
-    }
-
-    fn provider(&self) -> AwsProvider {
-        AwsProvider::new(&self.config, Arc::new(Stats::default()))
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::new(vec![Box::new(self.provider())])
-    }
-
-    async fn plan(&self) -> Plan {
-        let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
-        plan
-    }
-
-    async fn apply(&self) -> ApplyReport {
-        let report = self.engine().apply(&self.desired).await;
-        let failures: Vec<_> = report.failures().collect();
-        assert!(failures.is_empty(), "apply failed: {failures:#?}");
-        assert!(
-            report.converged(),
-            "not converged: {:?}",
-            report.plan.errors()
-        );
-        self.applied.record(&self.desired);
-        report
-    }
-
-    /// The drift shows in a plan (with `expect` in its text), one apply repairs it, and the
-    /// next plan is empty.
-    async fn assert_repaired(&self, expect: &str) -> Plan {
-        let before = self.plan().await;
-        self.applied.assert_causes(&before, &self.desired);
-        let text = before.to_string();
-        assert!(
-            text.contains(expect),
-            "the plan does not show `{expect}`:\n{text}"
-        );
-        self.apply().await;
-        let after = self.plan().await;
-        assert!(
-            !after.has_changes(),
-            "still pending after one apply:\n{after}"
-        );
-        before
-    }
-
     fn instance_spec(&mut self) -> &mut stackwarden::model::InstanceSpec {
         self.desired
             .resources
@@ -159,14 +57,18 @@ impl World {
     }
 
     /// The one live instance.
-    async fn instance(&self) -> aws_sdk_ec2::types::Instance {
+    async fn live_instance(&self) -> aws_sdk_ec2::types::Instance {
         let all = self.live_instances().await;
         assert_eq!(all.len(), 1, "exactly one live instance: {all:#?}");
         all[0].clone()
     }
 
     async fn instance_id(&self) -> String {
-        self.instance().await.instance_id().expect("id").to_string()
+        self.live_instance()
+            .await
+            .instance_id()
+            .expect("id")
+            .to_string()
     }
 
     async fn root_volume(&self) -> aws_sdk_ec2::types::Volume {
@@ -234,7 +136,12 @@ impl World {
 
     /// Launches an instance by hand, carrying `tags`, in the private subnet.
     async fn launch_by_hand(&self, tags: &[(&str, &str)]) -> String {
-        let image = self.instance().await.image_id().expect("ami").to_string();
+        let image = self
+            .live_instance()
+            .await
+            .image_id()
+            .expect("ami")
+            .to_string();
         let out = self
             .ec2
             .run_instances()
@@ -554,7 +461,7 @@ async fn a_subnet_the_lookup_no_longer_selects_replaces_the_instance_and_says_wh
         change(&plan, Kind::Instance, Action::Replace).is_some(),
         "{plan}"
     );
-    let new = world.instance().await;
+    let new = world.live_instance().await;
     assert_ne!(new.instance_id(), Some(old.as_str()));
     assert_eq!(new.subnet_id(), Some(public.as_str()));
 }
@@ -576,7 +483,7 @@ async fn a_changed_security_group_description_plans_a_visible_replacement() {
     let new = world.group(GROUP).await.expect("group");
     assert_ne!(new.group_id(), old.group_id());
     assert_eq!(new.description(), Some("Observability host, v2"));
-    let instance = world.instance().await;
+    let instance = world.live_instance().await;
     let groups: Vec<_> = instance
         .security_groups()
         .iter()
@@ -603,7 +510,7 @@ async fn drift_extra_tag_on_the_instance_is_removed() {
         .expect("tag");
     world.assert_repaired("- tags.Owner: someone").await;
     let tags: Vec<_> = world
-        .instance()
+        .live_instance()
         .await
         .tags()
         .iter()
@@ -663,7 +570,7 @@ async fn a_new_instance_type_is_stop_modify_start_and_keeps_the_instance() {
         "{update}"
     );
     assert!(change(&plan, Kind::Instance, Action::Replace).is_none());
-    let instance = world.instance().await;
+    let instance = world.live_instance().await;
     assert_eq!(instance.instance_id(), Some(id.as_str()));
     assert_eq!(
         instance.instance_type().map(|t| t.as_str()),
@@ -762,7 +669,7 @@ async fn drift_instance_moved_to_another_security_group_is_moved_back() {
         .assert_repaired("securityGroups: durable-code-local-ecs-tasks-sg,durable-code-local-observability-sg → durable-code-local-observability-sg")
         .await;
     let groups: Vec<String> = world
-        .instance()
+        .live_instance()
         .await
         .security_groups()
         .iter()
@@ -774,7 +681,7 @@ async fn drift_instance_moved_to_another_security_group_is_moved_back() {
 #[tokio::test]
 async fn drift_root_volume_kept_after_termination_is_set_back_to_delete() {
     let world = World::converged().await;
-    let instance = world.instance().await;
+    let instance = world.live_instance().await;
     let device = instance
         .root_device_name()
         .expect("root device")
@@ -799,7 +706,7 @@ async fn drift_root_volume_kept_after_termination_is_set_back_to_delete() {
     world
         .assert_repaired("rootVolume.deleteOnTermination: false → true")
         .await;
-    let after = world.instance().await;
+    let after = world.live_instance().await;
     let root = after
         .block_device_mappings()
         .iter()

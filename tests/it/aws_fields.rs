@@ -4,127 +4,19 @@
 //! another stack is never touched; an endpoint that never answers fails in seconds; the
 //! instance profile's role is checked for least privilege with few IAM calls.
 
-use crate::support::moto::Moto;
-use stackwarden::engine::{ApplyReport, Engine};
-use stackwarden::model::{Desired, Kind, Spec};
+use crate::support::cli::{Cli, text};
+use crate::support::world::{PASSWORD, World};
+use stackwarden::model::{Kind, Spec};
 use stackwarden::plan::{Action, Plan};
-use stackwarden::provider::aws::AwsProvider;
-use stackwarden::provider::{CallKind, Stats};
-use std::path::Path;
-use std::sync::Arc;
+use stackwarden::provider::CallKind;
 
-/// The Grafana admin password the tests put in the parameter's value file.
-const PASSWORD: &str = "correct-horse-battery-staple";
 /// The instance profile's role, as scripts/seed-world names it.
 const ROLE: &str = "durable-code-local-observability";
 /// The tag naming the owning stack.
 const STACK_TAG: &str = "stackwarden:stack";
 
-/// One seeded moto, the shipped local manifests, SDK clients for making changes by hand.
-struct World {
-    /// The spec of each resource at the last apply, for the causes plans must give.
-    applied: crate::support::causes::Applied,
-    _moto: Moto,
-    _secret_dir: tempfile::TempDir,
-    config: aws_config::SdkConfig,
-    stats: Arc<Stats>,
-    desired: Desired,
-    elbv2: aws_sdk_elasticloadbalancingv2::Client,
-    s3: aws_sdk_s3::Client,
-    ssm: aws_sdk_ssm::Client,
-    iam: aws_sdk_iam::Client,
-}
-
+/// What only these tests read and change.
 impl World {
-    async fn new() -> World {
-        let moto = Moto::start(&[]).await;
-        let config = moto.sdk_config().await;
-        let stats = Arc::new(Stats::default());
-        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
-            .expect("the shipped manifests load for local")
-            .desired;
-        let account = AwsProvider::new(&config, stats.clone())
-            .account_id()
-            .await
-            .expect("account id");
-        stackwarden::manifest::fill_runtime(&mut desired, &account);
-        let secret_dir = tempfile::tempdir().expect("temp dir");
-        let secret_file = secret_dir.path().join("admin-password");
-        std::fs::write(&secret_file, format!("{PASSWORD}\n")).expect("secret file");
-        for r in &mut desired.resources {
-            if let Spec::Parameter(p) = &mut r.spec {
-                p.value_from.env = None;
-                p.value_from.file = Some(secret_file.display().to_string());
-            }
-        }
-        let s3_conf = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
-        World {
-            applied: Default::default(),
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            ssm: aws_sdk_ssm::Client::new(&config),
-            iam: aws_sdk_iam::Client::new(&config),
-            _moto: moto,
-            _secret_dir: secret_dir,
-            config,
-            stats,
-            desired,
-        }
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::new(vec![Box::new(AwsProvider::new(
-            &self.config,
-            self.stats.clone(),
-        ))])
-    }
-
-    async fn plan(&self) -> Plan {
-        let plan = self.engine().plan(&self.desired).await;
-        assert!(plan.errors().is_empty(), "plan errors: {:?}", plan.errors());
-        plan
-    }
-
-    async fn apply(&self) -> ApplyReport {
-        let report = self.engine().apply(&self.desired).await;
-        let failures: Vec<_> = report.failures().collect();
-        assert!(failures.is_empty(), "apply failed: {failures:#?}");
-        self.applied.record(&self.desired);
-        report
-    }
-
-    async fn converged() -> World {
-        let world = World::new().await;
-        world.apply().await;
-        let plan = world.plan().await;
-        assert!(
-            !plan.has_changes(),
-            "pending after the first apply:\n{plan}"
-        );
-        world
-    }
-
-    /// The change shows in a plan (with `expect` in its text), one apply repairs it, and
-    /// the next plan is empty.
-    async fn assert_repaired(&self, expect: &str) {
-        let before = self.plan().await;
-        self.applied.assert_causes(&before, &self.desired);
-        let text = before.to_string();
-        assert!(before.has_changes(), "the change is not seen:\n{text}");
-        assert!(
-            text.contains(expect),
-            "the plan does not name `{expect}`:\n{text}"
-        );
-        self.apply().await;
-        let after = self.plan().await;
-        assert!(
-            !after.has_changes(),
-            "still pending after one apply:\n{after}"
-        );
-    }
-
     /// The plan refuses to go on, naming the other stack; apply writes nothing.
     async fn assert_foreign_owner_refused(&self, what: &str) {
         let plan = self.engine().plan(&self.desired).await;
@@ -142,60 +34,6 @@ impl World {
             "apply wrote:\n{}",
             self.stats
         );
-    }
-
-    fn spec_name(&self, kind: Kind) -> String {
-        let r = self
-            .desired
-            .resources
-            .iter()
-            .find(|r| r.id.kind == kind)
-            .expect("declared");
-        match &r.spec {
-            Spec::Bucket(s) => s.name.clone(),
-            Spec::Parameter(s) => s.name.clone(),
-            Spec::TargetGroup(s) => s.name.clone(),
-            _ => r.id.name.clone(),
-        }
-    }
-
-    async fn target_group_arn(&self) -> String {
-        let out = self
-            .elbv2
-            .describe_target_groups()
-            .names(self.spec_name(Kind::TargetGroup))
-            .send()
-            .await
-            .expect("describe target groups");
-        out.target_groups()[0]
-            .target_group_arn()
-            .expect("arn")
-            .to_string()
-    }
-
-    async fn http_listener(&self) -> String {
-        let lb = self
-            .elbv2
-            .describe_load_balancers()
-            .names("durable-code-local-alb")
-            .send()
-            .await
-            .expect("alb");
-        let lb_arn = lb.load_balancers()[0].load_balancer_arn().expect("arn");
-        let listeners = self
-            .elbv2
-            .describe_listeners()
-            .load_balancer_arn(lb_arn)
-            .send()
-            .await
-            .expect("listeners");
-        listeners
-            .listeners()
-            .iter()
-            .find(|l| l.port() == Some(80))
-            .and_then(|l| l.listener_arn())
-            .expect("port 80")
-            .to_string()
     }
 
     /// Non-default rules on the HTTP listener.
@@ -240,7 +78,7 @@ impl World {
     async fn bucket_tags(&self) -> Vec<aws_sdk_s3::types::Tag> {
         self.s3
             .get_bucket_tagging()
-            .bucket(self.spec_name(Kind::Bucket))
+            .bucket(self.resource_name(Kind::Bucket))
             .send()
             .await
             .expect("bucket tags")
@@ -251,7 +89,7 @@ impl World {
     async fn put_bucket_tags(&self, tags: Vec<aws_sdk_s3::types::Tag>) {
         self.s3
             .put_bucket_tagging()
-            .bucket(self.spec_name(Kind::Bucket))
+            .bucket(self.resource_name(Kind::Bucket))
             .tagging(
                 aws_sdk_s3::types::Tagging::builder()
                     .set_tag_set(Some(tags))
@@ -565,7 +403,7 @@ async fn drift_parameter_description_changed_by_hand_is_restored_without_showing
     world
         .ssm
         .put_parameter()
-        .name(world.spec_name(Kind::Parameter))
+        .name(world.resource_name(Kind::Parameter))
         .value(PASSWORD)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .description("edited in the console")
@@ -663,7 +501,7 @@ async fn concurrent_applies_converge_on_one_target_group_one_rule_one_bucket_one
     let named = groups
         .target_groups()
         .iter()
-        .filter(|t| t.target_group_name() == Some(world.spec_name(Kind::TargetGroup).as_str()))
+        .filter(|t| t.target_group_name() == Some(world.resource_name(Kind::TargetGroup).as_str()))
         .count();
     assert_eq!(named, 1);
     let rules = world.rules().await;
@@ -738,7 +576,7 @@ async fn a_bucket_tagged_for_another_stack_is_never_adopted_or_changed() {
 #[tokio::test]
 async fn a_parameter_tagged_for_another_stack_is_never_overwritten() {
     let world = World::converged().await;
-    let name = world.spec_name(Kind::Parameter);
+    let name = world.resource_name(Kind::Parameter);
     world
         .ssm
         .add_tags_to_resource()
@@ -781,21 +619,10 @@ fn an_endpoint_that_accepts_and_never_answers_fails_plan_with_an_error_naming_it
             held.push(stream);
         }
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["plan", "--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("the stackwarden binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Cli::new(&["plan", "--env", "local", "--scope", "aws"])
+        .aws(&endpoint)
+        .output();
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("AWS endpoint {endpoint}")),

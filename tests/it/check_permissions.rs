@@ -1,32 +1,18 @@
 //! `plan --check-permissions` compares the observed instance role with `iam-policy --for host`.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn stackwarden(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env(
             "STACKWARDEN_GRAFANA_ADMIN_PASSWORD",
             "check-permissions-secret",
         )
-        .env_remove("AWS_PROFILE")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test]

@@ -2,31 +2,17 @@
 //! with changes pending, 1 on error; apply exits 0 once converged; `--output json` and
 //! `--stats` say the same as the text.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// Runs stackwarden against this moto (AWS scope only: the host has its own tests).
 fn stackwarden(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", "cli-test-secret")
-        .env_remove("AWS_PROFILE")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test]
@@ -78,16 +64,10 @@ async fn plan_without_a_reachable_aws_endpoint_exits_one_and_says_why() {
     let moto = Moto::start(&[]).await;
     let endpoint = moto.endpoint.clone();
     drop(moto); // nothing listens there any more
-    let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["plan", "--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+    let out = Cli::new(&["plan", "--env", "local", "--scope", "aws"])
+        .aws(&endpoint)
         .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .expect("the stackwarden binary runs");
+        .output();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("finding the AWS account"),
@@ -100,12 +80,10 @@ async fn plan_without_a_reachable_aws_endpoint_exits_one_and_says_why() {
 fn an_invalid_manifest_makes_plan_exit_one_before_any_call() {
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::write(tmp.path().join("bad.yaml"), "kind: Nope\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["plan", "-f"])
+    let out = Cli::new(&["plan", "-f"])
         .arg(tmp.path())
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .output()
-        .expect("the stackwarden binary runs");
+        .output();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("bad.yaml:1:1"), "{}", text(&out));
 }

@@ -3,6 +3,7 @@
 //! made by hand through the AWS SDK and the Docker API, as a person would; what the daemon
 //! did is checked in AWS and Docker themselves, not only in its own status.
 
+use crate::support::cli::Cli;
 use crate::support::daemon::{Daemon, DaemonOptions, SECRET, TOKEN};
 use crate::support::docker as dk;
 use crate::support::moto::{Moto, free_loopback_port};
@@ -507,17 +508,11 @@ async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
     assert_eq!(b.status()["phase"], "Standby");
 
     // CI's apply defers to the daemon holding the lease, naming it.
-    let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["apply", "--env", "local", "--scope", "aws", "-f"])
+    let out = Cli::new(&["apply", "--env", "local", "--scope", "aws", "-f"])
         .arg(a.dir.join("manifests"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(&moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
+        .output();
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&holder), "{text}");

@@ -11,11 +11,13 @@
 //! and the Docker socket cut and restored by a proxy while a container is removed behind it
 //! (`with_docker_gone_the_daemon_is_not_ready_and_converges_when_it_is_back`).
 
+use crate::support::cli::Cli;
 use crate::support::daemon::{
     Daemon, DaemonOptions, SECRET, TOKEN, free_port, repo_copy, set_value,
 };
 use crate::support::docker::{self as dk, STUB_IMAGE};
 use crate::support::moto::Moto;
+use crate::support::world::Clients;
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -118,30 +120,6 @@ fn expected() -> Vec<String> {
     keys
 }
 
-/// The AWS clients a census reads with.
-struct Aws {
-    ec2: aws_sdk_ec2::Client,
-    elb: aws_sdk_elasticloadbalancingv2::Client,
-    s3: aws_sdk_s3::Client,
-    ssm: aws_sdk_ssm::Client,
-}
-
-impl Aws {
-    async fn new(moto: &Moto) -> Aws {
-        let config = moto.sdk_config().await;
-        Aws {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&config)
-                    .force_path_style(true)
-                    .build(),
-            ),
-            ssm: aws_sdk_ssm::Client::new(&config),
-        }
-    }
-}
-
 fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter {
     aws_sdk_ec2::types::Filter::builder()
         .name(name)
@@ -152,7 +130,7 @@ fn filter(name: &str, values: &[&str]) -> aws_sdk_ec2::types::Filter {
 /// Counts the stack's AWS resources. The seeded world has no instance, target group,
 /// listener rule, bucket or parameter of its own (but AWS's public ones): any other one is a
 /// stray.
-async fn count_aws(aws: &Aws, census: &mut Census) {
+async fn count_aws(aws: &Clients, census: &mut Census) {
     // Security groups: by name, and anything else carrying the stack's tag.
     let mut groups = BTreeMap::new();
     for f in [
@@ -209,7 +187,7 @@ async fn count_aws(aws: &Aws, census: &mut Census) {
 
     // Target groups.
     let out = aws
-        .elb
+        .elbv2
         .describe_target_groups()
         .send()
         .await
@@ -226,7 +204,7 @@ async fn count_aws(aws: &Aws, census: &mut Census) {
 
     // Listener rules of the ALB's listeners (the seed makes none but the defaults).
     let lb = aws
-        .elb
+        .elbv2
         .describe_load_balancers()
         .names(ALB)
         .send()
@@ -237,7 +215,7 @@ async fn count_aws(aws: &Aws, census: &mut Census) {
         .unwrap()
         .to_string();
     let listeners = aws
-        .elb
+        .elbv2
         .describe_listeners()
         .load_balancer_arn(lb_arn)
         .send()
@@ -246,7 +224,7 @@ async fn count_aws(aws: &Aws, census: &mut Census) {
     for l in listeners.listeners() {
         let port = l.port().unwrap_or_default();
         let rules = aws
-            .elb
+            .elbv2
             .describe_rules()
             .listener_arn(l.listener_arn().unwrap())
             .send()
@@ -358,7 +336,7 @@ async fn count_containers(docker: &Docker, census: &mut Census) {
     }
 }
 
-async fn census(aws: &Aws, docker: &Docker) -> Census {
+async fn census(aws: &Clients, docker: &Docker) -> Census {
     let mut census = Census::default();
     count_aws(aws, &mut census).await;
     count_containers(docker, &mut census).await;
@@ -386,23 +364,17 @@ fn world_repo() -> tempfile::TempDir {
 fn stackwarden(command: &str, repo: &Path, moto: &Moto, log: &Path) -> Command {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-    cmd.args([command, "--env", "local", "-f"])
+    let mut cmd = Cli::new(&[command, "--env", "local", "-f"])
         .arg(repo.join("manifests"))
         .arg("--host-root")
         .arg(repo.join("host-root"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
         .env("DOCKER_HOST", "unix:///var/run/docker.sock")
-        .env_remove("AWS_PROFILE")
         .env_remove("RUST_LOG")
         .env_remove("STACKWARDEN_LOG")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        .command();
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     cmd
 }
 
@@ -486,7 +458,7 @@ fn tail(text: &str, n: usize) -> String {
 /// moto, a fresh repository copy and host root.
 struct World {
     moto: Moto,
-    aws: Aws,
+    aws: Clients,
     repo: tempfile::TempDir,
 }
 
@@ -506,7 +478,7 @@ impl World {
     async fn empty(docker: &Docker, next: &mut tokio::task::JoinHandle<Moto>) -> World {
         dk::cleanup(docker, STACK, &CONTAINERS).await;
         let moto = std::mem::replace(next, next_moto()).await.unwrap();
-        let aws = Aws::new(&moto).await;
+        let aws = Clients::new(&moto.sdk_config().await);
         let world = World {
             moto,
             aws,

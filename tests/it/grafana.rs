@@ -6,6 +6,8 @@
 //! loaded with the sample in tests/fixtures/grafana-sample. LogQL, TraceQL and profile
 //! queries have no server here: `validate` checks them against the catalogue instead.
 
+use crate::support::cli::Cli;
+use crate::support::files::{copy_dir, repo};
 use serde_json::{Value, json};
 use stackwarden::grafana::catalogue::Catalogue;
 use stackwarden::grafana::{ContentFile, Sink, promql};
@@ -16,30 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn stackwarden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(dir)
+    Cli::new(args)
+        .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy file");
-        }
-    }
 }
 
 /// A temp copy of everything `validate` reads: manifests and the content they source.

@@ -3,6 +3,7 @@
 //! (the plan shows it before, nothing after). Drift is made with bollard directly, as a
 //! person with `docker` would.
 
+use crate::support::cli::{Cli, text};
 use crate::support::docker::{self as dk, STUB_IMAGE};
 use bollard::Docker;
 use serde_json::json;
@@ -825,27 +826,12 @@ async fn events_of_a_foreign_container_holding_a_declared_name_are_reported_and_
 /// moto (`scripts/dev-env up`) answers.
 fn stackwarden(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let root = host_root().display().to_string();
-    std::process::Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local", "--scope", "host", "--host-root", &root])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
+        .aws("http://127.0.0.1:5000")
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
-        .envs(envs.iter().copied())
+        .envs(envs)
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test]
@@ -857,7 +843,7 @@ async fn apply_at_trace_level_prints_no_secret_anywhere() {
         &["apply"],
         &[("STACKWARDEN_LOG", "trace"), ("RUST_LOG", "trace")],
     );
-    let text = output_text(&out);
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     // The trace must really be on (stackwarden's own events at TRACE/DEBUG, and the apply
     // record of Grafana's re-creation), or the absence of the secret proves nothing.
@@ -1041,10 +1027,10 @@ async fn a_declared_name_held_by_an_unmanaged_container_fails_plan_and_apply() {
     let report = host.engine.apply(&host.desired).await;
     assert!(!report.converged(), "apply claims convergence");
     let out = stackwarden(&["plan"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-    assert!(output_text(&out).contains("Container/loki"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("Container/loki"));
     let out = stackwarden(&["apply"], &[]);
-    let text = output_text(&out);
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(!text.contains("Live state matches"), "{text}");
     // It still holds, untouched.
@@ -1068,7 +1054,7 @@ async fn a_declared_name_held_by_another_stack_is_an_error_naming_the_owner() {
         plan.errors()
     );
     let out = stackwarden(&["apply"], &[]);
-    let text = output_text(&out);
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("billing"), "{text}");
     assert_eq!(
@@ -1208,7 +1194,7 @@ fn a_docker_socket_that_never_answers_fails_plan_with_an_error_naming_it() {
     });
     let host = format!("unix://{}", socket.display());
     let out = stackwarden(&["plan"], &[("DOCKER_HOST", host.as_str())]);
-    let text = output_text(&out);
+    let text = text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&host),

@@ -2,35 +2,18 @@
 //! broken manifest in tests/fixtures/invalid is rejected with its location, field path, rule
 //! and fix.
 
+use crate::support::cli::Cli;
+use crate::support::files::{copy_dir, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const ENVIRONMENTS: [&str; 4] = ["dev", "staging", "prod", "local"];
 
 fn stackwarden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(dir)
+    Cli::new(args)
+        .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy fixture");
-        }
-    }
 }
 
 /// A temp dir holding `manifests/` = the valid base fixture plus `case.yaml`.
@@ -700,14 +683,11 @@ fn every_policy_violation_is_located_at_the_field_it_names_or_its_nearest_parent
     let mut failures = Vec::new();
     for (name, text, env) in &cases {
         let tmp = with_case(text);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-        cmd.args(["validate", "--env", "test"])
-            .current_dir(tmp.path())
-            .env_remove("DEMO_PASSWORD");
-        if let Some((k, v)) = env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("the stackwarden binary runs");
+        let out = Cli::new(&["validate", "--env", "test"])
+            .dir(tmp.path())
+            .env_remove("DEMO_PASSWORD")
+            .envs(env)
+            .output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let violations: Vec<&str> = stderr.lines().filter(|l| l.contains("[policy: ")).collect();
         if violations.is_empty() {

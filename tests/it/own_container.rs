@@ -3,6 +3,7 @@
 //! process midway, and a replace would never create the new one. The image the Dockerfile
 //! builds (scripts/image) runs `apply` inside a container the manifests declare, drifted.
 
+use crate::support::cli::Cli;
 use crate::support::docker as dk;
 use bollard::Docker;
 use std::collections::HashMap;
@@ -138,14 +139,12 @@ async fn apply_inside_its_own_drifted_container_refuses_to_replace_it_and_says_w
     let id = drifted_self(&docker, dir.path(), socket_gid).await;
 
     // Planned from outside, the change is a replace (the test's premise).
-    let plan = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["plan", "--env", "test", "--scope", "host", "--manifests"])
+    let plan = Cli::new(&["plan", "--env", "test", "--scope", "host", "--manifests"])
         .arg(dir.path())
         .arg("--host-root")
         .arg(dir.path())
         .env("DOCKER_HOST", format!("unix://{SOCKET}"))
-        .output()
-        .unwrap();
+        .output();
     let plan_text = String::from_utf8_lossy(&plan.stdout);
     assert!(
         plan_text.contains(&format!("replace Container/{NAME}")),

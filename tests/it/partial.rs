@@ -2,11 +2,13 @@
 //! class, and the rest of the stack is planned and repaired. Access is refused by moto's own
 //! IAM enforcement (a Deny policy on one bucket), not by a stand-in.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
+use crate::support::world::open_ssh_to_the_world;
 use aws_sdk_ec2::config::Credentials;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 /// An access key of a new IAM user with this inline policy.
@@ -49,26 +51,12 @@ fn enforce_iam(moto: &Moto) {
 }
 
 fn stackwarden(moto: &Moto, key: &(String, String), args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", &key.0)
-        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .moto(moto)
+        .credentials(key)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", "partial-test-secret")
-        .env_remove("AWS_PROFILE")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test]
@@ -124,15 +112,7 @@ async fn a_bucket_that_refuses_reads_is_unknown_and_the_rest_is_still_repaired()
         .and_then(|g| g.group_id())
         .expect("the stack's group")
         .to_string();
-    ec2.authorize_security_group_ingress()
-        .group_id(&gid)
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .cidr_ip("0.0.0.0/0")
-        .send()
-        .await
-        .expect("authorize");
+    open_ssh_to_the_world(&ec2, &gid).await;
 
     let plan = stackwarden(&moto, &restricted, &["plan"]);
     let out = text(&plan);

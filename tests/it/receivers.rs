@@ -2,20 +2,16 @@
 //! read from files, extra headers, a proxy; what `validate` refuses and warns about, and what
 //! the daemon delivers to real servers on loopback.
 
+use crate::support::cli::Cli;
+use crate::support::files::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn validate(dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["validate", "--env", "test"])
-        .current_dir(dir)
+    Cli::new(&["validate", "--env", "test"])
+        .dir(dir)
         .env_remove("STACKWARDEN_ENV")
         .output()
-        .expect("the stackwarden binary runs")
 }
 
 /// A copy of the valid base fixture whose Stack declares `receivers` (YAML list items,
@@ -488,12 +484,10 @@ async fn a_receiver_failing_past_the_threshold_is_alerted_on_the_others_and_reso
 fn the_shipped_grafana_alerting_sends_to_the_stacks_alertmanager_and_validate_warns_about_none_of_it()
  {
     for env in ["dev", "staging", "prod", "local"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-            .args(["validate", "--env", env])
-            .current_dir(repo())
+        let out = Cli::new(&["validate", "--env", env])
+            .dir(repo())
             .env_remove("STACKWARDEN_ENV")
-            .output()
-            .expect("the stackwarden binary runs");
+            .output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{env}: {stderr}");
         for line in stderr.lines().filter(|l| l.starts_with("warning:")) {

@@ -8,7 +8,9 @@
 //! SARIF 2.1.0 schema with its `$schema` set to JSON Schema 2020-12. No PyPI package checked
 //! (sarif-om, sarif-tools, sarif-pydantic, pydantic-sarif, pysarif) bundles the schema.
 
+use crate::support::cli::{Cli, text};
 use crate::support::moto::Moto;
+use crate::support::world;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,26 +19,11 @@ const SCHEMA: &str = "tests/fixtures/sarif-schema-2.1.0.json";
 
 /// Runs stackwarden against this moto (AWS scope only), from the repository root.
 fn stackwarden(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
+    Cli::new(args)
         .args(["--env", "local", "--scope", "aws"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .moto(moto)
         .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", "report-test-secret")
-        .env_remove("AWS_PROFILE")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `check-jsonschema --schemafile SCHEMA file`, through the python3 that dev-env installed it
@@ -68,30 +55,8 @@ fn declared_at(file: &str, kind: &str, name: &str) -> usize {
 /// Opens the host's security group to the whole internet on port 22, by hand.
 async fn open_ssh_to_the_world(moto: &Moto) {
     let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
-    let groups = ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values("durable-code-local-observability-sg")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe groups");
-    let id = groups.security_groups()[0]
-        .group_id()
-        .expect("group id")
-        .to_string();
-    ec2.authorize_security_group_ingress()
-        .group_id(id)
-        .ip_protocol("tcp")
-        .from_port(22)
-        .to_port(22)
-        .cidr_ip("0.0.0.0/0")
-        .send()
-        .await
-        .expect("authorize ingress");
+    let id = world::group_id(&ec2, "durable-code-local-observability-sg").await;
+    world::open_ssh_to_the_world(&ec2, &id).await;
 }
 
 #[tokio::test]

@@ -2,9 +2,11 @@
 //! is written (moto and the Docker engine see nothing), validate and plan report it, and no
 //! log level shows the password.
 
+use crate::support::cli::{Cli, text};
+use crate::support::files::copy_dir;
 use crate::support::{docker, moto::Moto};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// The variable the shipped manifests read the Grafana admin password from.
 const VAR: &str = "STACKWARDEN_GRAFANA_ADMIN_PASSWORD";
@@ -19,35 +21,20 @@ fn stackwarden(
     endpoint: &str,
     extra_env: &[(&str, &str)],
 ) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-    cmd.args(args)
+    let cli = Cli::new(args)
         .args(["--env", "local"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .aws(endpoint)
         .env("AWS_MAX_ATTEMPTS", "1")
-        .env_remove("AWS_PROFILE")
         .env_remove("STACKWARDEN_ENV")
         .env_remove("STACKWARDEN_LOG")
         .env_remove("RUST_LOG")
         .env_remove(VAR);
-    if let Some(p) = password {
-        cmd.env(VAR, p);
+    match password {
+        Some(p) => cli.env(VAR, p),
+        None => cli,
     }
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    .envs(extra_env)
+    .output()
 }
 
 /// Nothing listens on the discard port: a run that reached AWS would fail loudly.
@@ -174,7 +161,7 @@ fn a_weak_password_in_a_secret_file_is_refused_naming_the_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // The manifests and the repository files their `source:` fields name.
     for dir in ["manifests", "config", "dashboards", "alerting"] {
-        copy_tree(
+        copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
             &tmp.path().join(dir),
         );
@@ -190,31 +177,16 @@ fn a_weak_password_in_a_secret_file_is_refused_naming_the_file() {
     );
     assert_ne!(text_before, from_file, "storage.yaml names the variable");
     std::fs::write(&storage, from_file).expect("storage.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(["validate", "--env", "local"])
-        .current_dir(tmp.path())
+    let out = Cli::new(&["validate", "--env", "local"])
+        .dir(tmp.path())
         .env_remove(VAR)
-        .output()
-        .expect("the stackwarden binary runs");
+        .output();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let expected = format!(
         "Parameter/grafana-admin-password spec.valueFrom.file: file {} is Grafana's default password [policy: no-default-grafana-password]",
         secret.display()
     );
     assert!(text(&out).contains(&expected), "{}", text(&out));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 /// The password as it appears in a `Bytes([..])` debug rendering of a request body.

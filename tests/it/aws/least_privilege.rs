@@ -6,6 +6,7 @@
 //! admin user.
 
 use super::{World, revoke_pyroscope_rule, set_metadata};
+use crate::support::world::Clients;
 use stackwarden::model::Kind;
 use stackwarden::provider::aws::permissions::{Principal, Scope, policy};
 use stackwarden::reconcile::lease::{Holding, Lease};
@@ -175,19 +176,19 @@ fn incomplete(plan: &stackwarden::plan::Plan) -> String {
 
 impl World {
     fn endpoint(&self) -> String {
-        self._moto.endpoint.clone()
+        self.moto.endpoint.clone()
     }
 
     /// The engine signs with `engine` from now on; the drift clients with `admin`.
     fn use_configs(&mut self, engine: aws_config::SdkConfig, admin: aws_config::SdkConfig) {
-        self.ec2 = aws_sdk_ec2::Client::new(&admin);
-        self.elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&admin);
-        self.ssm = aws_sdk_ssm::Client::new(&admin);
-        self.s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&admin)
-                .force_path_style(true)
-                .build(),
-        );
+        let Clients {
+            ec2,
+            elbv2,
+            s3,
+            ssm,
+            ..
+        } = Clients::new(&admin);
+        (self.ec2, self.elbv2, self.s3, self.ssm) = (ec2, elbv2, s3, ssm);
         self.config = engine;
     }
 

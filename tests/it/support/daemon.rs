@@ -2,6 +2,8 @@
 //! manifests and content (so a test can edit them), a temp host root, the binary spawned with
 //! its log captured to a file, and a minimal HTTP/1.1 client for its endpoints (loopback only).
 
+use crate::support::cli::Cli;
+use crate::support::files::copy_dir;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -71,19 +73,6 @@ impl Default for DaemonOptions<'_> {
             alertmanager: None,
             source: None,
             manifests: None,
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
         }
     }
 }
@@ -167,47 +156,45 @@ impl Daemon {
             .aws_endpoint
             .map(str::to_string)
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwarden"));
-        cmd.args(["run", "--env", "local"]);
-        match &opts.source {
+        let docker_host = opts
+            .docker_host
+            .as_deref()
+            .unwrap_or("unix:///var/run/docker.sock");
+        let cli = Cli::new(&["run", "--env", "local"]);
+        let cli = match &opts.source {
             None => {
                 let manifests = opts
                     .manifests
                     .map_or_else(|| dir.join("manifests"), Path::to_path_buf);
-                cmd.arg("-f").arg(manifests);
+                cli.arg("-f").arg(manifests)
             }
             Some(source) => {
                 let empty = dir.join(format!("cwd-{port}"));
                 std::fs::create_dir_all(&empty).unwrap();
-                cmd.args(["--source", source.url, "--trust"])
+                cli.args(["--source", source.url, "--trust"])
                     .arg(source.trust)
                     .arg("--state-dir")
                     .arg(source.state_dir)
                     .args(["--source-interval", "1s"])
-                    .current_dir(empty);
+                    .dir(empty)
             }
-        }
-        cmd.args(["--listen", &addr, "--scope", opts.scope])
+        };
+        let child = cli
+            .args(["--listen", &addr, "--scope", opts.scope])
             .args(["--lease-ttl", opts.lease_ttl, "--token-file"])
             .arg(&token_file)
             .arg("--host-root")
             .arg(&host_root)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .aws(&endpoint)
             .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
             .env("STACKWARDEN_LOG", opts.log_level)
-            .env_remove("AWS_PROFILE")
+            .env("DOCKER_HOST", docker_host)
             .env_remove("RUST_LOG")
+            .command()
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(h) = &opts.docker_host {
-            cmd.env("DOCKER_HOST", h);
-        } else {
-            cmd.env("DOCKER_HOST", "unix:///var/run/docker.sock");
-        }
-        let child = cmd.spawn().expect("the stackwarden binary starts");
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the stackwarden binary starts");
         let d = Daemon {
             child: Some(child),
             addr,
