@@ -6,12 +6,14 @@
 
 use crate::daemon::converged;
 use crate::support::alertmanager::WebhookSink;
+use crate::support::cli::Cli;
 use crate::support::daemon::{Daemon, DaemonOptions, Source, repo_copy, set_value};
 use crate::support::docker as dk;
+use crate::support::files::edit_loki_memory;
 use crate::support::moto::Moto;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "delivery-test-bucket";
@@ -19,18 +21,12 @@ const CONVERGE: Duration = Duration::from_secs(180);
 const FOLLOW: Duration = Duration::from_secs(90);
 
 fn stackwarden(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(cwd)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
+    Cli::new(args)
+        .dir(cwd)
+        .moto(moto)
         .env_remove("GITHUB_SHA")
         .env_remove("GITHUB_RUN_ID")
         .output()
-        .expect("the stackwarden binary runs")
 }
 
 fn ok(out: &Output) -> String {
@@ -67,19 +63,6 @@ fn publish(moto: &Moto, repo: &Path, key: &Path) -> String {
 
 fn source_revision(status: &Value) -> Option<u64> {
     status["source"]["revision"].as_u64()
-}
-
-fn loki_memory(repo: &Path, memory: &str) {
-    let path = repo.join("manifests/host/containers.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("  name: loki\n").expect("loki is declared");
-    let at = start
-        + text[start..]
-            .find("  memory: ")
-            .expect("loki has a memory limit");
-    let end = at + text[at..].find('\n').unwrap();
-    let edited = format!("{}  memory: {memory}{}", &text[..at], &text[end..]);
-    std::fs::write(&path, edited).unwrap();
 }
 
 #[tokio::test]
@@ -146,7 +129,7 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
     // the record, never asserted).
     let mut took = Vec::new();
     for (i, mib) in [400u64, 416, 432, 448, 464].into_iter().enumerate() {
-        loki_memory(repo.path(), &format!("{mib}M"));
+        edit_loki_memory(&repo.path().join("manifests"), &format!("{mib}M"));
         let published = Instant::now();
         publish(&moto, repo.path(), &secret);
         let mut applied = false;
@@ -213,7 +196,7 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
         other.path(),
         &["keygen", "--out", &otherdir],
     ));
-    loki_memory(repo.path(), "320M");
+    edit_loki_memory(&repo.path().join("manifests"), "320M");
     publish(&moto, repo.path(), &other.path().join("stackwarden.key"));
     d.wait_until("the forged revision is refused", FOLLOW, || {
         let s = d.status();
@@ -231,15 +214,27 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
         .host_config
         .and_then(|h| h.memory)
         .unwrap_or(0);
-    assert_eq!(
-        memory,
-        400 * 1024 * 1024,
-        "the refused revision was applied"
-    );
+    assert_eq!(memory, 464 << 20, "the refused revision was applied");
     assert_ne!(
         d.status()["phase"],
         "Ready",
         "a refused revision is not Ready"
     );
+    let metrics = d.get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("stackwarden_source_revision 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stackwarden_source_rejected 1"),
+        "{metrics}"
+    );
+    let page = d.get("/").unwrap().1;
+    assert!(
+        page.contains("id=\"source-rejected\"") && page.contains("bad signature"),
+        "the page shows the refusal: {page}"
+    );
+    // Stopped first: a running daemon would put back what the cleanup removes.
+    drop(d);
     dk::cleanup(&docker, "observability", &[]).await;
 }

@@ -3,6 +3,8 @@
 //! commands use; keys are generated at test time. Every refusal leaves the last good revision
 //! in force, files and all.
 
+use crate::support::cli::{Cli, text};
+use crate::support::files::{copy_dir, edit_loki_memory, repo};
 use crate::support::moto::Moto;
 use stackwarden::source::fetch::{Options, Poll, Rejection, Remote};
 use stackwarden::source::pointer::{BundleRef, Pointer, Publisher, Time};
@@ -10,29 +12,11 @@ use stackwarden::source::publish::{self, PublishError, Published, Request};
 use stackwarden::source::signing::{self, SigningKey};
 use stackwarden::source::{Location, bundle, snapshot};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 const ENV: &str = "local";
 const BUCKET: &str = "durable-code-local-observability-123456789012";
-
-/// The repository's own manifests and the files they read.
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A copy of the repository's desired state (manifests and the files they read), outside any
 /// git work tree: its root is the directory holding `manifests/`.
@@ -41,19 +25,6 @@ fn copy_of_repo(dir: &Path) -> PathBuf {
         copy_dir(&repo().join(sub), &dir.join(sub));
     }
     dir.join("manifests")
-}
-
-/// Edits loki's memory limit in a copied tree: a reviewed change, as a person would make it.
-fn edit_loki_memory(manifests: &Path, to: &str) {
-    let file = manifests.join("host/containers.yaml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let at = text.find("name: loki").expect("loki is declared");
-    let (head, tail) = text.split_at(at);
-    let memory = tail.find("memory: ").expect("loki has a memory limit");
-    let end = memory + tail[memory..].find('\n').unwrap();
-    let edited = format!("{head}{}memory: {to}{}", &tail[..memory], &tail[end..]);
-    assert_ne!(edited, text);
-    std::fs::write(&file, edited).unwrap();
 }
 
 /// A moto with the stack's bucket, a key pair, a state directory.
@@ -626,28 +597,15 @@ async fn two_concurrent_publishes_yield_two_revisions_or_one_clear_refusal_never
     eprintln!("{lost} of 10 publishes lost a race and said so");
 }
 
-/// Runs the real binary against this moto with the given keys.
+/// Runs the real binary against this moto with the given keys, publishing as nobody.
 fn stackwarden(moto: &Moto, keys: (&str, &str), args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackwarden"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
+    Cli::new(args)
+        .moto(moto)
         .env("AWS_ACCESS_KEY_ID", keys.0)
         .env("AWS_SECRET_ACCESS_KEY", keys.1)
-        .env_remove("AWS_PROFILE")
         .env_remove("GITHUB_SHA")
         .env_remove("GITHUB_RUN_ID")
         .output()
-        .expect("the stackwarden binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 const TESTING: (&str, &str) = ("testing", "testing");

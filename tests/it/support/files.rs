@@ -21,3 +21,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Edits loki's memory limit in a copied tree: a reviewed change, as a person would make it.
+pub fn edit_loki_memory(manifests: &Path, to: &str) {
+    let file = manifests.join("host/containers.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let at = text.find("name: loki").expect("loki is declared");
+    let (head, tail) = text.split_at(at);
+    let memory = tail.find("memory: ").expect("loki has a memory limit");
+    let end = memory + tail[memory..].find('\n').unwrap();
+    let edited = format!("{head}{}memory: {to}{}", &tail[..memory], &tail[end..]);
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).unwrap();
+}
