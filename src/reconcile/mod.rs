@@ -209,8 +209,22 @@ impl Controller {
     }
 }
 
-/// Whether the daemon is ready: a pass finished and every world in scope answers.
+/// Whether the daemon is ready: a revision is in force (when it follows a source), a pass
+/// finished and every world in scope answers. A source that cannot be read does not make it
+/// unready: the revision in force stays applied ([`source_line`] names it).
 pub fn readiness(status: &Status, scope: Scope) -> Result<(), String> {
+    if let Some(source) = &status.source
+        && source.revision.is_none()
+    {
+        return Err(format!(
+            "no revision from {} is in force yet: {}",
+            source.url,
+            source
+                .last_error
+                .as_deref()
+                .unwrap_or("waiting for the first poll")
+        ));
+    }
     if status.last_pass.is_none() {
         return Err("no pass has finished yet".to_string());
     }
@@ -231,4 +245,18 @@ pub fn readiness(status: &Status, scope: Scope) -> Result<(), String> {
         check("Docker", &status.connectivity.docker)?;
     }
     Ok(())
+}
+
+/// What `/readyz` says of a followed source besides readiness: the revision in force and,
+/// when the last poll failed, why (an unreachable bucket keeps the last good revision).
+pub fn source_line(status: &Status) -> Option<String> {
+    let source = status.source.as_ref()?;
+    let revision = source.revision?;
+    Some(match &source.last_error {
+        Some(e) => format!(
+            "source: revision {revision} from {} in force; the last check failed: {e}",
+            source.url
+        ),
+        None => format!("source: revision {revision} from {} in force", source.url),
+    })
 }

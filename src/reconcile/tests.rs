@@ -439,3 +439,27 @@ async fn a_foreign_holder_shows_on_its_resource_is_never_written_and_leaving_cle
     .await;
     assert_eq!(h.attempts("a"), 1);
 }
+
+#[test]
+fn readiness_waits_for_a_first_revision_and_then_names_the_one_in_force() {
+    use crate::source::fetch::SourceStatus;
+    let mut status = Status {
+        source: Some(SourceStatus {
+            url: "s3://b/stackwarden".to_string(),
+            last_error: Some("GetObject failed: NoSuchBucket".to_string()),
+            ..SourceStatus::default()
+        }),
+        ..Status::default()
+    };
+    let why = super::readiness(&status, Scope::Host).expect_err("nothing is in force");
+    assert!(why.contains("NoSuchBucket"), "{why}");
+    assert_eq!(super::source_line(&status), None);
+    if let Some(s) = status.source.as_mut() {
+        s.revision = Some(3);
+    }
+    let line = super::source_line(&status).unwrap_or_default();
+    assert!(
+        line.contains("revision 3") && line.contains("NoSuchBucket"),
+        "an unreachable bucket is named beside the revision in force: {line}"
+    );
+}

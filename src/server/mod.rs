@@ -5,7 +5,7 @@
 
 mod page;
 
-use crate::reconcile::{Handle, Scope, readiness};
+use crate::reconcile::{Handle, Scope, readiness, source_line};
 use crate::status::{Status, Trigger};
 use axum::Router;
 use axum::body::Bytes;
@@ -115,7 +115,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> Response {
     let snapshot = s.handle.status.borrow().clone();
     match readiness(&snapshot, s.scope) {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Ok(()) => {
+            let source = source_line(&snapshot)
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default();
+            (StatusCode::OK, format!("ready\n{source}")).into_response()
+        }
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

@@ -220,6 +220,9 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
         "Ready",
         "a refused revision is not Ready"
     );
+    let (code, ready) = d.get("/readyz").unwrap();
+    assert_eq!(code, 200, "the last good revision is applied: {ready}");
+    assert!(ready.contains("source: revision 6"), "{ready}");
     let metrics = d.get("/metrics").unwrap().1;
     assert!(
         metrics.contains("stackwarden_source_revision 6"),
