@@ -214,8 +214,9 @@ impl Book {
                     // Raised and resolved by the delivery side, never by a pass.
                     AlertName::AlertReceiverFailing => "delivering again".to_string(),
                     // Raised and resolved by the loop's source, never by a pass.
-                    AlertName::SourceRejected => "a newer revision was taken".to_string(),
-                    AlertName::SourceStale => "a fresh pointer was published".to_string(),
+                    AlertName::SourceRejected | AlertName::SourceStale => {
+                        source_resolution(alert.name).to_string()
+                    }
                 };
                 alert.annotations.insert("action".into(), action);
                 events.push(Event::Resolved(alert, v.now));
@@ -343,6 +344,14 @@ fn mode_of(desired: &Desired, resource: &str) -> Mode {
 }
 
 /// A short, stable hash of the parts that make an alert itself.
+/// The `action` a source alert resolves with.
+pub fn source_resolution(name: AlertName) -> &'static str {
+    match name {
+        AlertName::SourceStale => "a fresh pointer was published",
+        _ => "a newer revision was taken",
+    }
+}
+
 /// Where a source alert is about, and what it links to.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceAlertAt<'a> {

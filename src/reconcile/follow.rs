@@ -236,10 +236,7 @@ impl Follow {
 
     fn resolve(&mut self, name: AlertName, now: SystemTime, events: &mut Vec<Event>) {
         if let Some(mut alert) = self.firing.remove(&name) {
-            let action = match name {
-                AlertName::SourceStale => "a fresh pointer was published",
-                _ => "a newer revision was taken",
-            };
+            let action = alerts::source_resolution(name);
             alert.annotations.insert("action".into(), action.into());
             events.push(Event::Resolved(alert, now));
         }
