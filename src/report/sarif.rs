@@ -19,7 +19,7 @@ pub const DRIFT_RULE: &str = "stackwarden/drift";
 
 /// The rules policy checks on live state only (the instance profile's role, read from IAM),
 /// which `crate::policy::RULES` does not list, with what they protect against.
-const LIVE_ONLY_RULES: [(&str, &str); 4] = [
+const LIVE_ONLY_RULES: [(&str, &str); 5] = [
     (
         "bucket-no-foreign-access",
         "no bucket policy statement or ACL grant lets anyone or another account in",
@@ -35,6 +35,10 @@ const LIVE_ONLY_RULES: [(&str, &str); 4] = [
     (
         "iam-listed-policies",
         "the instance profile's role has only the policies its Lookup lists in allowedPolicies",
+    ),
+    (
+        "iam-no-publish",
+        "the instance profile's role cannot write the delivery pointer or bundles",
     ),
 ];
 
@@ -214,6 +218,9 @@ fn help(rule: &str) -> &'static str {
         }
         "iam-s3-bucket-only" => {
             "limit the role's S3 statements' Resource to the stack's bucket and its objects."
+        }
+        "iam-no-publish" => {
+            "add a Deny of s3:PutObject and s3:DeleteObject on the bucket's stackwarden/bundles/* and stackwarden/*/current to the instance profile's role."
         }
         "iam-listed-policies" => {
             "detach the policy from the role or, if it is needed, add it to the instance-profile Lookup's spec.allowedPolicies."

@@ -705,6 +705,77 @@ async fn a_policy_the_manifest_does_not_list_is_a_violation() {
     );
 }
 
+/// The seeded role's own policy (listed in the manifest), as `iam-policy`'s users attach it.
+async fn seeded_policy_arn(world: &World) -> String {
+    world
+        .iam
+        .list_attached_role_policies()
+        .role_name(ROLE)
+        .send()
+        .await
+        .expect("list attached")
+        .attached_policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(ROLE))
+        .and_then(|p| p.policy_arn())
+        .expect("the seeded policy is attached")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_role_that_may_write_the_delivery_pointer_is_a_violation_naming_the_statement() {
+    let world = World::converged().await;
+    // Someone edits the seeded policy and drops its Deny on the delivery prefix.
+    let bucket = world.resource_name(Kind::Bucket);
+    let document = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"StackBucket","Effect":"Allow","Action":["s3:ListBucket","s3:GetObject","s3:PutObject"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}}]}}"#
+    );
+    world
+        .iam
+        .create_policy_version()
+        .policy_arn(seeded_policy_arn(&world).await)
+        .policy_document(document)
+        .set_as_default(true)
+        .send()
+        .await
+        .expect("create policy version");
+    let v = iam_violations(&world.plan().await);
+    let publish: Vec<&String> = v
+        .iter()
+        .filter(|v| v.contains("[policy: iam-no-publish]"))
+        .collect();
+    assert_eq!(publish.len(), 2, "{v:?}");
+    assert!(
+        publish[0].contains(&format!("policies[{ROLE}].StackBucket"))
+            && publish[0].contains(&format!("{bucket}/stackwarden/local/current")),
+        "{publish:?}"
+    );
+    assert!(publish[1].contains("the bundles"), "{publish:?}");
+}
+
+#[tokio::test]
+async fn a_hand_policy_granting_writes_is_fenced_by_the_seeded_deny() {
+    let world = World::converged().await;
+    let bucket = world.resource_name(Kind::Bucket);
+    let arn = world
+        .put_policy(
+            "hand-writer",
+            &format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Writes","Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::{bucket}/*"}}]}}"#
+            ),
+        )
+        .await;
+    world.attach(&arn).await;
+    let v = iam_violations(&world.plan().await);
+    // Unlisted, so named; but the seeded policy's Deny still keeps the pointer out of reach.
+    assert!(
+        v.iter()
+            .any(|v| v.contains("[policy: iam-listed-policies]")),
+        "{v:?}"
+    );
+    assert!(!v.iter().any(|v| v.contains("iam-no-publish")), "{v:?}");
+}
+
 #[tokio::test]
 async fn a_steady_pass_makes_at_most_three_iam_calls_beside_the_other_budget() {
     let world = World::converged().await;

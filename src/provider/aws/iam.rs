@@ -1,6 +1,7 @@
 //! IAM, read only: the role behind each instanceProfile Lookup, with its attached and inline
 //! policies, checked for least privilege (S3 only on the stack's bucket, no administrator
-//! access, only the policies the manifest lists). Nothing here writes to IAM.
+//! access, only the policies the manifest lists, no write to the delivery pointer or bundles).
+//! Nothing here writes to IAM.
 //!
 //! Cost: the profile's role is cached like the other lookups, and managed policy documents
 //! by (ARN, version), so a steady pass makes three calls: ListAttachedRolePolicies,
@@ -276,6 +277,18 @@ struct Statement {
     not_action: bool,
     resources: Vec<String>,
     not_resource: bool,
+    /// Carries a `Condition`: whether it applies depends on the request, which a static check
+    /// cannot know.
+    conditional: bool,
+}
+
+impl Statement {
+    /// Whether the statement names `action` on `resource` (its effect and condition aside).
+    fn covers(&self, action: &str, resource: &str) -> bool {
+        let action_named = self.actions.iter().any(|a| wildcard(a, action));
+        let resource_named = self.resources.iter().any(|r| wildcard_exact(r, resource));
+        action_named != self.not_action && resource_named != self.not_resource
+    }
 }
 
 fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
@@ -312,14 +325,28 @@ fn statements(document: &str) -> Result<Vec<Statement>, String> {
             actions: strings(s.get("Action").or(s.get("NotAction"))),
             not_resource: s.get("NotResource").is_some(),
             resources: strings(s.get("Resource").or(s.get("NotResource"))),
+            conditional: s.get("Condition").is_some(),
         })
         .collect())
 }
 
 /// IAM wildcard match (`*` any run, `?` one character), case-insensitive as actions are.
 fn wildcard(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
-    let t: Vec<char> = text.to_ascii_lowercase().chars().collect();
+    matches(
+        &pattern.to_ascii_lowercase().chars().collect::<Vec<_>>(),
+        &text.to_ascii_lowercase().chars().collect::<Vec<_>>(),
+    )
+}
+
+/// IAM wildcard match, case-sensitive as resource ARNs are.
+fn wildcard_exact(pattern: &str, text: &str) -> bool {
+    matches(
+        &pattern.chars().collect::<Vec<_>>(),
+        &text.chars().collect::<Vec<_>>(),
+    )
+}
+
+fn matches(p: &[char], t: &[char]) -> bool {
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
         if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
@@ -363,15 +390,50 @@ fn is_admin(s: &Statement) -> bool {
         && s.resources.iter().any(|r| r == "*")
 }
 
+/// The writes that would let a principal publish: a new pointer or bundle, or deleting the one
+/// in force (which freezes delivery).
+const PUBLISHING_WRITES: [&str; 2] = ["s3:PutObject", "s3:DeleteObject"];
+
+/// An object of the delivery prefix that only the publisher may write (docs/delivery.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    /// The object's ARN. For the bundles, one stand-in key under the prefix: a statement that
+    /// reaches it reaches every bundle name of that shape.
+    pub arn: String,
+    /// What it is, for the message: `the delivery pointer`, `the bundles`.
+    pub what: &'static str,
+}
+
+/// The delivery objects of `environment` in each of `buckets`, under the default prefix.
+pub fn delivery_objects(buckets: &[String], environment: &str) -> Vec<Guarded> {
+    let prefix = super::permissions::DELIVERY_PREFIX;
+    let mut out = Vec::new();
+    for b in buckets {
+        out.push(Guarded {
+            arn: format!("arn:aws:s3:::{b}/{prefix}{environment}/current"),
+            what: "the delivery pointer",
+        });
+        out.push(Guarded {
+            arn: format!("arn:aws:s3:::{b}/{prefix}bundles/{}", "0".repeat(64)),
+            what: "the bundles",
+        });
+    }
+    out
+}
+
 /// The least-privilege violations of a role: administrator access, S3 beyond the stack's
-/// buckets, a policy the manifest does not list. `resource` names the Lookup.
+/// buckets, a policy the manifest does not list, a write to the delivery objects `guarded`
+/// names. `resource` names the Lookup.
 pub fn violations(
     resource: &str,
     role: &LiveRole,
     allowed: &[String],
     buckets: &[String],
+    guarded: &[Guarded],
 ) -> Vec<Violation> {
     let mut out = Vec::new();
+    // Every policy's statements, labelled: a Deny in one policy takes from an Allow in another.
+    let mut all: Vec<(String, Statement)> = Vec::new();
     for p in &role.policies {
         let kind = if p.arn.is_some() {
             "attached"
@@ -427,6 +489,11 @@ pub fn violations(
                 continue;
             }
         };
+        all.extend(
+            stmts
+                .iter()
+                .map(|s| (format!("{at}.{}", s.label), s.clone())),
+        );
         for s in stmts {
             let path = format!("{at}.{}", s.label);
             if is_admin(&s) {
@@ -483,7 +550,83 @@ pub fn violations(
             }
         }
     }
+    out.extend(publishing(resource, role, &all, guarded));
     out
+}
+
+/// The instance role must not be able to publish: its containers reach it through IMDS, so a
+/// container that could write the pointer or a bundle could hand the daemon a root container
+/// (or, deleting the pointer, freeze delivery). One violation per guarded object, naming the
+/// Allow statements that reach it and no Deny takes back. A Deny with a `Condition` is not
+/// counted: whether it applies depends on the request.
+fn publishing(
+    resource: &str,
+    role: &LiveRole,
+    all: &[(String, Statement)],
+    guarded: &[Guarded],
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for g in guarded {
+        let mut granting: Vec<&str> = Vec::new();
+        let mut actions: Vec<&str> = Vec::new();
+        for action in PUBLISHING_WRITES {
+            let denied = all
+                .iter()
+                .any(|(_, s)| !s.allow && !s.conditional && s.covers(action, &g.arn));
+            if denied {
+                continue;
+            }
+            let allowing = all
+                .iter()
+                .filter(|(_, s)| s.allow && s.covers(action, &g.arn));
+            let mut any = false;
+            for (path, _) in allowing {
+                any = true;
+                if !granting.contains(&path.as_str()) {
+                    granting.push(path);
+                }
+            }
+            if any {
+                actions.push(action);
+            }
+        }
+        let Some(first) = granting.first() else {
+            continue;
+        };
+        let object = g.arn.split_once(":::").map_or(g.arn.as_str(), |(_, o)| o);
+        out.push(Violation {
+            world: None,
+            rule: "iam-no-publish",
+            resource: resource.to_string(),
+            path: first.to_string(),
+            message: format!(
+                "role {} may {} {} ({object}) through {}: its containers reach the role through \
+                 IMDS, so one of them could publish to the host",
+                role.name,
+                actions.join(" and "),
+                g.what,
+                granting.join(", "),
+            ),
+            fix: format!(
+                "add a Deny statement of {} on {} to the role's policy (docs/delivery.md), or \
+                 narrow the Allow",
+                PUBLISHING_WRITES.join(" and "),
+                deny_pattern(&g.arn),
+            ),
+        });
+    }
+    out
+}
+
+/// The Deny resource that covers a guarded object: every environment's pointer, every bundle.
+fn deny_pattern(arn: &str) -> String {
+    let (bucket, key) = arn.rsplit_once('/').unwrap_or((arn, ""));
+    if key == "current" {
+        let bucket = bucket.rsplit_once('/').map_or(bucket, |(b, _)| b);
+        format!("{bucket}/*/current")
+    } else {
+        format!("{bucket}/*")
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +656,7 @@ mod tests {
             r,
             &allowed,
             &[BUCKET.to_string()],
+            &delivery_objects(&[BUCKET.to_string()], "local"),
         )
     }
 
@@ -520,7 +664,15 @@ mod tests {
         {"Sid":"Bucket","Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:ListBucket"],
          "Resource":["arn:aws:s3:::durable-code-local-observability-123456789012",
                      "arn:aws:s3:::durable-code-local-observability-123456789012/*"]},
+        {"Sid":"NoPublish","Effect":"Deny","Action":["s3:PutObject","s3:DeleteObject"],
+         "Resource":["arn:aws:s3:::durable-code-local-observability-123456789012/stackwarden/bundles/*",
+                     "arn:aws:s3:::durable-code-local-observability-123456789012/stackwarden/*/current"]},
         {"Sid":"SsmCore","Effect":"Allow","Action":["ssm:UpdateInstanceInformation","ssmmessages:*","ec2messages:*"],"Resource":"*"}]}"#;
+
+    /// The rules `v` names, in order.
+    fn rules(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|v| v.rule).collect()
+    }
 
     #[test]
     fn a_least_privilege_role_that_is_listed_has_no_violation() {
@@ -542,8 +694,11 @@ mod tests {
         let doc =
             r#"{"Statement":[{"Sid":"AllS3","Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
         let v = check(&role(&[("wide", None, doc)]), &["wide"]);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].rule, "iam-s3-bucket-only");
+        assert_eq!(
+            rules(&v),
+            ["iam-s3-bucket-only", "iam-no-publish", "iam-no-publish"],
+            "{v:?}"
+        );
         assert!(v[0].path.ends_with("policies[wide].AllS3"), "{}", v[0].path);
         assert!(v[0].message.contains("AllS3"));
     }
@@ -559,7 +714,7 @@ mod tests {
                 r#"{{"Statement":{{"Effect":"Allow","Action":"s3:GetObject","Resource":"{resource}"}}}}"#
             );
             let v = check(&role(&[("p", None, &doc)]), &["p"]);
-            assert_eq!(v.len(), 1, "{resource}: {v:?}");
+            assert_eq!(rules(&v), ["iam-s3-bucket-only"], "{resource}: {v:?}");
             assert!(v[0].path.ends_with("Statement[0]"));
         }
     }
@@ -571,8 +726,8 @@ mod tests {
                 r#"{{"Statement":[{{"Effect":"Allow","Action":"{action}","Resource":"*"}}]}}"#
             );
             let v = check(&role(&[("p", None, &doc)]), &["p"]);
-            assert_eq!(v.len(), 1, "{v:?}");
-            assert_eq!(v[0].rule, "iam-no-admin");
+            assert_eq!(rules(&v)[0], "iam-no-admin", "{v:?}");
+            assert!(!rules(&v).contains(&"iam-s3-bucket-only"), "{v:?}");
         }
     }
 
@@ -593,6 +748,132 @@ mod tests {
         let doc = r#"{"Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*"},
                                     {"Effect":"Allow","Action":"logs:*","Resource":"*"}]}"#;
         assert_eq!(check(&role(&[("p", None, doc)]), &["p"]), vec![]);
+    }
+
+    const BUCKET_ALLOW: &str = r#"{"Sid":"StackBucket","Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:DeleteObject"],
+         "Resource":"arn:aws:s3:::durable-code-local-observability-123456789012/*"}"#;
+
+    fn document(statements: &[&str]) -> String {
+        format!(r#"{{"Statement":[{}]}}"#, statements.join(","))
+    }
+
+    #[test]
+    fn a_role_that_may_write_the_pointer_and_bundles_is_a_violation_naming_the_statement() {
+        let v = check(
+            &role(&[("obs", None, &document(&[BUCKET_ALLOW]))]),
+            &["obs"],
+        );
+        assert_eq!(rules(&v), ["iam-no-publish", "iam-no-publish"], "{v:?}");
+        assert_eq!(v[0].path, "role r: policies[obs].StackBucket");
+        assert!(
+            v[0].message.contains("the delivery pointer")
+                && v[0].message.contains("stackwarden/local/current")
+                && v[0].message.contains("s3:PutObject and s3:DeleteObject"),
+            "{}",
+            v[0].message
+        );
+        assert!(v[1].message.contains("the bundles"), "{}", v[1].message);
+        assert!(
+            v[0].fix
+                .contains(&format!("arn:aws:s3:::{BUCKET}/stackwarden/*/current"))
+                && v[1]
+                    .fix
+                    .contains(&format!("arn:aws:s3:::{BUCKET}/stackwarden/bundles/*")),
+            "{} / {}",
+            v[0].fix,
+            v[1].fix
+        );
+    }
+
+    #[test]
+    fn a_deny_in_another_policy_takes_the_write_back() {
+        let deny = r#"{"Effect":"Deny","Action":"s3:*","Resource":["arn:aws:s3:::*/stackwarden/bundles/*","arn:aws:s3:::*/stackwarden/*/current"]}"#;
+        let r = role(&[
+            ("obs", None, &document(&[BUCKET_ALLOW])),
+            ("fence", None, &document(&[deny])),
+        ]);
+        assert_eq!(check(&r, &["obs", "fence"]), vec![]);
+    }
+
+    #[test]
+    fn a_deny_of_one_write_leaves_the_other_named() {
+        let deny = format!(
+            r#"{{"Effect":"Deny","Action":"s3:PutObject","Resource":"arn:aws:s3:::{BUCKET}/stackwarden/*"}}"#
+        );
+        let v = check(
+            &role(&[("obs", None, &document(&[BUCKET_ALLOW, &deny]))]),
+            &["obs"],
+        );
+        assert_eq!(rules(&v), ["iam-no-publish", "iam-no-publish"], "{v:?}");
+        assert!(
+            v.iter()
+                .all(|v| v.message.contains("may s3:DeleteObject the"))
+        );
+    }
+
+    #[test]
+    fn a_conditional_deny_is_not_counted() {
+        let deny = format!(
+            r#"{{"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::{BUCKET}/stackwarden/*",
+                "Condition":{{"StringNotEquals":{{"aws:SourceVpce":"vpce-1"}}}}}}"#
+        );
+        let v = check(
+            &role(&[("obs", None, &document(&[BUCKET_ALLOW, &deny]))]),
+            &["obs"],
+        );
+        assert_eq!(rules(&v), ["iam-no-publish", "iam-no-publish"], "{v:?}");
+    }
+
+    #[test]
+    fn not_action_and_not_resource_reach_the_pointer_too() {
+        let not_action = format!(
+            r#"{{"Sid":"AllButIam","Effect":"Allow","NotAction":"iam:*","Resource":"arn:aws:s3:::{BUCKET}/*"}}"#
+        );
+        let v = check(&role(&[("p", None, &document(&[&not_action]))]), &["p"]);
+        assert!(rules(&v).contains(&"iam-no-publish"), "{v:?}");
+        assert!(v.iter().any(|v| v.path.ends_with("AllButIam")));
+        // NotResource naming only the delivery objects grants everything else: no publish.
+        let not_resource = format!(
+            r#"{{"Effect":"Allow","Action":"s3:PutObject","NotResource":["arn:aws:s3:::{BUCKET}/stackwarden/*"]}}"#
+        );
+        let v = check(&role(&[("p", None, &document(&[&not_resource]))]), &["p"]);
+        assert!(!rules(&v).contains(&"iam-no-publish"), "{v:?}");
+    }
+
+    #[test]
+    fn reads_of_the_delivery_prefix_are_fine() {
+        let read = format!(
+            r#"{{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":"arn:aws:s3:::{BUCKET}/*"}}"#
+        );
+        assert_eq!(
+            check(&role(&[("p", None, &document(&[&read]))]), &["p"]),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn the_policy_iam_policy_writes_for_the_host_cannot_publish() {
+        use crate::provider::aws::permissions::{Principal, Scope, policy};
+        let scope = Scope {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            stack: "durable-code".into(),
+            environment: "local".into(),
+            buckets: vec![BUCKET.into()],
+            parameters: vec![],
+            instance_profiles: vec!["durable-code-local-observability".into()],
+            target_groups: vec![],
+            load_balancers: vec![],
+        };
+        let host = policy(Principal::Host, &scope).to_string();
+        let v = check(&role(&[("host", None, &host)]), &["host"]);
+        assert_eq!(v, vec![]);
+        // The CI policy publishes, so the same check on it must find the writes: the check
+        // can fail.
+        let ci = policy(Principal::Ci, &scope).to_string();
+        let v = check(&role(&[("ci", None, &ci)]), &["ci"]);
+        assert!(rules(&v).contains(&"iam-no-publish"), "{v:?}");
     }
 
     #[test]

@@ -592,6 +592,7 @@ fn phase(change: &Change) -> u8 {
 /// Least-privilege violations of the instance profiles' roles (IAM is never written).
 fn diff_roles(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op>) {
     let buckets: Vec<String> = desired.buckets().map(|(_, b)| b.name.clone()).collect();
+    let guarded = iam::delivery_objects(&buckets, &desired.environment);
     for (r, l) in desired.lookups() {
         if let Some(Some(role)) = observed.iam.get(&r.id.name) {
             plan.violations.extend(iam::violations(
@@ -599,6 +600,7 @@ fn diff_roles(desired: &Desired, observed: &Observed, plan: &mut ProviderPlan<Op
                 role,
                 &l.allowed_policies,
                 &buckets,
+                &guarded,
             ));
         }
     }
