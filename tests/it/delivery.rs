@@ -1,8 +1,9 @@
 //! Delivery end to end, as it runs deployed: a checkout publishes signed revisions into the
 //! stack's bucket (moto), a daemon that has nothing but `--source s3://…` and the public key
 //! converges the local stack from them (the real Docker engine), follows a published edit,
-//! refuses a forged pointer with `SourceRejected` at a webhook while the last good revision
-//! stays in force, and writes the status snapshot that `stackwarden status` reads.
+//! rides out a minute without the bucket, refuses a forged pointer with `SourceRejected` at a
+//! webhook while the last good revision stays in force, and writes the status snapshot that
+//! `stackwarden status` reads.
 
 use crate::daemon::converged;
 use crate::support::alertmanager::WebhookSink;
@@ -11,6 +12,7 @@ use crate::support::daemon::{Daemon, DaemonOptions, Source, repo_copy, set_value
 use crate::support::docker as dk;
 use crate::support::files::edit_loki_memory;
 use crate::support::moto::Moto;
+use crate::support::tcp::TcpProxy;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 const BUCKET: &str = "delivery-test-bucket";
 const CONVERGE: Duration = Duration::from_secs(180);
 const FOLLOW: Duration = Duration::from_secs(90);
+/// How long the bucket stays unreachable (the outage).
+const OUTAGE: Duration = Duration::from_secs(60);
 
 fn stackwarden(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
     Cli::new(args)
@@ -66,8 +70,8 @@ fn source_revision(status: &Value) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_refuses_forgeries()
-{
+async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_outlasts_an_outage_and_refuses_forgeries()
+ {
     let _lock = dk::exclusive().await;
     let docker = dk::docker().await;
     dk::cleanup(&docker, "observability", &[]).await;
@@ -101,14 +105,22 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
     let public = keys.path().join("stackwarden.pub");
     publish(&moto, repo.path(), &secret);
 
-    // The host: an empty directory, the source's URL, the public key.
+    // The host: an empty directory, the source's URL, the public key. It reaches AWS through
+    // a proxy the test can cut.
     let host = tempfile::tempdir().unwrap();
     let state = host.path().join("state");
     let url = format!("s3://{BUCKET}");
+    let target = moto
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("moto listens on an address");
+    let mut bucket_path = TcpProxy::start(target);
+    let through_proxy = bucket_path.url();
     let d = Daemon::start_in(
         host.path(),
         DaemonOptions {
-            aws_endpoint: Some(&moto.endpoint),
+            aws_endpoint: Some(&through_proxy),
             scope: "host",
             source: Some(Source {
                 url: &url,
@@ -187,6 +199,36 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_and_
         ],
     );
     ok(&out);
+
+    // The bucket unreachable for a minute: the daemon stays up, revision 6 stays in force and
+    // readiness names it with the failed check; back, the next poll finds it unchanged.
+    bucket_path.cut();
+    let cut_at = Instant::now();
+    let mut saw_error = false;
+    while cut_at.elapsed() < OUTAGE {
+        std::thread::sleep(Duration::from_secs(5));
+        let s = d.status();
+        assert_eq!(source_revision(&s), Some(6), "the revision changed: {s}");
+        saw_error |= s["source"]["lastError"].is_string();
+        let (_, ready) = d.get("/readyz").unwrap();
+        assert!(ready.contains("source: revision 6"), "{ready}");
+    }
+    assert!(
+        saw_error,
+        "an unreachable bucket never showed:\n{}",
+        d.log_tail()
+    );
+    bucket_path.restore();
+    d.wait_until("the source answers again", FOLLOW, || {
+        d.status()["source"]["lastError"].is_null()
+    });
+    assert_eq!(source_revision(&d.status()), Some(6));
+    let memory = dk::inspect(&docker, "loki")
+        .await
+        .host_config
+        .and_then(|h| h.memory)
+        .unwrap_or(0);
+    assert_eq!(memory, 464 << 20, "the outage changed what is applied");
 
     // A pointer signed by another key: refused, alerted, revision 6 stays.
     let other = tempfile::tempdir().unwrap();

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod docker;
 pub mod files;
 pub mod moto;
+pub mod tcp;
 pub mod tls;
 pub mod world;
