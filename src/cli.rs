@@ -75,8 +75,14 @@ pub struct PublishArgs {
     pub common: Common,
     /// The minisign secret key file (`stackwarden keygen`, or `minisign -G -W`); an
     /// encrypted one takes its password from STACKWARDEN_KEY_PASSWORD.
+    #[arg(long, required_unless_present = "artifact")]
+    pub key: Option<PathBuf>,
+    /// Also (or, without --key, only) upload what a new instance starts from: the image
+    /// (`docker save` tarball) or the static binary, under `<prefix>/artifacts/<sha256>`.
+    /// Its digest goes on stdout (the revision, when --key publishes too, comes last); pin it
+    /// in the Instance's `bootstrap.sha256`.
     #[arg(long)]
-    pub key: PathBuf,
+    pub artifact: Option<PathBuf>,
     /// The bucket (default: the environment's declared bucket).
     #[arg(long)]
     pub bucket: Option<String>,
@@ -213,6 +219,9 @@ pub struct PlanArgs {
     /// the actions it lacks or holds beyond it (on stderr; the exit code stays the plan's).
     #[arg(long)]
     pub check_permissions: bool,
+    /// Where the manifests come from.
+    #[command(flatten)]
+    pub from: SourceArgs,
 }
 
 /// Options of run.
@@ -241,17 +250,26 @@ pub struct RunArgs {
     /// carry; defaults to http://<listen>/.
     #[arg(long)]
     pub external_url: Option<String>,
-    /// Where the manifests come from: a directory (as -f), or `s3://BUCKET[/PREFIX]` to
-    /// follow the revisions `publish` signs into the stack's bucket (needs --env and --trust).
+    /// Where the manifests come from.
+    #[command(flatten)]
+    pub from: SourceArgs,
+    /// Time between two polls of the source's pointer (one conditional GET each).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub source_interval: std::time::Duration,
+}
+
+/// Where the manifests come from, besides -f (run, plan, apply).
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Where the manifests come from: a directory (as -f), or `s3://BUCKET[/PREFIX]` for the
+    /// revisions `publish` signs into the stack's bucket (needs --env and --trust): `run`
+    /// follows them, `plan` and `apply` take the newest good one once.
     #[arg(long)]
     pub source: Option<String>,
     /// The minisign public key published revisions must be signed with (never taken from the
     /// bucket).
     #[arg(long)]
     pub trust: Option<PathBuf>,
-    /// Time between two polls of the source's pointer (one conditional GET each).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    pub source_interval: std::time::Duration,
     /// Where the source's revisions are unpacked and the one in force is recorded (it
     /// survives restarts, so an older revision stays refused).
     #[arg(long, default_value = "/var/lib/stackwarden/source")]
@@ -261,21 +279,24 @@ pub struct RunArgs {
     pub source_region: String,
 }
 
-impl RunArgs {
-    /// The remote source to follow, if `--source` names one; a directory replaces -f.
-    fn source(&mut self) -> anyhow::Result<Option<crate::reconcile::follow::SourceOptions>> {
+impl SourceArgs {
+    /// The remote source, if `--source` names one; a directory replaces -f in `common`.
+    fn remote(
+        &self,
+        common: &mut Common,
+        interval: std::time::Duration,
+    ) -> anyhow::Result<Option<crate::reconcile::follow::SourceOptions>> {
         let Some(source) = self.source.clone() else {
             return Ok(None);
         };
         if !source.starts_with("s3://") {
-            self.common.manifests = PathBuf::from(source);
+            common.manifests = PathBuf::from(source);
             return Ok(None);
         }
         let (bucket, prefix) = crate::source::parse_url(&source).with_context(|| {
             format!("--source {source}: expected s3://BUCKET[/PREFIX] or a directory")
         })?;
-        let env = self
-            .common
+        let env = common
             .env
             .clone()
             .context("--source s3://… follows one environment's revisions: give --env")?;
@@ -288,10 +309,69 @@ impl RunArgs {
             location: crate::source::Location::new(&bucket, &prefix, &env),
             trusted,
             state_dir: self.state_dir.clone(),
-            interval: self.source_interval,
+            interval,
             region: self.source_region.clone(),
         }))
     }
+}
+
+impl RunArgs {
+    /// The remote source to follow, if `--source` names one; a directory replaces -f.
+    fn source(&mut self) -> anyhow::Result<Option<crate::reconcile::follow::SourceOptions>> {
+        self.from.remote(&mut self.common, self.source_interval)
+    }
+}
+
+/// `plan`/`apply --source s3://…`: polls the pointer once, and points -f and --root at the
+/// revision in force. A refused or unreachable newest revision leaves the last good one (as
+/// the daemon would); with none in force, there is nothing to apply.
+async fn take_source(args: &mut PlanArgs) -> anyhow::Result<()> {
+    use crate::source::fetch::{self, Poll, Remote};
+    let Some(opts) = args
+        .from
+        .remote(&mut args.common, std::time::Duration::ZERO)?
+    else {
+        return Ok(());
+    };
+    let url = opts.location.url();
+    let config = aws::sdk_config(&opts.region).await;
+    let mut remote = Remote::open(
+        aws::s3_client(&config),
+        fetch::Options::new(opts.location, opts.state_dir, opts.trusted),
+    )
+    .with_context(|| format!("opening the source's state for {url}"))?;
+    let problem = match remote.poll(std::time::SystemTime::now()).await {
+        Poll::Updated { .. } | Poll::Unchanged => None,
+        Poll::Stale { revision, .. } => Some(format!("the pointer of revision {revision} expired")),
+        Poll::Rejected { revision, reason } => Some(format!(
+            "{} was refused: {reason}",
+            revision.map_or_else(
+                || "the newest revision".to_string(),
+                |r| format!("revision {r}")
+            )
+        )),
+        Poll::Unreachable { error } => Some(format!("the source cannot be read: {error}")),
+    };
+    let Some(in_force) = remote.in_force() else {
+        anyhow::bail!(
+            "no revision from {url} is in force: {}",
+            problem.unwrap_or_else(|| "nothing published yet (run `stackwarden publish`)".into())
+        );
+    };
+    if let Some(problem) = problem {
+        eprintln!(
+            "stackwarden: {problem}; revision {} stays in force",
+            in_force.revision()
+        );
+    }
+    eprintln!(
+        "stackwarden: revision {} from {url} ({})",
+        in_force.revision(),
+        in_force.pointer.bundle.sha256
+    );
+    args.common.manifests = in_force.manifests.clone();
+    args.common.root = Some(in_force.tree.clone());
+    Ok(())
 }
 
 /// Output formats of plan and apply.
@@ -313,8 +393,8 @@ pub use crate::plan::Scope;
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(common) => validate(&common),
-        Command::Plan(args) => converge(&args, false).await,
-        Command::Apply(args) => converge(&args, true).await,
+        Command::Plan(mut args) => converge(&mut args, false).await,
+        Command::Apply(mut args) => converge(&mut args, true).await,
         Command::IamPolicy(args) => match iam_policy(&args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -438,7 +518,12 @@ mod exit {
 }
 
 /// `plan` (apply = false) and `apply`.
-async fn converge(args: &PlanArgs, apply: bool) -> ExitCode {
+async fn converge(args: &mut PlanArgs, apply: bool) -> ExitCode {
+    if let Err(e) = take_source(args).await {
+        eprintln!("stackwarden: {e:#}");
+        return ExitCode::from(exit::ERROR);
+    }
+    let args = &*args;
     let mut desired = match args.common.load() {
         Ok(loaded) => loaded.desired,
         Err(e) => {
@@ -930,8 +1015,38 @@ fn access_hint(e: &crate::source::S3Error, policy: &str) -> String {
 /// `publish`: validate, bundle, sign, upload, advance the pointer; the revision on stdout.
 async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     use crate::source::{Location, bundle, pointer::Publisher, publish};
+    // The artifact first: a revision published after it may declare its digest, and must
+    // never point a new instance at bytes not there yet.
+    if let Some(path) = &args.artifact {
+        let (bucket, env, config) = delivery_target(&args.common, args.bucket.as_deref()).await?;
+        let location = Location::new(&bucket, &args.prefix, &env);
+        let s3 = aws::s3_client(&config);
+        let up = match crate::source::artifact::upload(&s3, &location, path).await {
+            Ok(up) => up,
+            Err(crate::source::artifact::ArtifactError::S3(e)) => {
+                let hint = access_hint(&e, "ci");
+                return Err(anyhow::Error::new(e).context(format!("uploading the artifact{hint}")));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("uploading the artifact")),
+        };
+        eprintln!(
+            "stackwarden: artifact {} ({} bytes) at s3://{bucket}/{}{}",
+            path.display(),
+            up.bytes,
+            up.key,
+            if up.uploaded {
+                ""
+            } else {
+                ", already in the bucket"
+            }
+        );
+        println!("sha256:{}", up.sha256);
+    }
+    let Some(key_file) = &args.key else {
+        return Ok(());
+    };
     // The key first: a wrong path fails before any work or call.
-    let key = crate::source::signing::SigningKey::from_file(&args.key)
+    let key = crate::source::signing::SigningKey::from_file(key_file)
         .context("reading the signing key")?;
     let built = bundle::build(
         &args.common.manifests,

@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 pub mod alerts;
+pub mod bootstrap;
 pub mod cli;
 pub mod engine;
 pub mod grafana;

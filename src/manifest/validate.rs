@@ -671,6 +671,66 @@ impl Checker<'_> {
                 "use 30",
             );
         }
+        if let Some(b) = &s.bootstrap {
+            self.bootstrap(id, s, b);
+        }
+    }
+
+    fn bootstrap(&mut self, id: &ResourceId, s: &InstanceSpec, b: &crate::model::Bootstrap) {
+        if s.user_data.is_some() {
+            self.finding(
+                id,
+                "spec.userData",
+                "both `userData` and `bootstrap` are set; the bootstrap renders the user data",
+                "remove spec.userData (the bootstrap installs Docker), or remove spec.bootstrap",
+            );
+        }
+        self.reference(
+            id,
+            "spec.bootstrap.bucket",
+            &b.bucket,
+            &[Target::Kind(Kind::Bucket)],
+        );
+        if !b.host_root.starts_with('/') {
+            self.finding(
+                id,
+                "spec.bootstrap.hostRoot",
+                format!("`{}` is not an absolute path", b.host_root),
+                "use the Stack's host root, e.g. /opt/observability",
+            );
+        }
+        if b.artifact == crate::model::ArtifactKind::None {
+            return;
+        }
+        self.reference(
+            id,
+            "spec.bootstrap.container",
+            &b.container,
+            &[Target::Kind(Kind::Container)],
+        );
+        let hex = b.sha256.len() == 64 && b.sha256.bytes().all(|c| c.is_ascii_hexdigit());
+        if !hex {
+            self.finding(
+                id,
+                "spec.bootstrap.sha256",
+                format!("`{}` is not a SHA-256 (64 hex digits)", b.sha256),
+                "publish the artifact with `stackwarden publish --artifact FILE` and pin the digest it prints (without `sha256:`)",
+            );
+        }
+        let text = b.trust.trim();
+        let key = if text.lines().count() >= 2 {
+            minisign::PublicKeyBox::from_string(text).and_then(|k| k.into_public_key())
+        } else {
+            minisign::PublicKey::from_base64(text)
+        };
+        if let Err(e) = key {
+            self.finding(
+                id,
+                "spec.bootstrap.trust",
+                format!("not a minisign public key: {e}"),
+                "paste the text of stackwarden.pub (`stackwarden keygen` writes it)",
+            );
+        }
     }
 
     fn config_file(&mut self, id: &ResourceId, s: &ConfigFileSpec) {

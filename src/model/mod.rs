@@ -20,9 +20,9 @@ pub use container::{
 };
 pub use lookup::{LookupSpec, LookupType};
 pub use network::{
-    AmiSource, EgressRule, HealthCheckSpec, HttpTokens, IngressRule, InstanceSpec, ListenerRef,
-    ListenerRuleSpec, MetadataOptions, Peer, Protocol, RootVolume, SecurityGroupSpec, Target,
-    TargetGroupSpec,
+    AmiSource, ArtifactKind, Bootstrap, EgressRule, HealthCheckSpec, HttpTokens, IngressRule,
+    InstanceSpec, ListenerRef, ListenerRuleSpec, MetadataOptions, Peer, Protocol, RootVolume,
+    SecurityGroupSpec, Target, TargetGroupSpec,
 };
 pub use stack::{
     Acknowledgement, BasicAuth, HostSpec, Receiver, ReceiverAuth, ReceiverTls, ReceiverType,

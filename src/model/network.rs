@@ -120,9 +120,71 @@ pub struct InstanceSpec {
     /// User data script (cloud-init); changing it replaces the instance.
     #[serde(default)]
     pub user_data: Option<String>,
+    /// User data rendered by stackwarden instead (docs/bootstrap.md): installs Docker,
+    /// fetches the digest-pinned artifact from the bucket and converges the host from the
+    /// published source. Exclusive with `userData`; changing it replaces the instance too.
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
     /// Extra tags.
     #[serde(default)]
     pub tags: Tags,
+}
+
+/// What a new instance starts from at first boot (the Instance's `bootstrap`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bootstrap {
+    /// `none` (Docker only), `image` (a `docker save` tarball, loaded) or `binary` (the
+    /// static binary, installed on the host).
+    pub artifact: ArtifactKind,
+    /// The artifact's SHA-256 (`stackwarden publish --artifact` prints it): the only digest
+    /// the host trusts, since the bucket holds just the bytes.
+    #[serde(default)]
+    pub sha256: String,
+    /// The minisign public key revisions are signed with (the text of `stackwarden.pub`).
+    #[serde(default)]
+    pub trust: String,
+    /// The Bucket (by manifest name) holding the artifact and the published revisions.
+    pub bucket: String,
+    /// The delivery prefix in it.
+    #[serde(default = "default_delivery_prefix")]
+    pub prefix: String,
+    /// The host root (logs, the trusted key and the source's state go under `stackwarden/`).
+    pub host_root: String,
+    /// The Container (by manifest name) that is stackwarden's daemon.
+    #[serde(default = "default_daemon_container")]
+    pub container: String,
+}
+
+fn default_delivery_prefix() -> String {
+    "stackwarden".to_string()
+}
+
+fn default_daemon_container() -> String {
+    "stackwarden".to_string()
+}
+
+/// What kind of artifact a bootstrap fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// Nothing: the user data installs Docker only.
+    None,
+    /// A `docker save` tarball of the image Container/stackwarden declares.
+    Image,
+    /// The static binary.
+    Binary,
+}
+
+impl ArtifactKind {
+    /// As the user data names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::None => "none",
+            ArtifactKind::Image => "image",
+            ArtifactKind::Binary => "binary",
+        }
+    }
 }
 
 /// The AMI: a pinned id, or the newest one an SSM public parameter names.

@@ -7,8 +7,10 @@
 //!
 //! Below the reconcile loop: this module returns outcomes and never decides what a pass does.
 //! Objects, under a prefix (default `stackwarden`):
-//! `<prefix>/bundles/<sha256>`, `<prefix>/<env>/current`, `<prefix>/<env>/status.json`.
+//! `<prefix>/bundles/<sha256>`, `<prefix>/<env>/current`, `<prefix>/<env>/status.json`, and
+//! the [`artifact`]s a new instance starts from, `<prefix>/artifacts/<sha256>`.
 
+pub mod artifact;
 pub mod bundle;
 pub mod fetch;
 pub mod pointer;
@@ -59,6 +61,11 @@ impl Location {
     /// `<prefix>/bundles/<sha256>`.
     pub fn bundle_key(&self, sha256: &str) -> String {
         self.join(&format!("bundles/{sha256}"))
+    }
+
+    /// `<prefix>/artifacts/<sha256>`.
+    pub fn artifact_key(&self, sha256: &str) -> String {
+        self.join(&format!("artifacts/{sha256}"))
     }
 
     /// `<prefix>/<env>/current`.

@@ -85,6 +85,8 @@ pub enum Target {
     Bundles,
     /// The environment's pointer (`stackwarden/<env>/current`).
     Pointer,
+    /// What a new instance starts from (`stackwarden/artifacts/*`).
+    Artifacts,
     /// The environment's status snapshot (`stackwarden/<env>/status.json`).
     StatusSnapshot,
     /// The stack's parameters.
@@ -151,6 +153,7 @@ const LEASE: &[Step] = &[Step::Lease];
 const PUBLISH: &[Step] = &[Step::Publish];
 const PUBLISH_AND_FOLLOW: &[Step] = &[Step::Publish, Step::Follow];
 const REPORT: &[Step] = &[Step::Report];
+const FOLLOW: &[Step] = &[Step::Follow];
 const READ_STATUS: &[Step] = &[Step::ReadStatus];
 
 /// EC2 resource types an instance write touches.
@@ -679,6 +682,18 @@ pub const OPERATIONS: &[Operation] = &[
         PUBLISH_AND_FOLLOW,
         Target::Bundles,
     ),
+    // Artifacts: CI uploads them (publish --artifact; one already there is compared by its
+    // size); a new instance's user data downloads one with the AWS CLI through the instance
+    // role and checks its digest before running it.
+    op(S3, "put_object", "s3:PutObject", PUBLISH, Target::Artifacts),
+    op(
+        S3,
+        "head_object",
+        "s3:GetObject",
+        PUBLISH,
+        Target::Artifacts,
+    ),
+    op(S3, "get_object", "s3:GetObject", FOLLOW, Target::Artifacts),
     op(
         S3,
         "put_object",
@@ -931,6 +946,9 @@ impl Scope {
             }),
             Target::Bundles => each(&self.buckets, &|b| {
                 format!("arn:{p}:s3:::{b}/{DELIVERY_PREFIX}bundles/*")
+            }),
+            Target::Artifacts => each(&self.buckets, &|b| {
+                format!("arn:{p}:s3:::{b}/{DELIVERY_PREFIX}artifacts/*")
             }),
             Target::Pointer => each(&self.buckets, &|b| {
                 format!(

@@ -224,10 +224,8 @@ async fn run_instance(
         })
         .unwrap_or_else(|| "/dev/xvda".to_string());
     let mut tags = instance_tags(ctx.desired, name, spec);
-    tags.insert(
-        TAG_USER_DATA.into(),
-        user_data_hash(spec.user_data.as_deref()),
-    );
+    let user_data = crate::bootstrap::user_data(ctx.desired, spec);
+    tags.insert(TAG_USER_DATA.into(), user_data_hash(user_data.as_deref()));
     let volume_tags = desired_tags(
         ctx.desired,
         &crate::model::ResourceId::new(crate::model::Kind::Instance, name),
@@ -284,11 +282,7 @@ async fn run_instance(
                     )
                     .build(),
             )
-            .set_user_data(
-                spec.user_data
-                    .as_ref()
-                    .map(aws_smithy_types::base64::encode),
-            )
+            .set_user_data(user_data.as_ref().map(aws_smithy_types::base64::encode))
             .client_token(&token)
             .tag_specifications(
                 TagSpecification::builder()

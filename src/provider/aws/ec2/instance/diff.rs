@@ -58,6 +58,8 @@ pub struct Wanted<'a> {
     pub groups: BTreeSet<String>,
     /// Subnet ids the subnet Lookup selects (`None`: not read).
     pub subnets: Option<&'a [String]>,
+    /// The user data it launches with (its own, or its bootstrap rendered).
+    pub user_data: Option<String>,
 }
 
 impl<'a> Wanted<'a> {
@@ -81,6 +83,7 @@ impl<'a> Wanted<'a> {
                 .map(|m| group_name_of(desired, m).unwrap_or_else(|| m.clone()))
                 .collect(),
             subnets: observed.subnets.get(&spec.subnet).map(Vec::as_slice),
+            user_data: crate::bootstrap::user_data(desired, spec),
         }
     }
 }
@@ -128,7 +131,7 @@ pub fn compare(want: &Wanted<'_>, live: &LiveInstance, names: &BTreeMap<String, 
     }
     // User data is not returned by DescribeInstances: the launch tag records its hash.
     if let Some(have) = live.tags.get(TAG_USER_DATA)
-        && have != &user_data_hash(spec.user_data.as_deref())
+        && have != &user_data_hash(want.user_data.as_deref())
     {
         d.replace.push("user data changed".to_string());
     }
@@ -738,6 +741,7 @@ mod tests {
             metadata_options: MetadataOptions::default(),
             root_volume: RootVolume::default(),
             user_data: None,
+            bootstrap: None,
             tags: Tags::new(),
         }
     }
@@ -762,6 +766,7 @@ mod tests {
             profile: "obs-profile".into(),
             groups: ["obs-sg".to_string()].into_iter().collect(),
             subnets: Some(subnets),
+            user_data: spec.user_data.clone(),
         }
     }
 

@@ -1,0 +1,85 @@
+//! The user data a new instance boots with, rendered from its Instance's `bootstrap`
+//! (docs/bootstrap.md): the settings as shell variables, then `user-data.sh`, which installs
+//! Docker, fetches the digest-pinned artifact from the bucket, checks it and applies the host
+//! side once from the published source; the daemon that apply starts keeps the host after.
+//! Pure: the same desired state renders the same bytes, so the launch tag's hash of them
+//! tells when they changed.
+
+use crate::model::{ArtifactKind, Bootstrap, Desired, InstanceSpec};
+
+/// The script the settings are put in front of.
+const SCRIPT: &str = include_str!("user-data.sh");
+
+/// The user data `spec` launches with: its own `userData`, or its rendered `bootstrap`.
+pub fn user_data(desired: &Desired, spec: &InstanceSpec) -> Option<String> {
+    match &spec.bootstrap {
+        Some(b) => Some(render(desired, b)),
+        None => spec.user_data.clone(),
+    }
+}
+
+/// The settings, in the order the script reads them.
+fn settings(desired: &Desired, b: &Bootstrap) -> Vec<(&'static str, String)> {
+    let bucket = desired
+        .buckets()
+        .find(|(r, _)| r.id.name == b.bucket)
+        .map_or_else(|| b.bucket.clone(), |(_, s)| s.name.clone());
+    let image = desired
+        .containers()
+        .find(|(r, _)| r.id.name == b.container)
+        .map(|(_, c)| c.image.clone())
+        .unwrap_or_default();
+    let mut out = vec![
+        ("STACKWARDEN_ENV", desired.environment.clone()),
+        ("STACKWARDEN_REGION", desired.stack.region.clone()),
+        ("STACKWARDEN_BUCKET", bucket),
+        ("STACKWARDEN_PREFIX", b.prefix.trim_matches('/').to_string()),
+        ("STACKWARDEN_HOST_ROOT", b.host_root.clone()),
+        ("STACKWARDEN_ARTIFACT", b.artifact.as_str().to_string()),
+    ];
+    if b.artifact != ArtifactKind::None {
+        out.extend([
+            ("STACKWARDEN_SHA256", b.sha256.to_ascii_lowercase()),
+            ("STACKWARDEN_TRUST", b.trust.trim().to_string()),
+            ("STACKWARDEN_CONTAINER", b.container.clone()),
+            ("STACKWARDEN_IMAGE", image),
+        ]);
+    }
+    out
+}
+
+/// `bootstrap` rendered: a shebang, the settings, the script after its own shebang.
+pub fn render(desired: &Desired, b: &Bootstrap) -> String {
+    let mut out = String::from(
+        "#!/bin/bash\n# Rendered by stackwarden from the Instance's bootstrap (docs/bootstrap.md).\n",
+    );
+    for (name, value) in settings(desired, b) {
+        out.push_str(&format!("export {name}={}\n", quote(&value)));
+    }
+    let body = SCRIPT.split_once('\n').map_or(SCRIPT, |(_, rest)| rest);
+    out.push_str(body);
+    out
+}
+
+/// A shell word that stands for exactly `s`: single quotes, each `'` inside closed, escaped
+/// and reopened.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_every_character_literal() {
+        assert_eq!(quote("plain"), "'plain'");
+        assert_eq!(quote("it's $HOME `x`"), r"'it'\''s $HOME `x`'");
+        assert_eq!(quote("two\nlines"), "'two\nlines'");
+    }
+
+    #[test]
+    fn the_script_starts_with_a_shebang_the_render_replaces() {
+        assert!(SCRIPT.starts_with("#!/bin/bash\n"));
+    }
+}

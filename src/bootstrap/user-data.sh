@@ -1,0 +1,124 @@
+#!/bin/bash
+# stackwarden's bootstrap: what a new instance runs at first boot (docs/bootstrap.md).
+# stackwarden renders it into the Instance's user data, with its settings as the
+# STACKWARDEN_* variables set above this line. It installs Docker (unless present), fetches
+# the digest-pinned artifact from the stack's bucket through the instance role, checks its
+# SHA-256, and applies the host side once from the newest published revision; that apply
+# starts the daemon as Container/stackwarden declares it, which keeps the host from then on.
+# Run twice, it changes nothing. Every step is logged to the console and to
+# $STACKWARDEN_HOST_ROOT/stackwarden/bootstrap.log.
+set -euo pipefail
+
+: "${STACKWARDEN_ENV:?}" "${STACKWARDEN_REGION:?}" "${STACKWARDEN_BUCKET:?}"
+: "${STACKWARDEN_PREFIX:?}" "${STACKWARDEN_HOST_ROOT:?}" "${STACKWARDEN_ARTIFACT:?}"
+
+state=$STACKWARDEN_HOST_ROOT/stackwarden
+log_file=$state/bootstrap.log
+source_url=s3://$STACKWARDEN_BUCKET/$STACKWARDEN_PREFIX
+export AWS_REGION=$STACKWARDEN_REGION
+
+log() {
+  local line
+  line="$(date -u +%Y-%m-%dT%H:%M:%SZ) stackwarden-bootstrap: $*"
+  printf '%s\n' "$line" >&2
+  if [[ -d $state ]]; then printf '%s\n' "$line" >>"$log_file"; fi
+}
+
+fail() {
+  log "FAILED: $*"
+  exit 1
+}
+
+install -d -m 0755 "$state"
+log "start: environment $STACKWARDEN_ENV, source $source_url, artifact $STACKWARDEN_ARTIFACT"
+
+# 1. Docker.
+if command -v docker >/dev/null 2>&1; then
+  log "docker: present, install skipped"
+else
+  log "docker: installing"
+  dnf install -y docker
+  systemctl enable --now docker
+fi
+for _ in $(seq 1 60); do
+  docker info >/dev/null 2>&1 && break
+  sleep 1
+done
+docker info >/dev/null 2>&1 || fail "docker: the engine does not answer"
+
+if [[ $STACKWARDEN_ARTIFACT == none ]]; then
+  log "done: no artifact declared (bootstrap.artifact: none), Docker only"
+  exit 0
+fi
+: "${STACKWARDEN_SHA256:?}" "${STACKWARDEN_TRUST:?}" "${STACKWARDEN_CONTAINER:?}"
+
+# 2. Already bootstrapped: the daemon keeps the host, and runs the lease; nothing to do.
+if [[ $(docker inspect --format '{{.State.Running}}' "$STACKWARDEN_CONTAINER" 2>/dev/null) == true ]]; then
+  log "done: $STACKWARDEN_CONTAINER is running and keeps the host; nothing changed"
+  exit 0
+fi
+
+# 3. The artifact, checked against the digest the manifests pin (never the bucket's word).
+artifact=$state/artifact-$STACKWARDEN_SHA256
+artifact_url=$source_url/artifacts/$STACKWARDEN_SHA256
+if [[ -f $artifact ]] && [[ $(sha256sum "$artifact" | cut -d' ' -f1) == "$STACKWARDEN_SHA256" ]]; then
+  log "artifact: already here, sha256 checked"
+else
+  log "artifact: fetching $artifact_url"
+  rm -f "$artifact.part"
+  if ! aws s3 cp --only-show-errors "$artifact_url" "$artifact.part"; then
+    rm -f "$artifact.part"
+    fail "artifact: $artifact_url cannot be fetched (not published? run \`stackwarden publish --artifact FILE\` and pin its digest); nothing started"
+  fi
+  got=$(sha256sum "$artifact.part" | cut -d' ' -f1)
+  if [[ $got != "$STACKWARDEN_SHA256" ]]; then
+    rm -f "$artifact.part"
+    fail "artifact: sha256 mismatch: the manifests pin $STACKWARDEN_SHA256, the bucket holds $got; nothing started"
+  fi
+  mv "$artifact.part" "$artifact"
+  log "artifact: fetched, sha256 checked"
+fi
+
+# 4. The key revisions must be signed with: from the user data, never from the bucket.
+trust=$state/trust.pub
+if [[ ! -f $trust ]] || [[ $(cat "$trust") != "$STACKWARDEN_TRUST" ]]; then
+  printf '%s\n' "$STACKWARDEN_TRUST" >"$trust"
+  chmod 0644 "$trust"
+  log "trust: $trust written"
+fi
+install -d -m 0755 "$state/source"
+
+# 5. One apply of the host side from the newest good revision: it starts every container,
+# the daemon among them, as the manifests declare them.
+apply=(apply --env "$STACKWARDEN_ENV" --scope host --source "$source_url" --trust "$trust"
+  --state-dir "$state/source" --host-root "$STACKWARDEN_HOST_ROOT")
+case $STACKWARDEN_ARTIFACT in
+  binary)
+    bin=$state/bin/stackwarden
+    install -d -m 0755 "$state/bin"
+    if ! cmp -s "$artifact" "$bin"; then
+      install -m 0755 "$artifact" "$bin"
+      log "binary: installed at $bin"
+    fi
+    log "apply: the host side from $source_url"
+    "$bin" "${apply[@]}" || fail "apply: exit $?; the containers it could not start are named above"
+    ;;
+  image)
+    : "${STACKWARDEN_IMAGE:?}"
+    log "image: loading"
+    docker load --input "$artifact" >&2
+    docker image inspect "$STACKWARDEN_IMAGE" >/dev/null 2>&1 ||
+      fail "image: the artifact does not hold $STACKWARDEN_IMAGE (the image Container/$STACKWARDEN_CONTAINER declares)"
+    chown -R 10001:10001 "$state/source"
+    log "apply: the host side from $source_url, in $STACKWARDEN_IMAGE"
+    docker run --rm --network host --user 10001:10001 \
+      --group-add "$(stat -c %g /var/run/docker.sock)" \
+      -e AWS_REGION -e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+      -v /var/run/docker.sock:/var/run/docker.sock \
+      -v "$STACKWARDEN_HOST_ROOT:$STACKWARDEN_HOST_ROOT" \
+      "$STACKWARDEN_IMAGE" "${apply[@]}" ||
+      fail "apply: exit $?; the containers it could not start are named above"
+    ;;
+  *) fail "unknown artifact kind $STACKWARDEN_ARTIFACT (none, image or binary)" ;;
+esac
+log "done: the host converged; $STACKWARDEN_CONTAINER keeps it from here"
