@@ -12,6 +12,7 @@ mod iam;
 pub mod permissions;
 mod s3;
 mod ssm;
+pub use ssm::read_value as read_parameter_value;
 
 use crate::model::ownership::SPEC_HASH_TAG;
 use crate::model::{Desired, Kind, LookupSpec, LookupType, ResourceId, Tags};
@@ -199,6 +200,20 @@ fn s3_config(config: &aws_config::SdkConfig) -> aws_sdk_s3::config::Builder {
 /// about the stack's resources.
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(s3_config(config).build())
+}
+
+/// An SSM client in `region` with the provider's deadlines and retries, counting into
+/// `stats`: the host reads a secret ConfigFile's Parameter with it (the daemon on the host
+/// has no other copy of the value).
+pub async fn parameter_client(region: &str, stats: Arc<Stats>) -> aws_sdk_ssm::Client {
+    let config = sdk_config(region).await;
+    aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::from(&config)
+            .interceptor(calls::CallCounter::new(stats))
+            .timeout_config(timeouts())
+            .retry_config(retries())
+            .build(),
+    )
 }
 
 impl AwsProvider {

@@ -67,6 +67,8 @@ pub enum Step {
     Report,
     /// Reading the status snapshot (`stackwarden status`, from anywhere).
     ReadStatus,
+    /// Reading a secret Parameter's value (the host writes it into a ConfigFile).
+    ReadSecret,
 }
 
 /// Which resources an action is granted on, worked out from the manifests by [`Scope`].
@@ -154,6 +156,7 @@ const PUBLISH: &[Step] = &[Step::Publish];
 const PUBLISH_AND_FOLLOW: &[Step] = &[Step::Publish, Step::Follow];
 const REPORT: &[Step] = &[Step::Report];
 const FOLLOW: &[Step] = &[Step::Follow];
+const READ_SECRET: &[Step] = &[Step::ReadSecret];
 const READ_STATUS: &[Step] = &[Step::ReadStatus];
 
 /// EC2 resource types an instance write touches.
@@ -708,7 +711,15 @@ pub const OPERATIONS: &[Operation] = &[
         READ_STATUS,
         Target::StatusSnapshot,
     ),
-    // SSM.
+    // SSM. The host reads the Parameter's value (decrypted with the account's aws/ssm key,
+    // which needs no IAM grant of its own) for the ConfigFile built from it.
+    op(
+        Ssm,
+        "get_parameter",
+        "ssm:GetParameter",
+        READ_SECRET,
+        Target::Parameter,
+    ),
     op(
         Ssm,
         "get_parameter_history",
@@ -864,8 +875,10 @@ impl Principal {
             (_, Step::Observe | Step::ReadStatus) => true,
             // CI neither follows the pointer nor reports a host's status.
             (Principal::Ci, Step::Follow | Step::Report) => false,
+            // CI writes the value from its own environment; it never reads it back.
+            (Principal::Ci, Step::ReadSecret) => false,
             (Principal::Ci, _) => true,
-            (Principal::Host, Step::Lease | Step::Follow | Step::Report) => true,
+            (Principal::Host, Step::Lease | Step::Follow | Step::Report | Step::ReadSecret) => true,
             (Principal::Readonly | Principal::Host, _) => false,
         }
     }

@@ -13,6 +13,23 @@ use aws_sdk_ssm::types::{
 use std::collections::HashMap;
 use std::fmt;
 
+/// A SecureString parameter's value, decrypted. The error names the parameter and what SSM
+/// said, never a value.
+pub async fn read_value(client: &aws_sdk_ssm::Client, name: &str) -> Result<String, String> {
+    let out = client
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("GetParameter", format!("parameter {name}"), e).to_string())?;
+    out.parameter()
+        .and_then(|p| p.value())
+        .filter(|v| !v.trim().is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("SSM parameter {name} holds no value"))
+}
+
 /// A secret value: compared, sent to SSM, never shown.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -539,6 +539,7 @@ mod tests {
             host_root: root.to_path_buf(),
             stats,
             own_container: None,
+            stored: Default::default(),
         };
         (host, socket)
     }

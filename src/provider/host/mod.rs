@@ -60,6 +60,26 @@ pub struct HostProvider {
     /// The container this process runs in (see [`own_container`]): never removed or
     /// restarted from here.
     own_container: Option<String>,
+    /// Parameter values read from SSM, when this process's environment has no copy.
+    stored: StoredSecrets,
+}
+
+/// How long a Parameter's value read from SSM is kept before it is read again: a rotated
+/// password reaches the host within this, at one GetParameter per parameter each time.
+const STORED_SECRET_TTL: Duration = Duration::from_secs(300);
+
+/// The SSM client (made on first need, in the stack's region) and the values it read, by
+/// parameter name. Never printed.
+#[derive(Default)]
+pub(super) struct StoredSecrets {
+    client: tokio::sync::OnceCell<aws_sdk_ssm::Client>,
+    values: std::sync::Mutex<BTreeMap<String, (std::time::Instant, String)>>,
+}
+
+impl fmt::Debug for StoredSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredSecrets(..)")
+    }
 }
 
 /// Secret values by Parameter name; `Err` says why one cannot be read. Never printed.
@@ -138,6 +158,31 @@ fn unobserved_of(
     out
 }
 
+impl HostProvider {
+    /// A Parameter's value as SSM holds it: what CI's apply put there. On the host, the
+    /// value's declared source (CI's environment) is absent, so this is where it comes from.
+    async fn stored_secret(&self, region: &str, name: &str) -> Result<String, String> {
+        let lock = |m: &std::sync::Mutex<BTreeMap<String, (std::time::Instant, String)>>| {
+            m.lock().map(|g| g.get(name).cloned()).unwrap_or(None)
+        };
+        if let Some((at, value)) = lock(&self.stored.values)
+            && at.elapsed() < STORED_SECRET_TTL
+        {
+            return Ok(value);
+        }
+        let client = self
+            .stored
+            .client
+            .get_or_init(|| crate::provider::aws::parameter_client(region, self.stats.clone()))
+            .await;
+        let value = crate::provider::aws::read_parameter_value(client, name).await?;
+        if let Ok(mut values) = self.stored.values.lock() {
+            values.insert(name.to_string(), (std::time::Instant::now(), value.clone()));
+        }
+        Ok(value)
+    }
+}
+
 /// Reads a Parameter's value from where its manifest says, as every secret is read; the
 /// error names the source, never the value.
 fn read_secret(spec: &crate::model::ParameterSpec) -> Result<String, String> {
@@ -173,6 +218,7 @@ impl HostProvider {
             host_root,
             stats,
             own_container: own_container::current(),
+            stored: StoredSecrets::default(),
         })
     }
 
@@ -413,7 +459,14 @@ impl Provider for HostProvider {
             .collect();
         for (res, spec) in desired.parameters() {
             if params.contains(res.id.name.as_str()) {
-                obs.secrets.0.insert(res.id.name.clone(), read_secret(spec));
+                let value = match read_secret(spec) {
+                    Ok(value) => Ok(value),
+                    Err(local) => self
+                        .stored_secret(&desired.stack.region, &spec.name)
+                        .await
+                        .map_err(|ssm| format!("{local}, and {ssm}")),
+                };
+                obs.secrets.0.insert(res.id.name.clone(), value);
             }
         }
         Ok(obs)

@@ -111,7 +111,7 @@ fn the_host_policy_is_exactly_this() {
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
-        "ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
+        "ssm:GetParameter ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
     ];
     assert_eq!(lines(&policy(Principal::Host, &scope())), expected);
 }
@@ -148,7 +148,12 @@ fn the_host_policy_writes_only_the_lease_and_its_status_snapshot() {
         assert!(
             steps.iter().all(|s| matches!(
                 s,
-                Step::Observe | Step::Lease | Step::Follow | Step::Report | Step::ReadStatus
+                Step::Observe
+                    | Step::Lease
+                    | Step::Follow
+                    | Step::Report
+                    | Step::ReadStatus
+                    | Step::ReadSecret
             )),
             "the host is granted {action} for {steps:?}"
         );
