@@ -102,6 +102,8 @@ case $STACKWARDEN_ARTIFACT in
     fi
     log "apply: the host side from $source_url"
     "$bin" "${apply[@]}" || fail "apply: exit $?; the containers it could not start are named above"
+    # The daemon runs as uid 10001 and keeps the source's state from here.
+    chown -R 10001:10001 "$state/source"
     ;;
   image)
     : "${STACKWARDEN_IMAGE:?}"
@@ -109,6 +111,8 @@ case $STACKWARDEN_ARTIFACT in
     docker load --input "$artifact" >&2
     docker image inspect "$STACKWARDEN_IMAGE" >/dev/null 2>&1 ||
       fail "image: the artifact does not hold $STACKWARDEN_IMAGE (the image Container/$STACKWARDEN_CONTAINER declares)"
+    # The image runs as uid 10001: the host root and the source's state must be its to write.
+    chown 10001:10001 "$STACKWARDEN_HOST_ROOT"
     chown -R 10001:10001 "$state/source"
     log "apply: the host side from $source_url, in $STACKWARDEN_IMAGE"
     docker run --rm --network host --user 10001:10001 \

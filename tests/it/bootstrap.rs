@@ -35,10 +35,23 @@ struct World {
     keys: tempfile::TempDir,
     /// The host root the user data names (fresh: nothing in it).
     host_root: tempfile::TempDir,
-    /// The artifact: the stackwarden binary under test.
+    /// The artifact: the stackwarden binary under test, or the image saved from the engine.
     artifact: PathBuf,
     sha256: String,
+    /// Holds a saved image while the world lives.
+    _saved: Option<tempfile::TempDir>,
 }
+
+/// What the user data fetches.
+enum Kind {
+    /// The binary under test.
+    Binary,
+    /// `scripts/image`'s image, saved with `docker save`, declared as Container/stackwarden's.
+    Image,
+}
+
+/// What scripts/image builds from the Dockerfile.
+const IMAGE: &str = "stackwarden:local";
 
 fn sha256_of(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
@@ -63,6 +76,10 @@ impl World {
     /// The seeded AWS world, a checkout whose local environment bootstraps from the binary,
     /// a signing key.
     async fn new() -> World {
+        World::with(Kind::Binary).await
+    }
+
+    async fn with(kind: Kind) -> World {
         let moto = Moto::start(&[]).await;
         let repo = crate::support::daemon::repo_copy("30s");
         let keys = tempfile::tempdir().unwrap();
@@ -71,13 +88,44 @@ impl World {
         ok(&Cli::new(&["keygen", "--out", &keydir]).output());
         let public = std::fs::read_to_string(keys.path().join("stackwarden.pub")).unwrap();
         let trust = public.lines().last().unwrap().trim().to_string();
-        let artifact = PathBuf::from(env!("CARGO_BIN_EXE_stackwarden"));
-        let sha256 = sha256_of(&artifact);
         let set = |k: &str, v: &str| crate::support::daemon::set_value(repo.path(), k, v);
+        let (artifact, saved, name) = match kind {
+            Kind::Binary => (
+                PathBuf::from(env!("CARGO_BIN_EXE_stackwarden")),
+                None,
+                "binary",
+            ),
+            Kind::Image => {
+                crate::own_container::ensure_image();
+                let dir = tempfile::tempdir().unwrap();
+                let tar = dir.path().join("stackwarden.tar");
+                let saved = Command::new("docker")
+                    .args(["save", "--output"])
+                    .arg(&tar)
+                    .arg(IMAGE)
+                    .status()
+                    .unwrap();
+                assert!(saved.success(), "docker save {IMAGE}");
+                // The daemon the apply starts is this image, in the socket's group.
+                let values = repo.path().join("manifests/environments/local.yaml");
+                let text = std::fs::read_to_string(&values).unwrap().replace(
+                    "  stackwarden: stackwarden/stub:local",
+                    &format!("  stackwarden: {IMAGE}"),
+                );
+                std::fs::write(&values, text).unwrap();
+                let gid = {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::metadata("/var/run/docker.sock").unwrap().gid()
+                };
+                set("dockerGroup", &format!("\"{gid}\""));
+                (tar, Some(dir), "image")
+            }
+        };
+        let sha256 = sha256_of(&artifact);
         set("hostRoot", &host_root.path().display().to_string());
         set(
             "bootstrap",
-            &format!("{{artifact: binary, sha256: \"{sha256}\", trust: \"{trust}\"}}"),
+            &format!("{{artifact: {name}, sha256: \"{sha256}\", trust: \"{trust}\"}}"),
         );
         set("daemonSource", &format!("s3://{BUCKET}/stackwarden"));
         World {
@@ -87,6 +135,7 @@ impl World {
             host_root,
             artifact,
             sha256,
+            _saved: saved,
         }
     }
 
@@ -401,5 +450,29 @@ async fn an_instance_terminated_and_applied_again_comes_back_with_the_buckets_da
     for (name, secs) in &steps {
         eprintln!("down and up: {name}: {secs:.1} s");
     }
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+}
+
+#[tokio::test]
+async fn an_image_artifact_is_loaded_and_the_host_is_applied_from_inside_it() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+    let world = World::with(Kind::Image).await;
+    world.apply_aws();
+    world.publish();
+    world.publish_artifact();
+    let (out, took) = world.run_on_host(&world.user_data().await, ENGINE);
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("empty host to converged stack from the image artifact: {took:.1} s");
+    assert!(world.log().contains("image: loading"), "{}", world.log());
+    let plan = world.plan_host();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let daemon = dk::inspect(&docker, "stackwarden").await;
+    assert_eq!(
+        daemon.config.and_then(|c| c.image).as_deref(),
+        Some(IMAGE),
+        "the daemon runs the image the artifact held"
+    );
     dk::cleanup(&docker, "observability", &CONTAINERS).await;
 }

@@ -30,7 +30,7 @@ const COMMAND: [&str; 9] = [
 
 /// The image, built by scripts/image when this machine has none yet (`.ci/run` builds it
 /// before the tests).
-fn ensure_image() {
+pub(crate) fn ensure_image() {
     let present = Command::new("docker")
         .args(["image", "inspect", IMAGE])
         .output()
