@@ -18,12 +18,40 @@ pub fn user_data(desired: &Desired, spec: &InstanceSpec) -> Option<String> {
     }
 }
 
-/// The settings, in the order the script reads them.
-fn settings(desired: &Desired, b: &Bootstrap) -> Vec<(&'static str, String)> {
-    let bucket = desired
+/// The bucket name a bootstrap names (its Bucket's, by manifest name).
+fn bucket_of(desired: &Desired, b: &Bootstrap) -> String {
+    desired
         .buckets()
         .find(|(r, _)| r.id.name == b.bucket)
-        .map_or_else(|| b.bucket.clone(), |(_, s)| s.name.clone());
+        .map_or_else(|| b.bucket.clone(), |(_, s)| s.name.clone())
+}
+
+/// Where a bootstrap's artifact must be: `s3://BUCKET/PREFIX/artifacts/SHA256`.
+pub fn artifact_url(desired: &Desired, b: &Bootstrap) -> String {
+    format!(
+        "s3://{}/{}/artifacts/{}",
+        bucket_of(desired, b),
+        b.prefix.trim_matches('/'),
+        b.sha256.to_ascii_lowercase()
+    )
+}
+
+/// The artifacts the declared instances pin (`none` pins nothing), as [`artifact_url`]s.
+pub fn pinned_artifacts(desired: &Desired) -> Vec<String> {
+    let mut out: Vec<String> = desired
+        .instances()
+        .filter_map(|(_, s)| s.bootstrap.as_ref())
+        .filter(|b| b.artifact != ArtifactKind::None)
+        .map(|b| artifact_url(desired, b))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The settings, in the order the script reads them.
+fn settings(desired: &Desired, b: &Bootstrap) -> Vec<(&'static str, String)> {
+    let bucket = bucket_of(desired, b);
     let image = desired
         .containers()
         .find(|(r, _)| r.id.name == b.container)

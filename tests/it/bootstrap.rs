@@ -319,6 +319,13 @@ async fn the_user_data_alone_converges_a_fresh_host_refuses_a_bad_artifact_and_i
         text(&out)
     );
     assert_eq!(none_running(&docker).await, Vec::<String>::new());
+    // CI's plan says so before any instance depends on it.
+    let plan = world.cli(&["plan", "--env", "local", "--scope", "aws"]);
+    assert!(
+        text(&plan).contains("Bootstrap=False ArtifactMissing"),
+        "{}",
+        text(&plan)
+    );
 
     // Someone else's bytes under the pinned name: refused, nothing started, nothing kept.
     world
@@ -350,6 +357,8 @@ async fn the_user_data_alone_converges_a_fresh_host_refuses_a_bad_artifact_and_i
         printed.contains(&format!("sha256:{}", world.sha256)),
         "{printed}"
     );
+    let plan = world.cli(&["plan", "--env", "local", "--scope", "aws"]);
+    assert!(!text(&plan).contains("ArtifactMissing"), "{}", text(&plan));
     let (out, took) = world.run_on_host(&user_data, ENGINE);
     assert!(out.status.success(), "{}", text(&out));
     eprintln!("empty host to converged stack through the user data alone: {took:.1} s");

@@ -75,6 +75,9 @@ pub struct Observed {
     pub elb: ElbObserved,
     /// The roles of instanceProfile Lookups, by Lookup manifest name (`None`: no role).
     pub iam: BTreeMap<String, Option<LiveRole>>,
+    /// Whether each artifact an Instance's bootstrap pins is in its bucket, by object URL
+    /// (`s3://bucket/key`): a new instance would fail to bootstrap without it.
+    pub artifacts: BTreeMap<String, Result<bool, String>>,
     /// Resources whose calls failed: they are Unknown this pass, the rest is planned.
     pub unobserved: Vec<Unobserved>,
 }
@@ -528,6 +531,10 @@ impl AwsProvider {
             .collect();
         if !running.is_empty() {
             observed.ssm = ssm::reachability(&self.ssm, &running).await;
+        }
+        for url in crate::bootstrap::pinned_artifacts(desired) {
+            let present = s3::object_exists(&self.s3, &url).await;
+            observed.artifacts.insert(url, present);
         }
         observed.unobserved = unobserved;
         Ok(observed)

@@ -153,6 +153,9 @@ const GROUP_AND_INSTANCE: &[Step] = &[
 ];
 const LEASE: &[Step] = &[Step::Lease];
 const PUBLISH: &[Step] = &[Step::Publish];
+/// Plan looks for the artifact an Instance's bootstrap pins (HeadObject); publish compares one
+/// already there.
+const OBSERVE_AND_PUBLISH: &[Step] = &[Step::Observe, Step::Publish];
 const PUBLISH_AND_FOLLOW: &[Step] = &[Step::Publish, Step::Follow];
 const REPORT: &[Step] = &[Step::Report];
 const FOLLOW: &[Step] = &[Step::Follow];
@@ -693,7 +696,7 @@ pub const OPERATIONS: &[Operation] = &[
         S3,
         "head_object",
         "s3:GetObject",
-        PUBLISH,
+        OBSERVE_AND_PUBLISH,
         Target::Artifacts,
     ),
     op(S3, "get_object", "s3:GetObject", FOLLOW, Target::Artifacts),

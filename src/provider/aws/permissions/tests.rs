@@ -90,6 +90,7 @@ fn the_readonly_policy_is_exactly_this() {
         "iam:GetPolicy iam:GetPolicyVersion | arn:aws:iam::aws:policy/* arn:aws:iam::123456789012:policy/* | -",
         "iam:GetRolePolicy iam:ListAttachedRolePolicies iam:ListRolePolicies | arn:aws:iam::123456789012:role/dc-dev-observability | -",
         "s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket | arn:aws:s3:::dc-dev-observability-123456789012 | -",
+        "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/artifacts/* | -",
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
         "ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",

@@ -468,6 +468,26 @@ pub fn diff_bucket(spec: &BucketSpec, live: &LiveBucket) -> (Vec<FieldChange>, V
 }
 
 /// Fails when a declared bucket is tagged for another stack.
+/// Whether the object at `s3://bucket/key` exists (HeadObject); the error says why it could not
+/// be told.
+pub async fn object_exists(client: &aws_sdk_s3::Client, url: &str) -> Result<bool, String> {
+    let Some((bucket, key)) = url.strip_prefix("s3://").and_then(|r| r.split_once('/')) else {
+        return Err(format!("{url} is not s3://bucket/key"));
+    };
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
+                || e.raw_response().map(|r| r.status().as_u16()) == Some(404);
+            if not_found {
+                Ok(false)
+            } else {
+                Err(AwsError::call("HeadObject", url.to_string(), e).to_string())
+            }
+        }
+    }
+}
+
 pub fn check_owners(desired: &Desired, observed: &Observed) -> Result<(), AwsError> {
     for (r, spec) in desired.buckets() {
         if let Some(Some(l)) = observed.buckets.get(&r.id.name) {

@@ -498,6 +498,11 @@ pub fn diff_instances(
             }
             continue;
         }
+        // Shown whether or not an instance runs: a create or a replacement is exactly when a
+        // missing artifact would bite.
+        if let Some(c) = bootstrap_condition(desired, observed, &r.id, spec) {
+            plan.conditions.push(c);
+        }
         if cands.is_empty() {
             // Instances that lost their tags but carry its marks: never a second host beside
             // them. More than one, or marks that disagree, need a person to say which.
@@ -684,6 +689,52 @@ pub fn check_ownership(desired: &Desired, instances: &[LiveInstance]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether a new instance could bootstrap: the artifact its user data pins is in the bucket.
+/// A missing one would leave a replacement (or the stack's next `up`) with Docker only.
+fn bootstrap_condition(
+    desired: &Desired,
+    observed: &Observed,
+    id: &ResourceId,
+    spec: &InstanceSpec,
+) -> Option<Condition> {
+    let b = spec.bootstrap.as_ref()?;
+    if b.artifact == crate::model::ArtifactKind::None {
+        return None;
+    }
+    let url = crate::bootstrap::artifact_url(desired, b);
+    let (status, reason, message) = match observed.artifacts.get(&url) {
+        Some(Ok(true)) => (
+            ConditionStatus::True,
+            "ArtifactPresent",
+            format!("the pinned artifact is at {url}"),
+        ),
+        Some(Ok(false)) => (
+            ConditionStatus::False,
+            "ArtifactMissing",
+            format!(
+                "the pinned artifact is not at {url}: a new instance would start nothing (publish it with `stackwarden publish --artifact FILE`)"
+            ),
+        ),
+        Some(Err(why)) => (
+            ConditionStatus::Unknown,
+            "ArtifactUnknown",
+            format!("whether the pinned artifact is at {url} cannot be told: {why}"),
+        ),
+        None => (
+            ConditionStatus::Unknown,
+            "ArtifactUnknown",
+            "the pinned artifact was not looked for".to_string(),
+        ),
+    };
+    Some(Condition {
+        id: id.clone(),
+        kind: "Bootstrap".into(),
+        status,
+        reason: reason.into(),
+        message,
+    })
 }
 
 fn ssm_condition(id: &ResourceId, reach: Option<&SsmReach>) -> Condition {
