@@ -109,13 +109,20 @@ pub fn desired_view(
         dns: Vec::new(),
         restart: spec.restart.as_docker().to_string(),
         health: match &spec.health_check {
-            Some(h) => Some(HealthView {
-                test: h.test.clone(),
-                interval: nanos(h.interval),
-                timeout: nanos(h.timeout),
-                retries: i64::from(h.retries),
-                start_period: nanos(h.start_period),
-            }),
+            Some(h) => {
+                // The engine fills each duration (and retries) left at zero from the
+                // image's HEALTHCHECK: so does the view, or such a container (stackwarden's
+                // own, whose image has a start period) would differ forever.
+                let inherited = image.health.clone().unwrap_or_default();
+                let or_image = |v: i64, from_image: i64| if v == 0 { from_image } else { v };
+                Some(HealthView {
+                    test: h.test.clone(),
+                    interval: or_image(nanos(h.interval), inherited.interval),
+                    timeout: or_image(nanos(h.timeout), inherited.timeout),
+                    retries: or_image(i64::from(h.retries), inherited.retries),
+                    start_period: or_image(nanos(h.start_period), inherited.start_period),
+                })
+            }
             None => image.health.clone(),
         },
         init: false,
@@ -655,5 +662,44 @@ mod tests {
             )
         );
         assert_eq!(v.env.0.keys().collect::<Vec<_>>(), ["A"]);
+    }
+
+    #[test]
+    fn a_health_check_takes_what_it_leaves_at_zero_from_the_image() {
+        // stackwarden's own image has a start period; its manifest declares none.
+        let spec: ContainerSpec = serde_json::from_value(serde_json::json!({
+            "image": "stub:local", "memory": "64M",
+            "healthCheck": {"test": ["CMD", "true"], "interval": "1s", "timeout": "2s", "retries": 3}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let image = ImageInfo {
+            id: "sha256:1".into(),
+            health: Some(HealthView {
+                test: vec!["CMD".into(), "false".into()],
+                interval: 30_000_000_000,
+                timeout: 5_000_000_000,
+                retries: 5,
+                start_period: 10_000_000_000,
+            }),
+            ..Default::default()
+        };
+        let v = desired_view(
+            "svc",
+            &spec,
+            Some(&image),
+            &[],
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
+        assert_eq!(
+            v.health,
+            Some(HealthView {
+                test: vec!["CMD".into(), "true".into()],
+                interval: 1_000_000_000,
+                timeout: 2_000_000_000,
+                retries: 3,
+                start_period: 10_000_000_000,
+            })
+        );
     }
 }
