@@ -42,6 +42,9 @@ pub enum AlertName {
     /// The pointer in force has expired and nothing newer came: the last good revision is
     /// still applied, but nobody is publishing.
     SourceStale,
+    /// The daemon's handoff to a successor of its own container failed: the successor did
+    /// not turn healthy within its bound and was removed; the old daemon carries on.
+    SelfUpdateFailed,
 }
 
 impl AlertName {
@@ -55,6 +58,7 @@ impl AlertName {
             AlertName::AlertReceiverFailing => "AlertReceiverFailing",
             AlertName::SourceRejected => "SourceRejected",
             AlertName::SourceStale => "SourceStale",
+            AlertName::SelfUpdateFailed => "SelfUpdateFailed",
         }
     }
 
@@ -64,7 +68,7 @@ impl AlertName {
             AlertName::StackDrift | AlertName::SourceStale => "warning",
             AlertName::PolicyViolation | AlertName::ReconcileFailing => "critical",
             AlertName::ContainerUnhealthy | AlertName::AlertReceiverFailing => "critical",
-            AlertName::SourceRejected => "critical",
+            AlertName::SourceRejected | AlertName::SelfUpdateFailed => "critical",
         }
     }
 }
@@ -217,6 +221,8 @@ impl Book {
                     AlertName::SourceRejected | AlertName::SourceStale => {
                         source_resolution(alert.name).to_string()
                     }
+                    // Raised and resolved by the loop's handoff, never by a pass.
+                    AlertName::SelfUpdateFailed => "the self-update completed".to_string(),
                 };
                 alert.annotations.insert("action".into(), action);
                 events.push(Event::Resolved(alert, v.now));
@@ -400,6 +406,62 @@ pub fn source_alert(
     .collect();
     Alert {
         fingerprint: fingerprint(&[at.stack, "Source", at.url, name.as_str()]),
+        name,
+        labels,
+        annotations,
+        starts_at: now,
+    }
+}
+
+/// Where a self-update alert is about, and what it links to.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfUpdateAt<'a> {
+    /// The stack's name.
+    pub stack: &'a str,
+    /// The environment.
+    pub environment: &'a str,
+    /// The declared name of the daemon's own container.
+    pub container: &'a str,
+    /// The daemon's page.
+    pub page: &'a str,
+}
+
+/// `SelfUpdateFailed`: the successor of the daemon's own container did not turn healthy
+/// and was removed. One per container, so that a second failure updates the first.
+pub fn self_update_alert(at: SelfUpdateAt<'_>, why: &str, now: SystemTime) -> Alert {
+    let name = AlertName::SelfUpdateFailed;
+    let labels = [
+        ("alertname", name.as_str()),
+        ("severity", name.severity()),
+        ("stack", at.stack),
+        ("environment", at.environment),
+        ("kind", "Container"),
+        ("resource", at.container),
+        ("cause", "manifest"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let annotations = [
+        (
+            "summary",
+            format!(
+                "the successor of Container/{} did not turn healthy and was removed: {why}",
+                at.container
+            ),
+        ),
+        (
+            "action",
+            "rolled back: the running daemon keeps the lease; tried again at the next resync"
+                .to_string(),
+        ),
+        ("page", at.page.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Alert {
+        fingerprint: fingerprint(&[at.stack, "Container", at.container, name.as_str()]),
         name,
         labels,
         annotations,

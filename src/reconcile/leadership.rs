@@ -60,6 +60,11 @@ impl Controller {
 
     /// Takes or renews the lease; says what this pass may do.
     pub(super) async fn lease_step(&mut self) -> Acting {
+        if self.handoff.handing_off {
+            // Given up to a successor: never taken back while this container is stopped.
+            self.state.stand_by();
+            return Acting::Standby;
+        }
         let Some(lease) = &self.lease else {
             // Host-only daemons (on the instance, no AWS in scope) have no bucket to hold a
             // lease in: one daemon per host is the deployment's guarantee.

@@ -110,13 +110,24 @@ fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
 }
 
-/// This machine's host name.
+/// This machine's host name; in a container that does not carry its id as host name (one on
+/// the host's network shares the host's name, and its process is pid 1 like its
+/// successor's), the container's short id besides: two daemons in two containers, a
+/// self-update's old and new one, must never share an identity.
 fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        match crate::provider::host::own_container::current() {
+            Some(id) if !id.starts_with(&host) => format!("{host}.{}", &id[..12.min(id.len())]),
+            _ => host,
+        }
+    })
+    .clone()
 }
 
 /// This process's identity: host name and pid (what `/status` and a refused `apply` show).

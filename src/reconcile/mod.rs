@@ -8,14 +8,15 @@
 //!
 //! Read in this order: `run` (triggers to the next pass), `pass` (one pass's effects),
 //! `decide` (the pure choices a pass makes), `state` (what the loop remembers), `worlds`
-//! (connecting, shared with the CLI), `leadership` and `lease` (who writes), `detach` (writes
-//! that outlive their pass), `backoff`, `health` and `budget` (what holds a write back).
+//! (connecting, shared with the CLI), `leadership` and `lease` (who writes), `handoff` (the
+//! daemon replacing its own container), `detach` (writes that outlive their pass), `backoff`, `health` and `budget` (what holds a write back).
 
 pub mod backoff;
 pub mod budget;
 pub mod decide;
 mod detach;
 pub mod follow;
+mod handoff;
 pub mod health;
 mod leadership;
 pub mod lease;
@@ -100,6 +101,10 @@ pub struct Controller {
     aws: Option<AwsWorld>,
     host: Option<Arc<dyn DynProvider>>,
     events: Option<mpsc::Receiver<HostEvent>>,
+    /// The daemon's own container, as the host's apply hands it over.
+    self_update: Option<Arc<crate::provider::host::handoff::SelfUpdate>>,
+    /// What the loop remembers of a self-update.
+    handoff: handoff::Handoffs,
     files: Option<triggers::FileWatch>,
     /// The declared container names, for the Docker events watcher.
     watched_names: crate::provider::host::events::WatchedNames,
@@ -156,6 +161,8 @@ impl Controller {
             aws: None,
             host: None,
             events: None,
+            self_update: None,
+            handoff: handoff::Handoffs::default(),
             files: None,
             watched_names: Default::default(),
             state: State::new(clock.now()),
@@ -185,6 +192,7 @@ impl Controller {
             .alerts
             .active()
             .chain(self.follow.iter().flat_map(follow::Follow::active))
+            .chain(self.handoff.active())
             .cloned()
             .collect();
         if let Some(d) = &self.state.desired {

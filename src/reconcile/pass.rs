@@ -193,6 +193,7 @@ impl Controller {
             {
                 Ok(world) => {
                     self.events = world.events;
+                    self.self_update = world.self_update;
                     self.host = Some(world.provider);
                     self.state.reach.docker = Some(state::up());
                 }
@@ -215,9 +216,22 @@ impl Controller {
             return;
         };
         self.stats.reset();
+        // A handoff finished in the background since the last pass: hand over first.
+        if self.settle_handoff().await {
+            self.publish();
+            return;
+        }
         let reached = self.reach(&mut desired, trigger).await;
         let host_only = reached.host_only;
-        let acting = self.who_writes(&desired, &reached).await;
+        let mut acting = self.who_writes(&desired, &reached).await;
+        if acting == Acting::Full {
+            self.take_over_if_successor(&desired).await;
+            // The lease may have been found lost just now.
+            if self.state.lease.role != crate::status::Role::Leader {
+                acting = Acting::Standby;
+            }
+        }
+        self.arm_handoff(acting);
         let Worked {
             mut report,
             mut after,
@@ -273,8 +287,12 @@ impl Controller {
         if decide::alerts(acting, desired.stack.mode.repairs()) {
             let alert_scope = |k: Kind| looked_at(k) && !pass_failed && unobserved(k).is_none();
             self.raise_alerts(&desired, &report, &after, &alert_scope, finished);
+            let host_seen = !pass_failed && unobserved(Kind::Container).is_none();
+            self.resolve_self_update_if_clean(&after, host_seen);
         }
         self.publish();
+        // The handoff, when its steps finished within this pass.
+        self.settle_handoff().await;
     }
 
     /// Connects what is in scope, resolves `${account}`, and says which worlds this pass

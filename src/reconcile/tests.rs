@@ -187,7 +187,13 @@ impl Connect for Worlds {
     ) -> BoxFuture<'a, Result<HostWorld, ProviderError>> {
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
         let provider = Arc::new(Scripted(self.script.clone()));
-        Box::pin(async move { Ok(HostWorld { provider, events }) })
+        Box::pin(async move {
+            Ok(HostWorld {
+                provider,
+                events,
+                self_update: None,
+            })
+        })
     }
 
     fn s3<'a>(&'a self, _region: &'a str) -> BoxFuture<'a, aws_sdk_s3::Client> {

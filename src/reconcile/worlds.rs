@@ -7,6 +7,7 @@
 use crate::provider::aws::{self, AwsProvider};
 use crate::provider::host::HostProvider;
 use crate::provider::host::events::{HostEvent, WatchedNames, watch_events};
+use crate::provider::host::handoff::SelfUpdate;
 use crate::provider::{DynProvider, ProviderError, Stats};
 use futures_util::future::BoxFuture;
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub struct HostWorld {
     pub provider: Arc<dyn DynProvider>,
     /// Container events of the stack and of the names it declares, when asked for.
     pub events: Option<mpsc::Receiver<HostEvent>>,
+    /// The daemon's own container, as the host's apply hands it over (`None` where a test
+    /// plugs in a world of its own).
+    pub self_update: Option<Arc<SelfUpdate>>,
 }
 
 /// What the events watcher follows: the stack's containers and any holder of a declared name.
@@ -109,6 +113,7 @@ impl Connect for Live {
                 )
             });
             Ok(HostWorld {
+                self_update: Some(provider.self_update()),
                 provider: Arc::new(provider),
                 events,
             })

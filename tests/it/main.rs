@@ -17,6 +17,7 @@ mod delivery;
 mod faults;
 mod golden;
 mod grafana;
+mod handoff;
 mod host;
 mod local_world;
 mod manifests;

@@ -111,6 +111,16 @@ impl HostProvider {
         }
         let started = Instant::now();
         tracing::info!(target: APPLY_LOG_TARGET, "{}", step_line(&step.change));
+        if self.replaces_own(&step) {
+            // Not removed from inside: handed over to a successor (see `handoff`).
+            return match self.hand_off(&step).await {
+                Ok(()) => StepOutcome::done(step.change),
+                Err(error) => {
+                    tracing::warn!(target: APPLY_LOG_TARGET, "{} {} failed: {error}", step.change.action.verb(), step.change.id);
+                    StepOutcome::failed(step.change, error)
+                }
+            };
+        }
         for op in &step.ops {
             if let Err(error) = self.run_op(op).await {
                 tracing::warn!(
@@ -237,7 +247,7 @@ impl HostProvider {
         )?)
     }
 
-    async fn ensure_image(&self, image: &str, present: bool) -> Result<(), StepError> {
+    pub(super) async fn ensure_image(&self, image: &str, present: bool) -> Result<(), StepError> {
         if present {
             return Ok(());
         }
@@ -257,7 +267,7 @@ impl HostProvider {
         }
     }
 
-    async fn ensure_network(
+    pub(super) async fn ensure_network(
         &self,
         network: &str,
         labels: &BTreeMap<String, String>,
@@ -268,7 +278,7 @@ impl HostProvider {
         Ok(self.client.create_network(network, labels).await?)
     }
 
-    async fn create_container(&self, c: &ContainerCreate) -> Result<(), StepError> {
+    pub(super) async fn create_container(&self, c: &ContainerCreate) -> Result<(), StepError> {
         // A missing bind source would be created by the engine as root 0755 (or, for a
         // file, as a directory): hostPath directories under the root are made here.
         for dir in &c.host_dirs {
@@ -314,8 +324,10 @@ impl HostProvider {
         }
     }
 
-    /// Refuses to stop the container this process runs in: the step would end the process
-    /// midway (a replace would never create the new one). An apply from outside does it.
+    /// Refuses to remove or restart the container this process runs in: the step would end
+    /// the process midway. A replace is handed over instead (`handoff`, before any op
+    /// runs); what is left here is a removal (no longer declared) or a health restart,
+    /// which an apply from outside does.
     fn refuse_own(&self, name: &str, id: &str) -> Result<(), StepError> {
         if self.own_container.as_deref() != Some(id) {
             return Ok(());
@@ -534,8 +546,10 @@ mod tests {
         let path = root.join("silent-engine.sock");
         let socket = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
         let endpoint = format!("unix://{}", path.display());
+        let client = Client::at(&endpoint, stats.clone()).unwrap_or_else(|e| panic!("{e}"));
         let host = HostProvider {
-            client: Client::at(&endpoint, stats.clone()).unwrap_or_else(|e| panic!("{e}")),
+            self_update: Arc::new(super::super::handoff::SelfUpdate::new(client.clone(), None)),
+            client,
             host_root: root.to_path_buf(),
             stats,
             own_container: None,

@@ -189,7 +189,13 @@ pub fn from_inspect(c: &ContainerInspectResponse, image: Option<&ImageInfo>) -> 
     let all_labels: BTreeMap<String, String> =
         config.labels.unwrap_or_default().into_iter().collect();
     let mut labels = all_labels.clone();
-    labels.retain(|k, v| inherited.labels.get(k) != Some(v) && k != MOUNTS_LABEL);
+    // The successor label records how a container came to be, not what it is: a successor
+    // renamed to the declared name is the declared container.
+    labels.retain(|k, v| {
+        inherited.labels.get(k) != Some(v)
+            && k != MOUNTS_LABEL
+            && k != super::handoff::SUCCESSOR_LABEL
+    });
     let mount_sources = all_labels
         .get(MOUNTS_LABEL)
         .and_then(|l| serde_json::from_str(l).ok())
@@ -443,6 +449,8 @@ pub fn create_body(
 /// The deadline of one API call (connect and answer): the engine answers in milliseconds
 /// (docs/quirks.md), so a socket silent this long is stuck, not busy.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopped container's process gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE_SECONDS: i32 = 10;
 /// The deadline of a whole image pull: a registry may be slow, but a dead one must not
 /// hold the apply forever (no registry is reachable in the local world at all).
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -737,6 +745,41 @@ impl Client {
         ))
         .await
         .map_err(self.err("RestartContainer", name))
+    }
+
+    /// Renames a container (its id, state and settings stay).
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        self.record("RenameContainer");
+        let opts = bollard::query_parameters::RenameContainerOptions {
+            name: name.to_string(),
+        };
+        bounded(self.docker.rename_container(id, opts))
+            .await
+            .map_err(self.err("RenameContainer", id))
+    }
+
+    /// Stops a container through the engine, which marks it stopped on purpose: a policy
+    /// of `unless-stopped` does not start it again (a process's own exit would).
+    pub async fn stop(&self, id: &str) -> Result<(), DockerError> {
+        self.record("StopContainer");
+        let opts = bollard::query_parameters::StopContainerOptions {
+            t: Some(STOP_GRACE_SECONDS),
+            ..Default::default()
+        };
+        // The engine waits out the grace before it answers.
+        let call = self.docker.stop_container(id, Some(opts));
+        match tokio::time::timeout(
+            CALL_TIMEOUT + Duration::from_secs(STOP_GRACE_SECONDS as u64),
+            call,
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err("StopContainer", id)(e)),
+            Err(_) => Err(self.err("StopContainer", id)(
+                bollard::errors::Error::RequestTimeoutError,
+            )),
+        }
     }
 
     /// Unpauses a container.

@@ -13,11 +13,12 @@ mod diff;
 mod docker;
 pub mod events;
 mod files;
+pub mod handoff;
 mod hash;
 mod image;
 mod ledger;
 pub mod op;
-mod own_container;
+pub mod own_container;
 mod view;
 
 pub use events::{HostEvent, watch_events};
@@ -62,6 +63,8 @@ pub struct HostProvider {
     own_container: Option<String>,
     /// Parameter values read from SSM, when this process's environment has no copy.
     stored: StoredSecrets,
+    /// The self-update shared with the reconcile loop.
+    self_update: Arc<handoff::SelfUpdate>,
 }
 
 /// How long a Parameter's value read from SSM is kept before it is read again: a rotated
@@ -213,11 +216,13 @@ impl HostProvider {
             .negotiate()
             .await
             .map_err(provider_err)?;
+        let own = own_container::current();
         Ok(HostProvider {
+            self_update: Arc::new(handoff::SelfUpdate::new(client.clone(), own.clone())),
             client,
             host_root,
             stats,
-            own_container: own_container::current(),
+            own_container: own,
             stored: StoredSecrets::default(),
         })
     }
@@ -225,6 +230,11 @@ impl HostProvider {
     /// The bollard client (the events watcher and tests share it).
     pub fn docker(&self) -> &bollard::Docker {
         &self.client.docker
+    }
+
+    /// What the reconcile loop shares with this provider about its own container.
+    pub fn self_update(&self) -> Arc<handoff::SelfUpdate> {
+        self.self_update.clone()
     }
 
     /// The host root config files live under.

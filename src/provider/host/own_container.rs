@@ -1,8 +1,9 @@
 //! The container this process runs in, if any. On the host, stackwarden's daemon is itself
 //! one of the stack's containers; removing, replacing or restarting that container from
 //! inside would end the process halfway through its own repair (and a replace would never
-//! create the new one). Those steps are refused here and left to an `apply` from outside:
-//! CI, or a person on the host.
+//! create the new one). A daemon holding the stack's lease hands a replace over to a
+//! successor instead (`handoff`); a removal, a restart, and any of them by `apply` run
+//! inside it, are refused and left to an `apply` from outside: CI, or a person on the host.
 
 /// The Docker id of the container this process runs in, from `/proc/self`; `None` outside
 /// one (or where the kernel does not tell).

@@ -156,6 +156,12 @@ fn plan_removals(desired: &Desired, obs: &HostObserved, out: &mut ProviderPlan<H
     let mut ours: Vec<&LiveContainer> = owned(desired, obs).collect();
     ours.sort_by(|a, b| a.name.cmp(&b.name));
     for live in ours {
+        // A successor waiting under its temporary name is the handoff's to keep or remove.
+        if live.labels.contains_key(super::handoff::SUCCESSOR_LABEL)
+            && live.name.ends_with(super::handoff::SUCCESSOR_SUFFIX)
+        {
+            continue;
+        }
         let declared = desired.get(Kind::Container, &live.name);
         if declared.is_none_or(|r| r.ensure == Ensure::Absent) {
             let reason = if declared.is_some() {
