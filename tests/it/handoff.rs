@@ -411,6 +411,27 @@ spec:
         id
     }
 
+    /// Kills a container's process with SIGKILL from the host, as a crash or the kernel's
+    /// OOM killer would: its restart policy applies. (`docker kill` would not do: the
+    /// engine counts it as a stop by hand, and `unless-stopped` then starts nothing.)
+    /// False when it was not running any more.
+    async fn kill9(&self, id: &str) -> bool {
+        let pid = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.pid)
+            .filter(|pid| *pid > 0);
+        let Some(pid) = pid else {
+            return false;
+        };
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     async fn cleanup(&self) {
         dk::cleanup(&self.docker, STACK, &[NAME, NEXT]).await;
     }
@@ -589,4 +610,115 @@ async fn a_successor_that_never_turns_healthy_is_removed_and_self_update_failed_
         })
         .await;
     world.cleanup().await;
+}
+
+/// A moment of the handoff, as seen from outside (the engine and the lease object).
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// The successor runs under its temporary name; the old daemon holds the lease and
+    /// waits for it to turn healthy.
+    SuccessorStarting,
+    /// The successor holds the lease (renamed, or about to be).
+    SuccessorLeads,
+}
+
+/// Who is killed.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    Old,
+    Successor,
+    Both,
+}
+
+/// The ids of the old daemon's container and of its successor, once the moment is seen.
+async fn seen(world: &World, old: &str, moment: Moment) -> Option<(String, Option<String>)> {
+    let containers = world.containers().await;
+    let successor = containers
+        .values()
+        .find(|(id, _, image)| id != old && image == TAG_B)
+        .map(|(id, running, _)| (id.clone(), *running));
+    let holder = world.holder().await;
+    let holds = |id: &str| holder.as_deref().is_some_and(|h| h.contains(&id[..12]));
+    let found = match (moment, &successor) {
+        (Moment::SuccessorStarting, Some((_, true))) => holds(old),
+        (Moment::SuccessorLeads, Some((id, true))) => holds(id),
+        _ => false,
+    };
+    found.then(|| (old.to_string(), successor.map(|(id, _)| id)))
+}
+
+/// Edits the daemon's own container, kills `victim` with SIGKILL at `moment`, and checks
+/// what follows: the handoff completes, one holder at a time in the lease's history.
+async fn crash(moment: Moment, victim: Victim) {
+    let _lock = dk::exclusive().await;
+    let world = Arc::new(World::start().await);
+    let old = world.leading(free_loopback_port()).await;
+    let watch = Watch::start(world.clone());
+    world.write(Spec::healthy(TAG_B, free_loopback_port()));
+    let (old, successor) = world
+        .wait_for(&format!("the moment {moment:?}"), HANDOFF, async || {
+            seen(&world, &old, moment).await
+        })
+        .await;
+    let mut killed = Vec::new();
+    if matches!(victim, Victim::Old | Victim::Both) && world.kill9(&old).await {
+        killed.push("old");
+    }
+    if matches!(victim, Victim::Successor | Victim::Both)
+        && let Some(id) = &successor
+        && world.kill9(id).await
+    {
+        killed.push("successor");
+    }
+    let killed_at = Instant::now();
+    let new = world
+        .wait_for("one daemon to act, handed over", HANDOFF, async || {
+            handed_over(&world).await
+        })
+        .await;
+    let settled = killed_at.elapsed();
+    let gap = watch.longest_gap().await;
+    let runs = holder_runs(&world.holder_history().await);
+    // No holder comes back after another took over: one holder at a time, in order.
+    let mut distinct = runs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), runs.len(), "the lease went back: {runs:?}");
+    assert!(
+        runs.first().is_some_and(|h| h.contains(&old[..12])),
+        "holders: {runs:?}"
+    );
+    assert!(
+        runs.last().is_some_and(|h| h.contains(&new[..12])),
+        "holders: {runs:?}"
+    );
+    println!(
+        "kill -9 of {victim:?} at {moment:?} (killed: {killed:?}): handed over {:.1}s later; \
+         longest window with no acting daemon: {:.1}s (lease TTL {}s); holders: {}",
+        settled.as_secs_f64(),
+        gap.as_secs_f64(),
+        TTL.as_secs(),
+        runs.len()
+    );
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn kill9_of_the_old_daemon_while_its_successor_starts_leaves_one_acting() {
+    crash(Moment::SuccessorStarting, Victim::Old).await;
+}
+
+#[tokio::test]
+async fn kill9_of_the_successor_while_it_starts_leaves_one_acting() {
+    crash(Moment::SuccessorStarting, Victim::Successor).await;
+}
+
+#[tokio::test]
+async fn kill9_of_both_while_the_successor_starts_leaves_one_acting() {
+    crash(Moment::SuccessorStarting, Victim::Both).await;
+}
+
+#[tokio::test]
+async fn kill9_of_the_successor_once_it_holds_the_lease_leaves_one_acting() {
+    crash(Moment::SuccessorLeads, Victim::Successor).await;
 }
