@@ -908,4 +908,22 @@ mod tests {
         assert_eq!(v.env.0.keys().collect::<Vec<_>>(), ["A"]);
         assert!(v.labels.is_empty());
     }
+
+    #[test]
+    fn the_successor_label_is_a_record_not_a_setting() {
+        let inspect: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "abc", "Name": "/stackwarden", "Image": "sha256:1",
+            "Config": {"Labels": {"stackwarden.stack": "s", "stackwarden.successor-of": "old"}}
+        }))
+        .unwrap_or_default();
+        let live = from_inspect(&inspect, None);
+        assert_eq!(
+            live.labels.get(super::super::handoff::SUCCESSOR_LABEL),
+            Some(&"old".to_string())
+        );
+        assert_eq!(
+            live.view.labels.keys().collect::<Vec<_>>(),
+            ["stackwarden.stack"]
+        );
+    }
 }

@@ -1019,6 +1019,35 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_successor_under_its_temporary_name_is_left_to_the_handoff() {
+        let d = desired();
+        let mut obs = converged(&d);
+        let mut successor = obs.containers[0].clone();
+        successor.name = format!(
+            "{}{}",
+            successor.name,
+            super::super::handoff::SUCCESSOR_SUFFIX
+        );
+        successor.id = "c1".into();
+        successor.labels.insert(
+            super::super::handoff::SUCCESSOR_LABEL.into(),
+            obs.containers[0].id.clone(),
+        );
+        obs.containers.push(successor.clone());
+        assert!(summary(&run(&d, &obs)).is_empty());
+        // Without the label it is an undeclared container of the stack, as ever.
+        successor
+            .labels
+            .remove(super::super::handoff::SUCCESSOR_LABEL);
+        obs.containers.pop();
+        obs.containers.push(successor.clone());
+        assert_eq!(
+            summary(&run(&d, &obs)),
+            [format!("delete Container/{}", successor.name)]
+        );
+    }
+
+    #[test]
     fn undeclared_and_disabled_containers_are_deleted_files_stay() {
         let mut d = desired();
         let mut obs = converged(&d);
