@@ -48,6 +48,18 @@ pub enum AlertName {
 }
 
 impl AlertName {
+    /// Every alert stackwarden raises (docs/alerts.md catalogues each).
+    pub const ALL: [AlertName; 8] = [
+        AlertName::StackDrift,
+        AlertName::PolicyViolation,
+        AlertName::ReconcileFailing,
+        AlertName::ContainerUnhealthy,
+        AlertName::AlertReceiverFailing,
+        AlertName::SourceRejected,
+        AlertName::SourceStale,
+        AlertName::SelfUpdateFailed,
+    ];
+
     /// The `alertname` label.
     pub fn as_str(self) -> &'static str {
         match self {

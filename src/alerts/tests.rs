@@ -444,3 +444,22 @@ fn a_reviewed_change_held_back_by_warn_mode_fires_stack_drift_with_cause_manifes
         "manifest"
     );
 }
+
+#[test]
+fn every_alert_has_a_row_in_the_catalogue_with_its_severity() {
+    let catalogue = include_str!("../../docs/alerts.md");
+    for name in AlertName::ALL {
+        let row = catalogue
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", name.as_str())));
+        let Some(row) = row else {
+            panic!("docs/alerts.md has no row for {}", name.as_str());
+        };
+        assert!(
+            row.trim_end()
+                .ends_with(&format!("| {} |", name.severity())),
+            "docs/alerts.md gives {} another severity: {row}",
+            name.as_str()
+        );
+    }
+}
