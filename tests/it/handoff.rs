@@ -432,6 +432,27 @@ spec:
             .is_ok_and(|s| s.success())
     }
 
+    /// `docker kill --signal KILL`: the engine counts it as a stop by hand, so no restart
+    /// policy brings the container back. False when it was not running any more.
+    async fn docker_kill(&self, id: &str) -> bool {
+        let killed = self
+            .docker
+            .kill_container(
+                id,
+                Some(bollard::query_parameters::KillContainerOptions {
+                    signal: "KILL".into(),
+                }),
+            )
+            .await;
+        match killed {
+            Ok(()) => true,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => false,
+            Err(e) => panic!("docker kill {id}: {e}"),
+        }
+    }
+
     async fn cleanup(&self) {
         dk::cleanup(&self.docker, STACK, &[NAME, NEXT]).await;
     }
@@ -626,6 +647,8 @@ enum Moment {
 #[derive(Debug, Clone, Copy)]
 enum Victim {
     Old,
+    /// The old daemon, by `docker kill`: it stays down.
+    OldForGood,
     Successor,
     Both,
 }
@@ -663,6 +686,9 @@ async fn crash(moment: Moment, victim: Victim) {
     let mut killed = Vec::new();
     if matches!(victim, Victim::Old | Victim::Both) && world.kill9(&old).await {
         killed.push("old");
+    }
+    if matches!(victim, Victim::OldForGood) && world.docker_kill(&old).await {
+        killed.push("old, for good");
     }
     if matches!(victim, Victim::Successor | Victim::Both)
         && let Some(id) = &successor
@@ -706,6 +732,11 @@ async fn crash(moment: Moment, victim: Victim) {
 #[tokio::test]
 async fn kill9_of_the_old_daemon_while_its_successor_starts_leaves_one_acting() {
     crash(Moment::SuccessorStarting, Victim::Old).await;
+}
+
+#[tokio::test]
+async fn the_old_daemon_killed_for_good_while_its_successor_starts_is_succeeded_after_its_ttl() {
+    crash(Moment::SuccessorStarting, Victim::OldForGood).await;
 }
 
 #[tokio::test]

@@ -215,7 +215,7 @@ impl HostProvider {
         };
         if !self.self_update.armed() {
             return Err(StepError::permanent(format!(
-                "Container/{} runs this stackwarden process, which hands its own container over only while it holds the stack's lease (none here: no bucket, or not in scope); \
+                "Container/{} runs this stackwarden process: only a daemon holding the stack's lease hands its own container over to a successor; \
                  run `stackwarden apply --scope host` on the host, outside this container, to apply this change",
                 create.name
             )));
