@@ -69,6 +69,39 @@ impl Controller {
         }
     }
 
+    /// A leader whose own container needs nothing removes a successor left standing under
+    /// the temporary name (see `SelfUpdate::clear_stale`).
+    pub(super) async fn clear_stale_successor(
+        &mut self,
+        desired: &Desired,
+        after: &Plan,
+        acting: Acting,
+    ) {
+        let Some(su) = self.self_update.clone() else {
+            return;
+        };
+        if acting != Acting::Full
+            || self.lease.is_none()
+            || self.handoff.handing_off
+            || su.own().is_none()
+            || after.is_incomplete()
+        {
+            return;
+        }
+        let busy: std::collections::BTreeSet<String> = after
+            .changes
+            .iter()
+            .map(|c| &c.id)
+            .chain(after.unobserved.iter().map(|u| &u.id))
+            .chain(self.state.in_flight.ids().iter())
+            .filter(|id| id.kind == Kind::Container)
+            .map(|id| id.name.clone())
+            .collect();
+        if let Err(e) = su.clear_stale(&desired.stack_name, &busy).await {
+            tracing::warn!(error = %e, "removing a stale successor failed; the next pass tries again");
+        }
+    }
+
     /// Acts on what the host's apply reported of a handoff: a healthy successor makes this
     /// daemon give up the lease and stop its container; a failed one raises the alert.
     /// True once this daemon has handed off (the pass writes nothing more).

@@ -291,6 +291,9 @@ impl Controller {
             self.resolve_self_update_if_clean(&after, host_seen);
         }
         self.publish();
+        if !host_only {
+            self.clear_stale_successor(&desired, &after, acting).await;
+        }
         // The handoff, when its steps finished within this pass.
         self.settle_handoff().await;
     }

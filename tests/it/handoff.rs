@@ -633,6 +633,39 @@ async fn a_successor_that_never_turns_healthy_is_removed_and_self_update_failed_
     world.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_successor_left_standing_when_no_handoff_is_due_is_removed() {
+    let _lock = dk::exclusive().await;
+    let world = Arc::new(World::start().await);
+    let old = world.leading(free_loopback_port()).await;
+    // What a handoff cut short leaves when the spec then changes back: a successor of the
+    // running container, never started here (it would only stand by).
+    let mut labels = std::collections::HashMap::new();
+    labels.insert("stackwarden.stack".to_string(), STACK.to_string());
+    labels.insert("stackwarden.successor-of".to_string(), old.clone());
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(TAG_A.into()),
+        cmd: Some(vec!["--version".into()]),
+        labels: Some(labels),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let stale = dk::create(&world.docker, NEXT, body).await;
+    world
+        .wait_for("the stale successor to be removed", HANDOFF, async || {
+            let containers = world.containers().await;
+            (!containers.values().any(|(id, _, _)| *id == stale)).then_some(containers)
+        })
+        .await;
+    // The leader is untouched.
+    let (name, acting) = world.acting().await.expect("a daemon acts");
+    assert_eq!((name.as_str(), acting.as_str()), (NAME, old.as_str()));
+    world.cleanup().await;
+}
+
 /// A moment of the handoff, as seen from outside (the engine and the lease object).
 #[derive(Debug, Clone, Copy)]
 enum Moment {

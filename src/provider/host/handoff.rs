@@ -174,6 +174,43 @@ impl SelfUpdate {
     }
 }
 
+impl SelfUpdate {
+    /// Removes a successor of this container left under the temporary name once nothing
+    /// is to be handed over any more (`busy` holds the declared names with a change pending
+    /// or being written): one whose handoff was cut short by a crash, after which the spec
+    /// changed back. Left standing, it would wait for the lease for ever. True when one was
+    /// removed.
+    pub async fn clear_stale(
+        &self,
+        stack: &str,
+        busy: &std::collections::BTreeSet<String>,
+    ) -> Result<bool, DockerError> {
+        let Some(own) = &self.own else {
+            return Ok(false);
+        };
+        let Some(me) = self.client.inspect(own).await? else {
+            return Ok(false);
+        };
+        if me.stack() != Some(stack)
+            || is_successor(&me, stack) && me.name.ends_with(SUCCESSOR_SUFFIX)
+        {
+            return Ok(false);
+        }
+        if busy.contains(&me.name) {
+            return Ok(false);
+        }
+        let name = successor_name(&me.name);
+        match self.client.inspect(&name).await? {
+            Some(stale) if is_successor(&stale, stack) => {
+                tracing::info!(successor = %name, "removing a successor left from a handoff that is no longer due");
+                self.client.remove(&stale.id).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 /// True when `c` is a successor created by a handoff of `stack`.
 fn is_successor(c: &LiveContainer, stack: &str) -> bool {
     c.labels.contains_key(SUCCESSOR_LABEL) && c.stack() == Some(stack)
