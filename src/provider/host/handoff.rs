@@ -350,22 +350,7 @@ impl HostProvider {
         if held.is_empty() {
             return Ok(successor);
         }
-        if let Some(bindings) = successor
-            .body
-            .host_config
-            .as_mut()
-            .and_then(|h| h.port_bindings.as_mut())
-        {
-            for list in bindings.values_mut().flatten() {
-                list.retain(|b| {
-                    let key = (
-                        b.host_ip.clone().unwrap_or_default(),
-                        b.host_port.clone().unwrap_or_default(),
-                    );
-                    !held.contains(&key)
-                });
-            }
-            bindings.retain(|_, list| list.as_ref().is_some_and(|l| !l.is_empty()));
+        if drop_held_ports(&mut successor.body, &held) {
             tracing::info!(target: APPLY_LOG_TARGET, "the successor publishes no port this container holds; it takes them in a second handoff");
         }
         Ok(successor)
@@ -475,6 +460,35 @@ impl HostProvider {
     }
 }
 
+/// Leaves out of `body` every published port bound to a (host address, host port) in
+/// `held`; true when it left one out.
+fn drop_held_ports(
+    body: &mut bollard::models::ContainerCreateBody,
+    held: &[(String, String)],
+) -> bool {
+    let Some(bindings) = body
+        .host_config
+        .as_mut()
+        .and_then(|h| h.port_bindings.as_mut())
+    else {
+        return false;
+    };
+    let mut dropped = false;
+    for list in bindings.values_mut().flatten() {
+        let before = list.len();
+        list.retain(|b| {
+            let key = (
+                b.host_ip.clone().unwrap_or_default(),
+                b.host_port.clone().unwrap_or_default(),
+            );
+            !held.contains(&key)
+        });
+        dropped |= list.len() != before;
+    }
+    bindings.retain(|_, list| list.as_ref().is_some_and(|l| !l.is_empty()));
+    dropped
+}
+
 /// The successor's create: the declared container's, under `name`, labelled with the id
 /// of the container it replaces.
 fn successor_of(create: &ContainerCreate, name: &str, own: &str) -> ContainerCreate {
@@ -513,6 +527,44 @@ mod tests {
         assert_eq!(bound(Some(&check(1, 1, 1, 0))), BOUND_FLOOR);
         assert_eq!(bound(Some(&check(120, 30, 5, 60))), BOUND_CAP);
         assert_eq!(bound(None), BOUND_FLOOR);
+    }
+
+    #[test]
+    fn a_successor_leaves_out_the_host_ports_its_predecessor_holds() {
+        use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+        let bind = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let mut body = ContainerCreateBody {
+            host_config: Some(HostConfig {
+                port_bindings: Some(
+                    [
+                        (
+                            "9464/tcp".to_string(),
+                            Some(vec![bind("127.0.0.1", "9464")]),
+                        ),
+                        (
+                            "9465/tcp".to_string(),
+                            Some(vec![bind("127.0.0.1", "9465")]),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let held = [("127.0.0.1".to_string(), "9464".to_string())];
+        assert!(drop_held_ports(&mut body, &held));
+        let left = body
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .unwrap_or_default();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["9465/tcp"]);
+        // Nothing held: nothing left out.
+        let mut none = ContainerCreateBody::default();
+        assert!(!drop_held_ports(&mut none, &held));
     }
 
     #[test]
