@@ -115,6 +115,10 @@ struct World {
     docker: Docker,
     s3: aws_sdk_s3::Client,
     gid: u32,
+    /// The engine as the daemons reach it: a proxy that records which process wrote what.
+    _proxy: dk::SocketProxy,
+    socket: tempfile::TempDir,
+    writes: dk::WritesByPeer,
 }
 
 impl World {
@@ -128,6 +132,10 @@ impl World {
                 .force_path_style(true)
                 .build(),
         );
+        let socket = tempfile::tempdir().unwrap();
+        let writes = dk::WritesByPeer::default();
+        let proxy =
+            dk::SocketProxy::by_peer(&socket.path().join("docker.sock"), writes.clone()).await;
         World {
             moto,
             dir: tempfile::tempdir().unwrap(),
@@ -135,6 +143,9 @@ impl World {
             docker,
             s3,
             gid: socket_gid(),
+            _proxy: proxy,
+            socket,
+            writes,
         }
     }
 
@@ -155,6 +166,8 @@ impl World {
             spec.health.join(", ")
         };
         let root = dir.display();
+        let proxy = self.socket.path().join("docker.sock");
+        let proxy = proxy.display();
         std::fs::create_dir_all(dir.join("environments")).unwrap();
         std::fs::write(
             dir.join("stack.yaml"),
@@ -212,7 +225,7 @@ spec:
     AWS_SECRET_ACCESS_KEY: {{ value: testing }}
     STACKWARDEN_LOG: {{ value: info }}
   mounts:
-    - {{ hostPath: {SOCKET}, target: {SOCKET} }}
+    - {{ hostPath: {proxy}, target: {SOCKET} }}
     - {{ hostPath: {root}, target: {root}, readOnly: true }}
   network: host
   memory: 256M
@@ -453,6 +466,26 @@ spec:
         }
     }
 
+    /// The host pid of a container's process.
+    async fn pid(&self, id: &str) -> i32 {
+        dk::inspect(&self.docker, id)
+            .await
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0)
+    }
+
+    /// The container-changing requests the process `pid` sent the engine.
+    fn writes_of(&self, pid: i32) -> Vec<String> {
+        self.writes
+            .lock()
+            .unwrap()
+            .get(&pid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     async fn cleanup(&self) {
         dk::cleanup(&self.docker, STACK, &[NAME, NEXT]).await;
     }
@@ -535,6 +568,7 @@ async fn a_changed_image_of_its_own_container_is_handed_over_to_a_healthy_succes
     let _lock = dk::exclusive().await;
     let world = Arc::new(World::start().await);
     let old = world.leading(free_loopback_port()).await;
+    let old_pid = world.pid(&old).await;
 
     let watch = Watch::start(world.clone());
     let started = Instant::now();
@@ -555,6 +589,35 @@ async fn a_changed_image_of_its_own_container_is_handed_over_to_a_healthy_succes
         })
         .await;
     assert_eq!(handed_over(&world).await.as_deref(), Some(new.as_str()));
+
+    // What each daemon wrote, as the engine received it: the old one created, started and
+    // stopped; the new one, standing by until it held the lease, then removed its
+    // predecessor and renamed itself, and nothing else.
+    let old_writes = world.writes_of(old_pid);
+    for (what, wrote) in [
+        (
+            "create the successor",
+            "/containers/create?name=sw-handoff-next",
+        ),
+        ("start it", "/containers/sw-handoff-next/start"),
+        ("stop itself", &format!("/containers/{old}/stop")),
+    ] {
+        assert!(
+            old_writes.iter().any(|w| w.contains(wrote)),
+            "the old daemon did not {what}: {old_writes:?}"
+        );
+    }
+    let new_writes = world.writes_of(world.pid(&new).await);
+    assert_eq!(new_writes.len(), 2, "{new_writes:?}");
+    assert!(
+        new_writes[0].starts_with("DELETE ") && new_writes[0].contains(&old),
+        "{new_writes:?}"
+    );
+    assert!(
+        new_writes[1].starts_with("POST ")
+            && new_writes[1].contains(&format!("/containers/{new}/rename?name={NAME}")),
+        "{new_writes:?}"
+    );
 
     // One holder at a time: the old daemon's writes, then the new one's, never back.
     let runs = holder_runs(&world.holder_history().await);

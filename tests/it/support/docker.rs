@@ -229,6 +229,37 @@ impl SocketProxy {
     /// container (`POST` or `DELETE` under `/containers`), as the engine receives it: what a
     /// client did, seen from the Docker API rather than from the client's own account.
     pub async fn counting(path: &std::path::Path, writes: Arc<AtomicUsize>) -> SocketProxy {
+        Self::recording(path, move |_, _| {
+            writes.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+    }
+
+    /// Like [`SocketProxy::counting`], keeping each container-changing request (`METHOD
+    /// /path`) under the pid of the process that sent it (the socket's peer, as the kernel
+    /// names it): which of several clients wrote what. The socket is open to every user (a
+    /// container's uid connects to it).
+    pub async fn by_peer(path: &std::path::Path, writes: WritesByPeer) -> SocketProxy {
+        let proxy = Self::recording(path, move |pid, request| {
+            writes
+                .lock()
+                .unwrap()
+                .entry(pid)
+                .or_default()
+                .push(request.to_string());
+        })
+        .await;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .expect("the proxy socket opens to all");
+        proxy
+    }
+
+    async fn recording(
+        path: &std::path::Path,
+        record: impl Fn(i32, &str) + Send + Sync + 'static,
+    ) -> SocketProxy {
+        let record: Recorder = Arc::new(record);
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path).expect("proxy socket binds");
         listener.set_nonblocking(true).expect("nonblocking socket");
@@ -243,12 +274,13 @@ impl SocketProxy {
                     tokio::net::UnixListener::from_std(listener).expect("proxy listener");
                 let accept = async {
                     while let Ok((inbound, _)) = listener.accept().await {
-                        let writes = writes.clone();
+                        let record = record.clone();
+                        let pid = inbound.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
                         tokio::spawn(async move {
                             if let Ok(outbound) =
                                 tokio::net::UnixStream::connect("/var/run/docker.sock").await
                             {
-                                forward(inbound, outbound, writes).await;
+                                forward(inbound, outbound, record, pid).await;
                             }
                         });
                     }
@@ -276,13 +308,19 @@ impl SocketProxy {
     }
 }
 
-/// Copies both ways, counting container-changing requests on the way in. Request lines are
+/// Container-changing requests (`METHOD /path`) by the pid that sent them.
+pub type WritesByPeer = Arc<std::sync::Mutex<std::collections::BTreeMap<i32, Vec<String>>>>;
+
+type Recorder = Arc<dyn Fn(i32, &str) + Send + Sync>;
+
+/// Copies both ways, recording container-changing requests on the way in. Request lines are
 /// found by their method at the start of a line; a carry of the last bytes finds one split
 /// across two reads.
 async fn forward(
     inbound: tokio::net::UnixStream,
     outbound: tokio::net::UnixStream,
-    writes: Arc<AtomicUsize>,
+    record: Recorder,
+    pid: i32,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut in_read, mut in_write) = inbound.into_split();
@@ -298,19 +336,17 @@ async fn forward(
             let mut seen = std::mem::take(&mut carry);
             seen.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&seen);
-            writes.fetch_add(
-                ["\nPOST /", "\nDELETE /"]
-                    .iter()
-                    .flat_map(|m| text.match_indices(m))
-                    .filter(|(at, _)| {
-                        text[*at..]
-                            .split(' ')
-                            .nth(1)
-                            .is_some_and(|path| path.contains("/containers"))
-                    })
-                    .count(),
-                Ordering::SeqCst,
-            );
+            for (at, _) in ["\nPOST /", "\nDELETE /"]
+                .iter()
+                .flat_map(|m| text.match_indices(m))
+            {
+                let mut words = text[at + 1..].split(' ');
+                if let (Some(method), Some(path)) = (words.next(), words.next())
+                    && path.contains("/containers")
+                {
+                    record(pid, &format!("{method} {path}"));
+                }
+            }
             carry = seen[seen.len().saturating_sub(64)..].to_vec();
             if out_write.write_all(&buf[..n]).await.is_err() {
                 break;
