@@ -52,6 +52,15 @@ fn images() {
             .expect("scripts/image runs");
         assert!(status.success(), "scripts/image --debug failed");
     }
+    let image_id = |tag: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", "-f", "{{.Id}}", tag])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let previous = image_id(TAG_A);
     let context = tempfile::tempdir().unwrap();
     std::fs::copy(
         env!("CARGO_BIN_EXE_stackwarden"),
@@ -79,6 +88,14 @@ fn images() {
         .status()
         .expect("docker tag runs");
     assert!(tagged.success());
+    // The image of an earlier build, once no tag names it, goes (as scripts/image does).
+    if let Some(previous) = previous
+        && image_id(TAG_A).as_deref() != Some(previous.as_str())
+    {
+        let _ = Command::new("docker")
+            .args(["image", "rm", &previous])
+            .output();
+    }
 }
 
 fn socket_gid() -> u32 {
