@@ -116,6 +116,7 @@ case $STACKWARDEN_ARTIFACT in
     chown -R 10001:10001 "$state/source"
     log "apply: the host side from $source_url, in $STACKWARDEN_IMAGE"
     docker run --rm --network host --user 10001:10001 \
+      --read-only --cap-drop ALL --security-opt no-new-privileges \
       --group-add "$(stat -c %g /var/run/docker.sock)" \
       -e AWS_REGION -e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
       -v /var/run/docker.sock:/var/run/docker.sock \
