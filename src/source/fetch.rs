@@ -311,6 +311,9 @@ const POINTER_FILE: &str = "pointer";
 const ETAG_FILE: &str = "etag";
 const INCOMING: &str = "incoming";
 const DOWNLOAD: &str = "incoming.bundle";
+/// Held (flock) while a revision is taken: two daemons may share one state directory (the
+/// old one and its successor, during a handoff), and their downloads and swaps must not mix.
+const LOCK: &str = "lock";
 /// Problems of an invalid bundle kept for the status: the first screenful.
 const MAX_SHOWN_PROBLEMS: usize = 20;
 
@@ -655,6 +658,27 @@ impl Remote {
             let path = path.to_path_buf();
             move |source| FetchError::State { path, source }
         };
+        let lock_path = state.join(LOCK);
+        let _lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| FetchError::State {
+            path: state.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(state_err(&state.join(LOCK)))?;
+        // Taken by the other daemon while this one waited: adopted as it is, never swapped
+        // again under a pass that may be reading it.
+        if let Some(taken) = self.already_taken(signed) {
+            return Ok(Ok(taken));
+        }
         let want = &signed.pointer.bundle;
         let key = loc.bundle_key(&want.sha256);
         let out = self
@@ -773,6 +797,23 @@ impl Remote {
             tree,
             manifests,
         }))
+    }
+
+    /// The revision in force on disk, when it is exactly `signed` (same pointer bytes).
+    fn already_taken(&self, signed: &Signed) -> Option<InForce> {
+        let current = self.options.state_dir.join(CURRENT);
+        let object = read_small(&current.join(POINTER_FILE), 1 << 20).ok()?;
+        if object != signed.object.as_slice() {
+            return None;
+        }
+        let tree = std::fs::canonicalize(current.join(TREE)).ok()?;
+        let manifests =
+            manifests_of(&tree, &self.options.location.env, &self.options.limits).ok()?;
+        Some(InForce {
+            pointer: signed.pointer.clone(),
+            tree,
+            manifests,
+        })
     }
 
     fn oversized(&self, size: u64, declared: u64) -> Rejection {

@@ -418,6 +418,34 @@ async fn an_unreachable_bucket_keeps_the_revision_in_force_and_following_resumes
     assert_eq!(back.status().last_error, None);
 }
 
+#[tokio::test]
+async fn two_followers_sharing_a_state_directory_each_take_a_new_revision_intact() {
+    // The old daemon and its successor, during a handoff, follow from one state directory.
+    let (world, first) = in_force_at_one().await;
+    drop(first);
+    let published = world.publish(&repo().join("manifests")).await;
+    assert_eq!(published.revision, 2);
+    let mut a = world.remote();
+    let mut b = world.remote();
+    let now = SystemTime::now();
+    let (pa, pb) = tokio::join!(a.poll(now), b.poll(now));
+    for (poll, remote) in [(pa, &a), (pb, &b)] {
+        assert!(
+            matches!(poll, Poll::Updated { revision: 2, .. }),
+            "{poll:?}"
+        );
+        let f = remote.in_force().expect("a revision in force");
+        assert_eq!(f.revision(), 2);
+        stackwarden::manifest::load_in(&f.manifests, Some(ENV), Some(&f.tree))
+            .expect("the revision in force validates");
+    }
+    assert_eq!(
+        a.in_force().map(|f| f.tree.clone()),
+        b.in_force().map(|f| f.tree.clone()),
+        "both point at the one tree taken"
+    );
+}
+
 /// An archive with one raw entry, written byte by byte so that no library refuses the name.
 fn raw_archive(name: &[u8], kind: tar::EntryType, link: Option<&str>, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
