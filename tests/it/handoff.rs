@@ -662,6 +662,17 @@ async fn a_successor_that_never_turns_healthy_is_removed_and_self_update_failed_
         port: free_loopback_port(),
         health: &["/usr/libexec/stackwarden/busybox", "\"false\""],
     });
+    // The first successor, as it appears (it lives seconds: until its health check fails).
+    let successor = format!("{NAME}-next");
+    let first = world
+        .wait_for("the successor to be created", HANDOFF, async || {
+            world
+                .containers()
+                .await
+                .get(&successor)
+                .map(|c| c.0.clone())
+        })
+        .await;
     world
         .wait_for("SelfUpdateFailed at the webhook", HANDOFF, async || {
             world
@@ -677,14 +688,16 @@ async fn a_successor_that_never_turns_healthy_is_removed_and_self_update_failed_
                 .then_some(())
         })
         .await;
-    // Rolled back: the successor is removed (tried again at each resync, every 5 s here,
-    // so between two attempts), the old daemon runs and still holds the lease.
-    let containers = world
+    // Rolled back: that successor is removed (the same spec is tried again at each resync,
+    // every 5 s here, so a later successor may already stand: its id differs), the old daemon
+    // runs and still holds the lease.
+    world
         .wait_for("the failed successor to be removed", HANDOFF, async || {
             let containers = world.containers().await;
-            (containers.len() == 1).then_some(containers)
+            (!containers.values().any(|c| c.0 == first)).then_some(())
         })
         .await;
+    let containers = world.containers().await;
     assert_eq!(
         containers.get(NAME).map(|c| c.0.as_str()),
         Some(old.as_str())
