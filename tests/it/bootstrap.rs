@@ -15,18 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 const BUCKET: &str = "durable-code-local-observability-123456789012";
-/// The local stack's containers (manifests/host/containers.yaml).
-const CONTAINERS: [&str; 9] = [
-    "mimir",
-    "loki",
-    "tempo",
-    "pyroscope",
-    "node-exporter",
-    "cadvisor",
-    "alloy",
-    "grafana",
-    "stackwarden",
-];
+const CONTAINERS: [&str; 9] = dk::LOCAL_CONTAINERS;
 
 /// The checkout CI has, and the host that has nothing but its user data.
 struct World {

@@ -35,17 +35,7 @@ const ALB: &str = "durable-code-local-alb";
 const RULE_PRIORITY: &str = "91";
 const BUCKET: &str = "durable-code-local-observability-123456789012";
 const PARAMETER: &str = "/durable-code/local/grafana/admin-password";
-const CONTAINERS: [&str; 9] = [
-    "mimir",
-    "loki",
-    "tempo",
-    "pyroscope",
-    "node-exporter",
-    "cadvisor",
-    "alloy",
-    "grafana",
-    "stackwarden",
-];
+const CONTAINERS: [&str; 9] = dk::LOCAL_CONTAINERS;
 /// Kills per test.
 const KILLS: usize = 20;
 /// A cold converge of the whole local stack takes seconds; CI machines are slower.
@@ -945,30 +935,12 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 /// The stack's containers in `docker`, by name: running or not.
 async fn running(docker: &Docker) -> BTreeMap<String, bool> {
-    let mut filters = HashMap::new();
-    filters.insert(
-        "label".to_string(),
-        vec![format!("stackwarden.stack={STACK}")],
-    );
-    let opts = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    docker
-        .list_containers(Some(opts))
+    dk::stack_containers(docker, STACK)
         .await
-        .expect("containers can be listed")
         .into_iter()
         .map(|c| {
-            let name = c
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default();
             let up = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
-            (name, up)
+            (dk::name_of(&c).unwrap_or_default(), up)
         })
         .collect()
 }

@@ -346,20 +346,10 @@ spec:
 
     /// The containers of the stack, by name → (id, running, image reference).
     async fn containers(&self) -> BTreeMap<String, (String, bool, String)> {
-        let mut filters = std::collections::HashMap::new();
-        filters.insert(
-            "label".to_string(),
-            vec![format!("stackwarden.stack={STACK}")],
-        );
-        let opts = bollard::query_parameters::ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let list = self.docker.list_containers(Some(opts)).await.unwrap();
+        let list = dk::stack_containers(&self.docker, STACK).await;
         list.into_iter()
             .filter_map(|c| {
-                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                let name = dk::name_of(&c)?;
                 let running = c.state.map(|s| s.to_string()) == Some("running".to_string());
                 Some((name, (c.id?, running, c.image.unwrap_or_default())))
             })

@@ -210,13 +210,16 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// has no other copy of the value).
 pub async fn parameter_client(region: &str, stats: Arc<Stats>) -> aws_sdk_ssm::Client {
     let config = sdk_config(region).await;
-    aws_sdk_ssm::Client::from_conf(
-        aws_sdk_ssm::config::Builder::from(&config)
-            .interceptor(calls::CallCounter::new(stats))
-            .timeout_config(timeouts())
-            .retry_config(retries())
-            .build(),
-    )
+    aws_sdk_ssm::Client::from_conf(ssm_config(&config, calls::CallCounter::new(stats)))
+}
+
+/// SSM's client config: counted, with the provider's deadlines and bounded retries.
+fn ssm_config(config: &aws_config::SdkConfig, counter: calls::CallCounter) -> aws_sdk_ssm::Config {
+    aws_sdk_ssm::config::Builder::from(config)
+        .interceptor(counter)
+        .timeout_config(timeouts())
+        .retry_config(retries())
+        .build()
 }
 
 impl AwsProvider {
@@ -236,11 +239,7 @@ impl AwsProvider {
             .retry_config(retries())
             .build();
         let s3 = s3_config(config).interceptor(counter.clone()).build();
-        let ssm = aws_sdk_ssm::config::Builder::from(config)
-            .interceptor(counter.clone())
-            .timeout_config(timeouts())
-            .retry_config(retries())
-            .build();
+        let ssm = ssm_config(config, counter.clone());
         let sts = aws_sdk_sts::config::Builder::from(config)
             .interceptor(counter.clone())
             .timeout_config(timeouts())

@@ -12,6 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The local stub image (`scripts/dev-env image`).
 pub const STUB_IMAGE: &str = "stackwarden/stub:local";
 
+/// The shipped local stack's containers (manifests/host/containers.yaml).
+pub const LOCAL_CONTAINERS: [&str; 9] = [
+    "mimir",
+    "loki",
+    "tempo",
+    "pyroscope",
+    "node-exporter",
+    "cadvisor",
+    "alloy",
+    "grafana",
+    "stackwarden",
+];
+
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Held for the length of one Docker test.
@@ -52,9 +65,11 @@ pub async fn docker() -> Docker {
     docker
 }
 
-/// Removes, by force, every container carrying `stackwarden.stack=<stack>` and every
-/// container with one of `names`.
-pub async fn cleanup(docker: &Docker, stack: &str, names: &[&str]) {
+/// Every container carrying `stackwarden.stack=<stack>`, running or not.
+pub async fn stack_containers(
+    docker: &Docker,
+    stack: &str,
+) -> Vec<bollard::models::ContainerSummary> {
     let mut filters = HashMap::new();
     filters.insert(
         "label".to_string(),
@@ -65,10 +80,28 @@ pub async fn cleanup(docker: &Docker, stack: &str, names: &[&str]) {
         filters: Some(filters),
         ..Default::default()
     };
-    let mut ids: Vec<String> = docker
+    docker
         .list_containers(Some(opts))
         .await
         .expect("containers can be listed")
+}
+
+/// A listed container's name, without Docker's leading slash.
+pub fn name_of(c: &bollard::models::ContainerSummary) -> Option<String> {
+    Some(
+        c.names
+            .as_ref()?
+            .first()?
+            .trim_start_matches('/')
+            .to_string(),
+    )
+}
+
+/// Removes, by force, every container carrying `stackwarden.stack=<stack>` and every
+/// container with one of `names`.
+pub async fn cleanup(docker: &Docker, stack: &str, names: &[&str]) {
+    let mut ids: Vec<String> = stack_containers(docker, stack)
+        .await
         .into_iter()
         .filter_map(|c| c.id)
         .collect();
@@ -215,8 +248,7 @@ pub async fn stop(docker: &Docker, name: &str) {
 /// running on the test's own runtime.
 pub struct SocketProxy {
     path: std::path::PathBuf,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    server: super::thread::OwnThread,
 }
 
 impl SocketProxy {
@@ -263,47 +295,30 @@ impl SocketProxy {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path).expect("proxy socket binds");
         listener.set_nonblocking(true).expect("nonblocking socket");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("proxy runtime");
-            rt.block_on(async move {
-                let listener =
-                    tokio::net::UnixListener::from_std(listener).expect("proxy listener");
-                let accept = async {
-                    while let Ok((inbound, _)) = listener.accept().await {
-                        let record = record.clone();
-                        let pid = inbound.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
-                        tokio::spawn(async move {
-                            if let Ok(outbound) =
-                                tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                            {
-                                forward(inbound, outbound, record, pid).await;
-                            }
-                        });
+        let server = super::thread::OwnThread::spawn(move || async move {
+            let listener = tokio::net::UnixListener::from_std(listener).expect("proxy listener");
+            while let Ok((inbound, _)) = listener.accept().await {
+                let record = record.clone();
+                let pid = inbound.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+                tokio::spawn(async move {
+                    if let Ok(outbound) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        forward(inbound, outbound, record, pid).await;
                     }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime cancels every forwarding task: open streams are cut.
-            drop(rt);
+                });
+            }
         });
         SocketProxy {
             path: path.to_path_buf(),
-            stop,
-            thread,
+            server,
         }
     }
 
     /// Stops accepting, cuts every open connection, removes the socket.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+        let server = self.server;
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -9,5 +9,6 @@ pub mod docker;
 pub mod files;
 pub mod moto;
 pub mod tcp;
+pub mod thread;
 pub mod tls;
 pub mod world;

@@ -10,10 +10,7 @@ pub struct TcpProxy {
     /// The port clients connect to; the same across a cut and a restore.
     pub port: u16,
     target: SocketAddr,
-    running: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    )>,
+    running: Option<super::thread::OwnThread>,
 }
 
 impl TcpProxy {
@@ -40,41 +37,23 @@ impl TcpProxy {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let target = self.target;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("proxy runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let accept = async {
-                    while let Ok((mut inbound, _)) = listener.accept().await {
-                        tokio::spawn(async move {
-                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
-                            }
-                        });
+        self.running = Some(super::thread::OwnThread::spawn(move || async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime cancels every forwarding task: open streams are cut.
-            drop(rt);
-        });
-        self.running = Some((stop, thread));
+                });
+            }
+        }));
     }
 
     /// Stops listening and cuts every open connection: connecting is refused until
     /// [`TcpProxy::restore`].
     pub fn cut(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
+        if let Some(server) = self.running.take() {
+            server.stop();
         }
     }
 
