@@ -23,6 +23,12 @@ pub struct ContainerSpec {
     /// `uid:gid`, numeric. Unset means root, which policy rejects unless `allowRoot` says why.
     #[serde(default)]
     pub user: Option<String>,
+    /// Supplementary groups, numeric gids (Docker `GroupAdd`). A container that needs a
+    /// second group (stackwarden's own needs the Docker socket's) takes it here and keeps
+    /// its primary group for the files it owns: without CAP_CHOWN, a process can give a file
+    /// only a group it is a member of.
+    #[serde(default)]
+    pub group_add: Vec<String>,
     /// An explicit, reasoned exception to the no-root rule.
     #[serde(default)]
     pub allow_root: Option<RootAllowance>,

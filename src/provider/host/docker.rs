@@ -71,6 +71,7 @@ impl LiveContainer {
             command: Vec::new(),
             environment: BTreeMap::new(),
             user: Some(v.user.clone()),
+            group_add: v.group_add.clone(),
             allow_root,
             privileged: v.privileged,
             cap_add: v.cap_add.clone(),
@@ -404,6 +405,7 @@ pub fn create_body(
             privileged: Some(spec.privileged),
             cap_add: non_empty(&spec.cap_add),
             cap_drop: non_empty(&spec.cap_drop),
+            group_add: non_empty(&spec.group_add),
             security_opt: non_empty(&spec.security_opt),
             devices: (!spec.devices.is_empty()).then(|| {
                 spec.devices

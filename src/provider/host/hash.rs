@@ -43,6 +43,10 @@ struct SpecView<'a> {
     /// Literal values (secrets never reach the environment).
     environment: BTreeMap<&'a str, String>,
     user: Option<&'a str>,
+    /// Left out when empty: the hash of every container declared before `groupAdd` existed
+    /// stays what it was, so none rolls for it.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    group_add: &'a [String],
     privileged: bool,
     cap_add: &'a [String],
     cap_drop: &'a [String],
@@ -81,6 +85,7 @@ pub fn config_hash(
             command: &spec.command,
             environment,
             user: spec.user.as_deref(),
+            group_add: &spec.group_add,
             privileged: spec.privileged,
             cap_add: &spec.cap_add,
             cap_drop: &spec.cap_drop,
@@ -116,6 +121,7 @@ mod tests {
             command: vec![],
             environment: BTreeMap::new(),
             user: Some("10001:10001".into()),
+            group_add: vec![],
             allow_root: None,
             privileged: false,
             cap_add: vec![],
@@ -154,6 +160,9 @@ mod tests {
         let mut other_files = BTreeMap::new();
         other_files.insert("loki-config".to_string(), sha256_hex(b"a"));
         assert_ne!(base, config_hash("loki", &spec(), &other_files, &[]));
+        let mut grouped = spec();
+        grouped.group_add = vec!["992".into()];
+        assert_ne!(base, config_hash("loki", &grouped, &files, &[]));
     }
 
     #[test]

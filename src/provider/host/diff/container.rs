@@ -84,7 +84,7 @@ pub fn desired_view(
         read_only: spec.read_only_root_filesystem,
         masked_paths: !spec.privileged,
         namespaces: BTreeMap::new(),
-        group_add: Vec::new(),
+        group_add: sorted(spec.group_add.clone()),
         sysctls: BTreeMap::new(),
         device_cgroup_rules: Vec::new(),
         runtime: String::new(),
@@ -225,7 +225,7 @@ fn security(d: &ContainerView, l: &ContainerView, out: &mut Vec<FieldChange>) {
         &d.namespaces,
         map,
     );
-    field(out, "HostConfig.GroupAdd", &l.group_add, &d.group_add, list);
+    field(out, "spec.groupAdd", &l.group_add, &d.group_add, list);
     field(out, "HostConfig.Sysctls", &l.sysctls, &d.sysctls, map);
     field(
         out,
@@ -521,7 +521,7 @@ mod tests {
             namespaces => "HostConfig.Namespaces", |v| {
                 v.namespaces.insert("pid".into(), "host".into());
             };
-            group_add => "HostConfig.GroupAdd", |v| v.group_add.push("0".into());
+            group_add => "spec.groupAdd", |v| v.group_add.push("0".into());
             sysctls => "HostConfig.Sysctls", |v| {
                 v.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
             };
