@@ -143,6 +143,12 @@ impl Controller {
                 break;
             }
             self.write_snapshot().await;
+            // A Docker-triggered pass looks at the containers alone: it must not push back
+            // the resync, the one pass that looks at AWS (a container dying every few
+            // seconds would otherwise hide AWS drift for as long as it keeps dying).
+            if trigger == Trigger::Docker {
+                continue;
+            }
             let interval = self
                 .state
                 .desired

@@ -315,6 +315,46 @@ async fn a_storm_of_triggers_is_coalesced_into_few_passes() {
     );
 }
 
+/// A container dying every 8 s wakes a Docker pass each time; the resync, which is what looks
+/// at AWS, still comes on its own timer (30 s, jittered by at most a tenth).
+#[tokio::test(start_paused = true)]
+async fn docker_events_never_push_the_resync_back() {
+    let mut h = start(Script::default());
+    h.until("the first pass", |s| s.last_pass.is_some()).await;
+    let events = h.events.clone();
+    let storm = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            let dying = HostEvent::Container {
+                action: "die".to_string(),
+                name: "a".to_string(),
+                id: "id-a".to_string(),
+            };
+            if events.send(dying).await.is_err() {
+                break;
+            }
+        }
+    });
+    let resynced = tokio::time::timeout(
+        Duration::from_secs(45),
+        h.until("a resync pass amid Docker passes", |s| {
+            s.passes.iter().any(|p| p.trigger == Trigger::Resync)
+        }),
+    )
+    .await;
+    storm.abort();
+    let passes = h.status.borrow().passes.clone();
+    assert!(
+        resynced.is_ok(),
+        "no resync in 45 s of events every 8 s: {:?}",
+        passes.iter().map(|p| p.trigger).collect::<Vec<_>>()
+    );
+    assert!(
+        passes.iter().any(|p| p.trigger == Trigger::Docker),
+        "the events woke Docker passes"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_write_waits_and_an_event_about_the_resource_lifts_its_backoff() {
     let mut h = start(Script {
