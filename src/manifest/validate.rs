@@ -190,7 +190,72 @@ pub fn check(resources: &[Resource], env: Option<&str>) -> Vec<Finding> {
     }
     c.config_paths(resources);
     c.dependency_cycles(resources);
+    c.file_owners(resources);
     c.out
+}
+
+/// The container that writes the host root: the one mounting it read-write (on a host,
+/// stackwarden's own). Its user, groups and capabilities bound what it can give a file.
+struct RootWriter<'a> {
+    name: &'a str,
+    user: String,
+    uid: u32,
+    /// The primary group and every `groupAdd`: the groups a file it writes may be given.
+    gids: BTreeSet<u32>,
+    /// Root that kept CAP_CHOWN may give any owner and group. A non-root user never may:
+    /// Docker adds capabilities to the bounding set only, and `no-new-privileges` keeps it so.
+    chown: bool,
+}
+
+impl<'a> RootWriter<'a> {
+    /// The writer among `resources`, if a container mounts the host root read-write; none
+    /// when the daemon runs outside the stack's containers (a person's or CI's apply).
+    fn find(resources: &'a [Resource]) -> Option<RootWriter<'a>> {
+        let root = resources.iter().find_map(|r| match &r.spec {
+            Spec::Stack(s) => Some(s.host.root.clone()),
+            _ => None,
+        })?;
+        let (name, spec) = resources.iter().find_map(|r| match &r.spec {
+            Spec::Container(c)
+                if c.mounts.iter().any(|m| {
+                    !m.read_only
+                        && m.host_path.as_deref().is_some_and(|p| {
+                            let p = p.trim_end_matches('/');
+                            p.is_empty() || p == "." || std::path::Path::new(p) == root
+                        })
+                }) =>
+            {
+                Some((r.id.name.as_str(), c))
+            }
+            _ => None,
+        })?;
+        let user = spec.user.clone().unwrap_or_default();
+        let (uid, gid) = match user.split_once(':') {
+            Some((u, g)) => (u.parse().ok()?, g.parse().ok()?),
+            // No gid: an image without /etc/passwd runs the user in group 0.
+            None if user.is_empty() => (0, 0),
+            None => (user.parse().ok()?, 0),
+        };
+        let mut gids: BTreeSet<u32> = spec
+            .group_add
+            .iter()
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        gids.insert(gid);
+        let named = |list: &[String], cap: &str| {
+            list.iter().any(|c| {
+                let c = c.to_ascii_uppercase();
+                c == "ALL" || c.trim_start_matches("CAP_") == cap
+            })
+        };
+        Some(RootWriter {
+            name,
+            user,
+            uid,
+            gids,
+            chown: uid == 0 && (!named(&spec.cap_drop, "CHOWN") || named(&spec.cap_add, "CHOWN")),
+        })
+    }
 }
 
 impl Checker<'_> {
@@ -904,6 +969,51 @@ impl Checker<'_> {
                         d.container
                     ),
                     "give that container a healthCheck, or use condition: started",
+                );
+            }
+        }
+    }
+
+    /// Every owner and group a ConfigFile declares must be one the host root's writer can
+    /// set: otherwise each write of that file fails on `chown` in the field, while a test
+    /// daemon running as root passes.
+    fn file_owners(&mut self, resources: &[Resource]) {
+        let Some(w) = RootWriter::find(resources) else {
+            return;
+        };
+        if w.chown {
+            return;
+        }
+        let groups: Vec<String> = w.gids.iter().map(u32::to_string).collect();
+        for r in resources {
+            let Spec::ConfigFile(f) = &r.spec else {
+                continue;
+            };
+            if f.owner != w.uid {
+                self.finding(
+                    &r.id,
+                    "spec.owner",
+                    format!(
+                        "Container/{} writes the host root as user `{}` without CAP_CHOWN: it cannot make uid {} this file's owner",
+                        w.name, w.user, f.owner
+                    ),
+                    format!("give this file owner {}", w.uid),
+                );
+            }
+            if !w.gids.contains(&f.group) {
+                self.finding(
+                    &r.id,
+                    "spec.group",
+                    format!(
+                        "Container/{} writes the host root in groups [{}] without CAP_CHOWN: it cannot give this file group {}",
+                        w.name,
+                        groups.join(", "),
+                        f.group
+                    ),
+                    format!(
+                        "give this file one of those groups, or add {} to Container/{}'s spec.groupAdd",
+                        f.group, w.name
+                    ),
                 );
             }
         }

@@ -39,6 +39,38 @@ enum Kind {
     Image,
 }
 
+/// The two stand-ins the daemon's container needs on this machine (docs/local-world.md),
+/// and nothing else changed in its shipped declaration: static keys and moto's endpoint in
+/// place of the instance role through IMDS, and the host's network in place of a bridge
+/// (moto listens on the host's loopback; the engine runs without a bridge).
+fn daemon_reaches_moto(repo: &Path, moto: &Moto) {
+    let path = repo.join("manifests/host/containers.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut found = 0;
+    let docs: Vec<String> = text
+        .split("\n---\n")
+        .map(|doc| {
+            if !doc.contains("\n  name: stackwarden\n") {
+                return doc.to_string();
+            }
+            found += 1;
+            let region = "    AWS_REGION: { value: \"${region}\" }\n";
+            assert!(doc.contains(region), "the shipped daemon's environment:\n{doc}");
+            assert!(doc.contains("\n  network: ${network}\n"), "{doc}");
+            doc.replace(
+                region,
+                &format!(
+                    "{region}    AWS_ENDPOINT_URL: {{ value: \"{}\" }}\n    AWS_ACCESS_KEY_ID: {{ value: testing }}\n    AWS_SECRET_ACCESS_KEY: {{ value: testing }}\n",
+                    moto.endpoint
+                ),
+            )
+            .replace("\n  network: ${network}\n", "\n  network: host\n")
+        })
+        .collect();
+    assert_eq!(found, 1, "one Container/stackwarden in {}", path.display());
+    std::fs::write(&path, docs.join("\n---\n")).unwrap();
+}
+
 /// What scripts/image builds from the Dockerfile.
 const IMAGE: &str = "stackwarden:local";
 
@@ -107,6 +139,7 @@ impl World {
                     std::fs::metadata("/var/run/docker.sock").unwrap().gid()
                 };
                 set("dockerGroup", &format!("\"{gid}\""));
+                daemon_reaches_moto(repo.path(), &moto);
                 (tar, Some(dir), "image")
             }
         };
@@ -473,4 +506,122 @@ async fn an_image_artifact_is_loaded_and_the_host_is_applied_from_inside_it() {
         "the daemon runs the image the artifact held"
     );
     dk::cleanup(&docker, "observability", &CONTAINERS).await;
+}
+
+/// Waits up to `limit` for `check`, polling every 250 ms; true once it held.
+async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    check().await
+}
+
+/// Owner, group and content of a host file, read from the disk.
+fn file_on_host(path: &Path) -> (u32, u32, String) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (
+        meta.uid(),
+        meta.gid(),
+        std::fs::read_to_string(path).unwrap(),
+    )
+}
+
+/// Blocker B1 of the field: the daemon runs as its Container declares it (the real image,
+/// the declared user and groups, no capability, a read-only root) and is the one that
+/// writes the host's files from then on. Every check reads the disk and the engine.
+#[tokio::test]
+async fn the_daemon_in_its_shipped_container_writes_a_published_config_change_and_repairs_a_hand_edit()
+ {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+    let world = World::with(Kind::Image).await;
+    world.apply_aws();
+    world.publish();
+    world.publish_artifact();
+    let (out, _) = world.run_on_host(&world.user_data().await, ENGINE);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The daemon runs as declared, not as root.
+    let daemon = dk::inspect(&docker, "stackwarden").await;
+    let config = daemon.config.clone().unwrap();
+    let host = daemon.host_config.clone().unwrap();
+    let gid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/var/run/docker.sock").unwrap().gid()
+    };
+    assert_eq!(config.user.as_deref(), Some("10001:10001"));
+    assert_eq!(host.group_add, Some(vec![gid.to_string()]));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    let daemon_id = daemon.id.clone().unwrap();
+
+    // A hand edit of a config file: the daemon in its container puts it back, as 10001:10001.
+    let loki = world.host_root.path().join("loki/loki.yaml");
+    let (uid, gid0, shipped) = file_on_host(&loki);
+    assert_eq!((uid, gid0), (10001, 10001));
+    std::fs::write(&loki, format!("{shipped}# edited by hand\n")).unwrap();
+    let repaired = eventually(std::time::Duration::from_secs(90), async || {
+        file_on_host(&loki) == (10001, 10001, shipped.clone())
+    })
+    .await;
+    assert!(
+        repaired,
+        "the hand edit stays: {:?}\ndaemon log:\n{}",
+        file_on_host(&loki),
+        dk_logs(&docker, "stackwarden").await
+    );
+
+    // A reviewed change to config/loki.yaml, published: it reaches the host file, written by
+    // the daemon, and loki is recreated to read it.
+    let loki_before = dk::inspect(&docker, "loki").await.id.unwrap();
+    let source = world.repo.path().join("config/loki.yaml");
+    let changed = format!(
+        "{}# a reviewed change\n",
+        std::fs::read_to_string(&source).unwrap()
+    );
+    std::fs::write(&source, changed).unwrap();
+    world.publish();
+    let arrived = eventually(std::time::Duration::from_secs(120), async || {
+        let (uid, gid, text) = file_on_host(&loki);
+        (uid, gid) == (10001, 10001)
+            && text.ends_with("# a reviewed change\n")
+            && dk::inspect(&docker, "loki").await.id.as_deref() != Some(loki_before.as_str())
+            && dk::inspect_running(&docker, "loki").await
+    })
+    .await;
+    assert!(
+        arrived,
+        "the published change did not reach the host: {:?}\ndaemon log:\n{}",
+        file_on_host(&loki),
+        dk_logs(&docker, "stackwarden").await
+    );
+    // The same daemon did it: no restart, no one-shot apply from outside.
+    assert_eq!(
+        dk::inspect(&docker, "stackwarden").await.id.as_deref(),
+        Some(daemon_id.as_str())
+    );
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+}
+
+/// The last lines a container logged, for a failure message.
+async fn dk_logs(docker: &bollard::Docker, name: &str) -> String {
+    use futures_util::StreamExt;
+    let opts = bollard::query_parameters::LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: "60".to_string(),
+        ..Default::default()
+    };
+    let mut out = String::new();
+    let mut logs = docker.logs(name, Some(opts));
+    while let Some(Ok(line)) = logs.next().await {
+        out.push_str(&line.to_string());
+    }
+    out
 }
