@@ -519,10 +519,17 @@ impl Status {
                     "exists as observed".to_string(),
                 ),
             };
+            // A write that failed holds its resource back (backoff) while it still differs:
+            // the passes in between attempt nothing on it, and its error is still the reason
+            // it is not synced, so it stays shown until the next attempt.
+            let held = prev
+                .filter(|_| drift.is_some() && pass.backoff.contains_key(&rid))
+                .and_then(|p| p.last_error.clone().map(|e| (e, p.last_error_class)));
             let error = failed
                 .get(&id)
                 .map(|(e, _)| e.to_string())
-                .or_else(|| unobserved.clone());
+                .or_else(|| unobserved.clone())
+                .or_else(|| held.as_ref().map(|(e, _)| e.clone()));
             let error_class = failed
                 .get(&id)
                 .and_then(|(_, c)| *c)
@@ -531,7 +538,8 @@ impl Status {
                     unobserved
                         .as_ref()
                         .map(|_| crate::provider::ErrorClass::Transient)
-                });
+                })
+                .or_else(|| held.and_then(|(_, c)| c));
             let backoff_until = pass.backoff.get(&rid).copied().map(Timestamp);
             // Something that is not ours holds it: it cannot be written until a person acts,
             // and what runs under its name is not what the manifest declares.

@@ -161,6 +161,55 @@ fn a_failed_write_is_synced_false_with_its_error() {
 }
 
 #[test]
+fn a_failed_write_keeps_its_error_while_its_backoff_holds_it_back() {
+    let d = desired();
+    let now = SystemTime::now();
+    let plan = Plan {
+        changes: vec![drift()],
+        ..Plan::default()
+    };
+    let outcome = StepOutcome::failed(
+        drift(),
+        crate::provider::StepError::permanent("chown /opt/observability/loki/loki.yaml: EPERM"),
+    );
+    let held = BTreeMap::from([(ResourceId::new(Kind::Parameter, "pw"), now)]);
+    let pass =
+        |outcomes: &[StepOutcome], backoff: &BTreeMap<ResourceId, SystemTime>, s: &mut Status| {
+            s.record_pass(
+                PassRecord {
+                    desired: &d,
+                    before: &plan,
+                    after: &plan,
+                    outcomes,
+                    backoff,
+                    summary: summary(now, PassResult::Failed),
+                    covers: &|_| true,
+                    unobserved: &|_| None,
+                    kept: &|_| false,
+                    applying: &Default::default(),
+                },
+                now,
+            )
+        };
+    let mut s = Status::default();
+    pass(std::slice::from_ref(&outcome), &held, &mut s);
+    // The next pass attempts nothing on it (backoff), and it still differs: the error that
+    // holds it back is still the one to show.
+    pass(&[], &held, &mut s);
+    let r = &s.resources[0];
+    assert_eq!(r.condition("Synced").unwrap().reason, "ApplyFailed");
+    assert!(
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("loki.yaml")),
+        "{r:?}"
+    );
+    // Once the backoff is over and nothing failed, the error is history.
+    pass(&[], &BTreeMap::new(), &mut s);
+    assert_eq!(s.resources[0].last_error, None);
+}
+
+#[test]
 fn a_denied_write_is_synced_false_permission_denied_naming_the_action() {
     let d = desired();
     let now = SystemTime::now();

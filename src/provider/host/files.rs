@@ -237,12 +237,16 @@ pub fn write_atomic(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(write_err("creating", &tmp))?;
-        f.write_all(content).map_err(write_err("writing", &tmp))?;
-        f.sync_all().map_err(write_err("syncing", &tmp))?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(write_err("chown", &tmp))?;
+            .map_err(write_err("creating a new copy of", path))?;
+        f.write_all(content)
+            .map_err(write_err("writing a new copy of", path))?;
+        f.sync_all()
+            .map_err(write_err("syncing a new copy of", path))?;
+        // The error names the file people know, not the temporary copy.
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .map_err(write_err("chown of a new copy of", path))?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(write_err("chmod", &tmp))?;
+            .map_err(write_err("chmod of a new copy of", path))?;
         std::fs::rename(&tmp, path).map_err(write_err("renaming into place", path))
     })();
     if result.is_err() {
