@@ -1021,7 +1021,9 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         let (bucket, env, config) = delivery_target(&args.common, args.bucket.as_deref()).await?;
         let location = Location::new(&bucket, &args.prefix, &env);
         let s3 = aws::s3_client(&config);
-        let up = match crate::source::artifact::upload(&s3, &location, path).await {
+        let up = match crate::source::artifact::upload(&s3, &location, path, aws::transfer_timeouts)
+            .await
+        {
             Ok(up) => up,
             Err(crate::source::artifact::ArtifactError::S3(e)) => {
                 let hint = access_hint(&e, "ci");

@@ -59,11 +59,13 @@ pub fn sha256_of(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// Puts `path` at `<prefix>/artifacts/<sha256>` with `If-None-Match: *`. One already there of
 /// the same size is kept (the host checks the digest of what it downloads anyway); one of
-/// another size was replaced by someone, and is put right.
+/// another size was replaced by someone, and is put right. `deadlines` gives the put's
+/// timeouts for its size: the every-call ones would cut off any large image.
 pub async fn upload(
     s3: &aws_sdk_s3::Client,
     location: &Location,
     path: &Path,
+    deadlines: impl Fn(u64) -> aws_sdk_s3::config::timeout::TimeoutConfig,
 ) -> Result<Uploaded, ArtifactError> {
     let (sha256, bytes) = sha256_of(path).map_err(|source| ArtifactError::Read {
         path: path.to_path_buf(),
@@ -81,12 +83,15 @@ pub async fn upload(
                 })
         }
     };
+    let slow = || aws_sdk_s3::config::Builder::default().timeout_config(deadlines(bytes));
     let put = s3
         .put_object()
         .bucket(&location.bucket)
         .key(&key)
         .if_none_match("*")
         .body(body(path).await?)
+        .customize()
+        .config_override(slow())
         .send()
         .await;
     let uploaded = match put {
@@ -109,6 +114,8 @@ pub async fn upload(
                     .bucket(&location.bucket)
                     .key(&key)
                     .body(body(path).await?)
+                    .customize()
+                    .config_override(slow())
                     .send()
                     .await
                     .map_err(|e| S3Error::new("PutObject", &location.bucket, &key, e))?;

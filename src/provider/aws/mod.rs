@@ -182,6 +182,23 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The slowest transfer rate a large upload or download is allowed before it counts as
+/// stuck: far below any real link, so only a dead one trips it.
+const SLOWEST_TRANSFER: u64 = 1 << 20;
+
+/// Deadlines for a call that moves `bytes` (an artifact of hundreds of megabytes): the
+/// every-call deadlines plus one second per MiB. A fixed 8 s would fail any artifact larger
+/// than 8 s of the link's speed, from CI to real S3 as well as on a loaded machine.
+pub fn transfer_timeouts(bytes: u64) -> aws_config::timeout::TimeoutConfig {
+    let attempt = ATTEMPT_TIMEOUT + Duration::from_secs(bytes / SLOWEST_TRANSFER);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * MAX_ATTEMPTS + OPERATION_TIMEOUT - ATTEMPT_TIMEOUT)
+        .build()
+}
+
 /// Bounded retries of transient failures.
 pub fn retries() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard()
@@ -852,6 +869,19 @@ mod tests {
 
     fn change(kind: Kind, action: Action) -> Change {
         Change::new(crate::model::ResourceId::new(kind, "x"), action)
+    }
+
+    #[test]
+    fn a_transfer_gets_a_second_per_mebibyte_on_top_of_every_call_deadline() {
+        let small = transfer_timeouts(0);
+        assert_eq!(small.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        let image = transfer_timeouts(137 << 20);
+        assert_eq!(
+            image.operation_attempt_timeout(),
+            Some(ATTEMPT_TIMEOUT + Duration::from_secs(137))
+        );
+        assert_eq!(image.read_timeout(), image.operation_attempt_timeout());
+        assert!(image.operation_timeout() > Some((ATTEMPT_TIMEOUT + Duration::from_secs(137)) * 2));
     }
 
     #[test]
