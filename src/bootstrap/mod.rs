@@ -52,11 +52,6 @@ pub fn pinned_artifacts(desired: &Desired) -> Vec<String> {
 /// The settings, in the order the script reads them.
 fn settings(desired: &Desired, b: &Bootstrap) -> Vec<(&'static str, String)> {
     let bucket = bucket_of(desired, b);
-    let image = desired
-        .containers()
-        .find(|(r, _)| r.id.name == b.container)
-        .map(|(_, c)| c.image.clone())
-        .unwrap_or_default();
     let mut out = vec![
         ("STACKWARDEN_ENV", desired.environment.clone()),
         ("STACKWARDEN_REGION", desired.stack.region.clone()),
@@ -70,7 +65,6 @@ fn settings(desired: &Desired, b: &Bootstrap) -> Vec<(&'static str, String)> {
             ("STACKWARDEN_SHA256", b.sha256.to_ascii_lowercase()),
             ("STACKWARDEN_TRUST", b.trust.trim().to_string()),
             ("STACKWARDEN_CONTAINER", b.container.clone()),
-            ("STACKWARDEN_IMAGE", image),
         ]);
     }
     out
@@ -104,6 +98,32 @@ mod tests {
         assert_eq!(quote("plain"), "'plain'");
         assert_eq!(quote("it's $HOME `x`"), r"'it'\''s $HOME `x`'");
         assert_eq!(quote("two\nlines"), "'two\nlines'");
+    }
+
+    /// Blocker B4 of the field: the instance's user data must not change with stackwarden's
+    /// own image, or every upgrade would replace the instance.
+    #[test]
+    fn a_new_stackwarden_image_leaves_the_user_data_as_it_was() {
+        let mut desired = crate::manifest::load(std::path::Path::new("manifests"), Some("staging"))
+            .expect("the shipped manifests load")
+            .desired;
+        let (_, spec) = desired.instances().next().expect("an instance is declared");
+        let spec = spec.clone();
+        let before = user_data(&desired, &spec).expect("staging bootstraps");
+        let mut moved = 0;
+        for r in &mut desired.resources {
+            if let crate::model::Spec::Container(c) = &mut r.spec
+                && r.id.name == "stackwarden"
+            {
+                c.image = "ghcr.io/durable-code/stackwarden:9.9.9".to_string();
+                moved += 1;
+            }
+        }
+        assert_eq!(
+            moved, 1,
+            "the shipped manifests declare Container/stackwarden"
+        );
+        assert_eq!(user_data(&desired, &spec), Some(before));
     }
 
     #[test]

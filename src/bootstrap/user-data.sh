@@ -106,22 +106,25 @@ case $STACKWARDEN_ARTIFACT in
     chown -R 10001:10001 "$state/source"
     ;;
   image)
-    : "${STACKWARDEN_IMAGE:?}"
     log "image: loading"
-    docker load --input "$artifact" >&2
-    docker image inspect "$STACKWARDEN_IMAGE" >/dev/null 2>&1 ||
-      fail "image: the artifact does not hold $STACKWARDEN_IMAGE (the image Container/$STACKWARDEN_CONTAINER declares)"
+    loaded=$(docker load --input "$artifact") || fail "image: docker load refused the artifact"
+    printf '%s\n' "$loaded" >&2
+    # The image to run is the one the digest-pinned artifact holds: the user data names no
+    # image, so a new stackwarden image is a published revision, never a new instance.
+    image=$(sed -n 's/^Loaded image: //p; s/^Loaded image ID: //p' <<<"$loaded" | head -n 1)
+    [[ -n $image ]] || fail "image: the artifact holds no image"
+    log "image: loaded $image"
     # The image runs as uid 10001: the host root and the source's state must be its to write.
     chown 10001:10001 "$STACKWARDEN_HOST_ROOT"
     chown -R 10001:10001 "$state/source"
-    log "apply: the host side from $source_url, in $STACKWARDEN_IMAGE"
+    log "apply: the host side from $source_url, in $image"
     docker run --rm --network host --user 10001:10001 \
       --read-only --cap-drop ALL --security-opt no-new-privileges \
       --group-add "$(stat -c %g /var/run/docker.sock)" \
       -e AWS_REGION -e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
       -v /var/run/docker.sock:/var/run/docker.sock \
       -v "$STACKWARDEN_HOST_ROOT:$STACKWARDEN_HOST_ROOT" \
-      "$STACKWARDEN_IMAGE" "${apply[@]}" ||
+      "$image" "${apply[@]}" ||
       fail "apply: exit $?; the containers it could not start are named above"
     ;;
   *) fail "unknown artifact kind $STACKWARDEN_ARTIFACT (none, image or binary)" ;;
