@@ -2,6 +2,8 @@
 //! located (`file:line:col: Kind/name field.path: message`, then `fix:`); nothing partial is
 //! ever returned, so a broken manifest can never replace the one in force.
 
+/// Where the backends keep their data in the bucket, from the configs the manifests ship.
+pub mod backends;
 mod diagnostic;
 pub mod files;
 pub mod repository;
