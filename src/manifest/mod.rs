@@ -271,6 +271,11 @@ pub fn load_in(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Loa
         for v in findings {
             locate_finding(&v.resource, &v.path, v.message, v.fix, Some(v.rule));
         }
+        // The backends' layouts decide what the host policy grants them: one that cannot be
+        // derived, or would reach stackwarden's own keys, is refused here, in the config line.
+        if let Err(errors) = backends::layouts(desired, crate::model::STACKWARDEN_KEYS) {
+            diags.extend(errors.0.iter().map(backends::LayoutError::diagnostic));
+        }
     }
     diags.extend(located);
     let mut diags = Diagnostics(diags);
