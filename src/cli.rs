@@ -451,7 +451,8 @@ async fn iam_policy(args: &IamPolicyArgs) -> anyhow::Result<()> {
             }
         };
     manifest::fill_runtime(&mut desired, &account);
-    let scope = aws::permissions::Scope::of(&desired, &account);
+    let scope = aws::permissions::Scope::of(&desired, &account)
+        .context("deriving where the backends keep their data")?;
     let document = aws::permissions::policy(args.principal.into(), &scope);
     let text = serde_json::to_string_pretty(&document).context("rendering the policy")?;
     use std::io::Write;

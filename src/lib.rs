@@ -4,7 +4,8 @@
 //! - [`cli`]: the `stackwarden` commands; the only place errors become exit codes.
 //! - [`engine`]: observe → diff → plan → apply across providers; modes enforced here.
 //! - [`manifest`]: YAML files + environment values → validated [`model::Desired`], every
-//!   error with file:line:col, field path and fix.
+//!   error with file:line:col, field path and fix; and where the backends' shipped configs
+//!   put their data in the bucket (`manifest::backends`, what the host policy grants them).
 //! - [`grafana`]: the dashboards, datasources and alerting the manifests ship, checked against
 //!   the series catalogue before anything reaches the host.
 //! - [`policy`]: the security rules, run on desired state (validate) and on live state.

@@ -2,6 +2,8 @@
 //! located (`file:line:col: Kind/name field.path: message`, then `fix:`); nothing partial is
 //! ever returned, so a broken manifest can never replace the one in force.
 
+/// Where the backends keep their data in the bucket, from the configs the manifests ship.
+pub mod backends;
 mod diagnostic;
 pub mod files;
 pub mod repository;
@@ -268,6 +270,11 @@ pub fn load_in(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Loa
             .chain(secret_findings(desired));
         for v in findings {
             locate_finding(&v.resource, &v.path, v.message, v.fix, Some(v.rule));
+        }
+        // The backends' layouts decide what the host policy grants them: one that cannot be
+        // derived, or would reach stackwarden's own keys, is refused here, in the config line.
+        if let Err(errors) = backends::layouts(desired, crate::model::STACKWARDEN_KEYS) {
+            diags.extend(errors.0.iter().map(backends::LayoutError::diagnostic));
         }
     }
     diags.extend(located);

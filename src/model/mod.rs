@@ -30,7 +30,7 @@ pub use stack::{
 };
 pub use storage::{
     BucketSpec, DeletionPolicy, Encryption, LifecycleRule, ObjectOwnership, ParameterSpec,
-    ParameterType, PublicAccessBlock, SecretSource,
+    ParameterType, PublicAccessBlock, STACKWARDEN_KEYS, SecretSource,
 };
 
 use serde::Serialize;

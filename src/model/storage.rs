@@ -3,6 +3,11 @@
 use super::common::Tags;
 use serde::{Deserialize, Serialize};
 
+/// The keys of the stack's bucket that stackwarden keeps for itself: the lease, signed
+/// delivery's bundles, pointers and artifacts, the status snapshots. Only stackwarden writes
+/// there (CI publishes, the host's daemon reports), so no backend's data may land under it.
+pub const STACKWARDEN_KEYS: &str = "stackwarden/";
+
 /// `kind: Bucket`: the S3 bucket the backends store their data in.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

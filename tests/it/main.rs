@@ -9,6 +9,7 @@ mod aws;
 mod aws_alerts;
 mod aws_ec2;
 mod aws_fields;
+mod backend_storage;
 mod bootstrap;
 mod check_permissions;
 mod cli;

@@ -779,7 +779,10 @@ async fn user(
         .unwrap()
         .desired;
     stackwarden::manifest::fill_runtime(&mut desired, "123456789012");
-    let doc = policy(principal, &Scope::of(&desired, "123456789012"));
+    let doc = policy(
+        principal,
+        &Scope::of(&desired, "123456789012").expect("the shipped layouts"),
+    );
     let iam = aws_sdk_iam::Client::new(&world.moto.sdk_config().await);
     iam.create_user().user_name(name).send().await.unwrap();
     iam.put_user_policy()

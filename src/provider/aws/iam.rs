@@ -865,6 +865,21 @@ mod tests {
             instance_profiles: vec!["durable-code-local-observability".into()],
             target_groups: vec![],
             load_balancers: vec![],
+            // The backends' prefixes, as the shipped configs give them: their writes must not
+            // reach the delivery objects either.
+            backends: ["mimir/", "loki/", "tempo/", "pyroscope/"]
+                .into_iter()
+                .zip(crate::manifest::backends::Backend::ALL)
+                .map(|(prefix, backend)| crate::manifest::backends::Layout {
+                    backend,
+                    areas: vec![crate::manifest::backends::Area {
+                        bucket: BUCKET.into(),
+                        keys: crate::manifest::backends::Keys::Prefix(prefix.into()),
+                        path: String::new(),
+                        at: crate::model::SourceLocation::default(),
+                    }],
+                })
+                .collect(),
         };
         let host = policy(Principal::Host, &scope).to_string();
         let v = check(&role(&[("host", None, &host)]), &["host"]);

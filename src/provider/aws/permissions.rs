@@ -17,7 +17,7 @@ pub const LEASE_OBJECTS: &str = "stackwarden/lease/";
 
 /// The default prefix of signed delivery's objects (see `source`): bundles, each
 /// environment's pointer and status snapshot. Policies are scoped to it.
-pub const DELIVERY_PREFIX: &str = "stackwarden/";
+pub const DELIVERY_PREFIX: &str = crate::model::STACKWARDEN_KEYS;
 
 /// An AWS service stackwarden calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,6 +69,10 @@ pub enum Step {
     ReadStatus,
     /// Reading a secret Parameter's value (the host writes it into a ConfigFile).
     ReadSecret,
+    /// Not stackwarden's own: the backends (Mimir, Loki, Tempo, Pyroscope) on the host keep
+    /// their data in the bucket through the instance role, under the keys their shipped
+    /// configs name ([`crate::manifest::backends`]).
+    BackendStorage,
 }
 
 /// Which resources an action is granted on, worked out from the manifests by [`Scope`].
@@ -859,6 +863,35 @@ pub const IMPLIED: &[Implied] = &[
     },
 ];
 
+/// What the backends do with their keys, on the instance role: no SDK call of stackwarden's
+/// makes these, so they are not in [`OPERATIONS`]; [`policy`] grants them on the keys each
+/// backend's shipped config names, and nowhere else.
+pub const BACKEND_ACTIONS: &[Implied] = &[
+    Implied {
+        call: "(backends)",
+        action: "s3:GetObject",
+        why: "blocks, chunks, indexes and bucket indexes are read back by queriers and compactors",
+    },
+    Implied {
+        call: "(backends)",
+        action: "s3:PutObject",
+        why: "ingesters and compactors upload (multipart uploads are authorized as PutObject too)",
+    },
+    Implied {
+        call: "(backends)",
+        action: "s3:DeleteObject",
+        why: "compactors replace what they merged, and retention deletes what expired",
+    },
+    Implied {
+        call: "(backends)",
+        action: "s3:ListBucket",
+        why: "they list their prefixes; and, as for the lease, only a caller that may list \
+              the bucket is told NoSuchKey rather than AccessDenied for a key not written yet \
+              (Mimir's bucket index, Loki's cluster seed), so it is granted on the bucket, \
+              without an s3:prefix condition that a GetObject would never meet",
+    },
+];
+
 /// Who a policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
@@ -876,6 +909,9 @@ impl Principal {
     pub fn covers(self, step: Step) -> bool {
         match (self, step) {
             (_, Step::Observe | Step::ReadStatus) => true,
+            // The backends run on the host only.
+            (Principal::Host, Step::BackendStorage) => true,
+            (_, Step::BackendStorage) => false,
             // CI neither follows the pointer nor reports a host's status.
             (Principal::Ci, Step::Follow | Step::Report) => false,
             // CI writes the value from its own environment; it never reads it back.
@@ -919,11 +955,19 @@ pub struct Scope {
     pub target_groups: Vec<String>,
     /// Load balancer names whose listeners carry the stack's rules.
     pub load_balancers: Vec<String>,
+    /// Where each backend keeps its data, from its shipped config.
+    pub backends: Vec<crate::manifest::backends::Layout>,
 }
 
 impl Scope {
-    /// The names a desired state declares, with the account of the credentials in use.
-    pub fn of(desired: &Desired, account: &str) -> Scope {
+    /// The names a desired state declares, with the account of the credentials in use, and
+    /// the backends' layouts its configs give; an error when a layout cannot be derived or
+    /// may not be granted (the same check validation makes).
+    pub fn of(
+        desired: &Desired,
+        account: &str,
+    ) -> Result<Scope, crate::manifest::backends::LayoutErrors> {
+        let backends = crate::manifest::backends::layouts(desired, DELIVERY_PREFIX)?;
         let lookups = |t: LookupType| -> Vec<String> {
             desired
                 .lookups()
@@ -931,7 +975,7 @@ impl Scope {
                 .filter_map(|(_, l)| l.name.clone())
                 .collect()
         };
-        Scope {
+        Ok(Scope {
             partition: partition_of(&desired.stack.region).to_string(),
             region: desired.stack.region.clone(),
             account: account.to_string(),
@@ -945,7 +989,8 @@ impl Scope {
                 .map(|(_, t)| t.name.clone())
                 .collect(),
             load_balancers: lookups(LookupType::LoadBalancer),
-        }
+            backends,
+        })
     }
 
     fn arns(&self, target: Target) -> Vec<String> {
@@ -1081,6 +1126,14 @@ pub fn actions(principal: Principal) -> BTreeMap<&'static str, Vec<Step>> {
             add(i.action);
         }
     }
+    if principal.covers(Step::BackendStorage) {
+        for b in BACKEND_ACTIONS {
+            let entry = out.entry(b.action).or_default();
+            entry.push(Step::BackendStorage);
+            entry.sort();
+            entry.dedup();
+        }
+    }
     out
 }
 
@@ -1141,6 +1194,28 @@ pub fn policy(principal: Principal, scope: &Scope) -> Value {
                 // request context, so a prefix condition would never match.
                 "s3:ListBucket" => grant(i.action, scope.arns(Target::Bucket), Value::Null),
                 other => grant(other, vec!["*".to_string()], Value::Null),
+            }
+        }
+    }
+    if principal.covers(Step::BackendStorage) {
+        let p = &scope.partition;
+        for layout in &scope.backends {
+            for area in &layout.areas {
+                let object = match &area.keys {
+                    crate::manifest::backends::Keys::Prefix(prefix) => {
+                        format!("arn:{p}:s3:::{}/{prefix}*", area.bucket)
+                    }
+                    crate::manifest::backends::Keys::Object(key) => {
+                        format!("arn:{p}:s3:::{}/{key}", area.bucket)
+                    }
+                };
+                for b in BACKEND_ACTIONS {
+                    let resource = match b.action {
+                        "s3:ListBucket" => format!("arn:{p}:s3:::{}", area.bucket),
+                        _ => object.clone(),
+                    };
+                    grant(b.action, vec![resource], Value::Null);
+                }
             }
         }
     }

@@ -152,7 +152,10 @@ pub(super) async fn world_as(policy_of: impl Fn(&World) -> serde_json::Value) ->
 
 /// The `ci` policy for the shipped local stack.
 pub(super) fn ci_policy(world: &World) -> serde_json::Value {
-    policy(Principal::Ci, &Scope::of(&world.desired, "123456789012"))
+    policy(
+        Principal::Ci,
+        &Scope::of(&world.desired, "123456789012").expect("the shipped layouts"),
+    )
 }
 
 /// Whether the step's error says AWS denied a call.

@@ -1,6 +1,22 @@
 //! The generated documents, pinned: a changed table shows here as a changed policy.
 
 use super::*;
+use crate::manifest::backends::{Area, Backend, Keys, Layout};
+
+const BUCKET: &str = "dc-dev-observability-123456789012";
+
+/// A backend keeping its data under one prefix of the stack's bucket.
+fn backend(backend: Backend, prefix: &str) -> Layout {
+    Layout {
+        backend,
+        areas: vec![Area {
+            bucket: BUCKET.into(),
+            keys: Keys::Prefix(prefix.into()),
+            path: String::new(),
+            at: crate::model::SourceLocation::default(),
+        }],
+    }
+}
 
 fn scope() -> Scope {
     Scope {
@@ -14,6 +30,12 @@ fn scope() -> Scope {
         instance_profiles: vec!["dc-dev-observability".into()],
         target_groups: vec!["dc-dev-faro-tg".into()],
         load_balancers: vec!["dc-dev-alb".into()],
+        backends: vec![
+            backend(Backend::Mimir, "mimir/"),
+            backend(Backend::Loki, "loki/"),
+            backend(Backend::Tempo, "tempo/"),
+            backend(Backend::Pyroscope, "pyroscope/"),
+        ],
     }
 }
 
@@ -105,6 +127,10 @@ fn the_host_policy_is_exactly_this() {
         "iam:GetInstanceProfile | arn:aws:iam::123456789012:instance-profile/dc-dev-observability | -",
         "iam:GetPolicy iam:GetPolicyVersion | arn:aws:iam::aws:policy/* arn:aws:iam::123456789012:policy/* | -",
         "iam:GetRolePolicy iam:ListAttachedRolePolicies iam:ListRolePolicies | arn:aws:iam::123456789012:role/dc-dev-observability | -",
+        "s3:DeleteObject s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/loki/* | -",
+        "s3:DeleteObject s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/mimir/* | -",
+        "s3:DeleteObject s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/pyroscope/* | -",
+        "s3:DeleteObject s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/tempo/* | -",
         "s3:GetBucketAcl s3:GetBucketOwnershipControls s3:GetBucketPolicy s3:GetBucketPublicAccessBlock s3:GetBucketTagging s3:GetBucketVersioning s3:GetEncryptionConfiguration s3:GetLifecycleConfiguration s3:ListBucket | arn:aws:s3:::dc-dev-observability-123456789012 | -",
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/artifacts/* | -",
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
@@ -144,7 +170,7 @@ fn the_readonly_policy_has_no_write_action() {
 }
 
 #[test]
-fn the_host_policy_writes_only_the_lease_and_its_status_snapshot() {
+fn the_host_policy_writes_only_the_lease_its_status_snapshot_and_the_backends_data() {
     for (action, steps) in actions(Principal::Host) {
         assert!(
             steps.iter().all(|s| matches!(
@@ -155,17 +181,34 @@ fn the_host_policy_writes_only_the_lease_and_its_status_snapshot() {
                     | Step::Report
                     | Step::ReadStatus
                     | Step::ReadSecret
+                    | Step::BackendStorage
             )),
             "the host is granted {action} for {steps:?}"
         );
     }
     // A container reaching the instance role through IMDS must not be able to hand the
-    // daemon its desired state.
+    // daemon its desired state: every write is on the lease, the status snapshot or a
+    // backend's own prefix.
+    let own = [
+        "/stackwarden/lease/*",
+        "/stackwarden/dev/status.json",
+        "/mimir/*",
+        "/loki/*",
+        "/tempo/*",
+        "/pyroscope/*",
+    ];
     for line in lines(&policy(Principal::Host, &scope())) {
-        if line.contains("s3:PutObject") {
+        if line.contains("s3:PutObject") || line.contains("s3:DeleteObject") {
             assert!(
                 !line.contains("/bundles/") && !line.contains("/current"),
                 "the host may write delivery objects: {line}"
+            );
+            let resources = line.split(" | ").nth(1).unwrap_or_default();
+            assert!(
+                resources
+                    .split(' ')
+                    .all(|r| own.iter().any(|o| r.ends_with(o))),
+                "the host writes beyond its own keys: {line}"
             );
         }
     }
@@ -176,7 +219,50 @@ fn the_host_policy_writes_only_the_lease_and_its_status_snapshot() {
             !READ_VERBS.iter().any(|v| verb.starts_with(v))
         })
         .collect();
-    assert_eq!(writes, vec!["s3:PutObject"]);
+    assert_eq!(writes, vec!["s3:DeleteObject", "s3:PutObject"]);
+}
+
+#[test]
+fn only_the_host_is_granted_the_backends_keys() {
+    for p in [Principal::Ci, Principal::Readonly] {
+        let doc = policy(p, &scope()).to_string();
+        assert!(
+            !doc.contains("/mimir/"),
+            "{} reaches Mimir's data",
+            p.name()
+        );
+        assert!(!doc.contains("s3:DeleteObject"), "{} may delete", p.name());
+    }
+}
+
+#[test]
+fn a_backend_config_with_another_prefix_moves_its_grant() {
+    let config = |prefix: &str| {
+        let text = format!(
+            "common:\n  storage:\n    backend: s3\n    s3:\n      bucket_name: {BUCKET}\n\
+             blocks_storage:\n  storage_prefix: {prefix}\n"
+        );
+        let doc = crate::manifest::yaml::parse(&text)
+            .expect("yaml")
+            .swap_remove(0);
+        crate::manifest::backends::layout(crate::manifest::backends::Config {
+            backend: Backend::Mimir,
+            resource: "ConfigFile/mimir-config",
+            file: std::path::Path::new("config/mimir.yaml"),
+            doc: &doc,
+        })
+        .expect("layout")
+    };
+    let with = |layout: Layout| {
+        let mut s = scope();
+        s.backends = vec![layout];
+        policy(Principal::Host, &s).to_string()
+    };
+    let shipped = with(config("mimir"));
+    let moved = with(config("metrics"));
+    assert!(shipped.contains(&format!("{BUCKET}/mimir/*")), "{shipped}");
+    assert!(!moved.contains("/mimir/"), "{moved}");
+    assert!(moved.contains(&format!("{BUCKET}/metrics/*")), "{moved}");
 }
 
 #[test]
@@ -216,6 +302,7 @@ fn every_ec2_write_is_conditioned_on_the_stack_tag() {
 fn each_policy_grants_only_actions_of_the_table() {
     let mut known: Vec<&str> = OPERATIONS.iter().map(|o| o.action).collect();
     known.extend(IMPLIED.iter().map(|i| i.action));
+    known.extend(BACKEND_ACTIONS.iter().map(|b| b.action));
     for p in [Principal::Ci, Principal::Readonly, Principal::Host] {
         let doc = policy(p, &scope());
         let mut granted: Vec<&str> = doc["Statement"]
