@@ -725,6 +725,7 @@ async fn a_successor_left_standing_when_no_handoff_is_due_is_removed() {
     // running container, never started here (it would only stand by).
     let mut labels = std::collections::HashMap::new();
     labels.insert("stackwarden.stack".to_string(), STACK.to_string());
+    labels.insert("stackwarden.env".to_string(), "local".to_string());
     labels.insert("stackwarden.successor-of".to_string(), old.clone());
     let body = bollard::models::ContainerCreateBody {
         image: Some(TAG_A.into()),

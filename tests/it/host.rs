@@ -284,6 +284,10 @@ async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
             labels.get("stackwarden.stack").map(String::as_str),
             Some(STACK)
         );
+        assert_eq!(
+            labels.get("stackwarden.env").map(String::as_str),
+            Some("local")
+        );
         let hc = c.host_config.clone().unwrap_or_default();
         assert_eq!(hc.privileged, Some(false), "{name}");
         assert!(
@@ -1112,7 +1116,12 @@ async fn a_container_of_other_settings_taking_the_name_after_the_observe_is_left
     let late = second_provider().await;
     let work = late.plan(&host.desired).await.expect("plan");
     // This stack's label, but not the spec's hash: not the container the step was to make.
-    let id = impostor(&host.docker, "tempo", &[("stackwarden.stack", STACK)]).await;
+    let id = impostor(
+        &host.docker,
+        "tempo",
+        &[("stackwarden.stack", STACK), ("stackwarden.env", "local")],
+    )
+    .await;
 
     let outcomes = work.apply(&|_| true, &OpenGate).await;
     let create = outcomes

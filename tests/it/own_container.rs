@@ -101,6 +101,7 @@ async fn drifted_self(docker: &Docker, dir: &Path, socket_gid: u32) -> String {
     dk::remove(docker, NAME).await;
     let mut labels = HashMap::new();
     labels.insert("stackwarden.stack".to_string(), STACK.to_string());
+    labels.insert("stackwarden.env".to_string(), "local".to_string());
     let body = bollard::models::ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(COMMAND.map(String::from).to_vec()),

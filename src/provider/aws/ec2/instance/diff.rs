@@ -4,6 +4,7 @@
 
 use super::live::LiveInstance;
 use super::{InstanceOp, LIVE_STATES, TAG_RESOURCE, TAG_USER_DATA};
+use crate::model::ownership::{ENV_TAG, STACK_TAG};
 use crate::model::{Desired, Ensure, HttpTokens, InstanceSpec, Kind, ResourceId, Tags};
 use crate::plan::{Action, BlockReason, Blocked, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::aws::ec2::id_names;
@@ -36,10 +37,17 @@ pub(super) fn instance_tags(desired: &Desired, manifest: &str, spec: &InstanceSp
 
 /// Whether a live instance stands for the declared one: its resource tag names it, or, with no
 /// resource tag (adoption candidates, instances launched before the tag), its Name matches.
+///
+/// One written before the environment was part of a stack's identity (a stack tag, no
+/// environment tag) carries the same resource tag in every environment: only its Name, which
+/// embeds the environment, says whose it is, so both must match.
 pub(super) fn claims(i: &LiveInstance, manifest: &str, spec_name: &str) -> bool {
+    let named = i.tags.get("Name").map(String::as_str) == Some(spec_name);
+    let legacy = i.tags.contains_key(STACK_TAG) && !i.tags.contains_key(ENV_TAG);
     match i.tags.get(TAG_RESOURCE) {
+        Some(r) if legacy => r == manifest && named,
         Some(r) => r == manifest,
-        None => i.tags.get("Name").map(String::as_str) == Some(spec_name),
+        None => named,
     }
 }
 
