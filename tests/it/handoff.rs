@@ -29,7 +29,8 @@ const NAME: &str = "sw-handoff";
 const NEXT: &str = "sw-handoff-next";
 const STACK: &str = "handofftest";
 const BUCKET: &str = "handofftest-lease-bucket";
-const LEASE_KEY: &str = "stackwarden/lease/handofftest.json";
+/// The lease of stack `handofftest` in environment `test`.
+const LEASE_KEY: &str = "stackwarden/lease/test/handofftest.json";
 const SOCKET: &str = "/var/run/docker.sock";
 /// The lease's TTL in these tests: a daemon that dies holding it is replaced within it.
 const TTL: Duration = Duration::from_secs(6);
