@@ -952,6 +952,45 @@ mod tests {
     }
 
     #[test]
+    fn ownership_is_the_stack_and_its_environment_and_a_missing_env_tag_is_legacy() {
+        let desired = desired_with_group("a");
+        let tags = |pairs: &[(&str, &str)]| -> Tags {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (m, s, e) = (
+            crate::model::ownership::MANAGED_BY_TAG,
+            crate::model::ownership::STACK_TAG,
+            crate::model::ownership::ENV_TAG,
+        );
+        let ours = tags(&[(m, "stackwarden"), (s, "observability"), (e, "local")]);
+        assert_eq!(owner(&ours, &desired), Owner::Ours);
+        assert!(is_owned(&ours, &desired));
+        let prod = tags(&[(m, "stackwarden"), (s, "observability"), (e, "prod")]);
+        assert_eq!(
+            owner(&prod, &desired),
+            Owner::OtherEnvironment("prod".into())
+        );
+        assert!(!is_owned(&prod, &desired));
+        assert!(matches!(
+            check_owner(|| "TargetGroup/faro".into(), &prod, &desired),
+            Err(AwsError::ForeignEnvironment { env, .. }) if env == "prod"
+        ));
+        let legacy = tags(&[(m, "stackwarden"), (s, "observability")]);
+        assert_eq!(owner(&legacy, &desired), Owner::Legacy);
+        assert!(
+            !is_owned(&legacy, &desired),
+            "a legacy resource is never swept"
+        );
+        assert!(check_owner(|| "x".into(), &legacy, &desired).is_ok());
+        let other = tags(&[(m, "stackwarden"), (s, "billing"), (e, "local")]);
+        assert_eq!(owner(&other, &desired), Owner::OtherStack("billing".into()));
+        assert_eq!(owner(&Tags::new(), &desired), Owner::Unmanaged);
+    }
+
+    #[test]
     fn an_update_that_rewrites_the_spec_hash_is_the_manifests_one_that_keeps_it_is_drift() {
         let desired = desired_with_group("a");
         let (r, g) = desired.security_groups().next().expect("a group");

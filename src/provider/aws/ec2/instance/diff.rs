@@ -837,6 +837,34 @@ mod tests {
     }
 
     /// A live instance exactly as `spec()` wants it.
+    #[test]
+    fn an_instance_from_before_the_env_tag_claims_a_declared_one_only_by_its_env_specific_name() {
+        let tagged = |pairs: &[(&str, &str)]| {
+            let mut i = matching();
+            i.tags = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            i
+        };
+        let staging_legacy = tagged(&[
+            (STACK_TAG, "obs"),
+            (TAG_RESOURCE, "host"),
+            ("Name", "p-staging-obs"),
+        ]);
+        // Prod's declared instance has the same manifest name but its own Name.
+        assert!(!claims(&staging_legacy, "host", "p-prod-obs"));
+        assert!(claims(&staging_legacy, "host", "p-staging-obs"));
+        // With the env tag, the resource tag says it (whose env it is, ownership decides).
+        let prod = tagged(&[
+            (STACK_TAG, "obs"),
+            (ENV_TAG, "prod"),
+            (TAG_RESOURCE, "host"),
+            ("Name", "renamed-by-hand"),
+        ]);
+        assert!(claims(&prod, "host", "p-prod-obs"));
+    }
+
     fn matching() -> LiveInstance {
         let mut tags = want_tags();
         tags.insert(TAG_USER_DATA.into(), user_data_hash(None));
