@@ -1436,3 +1436,53 @@ async fn a_container_whose_mounted_file_cannot_be_written_is_not_recreated() {
     assert_eq!(after.state.and_then(|s| s.running), Some(true));
     host.assert_no_changes().await;
 }
+
+#[tokio::test]
+async fn a_container_from_before_the_environment_label_is_adopted_by_recreating_it_with_the_label()
+{
+    let host = Host::converged().await;
+    // What a stackwarden from before the environment label left: the stack's labels, its
+    // config hash, no `stackwarden.env`.
+    let labels = dk::inspect(&host.docker, "tempo")
+        .await
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("stackwarden.env").map(String::as_str),
+        Some("local")
+    );
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "stackwarden.env")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    impostor(&host.docker, "tempo", &pairs).await;
+    let plan = host.plan().await;
+    assert!(plan.errors().is_empty(), "{:?}\n{plan}", plan.errors());
+    let change = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "Container/tempo")
+        .unwrap_or_else(|| panic!("tempo is not planned:\n{plan}"));
+    let reason = change.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("predates the environment label stackwarden.env=local"),
+        "{reason}\n{plan}"
+    );
+    host.repair(
+        "Container/tempo",
+        Action::Replace,
+        Some("metadata.labels[stackwarden.env]"),
+    )
+    .await;
+    let labels = dk::inspect(&host.docker, "tempo")
+        .await
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("stackwarden.env").map(String::as_str),
+        Some("local")
+    );
+}
