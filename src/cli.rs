@@ -687,6 +687,7 @@ async fn take_lease(
         s3,
         bucket.name.clone(),
         &desired.stack_name,
+        &desired.environment,
         identity("apply"),
         APPLY_LEASE_TTL,
     );

@@ -11,12 +11,18 @@ pub const MANAGED_BY_TAG: &str = "ManagedBy";
 pub const MANAGED_BY_VALUE: &str = "stackwarden";
 /// AWS tag key naming the owning stack.
 pub const STACK_TAG: &str = "stackwarden:stack";
+/// AWS tag key naming the owning stack's environment: a stack's identity is its name and its
+/// environment, since every environment deploys the same Stack name (staging and prod may
+/// share an account, and their resources must never be taken for each other's).
+pub const ENV_TAG: &str = "stackwarden:env";
 /// AWS tag key recording the hash of the spec last applied to a resource: a live resource
 /// whose recorded hash matches the manifest moved by hand (drift); another hash means the
 /// manifest changed. It lives on the resource, so it survives restarts with no state file.
 pub const SPEC_HASH_TAG: &str = "stackwarden:spec-hash";
 /// Docker label naming the owning stack.
 pub const STACK_LABEL: &str = "stackwarden.stack";
+/// Docker label naming the owning stack's environment (see [`ENV_TAG`]).
+pub const ENV_LABEL: &str = "stackwarden.env";
 
 /// Tags or labels: ordered so that output and hashes are stable.
 pub type Tags = BTreeMap<String, String>;

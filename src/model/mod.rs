@@ -257,6 +257,7 @@ impl Desired {
             common::MANAGED_BY_VALUE.to_string(),
         );
         tags.insert(common::STACK_TAG.to_string(), self.stack_name.clone());
+        tags.insert(common::ENV_TAG.to_string(), self.environment.clone());
         tags
     }
 
@@ -312,6 +313,6 @@ impl Desired {
 /// Ownership contract constants (docs/contract.md, "Naming and tagging").
 pub mod ownership {
     pub use super::common::{
-        MANAGED_BY_TAG, MANAGED_BY_VALUE, SPEC_HASH_TAG, STACK_LABEL, STACK_TAG,
+        ENV_LABEL, ENV_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, SPEC_HASH_TAG, STACK_LABEL, STACK_TAG,
     };
 }

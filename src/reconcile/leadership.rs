@@ -29,6 +29,7 @@ impl Controller {
                 s3.clone(),
                 bucket.name.clone(),
                 &desired.stack_name,
+                &desired.environment,
                 self.identity.clone(),
                 self.opts.lease_ttl,
             ));

@@ -169,19 +169,27 @@ fn process_table() -> String {
     }
 }
 
+/// The lease object of `stack` in environment `env`: `stackwarden/lease/<env>/<stack>.json`.
+pub fn key_of(stack: &str, env: &str) -> String {
+    format!("{LEASE_PREFIX}{env}/{stack}.json")
+}
+
 impl Lease {
-    /// A contender named `identity` for `stack`'s lease in `bucket`.
+    /// A contender named `identity` for the lease of `stack` in environment `env`, in
+    /// `bucket`. The key names the environment: a stack's identity is its name and its
+    /// environment, and two environments given one bucket must not serialize each other.
     pub fn new(
         s3: aws_sdk_s3::Client,
         bucket: impl Into<String>,
         stack: &str,
+        env: &str,
         identity: impl Into<String>,
         ttl: Duration,
     ) -> Lease {
         Lease {
             s3,
             bucket: bucket.into(),
-            key: format!("{LEASE_PREFIX}{stack}.json"),
+            key: key_of(stack, env),
             identity: identity.into(),
             ttl,
             written: Arc::default(),

@@ -135,7 +135,9 @@ async fn from_empty_apply_creates_every_aws_resource_and_a_second_apply_writes_n
     );
     let tags: Vec<_> = instance.tags().iter().filter_map(|t| t.key()).collect();
     assert!(
-        tags.contains(&"ManagedBy") && tags.contains(&"stackwarden:stack"),
+        tags.contains(&"ManagedBy")
+            && tags.contains(&"stackwarden:stack")
+            && tags.contains(&"stackwarden:env"),
         "{tags:?}"
     );
     let health = world

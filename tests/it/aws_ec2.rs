@@ -174,10 +174,11 @@ fn change(plan: &Plan, kind: Kind, action: Action) -> Option<&stackwarden::plan:
 }
 
 /// Our stack's tags on an instance, as a second launch of it would carry them.
-const OUR_TAGS: [(&str, &str); 3] = [
+const OUR_TAGS: [(&str, &str); 4] = [
     ("Name", INSTANCE),
     ("ManagedBy", "stackwarden"),
     ("stackwarden:stack", STACK),
+    ("stackwarden:env", "local"),
 ];
 
 // ---------------------------------------------------------------------------------------------

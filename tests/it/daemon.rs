@@ -535,7 +535,7 @@ async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
     let obj = s3
         .get_object()
         .bucket(bucket)
-        .key("stackwarden/lease/observability.json")
+        .key("stackwarden/lease/local/observability.json")
         .send()
         .await
         .unwrap();
@@ -687,7 +687,7 @@ async fn a_leader_whose_lease_object_is_overwritten_or_deleted_stops_before_its_
             .build(),
     );
     let bucket = "durable-code-local-observability-123456789012";
-    let key = "stackwarden/lease/observability.json";
+    let key = "stackwarden/lease/local/observability.json";
     let until = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

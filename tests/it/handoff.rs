@@ -29,7 +29,8 @@ const NAME: &str = "sw-handoff";
 const NEXT: &str = "sw-handoff-next";
 const STACK: &str = "handofftest";
 const BUCKET: &str = "handofftest-lease-bucket";
-const LEASE_KEY: &str = "stackwarden/lease/handofftest.json";
+/// The lease of stack `handofftest` in environment `test`.
+const LEASE_KEY: &str = "stackwarden/lease/test/handofftest.json";
 const SOCKET: &str = "/var/run/docker.sock";
 /// The lease's TTL in these tests: a daemon that dies holding it is replaced within it.
 const TTL: Duration = Duration::from_secs(6);
@@ -725,6 +726,7 @@ async fn a_successor_left_standing_when_no_handoff_is_due_is_removed() {
     // running container, never started here (it would only stand by).
     let mut labels = std::collections::HashMap::new();
     labels.insert("stackwarden.stack".to_string(), STACK.to_string());
+    labels.insert("stackwarden.env".to_string(), "local".to_string());
     labels.insert("stackwarden.successor-of".to_string(), old.clone());
     let body = bollard::models::ContainerCreateBody {
         image: Some(TAG_A.into()),

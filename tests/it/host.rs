@@ -284,6 +284,10 @@ async fn local_stack_is_created_from_empty_and_conforms_to_policy() {
             labels.get("stackwarden.stack").map(String::as_str),
             Some(STACK)
         );
+        assert_eq!(
+            labels.get("stackwarden.env").map(String::as_str),
+            Some("local")
+        );
         let hc = c.host_config.clone().unwrap_or_default();
         assert_eq!(hc.privileged, Some(false), "{name}");
         assert!(
@@ -1112,7 +1116,12 @@ async fn a_container_of_other_settings_taking_the_name_after_the_observe_is_left
     let late = second_provider().await;
     let work = late.plan(&host.desired).await.expect("plan");
     // This stack's label, but not the spec's hash: not the container the step was to make.
-    let id = impostor(&host.docker, "tempo", &[("stackwarden.stack", STACK)]).await;
+    let id = impostor(
+        &host.docker,
+        "tempo",
+        &[("stackwarden.stack", STACK), ("stackwarden.env", "local")],
+    )
+    .await;
 
     let outcomes = work.apply(&|_| true, &OpenGate).await;
     let create = outcomes
@@ -1426,4 +1435,54 @@ async fn a_container_whose_mounted_file_cannot_be_written_is_not_recreated() {
     assert_eq!(after.id, before);
     assert_eq!(after.state.and_then(|s| s.running), Some(true));
     host.assert_no_changes().await;
+}
+
+#[tokio::test]
+async fn a_container_from_before_the_environment_label_is_adopted_by_recreating_it_with_the_label()
+{
+    let host = Host::converged().await;
+    // What a stackwarden from before the environment label left: the stack's labels, its
+    // config hash, no `stackwarden.env`.
+    let labels = dk::inspect(&host.docker, "tempo")
+        .await
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("stackwarden.env").map(String::as_str),
+        Some("local")
+    );
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "stackwarden.env")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    impostor(&host.docker, "tempo", &pairs).await;
+    let plan = host.plan().await;
+    assert!(plan.errors().is_empty(), "{:?}\n{plan}", plan.errors());
+    let change = plan
+        .changes
+        .iter()
+        .find(|c| c.id.to_string() == "Container/tempo")
+        .unwrap_or_else(|| panic!("tempo is not planned:\n{plan}"));
+    let reason = change.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("predates the environment label stackwarden.env=local"),
+        "{reason}\n{plan}"
+    );
+    host.repair(
+        "Container/tempo",
+        Action::Replace,
+        Some("metadata.labels[stackwarden.env]"),
+    )
+    .await;
+    let labels = dk::inspect(&host.docker, "tempo")
+        .await
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("stackwarden.env").map(String::as_str),
+        Some("local")
+    );
 }

@@ -8,6 +8,7 @@ mod architecture;
 mod aws;
 mod aws_alerts;
 mod aws_ec2;
+mod aws_env;
 mod aws_fields;
 mod backend_storage;
 mod bootstrap;

@@ -101,6 +101,8 @@ async fn drifted_self(docker: &Docker, dir: &Path, socket_gid: u32) -> String {
     dk::remove(docker, NAME).await;
     let mut labels = HashMap::new();
     labels.insert("stackwarden.stack".to_string(), STACK.to_string());
+    // The environment its plan runs in (`--env test`).
+    labels.insert("stackwarden.env".to_string(), "test".to_string());
     let body = bollard::models::ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(COMMAND.map(String::from).to_vec()),

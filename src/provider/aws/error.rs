@@ -102,6 +102,20 @@ pub enum AwsError {
         /// The stack named in its tag.
         owner: String,
     },
+    /// A resource carries this stack's tag but another environment's: staging's and prod's
+    /// stacks share a name, so it belongs to the other environment and is never adopted or
+    /// changed.
+    #[error(
+        "{resource} belongs to stack `{stack}` of environment `{env}` (tag stackwarden:env={env}); it is never adopted or changed from another environment: check --env, or rename the declared resource"
+    )]
+    ForeignEnvironment {
+        /// The resource (kind, manifest name and live name).
+        resource: String,
+        /// The stack named in its tag (this stack's name).
+        stack: String,
+        /// The environment named in its tag.
+        env: String,
+    },
     /// The endpoint did not answer in time, or could not be reached.
     #[error("AWS endpoint {endpoint}: {source}")]
     Endpoint {
@@ -196,7 +210,9 @@ impl AwsError {
         match self {
             AwsError::Call { code, .. } => code.as_deref(),
             AwsError::Endpoint { source, .. } => source.code(),
-            AwsError::Invalid { .. } | AwsError::ForeignOwner { .. } => None,
+            AwsError::Invalid { .. }
+            | AwsError::ForeignOwner { .. }
+            | AwsError::ForeignEnvironment { .. } => None,
         }
     }
 
@@ -206,7 +222,9 @@ impl AwsError {
         match self {
             AwsError::Call { class, .. } => *class,
             AwsError::Endpoint { source, .. } => source.class(),
-            AwsError::Invalid { .. } | AwsError::ForeignOwner { .. } => ErrorClass::Permanent,
+            AwsError::Invalid { .. }
+            | AwsError::ForeignOwner { .. }
+            | AwsError::ForeignEnvironment { .. } => ErrorClass::Permanent,
         }
     }
 

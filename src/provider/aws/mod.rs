@@ -487,7 +487,7 @@ impl AwsProvider {
                 )
             }
         };
-        let groups_by_name = ec2::live_groups(&groups, &desired.stack_name);
+        let groups_by_name = ec2::live_groups(&groups, &desired.stack_name, &desired.environment);
         ec2::check_ownership(desired, &groups_by_name, &instances.instances)?;
         let mut observed = Observed {
             groups: groups_by_name,
@@ -729,7 +729,8 @@ pub(crate) fn tag_changes(want: &Tags, live: &Tags) -> Vec<crate::plan::FieldCha
         .collect()
 }
 
-/// True when live tags carry this stack's ownership tags.
+/// True when live tags carry this stack's ownership tags, its environment's included: a
+/// resource with none of it ([`Owner::Legacy`]) is adopted by name, never swept.
 pub(crate) fn is_owned(live: &Tags, desired: &Desired) -> bool {
     desired
         .ownership_tags()
@@ -762,6 +763,7 @@ impl Provider for AwsProvider {
         elbv2::diff(desired, observed, &replaced, &mut plan);
         diff_roles(desired, observed, &mut plan);
         for step in &mut plan.steps {
+            explain_legacy(desired, &mut step.change);
             attribute_cause(desired, &mut step.change);
         }
         plan.steps.sort_by_key(|s| phase(&s.change));
@@ -840,27 +842,95 @@ pub(crate) fn tag_drift(want: &Tags, live: &Tags) -> TagDrift {
     }
 }
 
-/// The other stack a live resource is tagged for, if any: such a resource is never adopted
-/// or changed.
-pub(crate) fn foreign_owner(live: &Tags, desired: &Desired) -> Option<String> {
-    live.get(crate::model::ownership::STACK_TAG)
-        .filter(|owner| **owner != desired.stack_name)
-        .cloned()
+/// Whose a live resource is, by its tags, against this stack's identity (its name and its
+/// environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Carries every ownership tag of this stack in this environment.
+    Ours,
+    /// Carries this stack's tags but no environment tag: written before the environment was
+    /// part of a stack's identity. It is this environment's only when found by its
+    /// environment-specific name; then it is adopted by adding the tag, never swept.
+    Legacy,
+    /// Tagged for another stack.
+    OtherStack(String),
+    /// Tagged for this stack in another environment.
+    OtherEnvironment(String),
+    /// No stack tag: an adoption candidate when found by name.
+    Unmanaged,
 }
 
-/// Fails when a live resource is tagged for another stack.
+/// Classifies live tags against the stack's identity.
+pub(crate) fn owner(live: &Tags, desired: &Desired) -> Owner {
+    use crate::model::ownership::{ENV_TAG, STACK_TAG};
+    match (live.get(STACK_TAG), live.get(ENV_TAG)) {
+        (None, _) => Owner::Unmanaged,
+        (Some(stack), _) if *stack != desired.stack_name => Owner::OtherStack(stack.clone()),
+        (Some(_), Some(env)) if *env != desired.environment => Owner::OtherEnvironment(env.clone()),
+        (Some(_), None) => Owner::Legacy,
+        (Some(_), Some(_)) if is_owned(live, desired) => Owner::Ours,
+        // This stack and environment but not ManagedBy: adopted like an untagged one.
+        (Some(_), Some(_)) => Owner::Unmanaged,
+    }
+}
+
+/// The other stack (or this stack's other environment) a live resource is tagged for, if
+/// any: such a resource is never adopted, changed or deleted.
+pub(crate) fn foreign_owner(live: &Tags, desired: &Desired) -> Option<String> {
+    match owner(live, desired) {
+        Owner::OtherStack(stack) => Some(stack),
+        Owner::OtherEnvironment(env) => Some(format!("{} ({env})", desired.stack_name)),
+        Owner::Ours | Owner::Legacy | Owner::Unmanaged => None,
+    }
+}
+
+/// Fails when a live resource is tagged for another stack or another environment.
 pub(crate) fn check_owner(
     resource: impl FnOnce() -> String,
     live: &Tags,
     desired: &Desired,
 ) -> Result<(), AwsError> {
-    match foreign_owner(live, desired) {
-        Some(owner) => Err(AwsError::ForeignOwner {
+    match owner(live, desired) {
+        Owner::OtherStack(owner) => Err(AwsError::ForeignOwner {
             resource: resource(),
             owner,
         }),
-        None => Ok(()),
+        Owner::OtherEnvironment(env) => Err(AwsError::ForeignEnvironment {
+            resource: resource(),
+            stack: desired.stack_name.clone(),
+            env,
+        }),
+        Owner::Ours | Owner::Legacy | Owner::Unmanaged => Ok(()),
     }
+}
+
+/// Says why a resource from before the environment tag is adopted: the plan shows it as a
+/// re-tag of what this stack already owned, not as taking over something foreign. Such an
+/// adoption adds the environment tag while the stack tag is already there (an untagged
+/// resource's adoption adds both).
+fn explain_legacy(desired: &Desired, change: &mut Change) {
+    let env_field = format!("tags.{}", crate::model::ownership::ENV_TAG);
+    let stack_field = format!("tags.{}", crate::model::ownership::STACK_TAG);
+    // A listener rule's fields are prefixed by their listener (`listener:80.tags.…`).
+    let is = |path: &str, field: &str| path == field || path.ends_with(&format!(".{field}"));
+    let legacy = change.action == Action::Adopt
+        && change
+            .fields
+            .iter()
+            .any(|f| is(&f.path, &env_field) && f.old.is_none())
+        && !change.fields.iter().any(|f| is(&f.path, &stack_field));
+    if !legacy {
+        return;
+    }
+    let why = format!(
+        "this stack's, written before the environment was part of its identity: tagged {}={}",
+        crate::model::ownership::ENV_TAG,
+        desired.environment
+    );
+    change.reason = Some(match change.reason.take() {
+        Some(other) => format!("{why}; {other}"),
+        None => why,
+    });
 }
 
 #[cfg(test)]
@@ -909,6 +979,45 @@ mod tests {
             }
         }
         desired
+    }
+
+    #[test]
+    fn ownership_is_the_stack_and_its_environment_and_a_missing_env_tag_is_legacy() {
+        let desired = desired_with_group("a");
+        let tags = |pairs: &[(&str, &str)]| -> Tags {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (m, s, e) = (
+            crate::model::ownership::MANAGED_BY_TAG,
+            crate::model::ownership::STACK_TAG,
+            crate::model::ownership::ENV_TAG,
+        );
+        let ours = tags(&[(m, "stackwarden"), (s, "observability"), (e, "local")]);
+        assert_eq!(owner(&ours, &desired), Owner::Ours);
+        assert!(is_owned(&ours, &desired));
+        let prod = tags(&[(m, "stackwarden"), (s, "observability"), (e, "prod")]);
+        assert_eq!(
+            owner(&prod, &desired),
+            Owner::OtherEnvironment("prod".into())
+        );
+        assert!(!is_owned(&prod, &desired));
+        assert!(matches!(
+            check_owner(|| "TargetGroup/faro".into(), &prod, &desired),
+            Err(AwsError::ForeignEnvironment { env, .. }) if env == "prod"
+        ));
+        let legacy = tags(&[(m, "stackwarden"), (s, "observability")]);
+        assert_eq!(owner(&legacy, &desired), Owner::Legacy);
+        assert!(
+            !is_owned(&legacy, &desired),
+            "a legacy resource is never swept"
+        );
+        assert!(check_owner(|| "x".into(), &legacy, &desired).is_ok());
+        let other = tags(&[(m, "stackwarden"), (s, "billing"), (e, "local")]);
+        assert_eq!(owner(&other, &desired), Owner::OtherStack("billing".into()));
+        assert_eq!(owner(&Tags::new(), &desired), Owner::Unmanaged);
     }
 
     #[test]

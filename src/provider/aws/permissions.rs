@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 /// The tag every resource stackwarden creates carries; EC2 writes are conditioned on it.
 pub const STACK_TAG: &str = "stackwarden:stack";
+/// The tag naming the stack's environment (the model's `ENV_TAG`, kept here as data too).
+pub const ENV_TAG: &str = "stackwarden:env";
 
 /// Where the lease lives in the bucket (see `reconcile::lease`): kept here as data, since the
 /// provider sits below the reconcile loop.
@@ -1003,7 +1005,7 @@ impl Scope {
             Target::Nothing => Vec::new(),
             Target::Bucket => each(&self.buckets, &|b| format!("arn:{p}:s3:::{b}")),
             Target::LeaseObjects => each(&self.buckets, &|b| {
-                format!("arn:{p}:s3:::{b}/{LEASE_OBJECTS}*")
+                format!("arn:{p}:s3:::{b}/{LEASE_OBJECTS}{}/*", self.environment)
             }),
             Target::Bundles => each(&self.buckets, &|b| {
                 format!("arn:{p}:s3:::{b}/{DELIVERY_PREFIX}bundles/*")
@@ -1139,8 +1141,22 @@ pub fn actions(principal: Principal) -> BTreeMap<&'static str, Vec<Step>> {
 
 /// The IAM policy document `principal` needs for the stack `scope` names.
 pub fn policy(principal: Principal, scope: &Scope) -> Value {
-    let stack_tag =
-        |key: &str| json!({ "StringEquals": { format!("{key}/{STACK_TAG}"): scope.stack } });
+    // A stack's identity is its name and its environment: what is created must carry both
+    // tags, and what is written must carry this environment's tag, or none yet (a resource
+    // from before the tag existed, adopted by adding it; a root volume, never re-tagged).
+    // Another environment's resources of the same stack stay out of reach.
+    let stack_tag = |key: &str| {
+        let stack = format!("{key}/{STACK_TAG}");
+        let env = format!("{key}/{ENV_TAG}");
+        if key == "aws:RequestTag" {
+            json!({ "StringEquals": { stack: scope.stack, env: scope.environment } })
+        } else {
+            json!({
+                "StringEquals": { stack: scope.stack },
+                "StringEqualsIfExists": { env: scope.environment }
+            })
+        }
+    };
     let mut grants: BTreeMap<Grant, (Vec<&'static str>, Value)> = BTreeMap::new();
     let mut grant = |action: &'static str, resources: Vec<String>, condition: Value| {
         if resources.is_empty() {

@@ -6,7 +6,7 @@ use super::view::{
     ContainerView, Env, device_string, env_map, health_view, normalize_bind, normalize_caps,
     normalize_security_opt, normalize_swap, port_string, sorted,
 };
-use crate::model::ownership::STACK_LABEL;
+use crate::model::ownership::{ENV_LABEL, STACK_LABEL};
 use crate::model::{ContainerSpec, HealthCheck};
 use crate::provider::{CallKind, Stats};
 use bollard::Docker;
@@ -55,6 +55,12 @@ impl LiveContainer {
     /// The owning stack, from the label.
     pub fn stack(&self) -> Option<&str> {
         self.labels.get(STACK_LABEL).map(String::as_str)
+    }
+
+    /// The owning stack's environment, from the label (none on a container created before
+    /// the environment was part of a stack's identity).
+    pub fn env(&self) -> Option<&str> {
+        self.labels.get(ENV_LABEL).map(String::as_str)
     }
 
     /// True when the container's process is up (a paused one is not).

@@ -255,6 +255,7 @@ impl World {
             s3,
             self.resource_name(Kind::Bucket),
             &self.desired.stack_name,
+            &self.desired.environment,
             "proof@test:1".to_string(),
             Duration::from_secs(15),
         );

@@ -73,6 +73,34 @@ pub async fn open_ssh_to_the_world(ec2: &aws_sdk_ec2::Client, gid: &str) {
         .expect("authorize ingress");
 }
 
+/// The shipped manifests of `env` as a run against `config` sees them: the account filled
+/// in, the parameter's value read from a file written under `secret_dir`.
+pub async fn desired_of(
+    env: &str,
+    config: &aws_config::SdkConfig,
+    stats: &Arc<Stats>,
+    secret_dir: &Path,
+) -> Desired {
+    let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some(env))
+        .unwrap_or_else(|e| panic!("the shipped manifests load for {env}: {e:?}"))
+        .desired;
+    assert_eq!(desired.stack_name, STACK);
+    let account = AwsProvider::new(config, stats.clone())
+        .account_id()
+        .await
+        .expect("account id");
+    stackwarden::manifest::fill_runtime(&mut desired, &account);
+    let secret_file = secret_dir.join("admin-password");
+    std::fs::write(&secret_file, format!("{PASSWORD}\n")).expect("secret file");
+    for r in &mut desired.resources {
+        if let Spec::Parameter(p) = &mut r.spec {
+            p.value_from.env = None;
+            p.value_from.file = Some(secret_file.display().to_string());
+        }
+    }
+    desired
+}
+
 /// One seeded moto, the shipped local manifests, SDK clients for making changes by hand.
 pub struct World {
     /// The spec of each resource at the last apply, for the causes plans must give.
@@ -98,28 +126,20 @@ impl World {
 
     /// A world whose pre-existing infrastructure is seeded with extra seed-world flags.
     pub async fn seeded(extra: &[&str]) -> World {
-        let moto = Moto::start(extra).await;
+        World::of_env("local", extra).await
+    }
+
+    /// A world of environment `env`: its pre-existing infrastructure seeded (with extra
+    /// seed-world flags), the shipped manifests loaded for it.
+    pub async fn of_env(env: &str, extra: &[&str]) -> World {
+        let mut flags = vec!["--env", env];
+        flags.extend_from_slice(extra);
+        let moto = Moto::start(&flags).await;
         let config = moto.sdk_config().await;
         let stats = Arc::new(Stats::default());
-        let mut desired = stackwarden::manifest::load(Path::new("manifests"), Some("local"))
-            .expect("the shipped manifests load for local")
-            .desired;
-        assert_eq!(desired.stack_name, STACK);
-        let account = AwsProvider::new(&config, stats.clone())
-            .account_id()
-            .await
-            .expect("account id");
-        stackwarden::manifest::fill_runtime(&mut desired, &account);
         // The value comes from a file: tests must not set process environment variables.
         let secret_dir = tempfile::tempdir().expect("temp dir");
-        let secret_file = secret_dir.path().join("admin-password");
-        std::fs::write(&secret_file, format!("{PASSWORD}\n")).expect("secret file");
-        for r in &mut desired.resources {
-            if let Spec::Parameter(p) = &mut r.spec {
-                p.value_from.env = None;
-                p.value_from.file = Some(secret_file.display().to_string());
-            }
-        }
+        let desired = desired_of(env, &config, &stats, secret_dir.path()).await;
         let Clients {
             ec2,
             elbv2,

@@ -75,15 +75,15 @@ fn lines(doc: &Value) -> Vec<String> {
 #[test]
 fn the_ci_policy_is_exactly_this() {
     let expected: &[&str] = &[
-        "ec2:AssociateIamInstanceProfile ec2:ModifyInstanceAttribute ec2:ModifyInstanceMetadataOptions ec2:ReplaceIamInstanceProfileAssociation ec2:StartInstances ec2:StopInstances ec2:TerminateInstances | arn:aws:ec2:us-east-1:123456789012:instance/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"}}",
-        "ec2:AuthorizeSecurityGroupEgress ec2:AuthorizeSecurityGroupIngress ec2:DeleteSecurityGroup ec2:RevokeSecurityGroupEgress ec2:RevokeSecurityGroupIngress | arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"}}",
-        "ec2:CreateSecurityGroup | arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:RequestTag/stackwarden:stack\":\"observability\"}}",
+        "ec2:AssociateIamInstanceProfile ec2:ModifyInstanceAttribute ec2:ModifyInstanceMetadataOptions ec2:ReplaceIamInstanceProfileAssociation ec2:StartInstances ec2:StopInstances ec2:TerminateInstances | arn:aws:ec2:us-east-1:123456789012:instance/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"},\"StringEqualsIfExists\":{\"aws:ResourceTag/stackwarden:env\":\"dev\"}}",
+        "ec2:AuthorizeSecurityGroupEgress ec2:AuthorizeSecurityGroupIngress ec2:DeleteSecurityGroup ec2:RevokeSecurityGroupEgress ec2:RevokeSecurityGroupIngress | arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"},\"StringEqualsIfExists\":{\"aws:ResourceTag/stackwarden:env\":\"dev\"}}",
+        "ec2:CreateSecurityGroup | arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:RequestTag/stackwarden:env\":\"dev\",\"aws:RequestTag/stackwarden:stack\":\"observability\"}}",
         "ec2:CreateSecurityGroup | arn:aws:ec2:us-east-1:123456789012:vpc/* | -",
         "ec2:CreateTags | arn:aws:ec2:us-east-1:123456789012:instance/* arn:aws:ec2:us-east-1:123456789012:volume/* arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"ec2:CreateAction\":[\"CreateSecurityGroup\",\"RunInstances\"]}}",
-        "ec2:CreateTags ec2:DeleteTags | arn:aws:ec2:us-east-1:123456789012:instance/* arn:aws:ec2:us-east-1:123456789012:volume/* arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"}}",
+        "ec2:CreateTags ec2:DeleteTags | arn:aws:ec2:us-east-1:123456789012:instance/* arn:aws:ec2:us-east-1:123456789012:volume/* arn:aws:ec2:us-east-1:123456789012:security-group/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"},\"StringEqualsIfExists\":{\"aws:ResourceTag/stackwarden:env\":\"dev\"}}",
         "ec2:DescribeImages ec2:DescribeInstances ec2:DescribeSecurityGroupRules ec2:DescribeSecurityGroups ec2:DescribeSubnets ec2:DescribeVolumes ec2:DescribeVpcs elasticloadbalancing:DescribeListeners elasticloadbalancing:DescribeLoadBalancers elasticloadbalancing:DescribeRules elasticloadbalancing:DescribeTags elasticloadbalancing:DescribeTargetGroupAttributes elasticloadbalancing:DescribeTargetGroups elasticloadbalancing:DescribeTargetHealth iam:ListPolicies ssm:DescribeInstanceInformation | * | -",
-        "ec2:ModifyVolume | arn:aws:ec2:us-east-1:123456789012:volume/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"}}",
-        "ec2:RunInstances | arn:aws:ec2:us-east-1:123456789012:instance/* arn:aws:ec2:us-east-1:123456789012:volume/* | {\"StringEquals\":{\"aws:RequestTag/stackwarden:stack\":\"observability\"}}",
+        "ec2:ModifyVolume | arn:aws:ec2:us-east-1:123456789012:volume/* | {\"StringEquals\":{\"aws:ResourceTag/stackwarden:stack\":\"observability\"},\"StringEqualsIfExists\":{\"aws:ResourceTag/stackwarden:env\":\"dev\"}}",
+        "ec2:RunInstances | arn:aws:ec2:us-east-1:123456789012:instance/* arn:aws:ec2:us-east-1:123456789012:volume/* | {\"StringEquals\":{\"aws:RequestTag/stackwarden:env\":\"dev\",\"aws:RequestTag/stackwarden:stack\":\"observability\"}}",
         "ec2:RunInstances | arn:aws:ec2:us-east-1:123456789012:subnet/* arn:aws:ec2:us-east-1:123456789012:security-group/* arn:aws:ec2:us-east-1:123456789012:network-interface/* arn:aws:ec2:us-east-1::image/* | -",
         "elasticloadbalancing:AddTags elasticloadbalancing:RemoveTags | arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/dc-dev-faro-tg/* arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/dc-dev-alb/* | -",
         "elasticloadbalancing:CreateRule elasticloadbalancing:DeleteRule elasticloadbalancing:ModifyRule | arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/dc-dev-alb/* arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/dc-dev-alb/* | -",
@@ -97,7 +97,7 @@ fn the_ci_policy_is_exactly_this() {
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/artifacts/* | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/current | -",
-        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
+        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/dev/* | -",
         "ssm:AddTagsToResource ssm:GetParameterHistory ssm:ListTagsForResource ssm:PutParameter | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
     ];
@@ -136,7 +136,7 @@ fn the_host_policy_is_exactly_this() {
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/bundles/* | -",
         "s3:GetObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/current | -",
         "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/dev/status.json | -",
-        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/* | -",
+        "s3:GetObject s3:PutObject | arn:aws:s3:::dc-dev-observability-123456789012/stackwarden/lease/dev/* | -",
         "ssm:GetParameter | arn:aws:ssm:us-east-1::parameter/aws/service/* | -",
         "ssm:GetParameter ssm:GetParameterHistory ssm:ListTagsForResource | arn:aws:ssm:us-east-1:123456789012:parameter/dc/dev/grafana/admin-password | -",
     ];
@@ -190,7 +190,7 @@ fn the_host_policy_writes_only_the_lease_its_status_snapshot_and_the_backends_da
     // daemon its desired state: every write is on the lease, the status snapshot or a
     // backend's own prefix.
     let own = [
-        "/stackwarden/lease/*",
+        "/stackwarden/lease/dev/*",
         "/stackwarden/dev/status.json",
         "/mimir/*",
         "/loki/*",
@@ -294,6 +294,16 @@ fn every_ec2_write_is_conditioned_on_the_stack_tag() {
                     || c.contains("ec2:CreateAction"),
                 "{actions:?} on {resources} is not conditioned on the stack's tag"
             );
+            // The stack's identity includes its environment: another environment's resources
+            // of the same stack are out of reach wherever the stack's are in reach.
+            for key in ["aws:ResourceTag", "aws:RequestTag"] {
+                if c.contains(&format!("{key}/stackwarden:stack")) {
+                    assert!(
+                        c.contains(&format!("\"{key}/stackwarden:env\":\"dev\"")),
+                        "{actions:?} on {resources} is not conditioned on the environment: {c}"
+                    );
+                }
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use super::files::FileState;
 use super::hash::{HASH_LABEL, config_hash, sha256_hex};
 use super::image::ImageRef;
 use super::op::HostOp;
-use crate::model::ownership::STACK_LABEL;
+use crate::model::ownership::{ENV_LABEL, STACK_LABEL};
 use crate::model::{ConfigFileSpec, ContainerSpec, Desired, Ensure, FileType, Kind, ResourceId};
 use crate::plan::{
     Action, BlockReason, Blocked, Cause, Change, Condition, ConditionStatus, FieldChange,
@@ -126,11 +126,15 @@ fn plan_files(
     rolled
 }
 
+/// This stack's containers in this environment. One from before the environment label is
+/// not among them: it is adopted (recreated with the label) when a declared name finds it,
+/// and never removed as undeclared, since another environment may have made it.
 fn owned<'o>(desired: &Desired, obs: &'o HostObserved) -> impl Iterator<Item = &'o LiveContainer> {
     let stack = desired.stack_name.clone();
+    let env = desired.environment.clone();
     obs.containers
         .iter()
-        .filter(move |c| c.stack() == Some(stack.as_str()))
+        .filter(move |c| c.stack() == Some(stack.as_str()) && c.env() == Some(env.as_str()))
 }
 
 /// Files this stack wrote for ConfigFiles no longer declared: each goes with its resource.
@@ -332,6 +336,19 @@ fn plan_container(
         _ if !fields.is_empty() => reasons.push("its configuration differs".to_string()),
         _ => {}
     }
+    // A container from before the environment label: Docker fixes labels at creation, so
+    // adding the label recreates it, once, and the plan says that is all that differs.
+    if live.env().is_none() {
+        let env_field = format!("metadata.labels[{ENV_LABEL}]");
+        let why = format!(
+            "it predates the environment label {ENV_LABEL}={} (labels are fixed at creation)",
+            desired.environment
+        );
+        if fields.iter().all(|f| f.path == env_field) {
+            reasons.retain(|r| r != "its configuration differs");
+        }
+        reasons.push(why);
+    }
     for m in &spec.mounts {
         if let Some(f) = &m.config_file
             && rolled.contains(f)
@@ -371,7 +388,17 @@ fn plan_container(
 fn ownership(desired: &Desired, id: &ResourceId, live: &LiveContainer) -> Option<Blocked> {
     let short_id = live.id.get(..12).unwrap_or(&live.id);
     let (reason, message) = match live.stack() {
-        Some(stack) if stack == desired.stack_name => return None,
+        Some(stack) if stack == desired.stack_name => match live.env() {
+            // Legacy (no label): found by its name on this environment's engine, it is ours.
+            None => return None,
+            Some(env) if env == desired.environment => return None,
+            Some(env) => (
+                BlockReason::OwnedByAnotherStack,
+                format!(
+                    "{id}: the name is held by container {short_id} of stack `{stack}` in environment `{env}` (label {ENV_LABEL}={env}); stackwarden never changes another environment's container: run with --env {env}, or remove it"
+                ),
+            ),
+        },
         Some(other) => (
             BlockReason::OwnedByAnotherStack,
             format!(
@@ -635,6 +662,7 @@ pub fn desired_hash(
 pub fn labels(desired: &Desired, spec: &ContainerSpec, hash: &str) -> BTreeMap<String, String> {
     let mut labels = spec.labels.clone();
     labels.insert(STACK_LABEL.to_string(), desired.stack_name.clone());
+    labels.insert(ENV_LABEL.to_string(), desired.environment.clone());
     labels.insert(HASH_LABEL.to_string(), hash.to_string());
     labels
 }
@@ -1045,6 +1073,65 @@ pub(super) mod tests {
             summary(&run(&d, &obs)),
             [format!("delete Container/{}", successor.name)]
         );
+    }
+
+    /// `c` as it would be had another environment of the same stack created it (`Some`), or
+    /// a stackwarden from before the environment label (`None`).
+    fn relabel(c: &mut LiveContainer, env: Option<&str>) {
+        for labels in [&mut c.labels, &mut c.view.labels] {
+            match env {
+                Some(e) => labels.insert(ENV_LABEL.into(), e.into()),
+                None => labels.remove(ENV_LABEL),
+            };
+        }
+    }
+
+    #[test]
+    fn a_name_held_by_another_environments_container_is_blocked_never_changed() {
+        let d = desired();
+        let mut obs = converged(&d);
+        relabel(&mut obs.containers[0], Some("prod"));
+        let p = run(&d, &obs);
+        assert!(p.steps.is_empty(), "{:?}", summary(&p));
+        assert_eq!(p.blocked.len(), 1, "{:?}", p.blocked);
+        assert_eq!(p.blocked[0].reason, BlockReason::OwnedByAnotherStack);
+        assert!(
+            p.blocked[0].message.contains("environment `prod`"),
+            "{:?}",
+            p.blocked
+        );
+    }
+
+    #[test]
+    fn a_container_from_before_the_environment_label_is_recreated_once_with_it() {
+        let d = desired();
+        let mut obs = converged(&d);
+        relabel(&mut obs.containers[0], None);
+        let p = run(&d, &obs);
+        assert_eq!(summary(&p), ["replace Container/svc"]);
+        let change = &p.steps[0].change;
+        let paths: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, [format!("metadata.labels[{ENV_LABEL}]")]);
+        let reason = change.reason.as_deref().unwrap_or("");
+        assert!(
+            reason.contains("predates the environment label"),
+            "{reason}"
+        );
+        assert!(!reason.contains("configuration differs"), "{reason}");
+    }
+
+    #[test]
+    fn undeclared_containers_of_another_environment_or_from_before_the_label_are_never_removed() {
+        let d = desired();
+        let mut obs = converged(&d);
+        for (id, env) in [("c-prod", Some("prod")), ("c-legacy", None)] {
+            let mut stray = obs.containers[0].clone();
+            stray.name = format!("old-{id}");
+            stray.id = id.into();
+            relabel(&mut stray, env);
+            obs.containers.push(stray);
+        }
+        assert!(summary(&run(&d, &obs)).is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::super::op::{
     Prerequisites, Record,
 };
 use super::{binds, container, labels, mount_list};
-use crate::model::ownership::STACK_LABEL;
+use crate::model::ownership::{ENV_LABEL, STACK_LABEL};
 use crate::model::{ConfigFileSpec, ContainerSpec, Desired};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -108,7 +108,10 @@ pub fn remove_file(desired: &Desired, name: &str, path: &str) -> HostOp {
 pub fn ensure_network(desired: &Desired, network: &str) -> HostOp {
     HostOp::EnsureNetwork {
         network: network.to_string(),
-        labels: BTreeMap::from([(STACK_LABEL.to_string(), desired.stack_name.clone())]),
+        labels: BTreeMap::from([
+            (STACK_LABEL.to_string(), desired.stack_name.clone()),
+            (ENV_LABEL.to_string(), desired.environment.clone()),
+        ]),
     }
 }
 

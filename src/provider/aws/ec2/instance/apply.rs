@@ -5,7 +5,7 @@ use super::diff::{claims, instance_tags, keeper, user_data_hash};
 use super::live::LiveInstance;
 use super::observe::describe_instances;
 use super::{InstanceOp, LIVE_STATES, TAG_USER_DATA};
-use crate::model::ownership::STACK_TAG;
+use crate::model::ownership::{ENV_TAG, STACK_TAG};
 use crate::model::{Desired, HttpTokens, InstanceSpec, Kind};
 use crate::plan::Change;
 use crate::provider::aws::ec2::{ec2_tags, group_id, put_tags, remove_tags};
@@ -349,6 +349,10 @@ async fn settle_duplicates(
         Filter::builder()
             .name(format!("tag:{STACK_TAG}"))
             .values(&ctx.desired.stack_name)
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{ENV_TAG}"))
+            .values(&ctx.desired.environment)
             .build(),
         Filter::builder()
             .name("instance-state-name")

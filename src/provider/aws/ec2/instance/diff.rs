@@ -4,6 +4,7 @@
 
 use super::live::LiveInstance;
 use super::{InstanceOp, LIVE_STATES, TAG_RESOURCE, TAG_USER_DATA};
+use crate::model::ownership::{ENV_TAG, STACK_TAG};
 use crate::model::{Desired, Ensure, HttpTokens, InstanceSpec, Kind, ResourceId, Tags};
 use crate::plan::{Action, BlockReason, Blocked, Change, Condition, ConditionStatus, FieldChange};
 use crate::provider::aws::ec2::id_names;
@@ -36,10 +37,17 @@ pub(super) fn instance_tags(desired: &Desired, manifest: &str, spec: &InstanceSp
 
 /// Whether a live instance stands for the declared one: its resource tag names it, or, with no
 /// resource tag (adoption candidates, instances launched before the tag), its Name matches.
+///
+/// One written before the environment was part of a stack's identity (a stack tag, no
+/// environment tag) carries the same resource tag in every environment: only its Name, which
+/// embeds the environment, says whose it is, so both must match.
 pub(super) fn claims(i: &LiveInstance, manifest: &str, spec_name: &str) -> bool {
+    let named = i.tags.get("Name").map(String::as_str) == Some(spec_name);
+    let legacy = i.tags.contains_key(STACK_TAG) && !i.tags.contains_key(ENV_TAG);
     match i.tags.get(TAG_RESOURCE) {
+        Some(r) if legacy => r == manifest && named,
         Some(r) => r == manifest,
-        None => i.tags.get("Name").map(String::as_str) == Some(spec_name),
+        None => named,
     }
 }
 
@@ -829,6 +837,34 @@ mod tests {
     }
 
     /// A live instance exactly as `spec()` wants it.
+    #[test]
+    fn an_instance_from_before_the_env_tag_claims_a_declared_one_only_by_its_env_specific_name() {
+        let tagged = |pairs: &[(&str, &str)]| {
+            let mut i = matching();
+            i.tags = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            i
+        };
+        let staging_legacy = tagged(&[
+            (STACK_TAG, "obs"),
+            (TAG_RESOURCE, "host"),
+            ("Name", "p-staging-obs"),
+        ]);
+        // Prod's declared instance has the same manifest name but its own Name.
+        assert!(!claims(&staging_legacy, "host", "p-prod-obs"));
+        assert!(claims(&staging_legacy, "host", "p-staging-obs"));
+        // With the env tag, the resource tag says it (whose env it is, ownership decides).
+        let prod = tagged(&[
+            (STACK_TAG, "obs"),
+            (ENV_TAG, "prod"),
+            (TAG_RESOURCE, "host"),
+            ("Name", "renamed-by-hand"),
+        ]);
+        assert!(claims(&prod, "host", "p-prod-obs"));
+    }
+
     fn matching() -> LiveInstance {
         let mut tags = want_tags();
         tags.insert(TAG_USER_DATA.into(), user_data_hash(None));

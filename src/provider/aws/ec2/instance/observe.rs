@@ -4,7 +4,7 @@
 use super::LIVE_STATES;
 use super::diff::{claims, is_live};
 use super::live::{InstancesObserved, LiveInstance, LiveVolume};
-use crate::model::ownership::STACK_TAG;
+use crate::model::ownership::{ENV_TAG, STACK_TAG};
 use crate::model::{Desired, Ensure};
 use crate::provider::aws::ec2::{lookup::tag_filters, tags_of};
 use crate::provider::aws::{AwsError, group_name_of, lookup};
@@ -21,11 +21,20 @@ pub async fn observe_instances(
     desired: &Desired,
 ) -> Result<InstancesObserved, AwsError> {
     let instances = async {
-        let owned = Filter::builder()
-            .name(format!("tag:{STACK_TAG}"))
-            .values(&desired.stack_name)
-            .build();
-        let mut found = describe_instances(client, vec![owned]).await?;
+        // Both halves of the stack's identity, server-side: another environment's instances
+        // (same stack name) are never read as ours. One written before the environment tag
+        // existed is missing from this and is found by its Name below.
+        let owned = vec![
+            Filter::builder()
+                .name(format!("tag:{STACK_TAG}"))
+                .values(&desired.stack_name)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{ENV_TAG}"))
+                .values(&desired.environment)
+                .build(),
+        ];
+        let mut found = describe_instances(client, owned).await?;
         let missing = desired
             .instances()
             .filter(|(r, _)| r.ensure == Ensure::Present)

@@ -3,7 +3,7 @@
 
 use super::diff::{normalize_description, normalize_protocol};
 use super::live::{LiveGroup, LivePeer, LivePerm};
-use crate::model::ownership::STACK_TAG;
+use crate::model::ownership::{ENV_TAG, STACK_TAG};
 use crate::provider::aws::AwsError;
 use crate::provider::aws::ec2::tags_of;
 use aws_sdk_ec2::types::IpPermission;
@@ -46,16 +46,20 @@ fn perms_of(perms: &[IpPermission]) -> Vec<LivePerm> {
     out
 }
 
-/// Observed groups by name. With one name in several VPCs, this stack's group wins, then an
-/// untagged one (an adoption candidate), then another stack's (reported, never touched).
+/// Observed groups by name. With one name in several VPCs, this stack's group in this
+/// environment wins, then this stack's from before the environment tag (adopted by adding
+/// it), then an untagged one (an adoption candidate), then another stack's or another
+/// environment's (reported, never touched).
 pub fn live_groups(
     groups: &[aws_sdk_ec2::types::SecurityGroup],
     stack: &str,
+    env: &str,
 ) -> BTreeMap<String, LiveGroup> {
-    let rank = |g: &LiveGroup| match g.tags.get(STACK_TAG) {
-        Some(s) if s == stack => 0,
-        None => 1,
-        Some(_) => 2,
+    let rank = |g: &LiveGroup| match (g.tags.get(STACK_TAG), g.tags.get(ENV_TAG)) {
+        (Some(s), Some(e)) if s == stack && e == env => 0,
+        (Some(s), None) if s == stack => 1,
+        (None, _) => 2,
+        (Some(_), _) => 3,
     };
     let mut out: BTreeMap<String, LiveGroup> = BTreeMap::new();
     for g in groups {
@@ -101,28 +105,42 @@ pub async fn describe_groups(
 mod tests {
     use super::*;
 
+    fn group(id: &str, tags: &[(&str, &str)]) -> aws_sdk_ec2::types::SecurityGroup {
+        let mut b = aws_sdk_ec2::types::SecurityGroup::builder()
+            .group_id(id)
+            .group_name("obs-sg");
+        for (k, v) in tags {
+            b = b.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        b.build()
+    }
+
     #[test]
     fn another_stacks_group_of_the_same_name_never_wins_over_ours_or_an_untagged_one() {
-        let group = |id: &str, stack: Option<&str>| {
-            let mut b = aws_sdk_ec2::types::SecurityGroup::builder()
-                .group_id(id)
-                .group_name("obs-sg");
-            if let Some(s) = stack {
-                b = b.tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key(STACK_TAG)
-                        .value(s)
-                        .build(),
-                );
-            }
-            b.build()
-        };
-        let theirs = group("sg-theirs", Some("other"));
-        let untagged = group("sg-untagged", None);
-        let ours = group("sg-ours", Some("obs"));
-        let picked = live_groups(&[theirs.clone(), untagged.clone()], "obs");
+        let theirs = group("sg-theirs", &[(STACK_TAG, "other")]);
+        let untagged = group("sg-untagged", &[]);
+        let ours = group("sg-ours", &[(STACK_TAG, "obs"), (ENV_TAG, "prod")]);
+        let picked = live_groups(&[theirs.clone(), untagged.clone()], "obs", "prod");
         assert_eq!(picked["obs-sg"].id, "sg-untagged");
-        let picked = live_groups(&[theirs, untagged, ours], "obs");
+        let picked = live_groups(&[theirs, untagged, ours], "obs", "prod");
+        assert_eq!(picked["obs-sg"].id, "sg-ours");
+    }
+
+    #[test]
+    fn another_environments_group_ranks_below_an_untagged_one_and_a_legacy_one_above_it() {
+        let staging = group("sg-staging", &[(STACK_TAG, "obs"), (ENV_TAG, "staging")]);
+        let untagged = group("sg-untagged", &[]);
+        let legacy = group("sg-legacy", &[(STACK_TAG, "obs")]);
+        let ours = group("sg-ours", &[(STACK_TAG, "obs"), (ENV_TAG, "prod")]);
+        let picked = live_groups(&[staging.clone(), untagged.clone()], "obs", "prod");
+        assert_eq!(picked["obs-sg"].id, "sg-untagged");
+        let picked = live_groups(
+            &[staging.clone(), untagged.clone(), legacy.clone()],
+            "obs",
+            "prod",
+        );
+        assert_eq!(picked["obs-sg"].id, "sg-legacy");
+        let picked = live_groups(&[legacy, staging, untagged, ours], "obs", "prod");
         assert_eq!(picked["obs-sg"].id, "sg-ours");
     }
 }
