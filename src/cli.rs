@@ -152,6 +152,11 @@ pub struct IamPolicyArgs {
     /// The stack's AWS account (default: the account of the credentials in use, from STS).
     #[arg(long)]
     pub account: Option<String>,
+    /// With `--for host`: grant the host every AWS write CI has too (never publishing), for a
+    /// daemon run with `--aws-mode enforce`. Any container that reaches the instance role
+    /// through IMDS can then make those writes (docs/iam.md): an explicit opt-in.
+    #[arg(long)]
+    pub allow_aws_writes: bool,
 }
 
 /// The principals `iam-policy` writes policies for.
@@ -256,6 +261,32 @@ pub struct RunArgs {
     /// Time between two polls of the source's pointer (one conditional GET each).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub source_interval: std::time::Duration,
+    /// The most this daemon does to AWS resources, whatever the manifests say: `warn`
+    /// reports and alerts AWS drift and never writes AWS. The host's daemon runs so (one
+    /// writer per world: CI's apply writes AWS); unset, the manifests' modes apply.
+    #[arg(long, value_enum)]
+    pub aws_mode: Option<ModeArg>,
+}
+
+/// A mode as `--aws-mode` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Report only.
+    Observe,
+    /// Alert, never write.
+    Warn,
+    /// Repair and alert.
+    Enforce,
+}
+
+impl From<ModeArg> for crate::model::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Observe => crate::model::Mode::Observe,
+            ModeArg::Warn => crate::model::Mode::Warn,
+            ModeArg::Enforce => crate::model::Mode::Enforce,
+        }
+    }
 }
 
 /// Where the manifests come from, besides -f (run, plan, apply).
@@ -453,7 +484,14 @@ async fn iam_policy(args: &IamPolicyArgs) -> anyhow::Result<()> {
     manifest::fill_runtime(&mut desired, &account);
     let scope = aws::permissions::Scope::of(&desired, &account)
         .context("deriving where the backends keep their data")?;
-    let document = aws::permissions::policy(args.principal.into(), &scope);
+    let principal = match (args.principal, args.allow_aws_writes) {
+        (PolicyFor::Host, true) => aws::permissions::Principal::HostWritingAws,
+        (_, true) => anyhow::bail!(
+            "--allow-aws-writes widens the host's policy only: use it with --for host (CI's policy already writes AWS)"
+        ),
+        (p, false) => p.into(),
+    };
+    let document = aws::permissions::policy(principal, &scope);
     let text = serde_json::to_string_pretty(&document).context("rendering the policy")?;
     use std::io::Write;
     match writeln!(std::io::stdout().lock(), "{text}") {
@@ -688,6 +726,7 @@ async fn take_lease(
         bucket.name.clone(),
         &desired.stack_name,
         &desired.environment,
+        crate::reconcile::lease::LeaseScope::Aws,
         identity("apply"),
         APPLY_LEASE_TTL,
     );
@@ -799,6 +838,7 @@ async fn daemon(mut args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}/", args.listen)),
         source,
+        aws_mode: args.aws_mode.map(Into::into),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -4,7 +4,7 @@
 
 use super::Controller;
 use super::decide::Acting;
-use super::lease::{Holding, Lease};
+use super::lease::{Holding, Lease, LeaseScope};
 use crate::model::Desired;
 use crate::status::{LeaseStatus, Role, Timestamp};
 use std::time::SystemTime;
@@ -24,12 +24,19 @@ impl Controller {
             .lease
             .as_ref()
             .is_some_and(|l| l.bucket() == bucket.name);
+        // A daemon that never writes AWS holds the host's lease only: CI's AWS apply, the
+        // AWS world's writer, must not wait for it (one writer per world).
+        let scope = match self.opts.aws_mode {
+            Some(m) if !m.repairs() => LeaseScope::Host,
+            _ => LeaseScope::Aws,
+        };
         if !key_matches {
             self.lease = Some(Lease::new(
                 s3.clone(),
                 bucket.name.clone(),
                 &desired.stack_name,
                 &desired.environment,
+                scope,
                 self.identity.clone(),
                 self.opts.lease_ttl,
             ));

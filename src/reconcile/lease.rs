@@ -169,9 +169,23 @@ fn process_table() -> String {
     }
 }
 
-/// The lease object of `stack` in environment `env`: `stackwarden/lease/<env>/<stack>.json`.
-pub fn key_of(stack: &str, env: &str) -> String {
-    format!("{LEASE_PREFIX}{env}/{stack}.json")
+/// Which writers a lease excludes from each other: one writer per world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseScope {
+    /// Writers of AWS (CI's apply, a daemon that repairs AWS): `<stack>.json`.
+    Aws,
+    /// A daemon that writes the host alone (`run --aws-mode warn`, the host's daemon as
+    /// shipped): `<stack>.host.json`. CI's AWS apply never waits for it.
+    Host,
+}
+
+/// The lease object of `stack` in environment `env` for `scope`:
+/// `stackwarden/lease/<env>/<stack>.json`, or `<stack>.host.json` for the host's writer.
+pub fn key_of(stack: &str, env: &str, scope: LeaseScope) -> String {
+    match scope {
+        LeaseScope::Aws => format!("{LEASE_PREFIX}{env}/{stack}.json"),
+        LeaseScope::Host => format!("{LEASE_PREFIX}{env}/{stack}.host.json"),
+    }
 }
 
 impl Lease {
@@ -183,13 +197,14 @@ impl Lease {
         bucket: impl Into<String>,
         stack: &str,
         env: &str,
+        scope: LeaseScope,
         identity: impl Into<String>,
         ttl: Duration,
     ) -> Lease {
         Lease {
             s3,
             bucket: bucket.into(),
-            key: key_of(stack, env),
+            key: key_of(stack, env, scope),
             identity: identity.into(),
             ttl,
             written: Arc::default(),

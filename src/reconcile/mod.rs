@@ -78,6 +78,9 @@ pub struct Options {
     /// A published source to follow instead of reading `manifests` (`--source s3://…`):
     /// the revision in force becomes the manifests and the root.
     pub source: Option<follow::SourceOptions>,
+    /// The most this daemon does to AWS resources (`--aws-mode`): the host's daemon reports
+    /// and alerts AWS drift (`warn`) and leaves AWS writes to CI.
+    pub aws_mode: Option<crate::model::Mode>,
 }
 
 /// What the HTTP side holds: snapshots to read and a way to wake the loop.

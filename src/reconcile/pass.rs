@@ -76,6 +76,17 @@ fn content_dirs(desired: &Desired) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// Caps the mode of every resource of `world` at `cap`: a daemon that must not write a world
+/// (the host's, for AWS: its role holds no AWS write) still observes it, reports its drift on
+/// the resource and, from `warn`, alerts; it never plans a write it would be denied.
+pub(super) fn cap_world(desired: &mut Desired, world: World, cap: crate::model::Mode) {
+    for r in &mut desired.resources {
+        if World::of(r.id.kind) == world {
+            r.mode = r.mode.min(cap);
+        }
+    }
+}
+
 impl Controller {
     /// Loads the manifests; an invalid edit is recorded and the last good state stays.
     pub(super) fn load(&mut self) {
@@ -108,7 +119,11 @@ impl Controller {
                         .map(|(r, _)| r.id.name.clone())
                         .collect();
                 }
-                self.state.desired = Some(loaded.desired);
+                let mut desired = loaded.desired;
+                if let Some(cap) = self.opts.aws_mode {
+                    cap_world(&mut desired, World::Aws, cap);
+                }
+                self.state.desired = Some(desired);
                 self.status.manifest.rejected = None;
                 self.state.rejected_revision = None;
             }

@@ -229,6 +229,7 @@ fn start(script: Script) -> Harness {
         lease_ttl: Duration::from_secs(30),
         page_url: "http://127.0.0.1/".to_string(),
         source: None,
+        aws_mode: None,
     };
     let (controller, handle) = Controller::with_worlds(opts, Arc::new(worlds));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -819,3 +819,81 @@ async fn a_manifests_directory_swapped_by_a_symlink_is_followed_at_once() {
     drop(d);
     dk::cleanup(&docker, "observability", &[]).await;
 }
+
+/// True when `kind/name` shows in the status as drifted.
+fn drifted(status: &Value, kind: &str, name: &str) -> bool {
+    status["resources"].as_array().is_some_and(|rs| {
+        rs.iter().any(|r| {
+            r["kind"] == kind
+                && r["name"] == name
+                && r["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Drifted" && c["status"] == "True")
+                })
+        })
+    })
+}
+
+/// Resync passes the status lists.
+fn resyncs(status: &Value) -> usize {
+    status["passes"].as_array().map_or(0, |ps| {
+        ps.iter().filter(|p| p["trigger"] == "resync").count()
+    })
+}
+
+/// Blocker B3 of the field: the host's role holds no AWS write, so the host's daemon runs
+/// `--aws-mode warn`. It reports a revoked rule on its resource and never repairs it: CI's
+/// apply does. Checked on the AWS API: the rule stays revoked pass after pass.
+#[tokio::test]
+async fn a_daemon_in_aws_mode_warn_reports_aws_drift_on_the_resource_and_never_writes_aws() {
+    let moto = Moto::start(&[]).await;
+    let repo = crate::support::daemon::repo_copy("5s");
+    let ci_apply = || {
+        Cli::new(&["apply", "--env", "local", "--scope", "aws"])
+            .dir(repo.path())
+            .moto(&moto)
+            .env("STACKWARDEN_GRAFANA_ADMIN_PASSWORD", SECRET)
+            .output()
+    };
+    let out = ci_apply();
+    assert!(out.status.success(), "{}", crate::support::cli::text(&out));
+    let d = Daemon::start_in(
+        repo.path(),
+        DaemonOptions {
+            aws_endpoint: Some(&moto.endpoint),
+            scope: "aws",
+            extra: &["--aws-mode", "warn"],
+            ..Default::default()
+        },
+    );
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+
+    let group = revoke_first_ingress(&moto).await;
+    let revoked = ingress_rule_count(&moto, &group).await;
+    d.wait_until("the revoked rule shows on its resource", REPAIR, || {
+        drifted(&d.status(), "SecurityGroup", "observability")
+    });
+    let seen = resyncs(&d.status());
+    d.wait_until("two more resyncs", REPAIR, || {
+        resyncs(&d.status()) >= seen + 2
+    });
+    assert_eq!(
+        ingress_rule_count(&moto, &group).await,
+        revoked,
+        "the daemon in warn wrote AWS"
+    );
+    let status = d.status();
+    assert!(
+        !audited(&status, "SecurityGroup/observability", "drift"),
+        "{status}"
+    );
+    // CI's apply repairs it while the daemon runs: the AWS world's writer never waits for
+    // the host's (one lease per world), and the daemon then sees the stack converged.
+    let out = ci_apply();
+    assert!(out.status.success(), "{}", crate::support::cli::text(&out));
+    assert_eq!(ingress_rule_count(&moto, &group).await, revoked + 1);
+    d.wait_until("the daemon sees the repair", REPAIR, || {
+        !drifted(&d.status(), "SecurityGroup", "observability") && converged(&d.status())
+    });
+    assert_eq!(d.status()["lease"]["role"], "leader", "{}", d.status());
+}

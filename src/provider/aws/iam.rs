@@ -884,6 +884,10 @@ mod tests {
         let host = policy(Principal::Host, &scope).to_string();
         let v = check(&role(&[("host", None, &host)]), &["host"]);
         assert_eq!(v, vec![]);
+        // Nor with AWS writes opted in: the host repairs AWS, it never publishes.
+        let writing = policy(Principal::HostWritingAws, &scope).to_string();
+        let v = check(&role(&[("host", None, &writing)]), &["host"]);
+        assert_eq!(v, vec![]);
         // The CI policy publishes, so the same check on it must find the writes: the check
         // can fail.
         let ci = policy(Principal::Ci, &scope).to_string();

@@ -904,12 +904,20 @@ pub enum Principal {
     /// The host's instance role: the daemon observes and holds the lease. A daemon that also
     /// repairs AWS (`run --scope all|aws` in `enforce` mode) needs the CI policy besides.
     Host,
+    /// The host's instance role of a team that accepts the risk of a host writing AWS
+    /// (`iam-policy --for host --allow-aws-writes`, with `run --aws-mode enforce`): the
+    /// host's steps and every AWS write CI has, but never publishing a revision. Any container
+    /// reaching IMDS can then make those writes (docs/iam.md).
+    HostWritingAws,
 }
 
 impl Principal {
     /// Whether this principal's policy covers `step`.
     pub fn covers(self, step: Step) -> bool {
         match (self, step) {
+            // The host's steps, and CI's AWS writes besides.
+            (Principal::HostWritingAws, Step::Write(_)) => true,
+            (Principal::HostWritingAws, step) => Principal::Host.covers(step),
             (_, Step::Observe | Step::ReadStatus) => true,
             // The backends run on the host only.
             (Principal::Host, Step::BackendStorage) => true,
@@ -929,7 +937,7 @@ impl Principal {
         match self {
             Principal::Ci => "ci",
             Principal::Readonly => "readonly",
-            Principal::Host => "host",
+            Principal::Host | Principal::HostWritingAws => "host",
         }
     }
 }

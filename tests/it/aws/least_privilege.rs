@@ -9,7 +9,7 @@ use super::{World, revoke_pyroscope_rule, set_metadata};
 use crate::support::world::Clients;
 use stackwarden::model::Kind;
 use stackwarden::provider::aws::permissions::{Principal, Scope, policy};
-use stackwarden::reconcile::lease::{Holding, Lease};
+use stackwarden::reconcile::lease::{Holding, Lease, LeaseScope};
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
@@ -244,32 +244,36 @@ impl World {
         self.steady().await
     }
 
-    /// Takes, renews and releases the stack's lease.
+    /// Takes, renews and releases the stack's leases: the AWS writer's and the host's.
     async fn lease_cycle(&self) -> Outcome {
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&self.config)
                 .force_path_style(true)
                 .build(),
         );
-        let lease = Lease::new(
-            s3,
-            self.resource_name(Kind::Bucket),
-            &self.desired.stack_name,
-            &self.desired.environment,
-            "proof@test:1".to_string(),
-            Duration::from_secs(15),
-        );
-        for what in ["taken", "renewed"] {
-            match lease.acquire(SystemTime::now()).await {
-                Ok(Holding::Held { .. }) => {}
-                Ok(other) => return Err(format!("lease not {what}: {other:?}")),
-                Err(e) => return Err(format!("lease not {what}: {e}")),
+        for scope in [LeaseScope::Aws, LeaseScope::Host] {
+            let lease = Lease::new(
+                s3.clone(),
+                self.resource_name(Kind::Bucket),
+                &self.desired.stack_name,
+                &self.desired.environment,
+                scope,
+                "proof@test:1".to_string(),
+                Duration::from_secs(15),
+            );
+            for what in ["taken", "renewed"] {
+                match lease.acquire(SystemTime::now()).await {
+                    Ok(Holding::Held { .. }) => {}
+                    Ok(other) => return Err(format!("{scope:?} lease not {what}: {other:?}")),
+                    Err(e) => return Err(format!("{scope:?} lease not {what}: {e}")),
+                }
             }
+            lease
+                .release()
+                .await
+                .map_err(|e| format!("{scope:?} lease not released: {e}"))?;
         }
-        lease
-            .release()
-            .await
-            .map_err(|e| format!("lease not released: {e}"))
+        Ok(())
     }
 }
 

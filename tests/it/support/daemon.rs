@@ -49,6 +49,8 @@ pub struct DaemonOptions<'a> {
     pub source: Option<Source<'a>>,
     /// `-f` other than `<dir>/manifests`.
     pub manifests: Option<&'a Path>,
+    /// Further arguments of `run` (`--aws-mode warn`).
+    pub extra: &'a [&'a str],
 }
 
 /// `run --source s3://… --trust KEY --state-dir DIR`.
@@ -73,6 +75,7 @@ impl Default for DaemonOptions<'_> {
             alertmanager: None,
             source: None,
             manifests: None,
+            extra: &[],
         }
     }
 }
@@ -181,6 +184,7 @@ impl Daemon {
         };
         let child = cli
             .args(["--listen", &addr, "--scope", opts.scope])
+            .args(opts.extra)
             .args(["--lease-ttl", opts.lease_ttl, "--token-file"])
             .arg(&token_file)
             .arg("--host-root")

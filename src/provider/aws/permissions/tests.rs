@@ -146,6 +146,31 @@ fn the_host_policy_is_exactly_this() {
 /// Verbs that only read, in the actions of every service stackwarden calls.
 const READ_VERBS: [&str; 3] = ["Describe", "Get", "List"];
 
+/// One writer per world: the host's policy holds no AWS write unless its team opts in with
+/// `--allow-aws-writes`; then it holds every AWS write CI has, and still never publishes.
+#[test]
+fn the_host_writes_aws_only_when_opted_in_and_never_publishes() {
+    let writes = |p: Principal| -> Vec<String> {
+        actions(p)
+            .into_iter()
+            .filter(|(_, steps)| steps.iter().any(|s| matches!(s, Step::Write(_))))
+            .map(|(a, _)| a.to_string())
+            .collect()
+    };
+    assert_eq!(writes(Principal::Host), Vec::<String>::new());
+    let opted = writes(Principal::HostWritingAws);
+    assert_eq!(opted, writes(Principal::Ci));
+    assert!(
+        opted
+            .iter()
+            .any(|a| a == "ec2:AuthorizeSecurityGroupIngress"),
+        "{opted:?}"
+    );
+    assert!(!Principal::HostWritingAws.covers(Step::Publish));
+    assert!(Principal::HostWritingAws.covers(Step::Follow));
+    assert!(Principal::HostWritingAws.covers(Step::BackendStorage));
+}
+
 #[test]
 fn the_readonly_policy_has_no_write_action() {
     let doc = policy(Principal::Readonly, &scope());
