@@ -484,9 +484,11 @@ async fn an_instance_terminated_and_applied_again_comes_back_with_the_buckets_da
     dk::cleanup(&docker, "observability", &CONTAINERS).await;
 }
 
-#[tokio::test]
-async fn an_image_artifact_is_loaded_and_the_host_is_applied_from_inside_it() {
-    let _lock = dk::exclusive().await;
+/// A fresh host converged from the image artifact through its user data alone, as CI then
+/// the instance would: the Docker lock (held while it lives), the engine, the world, and how
+/// long the user data took.
+async fn converged_from_the_image() -> (dk::Exclusive, bollard::Docker, World, f64) {
+    let lock = dk::exclusive().await;
     let docker = dk::docker().await;
     dk::cleanup(&docker, "observability", &CONTAINERS).await;
     let world = World::with(Kind::Image).await;
@@ -495,6 +497,12 @@ async fn an_image_artifact_is_loaded_and_the_host_is_applied_from_inside_it() {
     world.publish_artifact();
     let (out, took) = world.run_on_host(&world.user_data().await, ENGINE);
     assert!(out.status.success(), "{}", text(&out));
+    (lock, docker, world, took)
+}
+
+#[tokio::test]
+async fn an_image_artifact_is_loaded_and_the_host_is_applied_from_inside_it() {
+    let (_lock, docker, world, took) = converged_from_the_image().await;
     eprintln!("empty host to converged stack from the image artifact: {took:.1} s");
     assert!(world.log().contains("image: loading"), "{}", world.log());
     let plan = world.plan_host();
@@ -537,15 +545,7 @@ fn file_on_host(path: &Path) -> (u32, u32, String) {
 #[tokio::test]
 async fn the_daemon_in_its_shipped_container_writes_a_published_config_change_and_repairs_a_hand_edit()
  {
-    let _lock = dk::exclusive().await;
-    let docker = dk::docker().await;
-    dk::cleanup(&docker, "observability", &CONTAINERS).await;
-    let world = World::with(Kind::Image).await;
-    world.apply_aws();
-    world.publish();
-    world.publish_artifact();
-    let (out, _) = world.run_on_host(&world.user_data().await, ENGINE);
-    assert!(out.status.success(), "{}", text(&out));
+    let (_lock, docker, world, _) = converged_from_the_image().await;
 
     // The daemon runs as declared, not as root.
     let daemon = dk::inspect(&docker, "stackwarden").await;
