@@ -730,19 +730,33 @@ async fn take_lease(
         identity("apply"),
         APPLY_LEASE_TTL,
     );
-    match lease
-        .acquire(std::time::SystemTime::now())
-        .await
-        .context("checking the stack's lease")?
-    {
-        Holding::Held { .. } => Ok(Some(lease)),
-        Holding::NoBucket => Ok(None),
-        Holding::Other { holder, expires } => anyhow::bail!(
-            "the stack's lease is held by {holder} until {}: another actor is reconciling this stack, so apply does nothing (stop it, or let it converge and run plan)",
-            crate::status::Timestamp(expires)
-        ),
+    // No clock says a lease lapsed: apply watches it. A holder that renews is alive (apply
+    // gives up at once); one that does not within its TTL is gone, and the lease is taken.
+    let watching = std::time::Instant::now();
+    loop {
+        match lease
+            .acquire(std::time::SystemTime::now())
+            .await
+            .context("checking the stack's lease")?
+        {
+            Holding::Held { .. } => return Ok(Some(lease)),
+            Holding::NoBucket => return Ok(None),
+            Holding::Other { holder, expires } => {
+                if lease.renewal_seen() || watching.elapsed() > LEASE_WATCH_LIMIT {
+                    anyhow::bail!(
+                        "the stack's lease is held by {holder}, who renews it (it lapses {} at the earliest): another actor is reconciling this stack, so apply does nothing (stop it, or let it converge and run plan)",
+                        crate::status::Timestamp(expires)
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }
+
+/// The longest `apply` watches a lease held by another before giving up: past the longest
+/// TTL a holder may declare (an apply's own, 30 s), a holder that never renewed has lapsed.
+const LEASE_WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// How often `apply` observes again and retries steps that failed transiently (after 1 s,
 /// then 2 s) before it gives up and exits 1.

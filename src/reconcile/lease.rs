@@ -8,8 +8,10 @@
 //!
 //! Before the bucket exists there is nothing to hold a lease in: the caller may create the
 //! bucket (idempotent, the same for every contender) and nothing else, then take the lease.
-//! Expiry is compared with the local clock: clocks are assumed within a few seconds of each
-//! other, which the TTL (default 15 s) absorbs.
+//! No clock decides who leads. A contender judges a lease lapsed by its own monotonic clock:
+//! once the object (its ETag) has not changed for the holder's TTL since this contender
+//! first saw it so, as client-go's leader election does. The holder's timestamp is shown,
+//! never trusted, so two daemons whose clocks differ by days behave as if they agreed.
 
 use crate::plan::Change;
 use crate::provider::{ErrorClass, StepError, WriteGate};
@@ -57,6 +59,19 @@ pub struct Record {
     /// does not).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub processes: String,
+    /// The holder's TTL in seconds: how long it may go without renewing. A duration, not a
+    /// time, so it means the same on every clock. 0 in records of older versions: the
+    /// contender's own TTL stands in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ttl: u64,
+    /// Fresh for every write: two renewals within one second still differ, so a contender
+    /// always sees a renewal as a change of the object (its ETag).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nonce: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Who holds the lease, as seen by one contender after one attempt.
@@ -89,6 +104,12 @@ pub struct Lease {
     /// The ETag and expiry of our last successful write of the lease: what
     /// [`Lease::confirm`] expects to find.
     written: Arc<Mutex<Option<(String, SystemTime)>>>,
+    /// Another holder's object as this contender last saw it: its ETag, and when (by this
+    /// process's monotonic clock) it was first seen with that ETag.
+    seen: Arc<Mutex<Option<(String, std::time::Instant)>>>,
+    /// True once this contender has seen another holder's object change: that holder is
+    /// alive and renewing.
+    renewal_seen: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What [`Lease::confirm`] found.
@@ -208,7 +229,37 @@ impl Lease {
             identity: identity.into(),
             ttl,
             written: Arc::default(),
+            seen: Arc::default(),
+            renewal_seen: Arc::default(),
         }
+    }
+
+    /// True once this contender has watched another holder renew the lease: it is alive.
+    pub fn renewal_seen(&self) -> bool {
+        self.renewal_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long another holder's object, as read now with `etag`, has gone unchanged by this
+    /// process's monotonic clock (zero on first sight), and the TTL it must be renewed in.
+    fn unchanged_for(&self, rec: &Record, etag: &str) -> (Duration, Duration) {
+        let ttl = if rec.ttl > 0 {
+            Duration::from_secs(rec.ttl)
+        } else {
+            self.ttl
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let unchanged = match &*seen {
+            Some((tag, at)) if tag == etag => at.elapsed(),
+            previous => {
+                if previous.is_some() {
+                    self.renewal_seen
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                *seen = Some((etag.to_string(), std::time::Instant::now()));
+                Duration::ZERO
+            }
+        };
+        (unchanged, ttl)
     }
 
     /// The bucket holding the lease.
@@ -286,6 +337,8 @@ impl Lease {
                 holder: String::new(),
                 expires: 0,
                 processes: String::new(),
+                ttl: 0,
+                nonce: 0,
             });
         Ok(Ok(Some((record, etag))))
     }
@@ -340,6 +393,8 @@ impl Lease {
             holder: self.identity.clone(),
             expires: unix(expires),
             processes: process_table(),
+            ttl: self.ttl.as_secs().max(1),
+            nonce: fastrand::u64(1..),
         };
         let current = match self.read().await? {
             Ok(current) => current,
@@ -347,21 +402,26 @@ impl Lease {
         };
         let won = match &current {
             None => self.write(&ours, None).await?,
-            Some((rec, etag))
-                if rec.holder == self.identity
-                    || rec.expires <= unix(now)
-                    || holder_is_dead_here(rec) =>
-            {
-                if rec.holder != self.identity && rec.expires > unix(now) {
-                    tracing::warn!(holder = %rec.holder, "the lease's holder ran on this host and is gone: taking the lease over");
-                }
+            // Ours, or released (an empty holder): taken at once.
+            Some((rec, etag)) if rec.holder == self.identity || rec.holder.is_empty() => {
                 self.write(&ours, Some(etag)).await?
             }
-            Some((rec, _)) => {
-                return Ok(Holding::Other {
-                    holder: rec.holder.clone(),
-                    expires: from_unix(rec.expires),
-                });
+            Some((rec, etag)) if holder_is_dead_here(rec) => {
+                tracing::warn!(holder = %rec.holder, "the lease's holder ran on this host and is gone: taking the lease over");
+                self.write(&ours, Some(etag)).await?
+            }
+            Some((rec, etag)) => {
+                let (unchanged, ttl) = self.unchanged_for(rec, etag);
+                if unchanged < ttl {
+                    return Ok(Holding::Other {
+                        holder: rec.holder.clone(),
+                        // As this contender measures it: the holder's own clock may be off
+                        // by any amount.
+                        expires: now + (ttl - unchanged),
+                    });
+                }
+                tracing::warn!(holder = %rec.holder, unchanged_s = unchanged.as_secs(), "the lease was not renewed within its TTL: taking it over");
+                self.write(&ours, Some(etag)).await?
             }
         };
         if won {
@@ -369,10 +429,13 @@ impl Lease {
         }
         // Lost a race: report whoever won.
         match self.read().await? {
-            Ok(Some((rec, _))) => Ok(Holding::Other {
-                holder: rec.holder,
-                expires: from_unix(rec.expires),
-            }),
+            Ok(Some((rec, etag))) => {
+                let (unchanged, ttl) = self.unchanged_for(&rec, &etag);
+                Ok(Holding::Other {
+                    holder: rec.holder,
+                    expires: now + ttl.saturating_sub(unchanged),
+                })
+            }
             Ok(None) => Ok(Holding::Other {
                 holder: "unknown".to_string(),
                 expires: now,
@@ -410,6 +473,8 @@ impl Lease {
                 holder: self.identity.clone(),
                 expires: unix(now + self.ttl),
                 processes: process_table(),
+                ttl: self.ttl.as_secs().max(1),
+                nonce: fastrand::u64(1..),
             };
             return match self.write(&ours, Some(&etag)).await {
                 Ok(true) => Confirmed::Held,
@@ -466,6 +531,8 @@ impl Lease {
                 holder: String::new(),
                 expires: 0,
                 processes: String::new(),
+                ttl: 0,
+                nonce: 0,
             };
             self.write(&released, Some(&etag)).await?;
         }
@@ -532,6 +599,8 @@ mod tests {
             holder,
             expires: u64::MAX,
             processes: process_table(),
+            ttl: 0,
+            nonce: 0,
         };
         // Pid 1 always exists; a pid beyond pid_max never does.
         assert!(!holder_is_dead_here(&here(format!("apply@{host}:1"))));

@@ -21,6 +21,7 @@ mod golden;
 mod grafana;
 mod handoff;
 mod host;
+mod lease;
 mod local_world;
 mod manifests;
 mod own_container;
