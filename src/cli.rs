@@ -98,6 +98,10 @@ pub struct PublishArgs {
     /// The CI run publishing (default: GITHUB_RUN_ID).
     #[arg(long, env = "GITHUB_RUN_ID")]
     pub run: Option<String>,
+    /// Publish on the revision the hosts report in force (their status snapshot), when the
+    /// pointer in the bucket is missing or does not verify with this key; publish says when.
+    #[arg(long)]
+    pub recover: bool,
 }
 
 /// Options of status.
@@ -1071,6 +1075,16 @@ fn access_hint(e: &crate::source::S3Error, policy: &str) -> String {
 /// `publish`: validate, bundle, sign, upload, advance the pointer; the revision on stdout.
 async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     use crate::source::{Location, bundle, pointer::Publisher, publish};
+    // Hosts refuse a pointer fresh for longer than the horizon: never write one.
+    let horizon = crate::source::fetch::MAX_EXPIRY_HORIZON;
+    if args.expires_in > horizon {
+        anyhow::bail!(
+            "--expires-in {} is beyond the {}-day horizon hosts accept; choose at most {}d",
+            humantime::format_duration(args.expires_in),
+            horizon.as_secs() / 86_400,
+            horizon.as_secs() / 86_400
+        );
+    }
     // The artifact first: a revision published after it may declare its digest, and must
     // never point a new instance at bytes not there yet.
     if let Some(path) = &args.artifact {
@@ -1137,6 +1151,7 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
             },
             expires_in: args.expires_in,
             now: std::time::SystemTime::now(),
+            recover: args.recover,
         },
     )
     .await

@@ -89,6 +89,29 @@ pub enum Rejection {
         /// Offered.
         offered: u64,
     },
+    /// A revision further ahead of the one in force than [`MAX_REVISION_JUMP`]: publish
+    /// advances by one, so such a number only comes from a forged or runaway pointer that
+    /// would leave no number for any later revision.
+    #[error("revision {offered} jumps more than {limit} ahead of {in_force} in force")]
+    Jump {
+        /// In force.
+        in_force: u64,
+        /// Offered.
+        offered: u64,
+        /// [`MAX_REVISION_JUMP`].
+        limit: u64,
+    },
+    /// A pointer that stays fresh beyond [`MAX_EXPIRY_HORIZON`]: a leaked key could
+    /// otherwise freeze hosts on its revision for good.
+    #[error("revision {revision} expires at {expires_at}, beyond the {horizon_days}-day horizon")]
+    TooFarExpiry {
+        /// The revision.
+        revision: u64,
+        /// When it says it expires.
+        expires_at: String,
+        /// The horizon, in days.
+        horizon_days: u64,
+    },
     /// The offered pointer had already expired.
     #[error("revision {revision} expired at {expires_at}")]
     Expired {
@@ -131,12 +154,23 @@ impl Rejection {
             Rejection::DigestMismatch { .. } => "DigestMismatch",
             Rejection::Rollback { .. } => "Rollback",
             Rejection::Expired { .. } => "Expired",
+            Rejection::Jump { .. } => "Jump",
+            Rejection::TooFarExpiry { .. } => "TooFarExpiry",
             Rejection::TooLarge { .. } => "TooLarge",
             Rejection::HostileArchive { .. } => "HostileArchive",
             Rejection::Invalid { .. } => "Invalid",
         }
     }
 }
+
+/// The furthest a pointer may run ahead of the revision in force. `publish` advances by one,
+/// so a host offline through this many publishes is the only honest case; anything further
+/// is a forged or runaway number that would exhaust the revisions after it.
+pub const MAX_REVISION_JUMP: u64 = 100_000;
+
+/// The longest a pointer may say it stays fresh: `publish` defaults to 7 days, a pointer
+/// that would keep hosts on it for longer is refused.
+pub const MAX_EXPIRY_HORIZON: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// Why the source could not be read this time (nothing about the desired state).
 #[derive(Debug, thiserror::Error)]
@@ -609,6 +643,28 @@ impl Remote {
                 self.status.last_error = None;
                 return self.unchanged(now);
             }
+            if offered - in_force > MAX_REVISION_JUMP {
+                let reason = Rejection::Jump {
+                    in_force,
+                    offered,
+                    limit: MAX_REVISION_JUMP,
+                };
+                return self.reject(Some(offered), reason, etag);
+            }
+        }
+        if signed
+            .pointer
+            .expires_at
+            .0
+            .duration_since(now)
+            .is_ok_and(|left| left > MAX_EXPIRY_HORIZON)
+        {
+            let reason = Rejection::TooFarExpiry {
+                revision: offered,
+                expires_at: signed.pointer.expires_at.to_string(),
+                horizon_days: MAX_EXPIRY_HORIZON.as_secs() / 86_400,
+            };
+            return self.reject(Some(offered), reason, etag);
         }
         if signed.pointer.expires_at.0 <= now {
             let reason = Rejection::Expired {

@@ -29,6 +29,9 @@ pub struct Request<'a> {
     pub expires_in: Duration,
     /// Now.
     pub now: SystemTime,
+    /// Publish on the revision the hosts report in force (the status snapshot) instead of a
+    /// pointer that is missing or does not verify (`publish --recover`).
+    pub recover: bool,
 }
 
 /// A publish that went through.
@@ -73,6 +76,44 @@ pub enum PublishError {
         /// Why.
         why: String,
     },
+    /// The pointer in the bucket does not verify with the publishing key: its revision number
+    /// is someone else's word (a forgery, a replay under another environment, or an earlier
+    /// key's), and building on it could make every host refuse what follows.
+    #[error(
+        "the pointer at {key} does not verify with this key ({why}); nothing was published. If it is not yours (a forgery, or an earlier key's), run `stackwarden publish --recover`: it publishes on the revision the hosts report in force"
+    )]
+    Untrusted {
+        /// Key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// The pointer is gone while a host reports a revision in force: a revision 1 would be
+    /// refused everywhere as a rollback.
+    #[error(
+        "the pointer at {key} is missing, but the hosts report revision {known} in force; nothing was published. Run `stackwarden publish --recover` to publish revision {}",
+        known + 1
+    )]
+    Missing {
+        /// Key.
+        key: String,
+        /// The revision the status snapshot reports in force.
+        known: u64,
+    },
+    /// The pointer verifies but is behind the revision the hosts report in force: an older
+    /// pointer put back (a replay).
+    #[error(
+        "the pointer at {key} is at revision {revision}, behind the revision {known} the hosts report in force (an older pointer put back?); nothing was published. Run `stackwarden publish --recover` to publish revision {}",
+        known + 1
+    )]
+    Behind {
+        /// Key.
+        key: String,
+        /// The pointer's revision.
+        revision: u64,
+        /// The revision the status snapshot reports in force.
+        known: u64,
+    },
     /// The revision number would overflow.
     #[error("the pointer is at the last revision number there is")]
     Exhausted,
@@ -85,7 +126,7 @@ pub enum PublishError {
 async fn current(
     s3: &aws_sdk_s3::Client,
     location: &Location,
-) -> Result<Option<(Pointer, String)>, PublishError> {
+) -> Result<Option<(Pointer, String, Vec<u8>)>, PublishError> {
     let key = location.pointer_key();
     let out = match s3
         .get_object()
@@ -118,7 +159,14 @@ async fn current(
         key: key.clone(),
         why: e.to_string(),
     })?;
-    Ok(Some((pointer, etag)))
+    Ok(Some((pointer, etag, bytes.to_vec())))
+}
+
+/// The revision the environment's hosts report in force, from their status snapshot; `None`
+/// when there is none (nothing was ever taken) or it cannot be read.
+async fn reported_in_force(s3: &aws_sdk_s3::Client, location: &Location) -> Option<u64> {
+    let snapshot = super::snapshot::read_snapshot(s3, location).await.ok()?;
+    snapshot["source"]["revision"].as_u64()
 }
 
 /// True when the object at `key` has exactly the bundle's bytes.
@@ -189,10 +237,48 @@ pub async fn publish(
         }
     };
     let previous = current(s3, location).await?;
-    let revision = match &previous {
-        Some((p, _)) => p.revision.checked_add(1).ok_or(PublishError::Exhausted)?,
-        None => 1,
+    let key = location.pointer_key();
+    // The next number comes from a pointer this key verifies, never from whatever object
+    // lies at the pointer's key.
+    let verified = previous.as_ref().map(|(_, _, bytes)| {
+        pointer::open(bytes, &request.key.trusted(), &location.env).map(|s| s.pointer.revision)
+    });
+    let base = match verified {
+        Some(Ok(revision)) if !request.recover => match reported_in_force(s3, location).await {
+            // A replayed older pointer, signed by this very key: building on it would give a
+            // number the hosts refuse as a rollback.
+            Some(known) if known > revision => {
+                return Err(PublishError::Behind {
+                    key,
+                    revision,
+                    known,
+                });
+            }
+            _ => revision,
+        },
+        Some(Err(e)) if !request.recover => {
+            return Err(PublishError::Untrusted {
+                key,
+                why: e.to_string(),
+            });
+        }
+        None if !request.recover => match reported_in_force(s3, location).await {
+            // A deleted pointer: hosts are at a revision; starting again at 1 would be
+            // refused by every one of them as a rollback.
+            Some(known) if known > 0 => return Err(PublishError::Missing { key, known }),
+            _ => 0,
+        },
+        // Recovery: on the revision the hosts report, and never below a pointer this key
+        // signed.
+        verified => {
+            let signed = verified.and_then(Result::ok).unwrap_or(0);
+            reported_in_force(s3, location)
+                .await
+                .unwrap_or(0)
+                .max(signed)
+        }
     };
+    let revision = base.checked_add(1).ok_or(PublishError::Exhausted)?;
     let pointer = Pointer {
         format: pointer::FORMAT,
         env: location.env.clone(),
@@ -206,7 +292,6 @@ pub async fn publish(
         publisher: request.publisher.clone(),
     };
     let object = pointer.seal(request.key)?;
-    let key = location.pointer_key();
     let put = s3
         .put_object()
         .bucket(&location.bucket)
@@ -214,13 +299,13 @@ pub async fn publish(
         .content_type("application/json")
         .body(ByteStream::from(object));
     let put = match &previous {
-        Some((_, etag)) => put.if_match(etag),
+        Some((_, etag, _)) => put.if_match(etag),
         None => put.if_none_match("*"),
     };
     match put.send().await {
         Ok(_) => Ok(Published {
             revision,
-            previous: previous.map(|(p, _)| p.revision),
+            previous: previous.map(|(p, _, _)| p.revision),
             pointer,
             uploaded,
         }),
@@ -231,7 +316,7 @@ pub async fn publish(
             }
             let winner = current(s3, location).await.ok().flatten();
             let (winner, by) = match winner {
-                Some((p, _)) => {
+                Some((p, _, _)) => {
                     let by = match (&p.publisher.commit, &p.publisher.run) {
                         (Some(c), Some(r)) => format!(" (commit {c}, run {r})"),
                         (Some(c), None) => format!(" (commit {c})"),

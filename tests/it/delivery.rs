@@ -45,24 +45,26 @@ fn ok(out: &Output) -> String {
 }
 
 fn publish(moto: &Moto, repo: &Path, key: &Path) -> String {
-    let out = stackwarden(
-        moto,
-        repo,
-        &[
-            "publish",
-            "--env",
-            "local",
-            "-f",
-            "manifests",
-            "--bucket",
-            BUCKET,
-            "--key",
-            &key.display().to_string(),
-            "--commit",
-            "test-commit",
-        ],
-    );
-    ok(&out)
+    publish_with(moto, repo, key, &[])
+}
+
+fn publish_with(moto: &Moto, repo: &Path, key: &Path, extra: &[&str]) -> String {
+    let key = key.display().to_string();
+    let mut args = vec![
+        "publish",
+        "--env",
+        "local",
+        "-f",
+        "manifests",
+        "--bucket",
+        BUCKET,
+        "--key",
+        &key,
+        "--commit",
+        "test-commit",
+    ];
+    args.extend_from_slice(extra);
+    ok(&stackwarden(moto, repo, &args))
 }
 
 fn source_revision(status: &Value) -> Option<u64> {
@@ -239,7 +241,14 @@ async fn a_daemon_given_only_the_source_and_the_key_converges_follows_edits_outl
         &["keygen", "--out", &otherdir],
     ));
     edit_loki_memory(&repo.path().join("manifests"), "320M");
-    publish(&moto, repo.path(), &other.path().join("stackwarden.key"));
+    // The forger's publish cannot verify the real pointer; it forces its way on with
+    // --recover (as anyone holding the CI role could), and the host refuses it.
+    publish_with(
+        &moto,
+        repo.path(),
+        &other.path().join("stackwarden.key"),
+        &["--recover"],
+    );
     d.wait_until("the forged revision is refused", FOLLOW, || {
         let s = d.status();
         s["source"]["rejected"].is_object() && source_revision(&s) == Some(6)

@@ -6,7 +6,9 @@
 use crate::support::cli::{Cli, text};
 use crate::support::files::{copy_dir, edit_loki_memory, repo};
 use crate::support::moto::Moto;
-use stackwarden::source::fetch::{Options, Poll, Rejection, Remote};
+use stackwarden::source::fetch::{
+    MAX_EXPIRY_HORIZON, MAX_REVISION_JUMP, Options, Poll, Rejection, Remote,
+};
 use stackwarden::source::pointer::{BundleRef, Pointer, Publisher, Time};
 use stackwarden::source::publish::{self, PublishError, Published, Request};
 use stackwarden::source::signing::{self, SigningKey};
@@ -82,10 +84,33 @@ impl World {
                 },
                 expires_in: Duration::from_secs(7 * 24 * 3600),
                 now,
+                recover: false,
             },
         )
         .await
         .expect("publish")
+    }
+
+    /// Publishes `manifests` now, `recover` as `publish --recover` sets it.
+    async fn try_publish(
+        &self,
+        manifests: &Path,
+        recover: bool,
+    ) -> Result<Published, PublishError> {
+        let built = bundle::build(manifests, Some(ENV), None).expect("the tree bundles");
+        publish::publish(
+            &self.s3,
+            Request {
+                location: &self.location,
+                bundle: &built,
+                key: &self.key,
+                publisher: Publisher::default(),
+                expires_in: Duration::from_secs(7 * 24 * 3600),
+                now: SystemTime::now(),
+                recover,
+            },
+        )
+        .await
     }
 
     async fn publish(&self, manifests: &Path) -> Published {
@@ -347,6 +372,49 @@ async fn an_older_pointer_replayed_is_refused_as_a_rollback() {
     );
 }
 
+/// A pointer signed with the real key at the last revision number there is would leave no
+/// number for any later revision; one far ahead is refused, the revision in force stays.
+#[tokio::test]
+async fn a_pointer_jumping_far_ahead_is_refused_even_signed_with_the_real_key() {
+    let (world, mut remote) = in_force_at_one().await;
+    // Refused from the pointer alone: no bundle is ever downloaded for it.
+    let bundle = BundleRef {
+        sha256: "0".repeat(64),
+        size: 1,
+    };
+    for revision in [u64::MAX, 1 + MAX_REVISION_JUMP + 1] {
+        world
+            .offer(&world.pointer(revision, bundle.clone()), &world.key)
+            .await;
+        let reason = refused(remote.poll(SystemTime::now()).await);
+        assert!(
+            matches!(reason, Rejection::Jump { in_force: 1, offered, .. } if offered == revision),
+            "{reason}"
+        );
+        still_at_one(&remote);
+    }
+}
+
+/// A pointer that says it stays fresh for years is refused: a leaked key could otherwise
+/// keep hosts on its revision after every honest one expired.
+#[tokio::test]
+async fn a_pointer_fresh_beyond_the_horizon_is_refused() {
+    let (world, mut remote) = in_force_at_one().await;
+    let bundle = BundleRef {
+        sha256: "0".repeat(64),
+        size: 1,
+    };
+    let mut pointer = world.pointer(2, bundle);
+    pointer.expires_at = Time(SystemTime::now() + MAX_EXPIRY_HORIZON + Duration::from_secs(86_400));
+    world.offer(&pointer, &world.key).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    assert!(
+        matches!(reason, Rejection::TooFarExpiry { revision: 2, .. }),
+        "{reason}"
+    );
+    still_at_one(&remote);
+}
+
 #[tokio::test]
 async fn an_expired_pointer_is_refused_and_one_expiring_in_force_turns_stale() {
     let (world, mut remote) = in_force_at_one().await;
@@ -584,6 +652,7 @@ async fn two_concurrent_publishes_yield_two_revisions_or_one_clear_refusal_never
         publisher: Publisher::default(),
         expires_in: Duration::from_secs(3600),
         now: SystemTime::now(),
+        recover: false,
     };
     let mut lost = 0;
     for round in 0..5 {
@@ -834,9 +903,17 @@ async fn status_works_with_the_readonly_policy_and_publish_with_it_fails_clearly
     assert!(text(&out).contains("AccessDenied"), "{}", text(&out));
     assert!(text(&out).contains("iam-policy --for ci"), "{}", text(&out));
 
+    // The snapshot says revision 1 is in force, and no pointer is there: publish stops
+    // rather than start again at 1, and the CI policy suffices to recover.
     let out = as_(
         (&ci.0, &ci.1),
         &[&["publish", "--key", key][..], &target].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("publish --recover"), "{}", text(&out));
+    let out = as_(
+        (&ci.0, &ci.1),
+        &[&["publish", "--recover", "--key", key][..], &target].concat(),
     );
     assert_eq!(
         out.status.code(),
@@ -847,7 +924,82 @@ async fn status_works_with_the_readonly_policy_and_publish_with_it_fails_clearly
     let last = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         last.lines().last(),
-        Some("1"),
+        Some("2"),
         "the revision is stdout's last line"
     );
+}
+
+/// `publish` takes its number only from a pointer its key verifies: a forged one at a high
+/// revision stops it with what to do; `--recover` publishes on the revision the hosts report,
+/// and the host takes it.
+#[tokio::test]
+async fn publish_builds_only_on_a_pointer_it_verifies_and_recovers_on_the_hosts_revision() {
+    let (world, mut remote) = in_force_at_one().await;
+    write_status(&world, Some(1), "converged", SystemTime::now()).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let (secret, _) = signing::generate(other_dir.path()).unwrap();
+    let other = SigningKey::from_file(&secret).unwrap();
+    let bundle = remote.in_force().unwrap().pointer.bundle.clone();
+    world
+        .offer(&world.pointer(u64::MAX - 1, bundle), &other)
+        .await;
+    let edited = world.edited_tree("edit", "400M");
+    match world.try_publish(&edited, false).await {
+        Err(e @ PublishError::Untrusted { .. }) => {
+            assert!(e.to_string().contains("--recover"), "{e}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let published = world.try_publish(&edited, true).await.expect("recovery");
+    assert_eq!(published.revision, 2);
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 2, .. }
+    ));
+}
+
+/// A deleted pointer, or an older one put back, would make the next publish a number every
+/// host refuses: publish stops instead, and `--recover` goes on from the hosts' revision.
+#[tokio::test]
+async fn a_deleted_or_replayed_pointer_stops_publish_and_recovery_goes_on_from_the_hosts() {
+    let (world, mut remote) = in_force_at_one().await;
+    let first = world.get(&world.location.pointer_key()).await;
+    world.publish(&world.edited_tree("two", "400M")).await;
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 2, .. }
+    ));
+    write_status(&world, Some(2), "converged", SystemTime::now()).await;
+
+    // Replayed: revision 1's own pointer, signed by the real key.
+    world.put(&world.location.pointer_key(), first).await;
+    let three = world.edited_tree("three", "300M");
+    match world.try_publish(&three, false).await {
+        Err(PublishError::Behind {
+            revision: 1,
+            known: 2,
+            ..
+        }) => {}
+        other => panic!("expected Behind, got {other:?}"),
+    }
+
+    // Deleted.
+    world
+        .s3
+        .delete_object()
+        .bucket(BUCKET)
+        .key(world.location.pointer_key())
+        .send()
+        .await
+        .unwrap();
+    match world.try_publish(&three, false).await {
+        Err(PublishError::Missing { known: 2, .. }) => {}
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let published = world.try_publish(&three, true).await.expect("recovery");
+    assert_eq!(published.revision, 3);
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Updated { revision: 3, .. }
+    ));
 }
