@@ -504,6 +504,31 @@ async fn an_archive_with_a_symlink_is_refused() {
     hostile_is_refused(archive, "manifests/stack.yaml").await;
 }
 
+/// Issue 35: a name with a newline would forge lines wherever it is shown.
+#[tokio::test]
+async fn an_archive_with_a_newline_in_a_file_name_is_refused() {
+    let archive = raw_archive(b"manifests/a\nb.yaml", tar::EntryType::Regular, None, b"x");
+    let (world, mut remote) = in_force_at_one().await;
+    world.offer_archive(2, archive).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::HostileArchive { entry, why } => {
+            assert_eq!(entry, r"manifests/a\nb.yaml", "{reason}");
+            assert!(why.contains("control character"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+    assert!(
+        !remote
+            .status()
+            .last_error
+            .clone()
+            .unwrap_or_default()
+            .contains('\n')
+    );
+}
+
 #[tokio::test]
 async fn an_archive_of_a_hundred_thousand_entries_is_refused() {
     let entries: Vec<(String, Vec<u8>)> = (0..100_000)
