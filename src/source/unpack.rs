@@ -89,7 +89,8 @@ pub enum UnpackError {
     /// Not a tar.gz, or cut short.
     #[error("the archive is corrupt: {0}")]
     Corrupt(#[source] std::io::Error),
-    /// Writing the unpacked files failed.
+    /// Writing the unpacked files failed (a full disk, a quota): a problem of this host, not
+    /// of the archive, so never a reason to refuse the revision.
     #[error("writing {path}: {source}")]
     Write {
         /// Where.
@@ -163,6 +164,31 @@ impl<R: Read> Read for Capped<R> {
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+/// Which side of a copy failed.
+enum Copy {
+    /// Reading the archive: it is cut short or corrupt, which is the archive's fault.
+    Read(std::io::Error),
+    /// Writing the file: a full disk, a quota, an I/O error, which are this host's.
+    Write(std::io::Error),
+}
+
+/// `std::io::copy`, telling a read error from a write error: a full state directory must
+/// never be taken for a corrupt archive, or a good revision would be refused for good.
+fn copy_entry(from: &mut impl Read, to: &mut impl std::io::Write) -> Result<u64, Copy> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        copied += n as u64;
     }
 }
 
@@ -263,7 +289,10 @@ pub fn unpack(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Summar
                     Err(e) => return Err(clash(e, &path)),
                 };
                 let copied =
-                    std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
+                    copy_entry(&mut (&mut entry).take(size), &mut file).map_err(|e| match e {
+                        Copy::Read(e) => corrupt(e),
+                        Copy::Write(e) => write(&path)(e),
+                    })?;
                 if copied != size {
                     return Err(UnpackError::Corrupt(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,

@@ -6,7 +6,7 @@
 use crate::support::cli::{Cli, text};
 use crate::support::files::{copy_dir, edit_loki_memory, repo};
 use crate::support::moto::Moto;
-use stackwarden::source::fetch::{Options, Poll, Rejection, Remote};
+use stackwarden::source::fetch::{FetchError, Options, Poll, Rejection, Remote};
 use stackwarden::source::pointer::{BundleRef, Pointer, Publisher, Time};
 use stackwarden::source::publish::{self, PublishError, Published, Request};
 use stackwarden::source::signing::{self, SigningKey};
@@ -416,6 +416,121 @@ async fn an_unreachable_bucket_keeps_the_revision_in_force_and_following_resumes
     ));
     still_at_one(&back);
     assert_eq!(back.status().last_error, None);
+}
+
+/// A tmpfs of a few pages mounted on a fresh directory (the tests run as root), unmounted
+/// when dropped: a real disk that fills, with the kernel's own ENOSPC.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk, then frees `room` bytes (whole pages) of it.
+    fn fill_leaving(&self, room: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let full = loop {
+            if let Err(e) = file.write_all(&chunk) {
+                break e;
+            }
+        };
+        assert_eq!(full.kind(), std::io::ErrorKind::StorageFull, "{full}");
+        const PAGE: u64 = 4096;
+        let len = file.metadata().unwrap().len() / PAGE * PAGE;
+        file.set_len(len - room.div_ceil(PAGE) * PAGE).unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Issue 35: a full state disk was reported as a hostile ("corrupt") archive, and the good
+/// revision was remembered as refused and never fetched again.
+#[tokio::test]
+async fn a_full_state_disk_refuses_nothing_and_the_revision_is_taken_once_space_is_freed() {
+    let world = World::new().await;
+    let published = world.publish(&repo().join("manifests")).await;
+    let disk = SmallDisk::mount(4 << 20);
+    let mut remote = Remote::open(
+        world.s3.clone(),
+        Options::new(
+            world.location.clone(),
+            disk.path().join("source"),
+            world.key.trusted(),
+        ),
+    )
+    .expect("the state directory opens");
+    // Room for the download, not for the unpacked tree (many times larger, a page a file).
+    let filler = disk.fill_leaving(published.pointer.bundle.size + 8192);
+
+    match remote.poll(SystemTime::now()).await {
+        Poll::Unreachable {
+            error: FetchError::State { source, .. },
+        } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}"),
+        other => panic!("a full disk is this host's problem, not the revision's: {other:?}"),
+    }
+    let status = remote.status();
+    assert_eq!(status.rejected, None, "nothing is refused");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left")),
+        "{status:?}"
+    );
+    assert!(remote.in_force().is_none());
+    let left: Vec<_> = std::fs::read_dir(disk.path().join("source"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "revisions" && n != "lock")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the partial revision gives its space back: {left:?}"
+    );
+
+    // Still full: still not refused, and asked again (no remembered refusal, no 304).
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Unreachable { .. }
+    ));
+    std::fs::remove_file(&filler).unwrap();
+    match remote.poll(SystemTime::now()).await {
+        Poll::Updated { revision: 1, .. } => {}
+        other => panic!("the revision is taken once there is room: {other:?}"),
+    }
+    assert_eq!(remote.status().last_error, None);
+    drop(remote);
 }
 
 #[tokio::test]
