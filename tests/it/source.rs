@@ -991,3 +991,74 @@ async fn status_works_with_the_readonly_policy_and_publish_with_it_fails_clearly
         "the revision is stdout's last line"
     );
 }
+
+/// `git` in `dir`, as a person would run it; its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 35: a publish from a work tree with uncommitted changes to what the bundle holds
+/// was labelled with HEAD's commit, which does not hold those bytes.
+#[tokio::test]
+async fn publish_from_a_dirty_tree_labels_the_revision_dirty_and_a_clean_one_with_its_commit() {
+    let world = World::new().await;
+    let keys = world.scratch.path().join("keys");
+    let keys = keys.to_str().unwrap();
+    let out = stackwarden(&world.moto, TESTING, &["keygen", "--out", keys]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let key = format!("{keys}/{}", signing::SECRET_KEY_FILE);
+    let checkout = world.scratch.path().join("checkout");
+    let manifests = copy_of_repo(&checkout);
+    git(&checkout, &["init", "-q"]);
+    git(&checkout, &["add", "."]);
+    git(&checkout, &["commit", "-q", "-m", "the reviewed state"]);
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    let labelled = async || {
+        let out = stackwarden(
+            &world.moto,
+            TESTING,
+            &[
+                "publish",
+                "-f",
+                manifests.to_str().unwrap(),
+                "--env",
+                ENV,
+                "--bucket",
+                BUCKET,
+                "--key",
+                &key,
+                "--commit",
+                &head,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let object = world.get(&world.location.pointer_key()).await;
+        let pointer = stackwarden::source::pointer::peek(&object).unwrap();
+        (pointer.publisher.commit, text(&out))
+    };
+
+    // As committed: the commit itself.
+    let (commit, _) = labelled().await;
+    assert_eq!(commit.as_deref(), Some(head.as_str()));
+
+    // A file outside the bundle edited: still the commit.
+    std::fs::write(checkout.join("NOTES"), "not bundled\n").unwrap();
+    let (commit, _) = labelled().await;
+    assert_eq!(commit.as_deref(), Some(head.as_str()));
+
+    // A bundled source edited and not committed: the label says so, and publish names it.
+    let loki = checkout.join("config/loki.yaml");
+    let edited = std::fs::read_to_string(&loki).unwrap() + "# not committed\n";
+    std::fs::write(&loki, edited).unwrap();
+    let (commit, said) = labelled().await;
+    assert_eq!(commit, Some(format!("{head}-dirty")), "{said}");
+    assert!(said.contains("config/loki.yaml"), "{said}");
+}
