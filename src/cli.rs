@@ -92,7 +92,8 @@ pub struct PublishArgs {
     /// How long the pointer stays fresh; after that, daemons keep it but report it stale.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub expires_in: std::time::Duration,
-    /// The commit published (default: GITHUB_SHA).
+    /// The commit published (default: GITHUB_SHA). In a git work tree where a bundled file
+    /// differs from HEAD (edited, staged, untracked), it is labelled `<commit>-dirty`.
     #[arg(long, env = "GITHUB_SHA")]
     pub commit: Option<String>,
     /// The CI run publishing (default: GITHUB_RUN_ID).
@@ -1072,6 +1073,40 @@ fn access_hint(e: &crate::source::S3Error, policy: &str) -> String {
     }
 }
 
+/// The commit label of a bundle: as given, or `<commit>-dirty` when files it holds are not
+/// as committed. A label is how a person finds the source of what a host runs; one naming a
+/// commit that does not hold these bytes would send them to the wrong code. Labelled rather
+/// than refused: a hotfix published by hand from a work tree is legitimate, and says so.
+fn publisher_commit(
+    commit: String,
+    built: &crate::source::bundle::Bundle,
+) -> anyhow::Result<String> {
+    use crate::source::provenance;
+    let Some(changed) = provenance::uncommitted(&built.root, &built.read_from)
+        .context("telling whether the bundled files are committed")?
+    else {
+        return Ok(commit);
+    };
+    let label = provenance::label(&commit, &changed);
+    if !changed.is_empty() {
+        const SHOWN: usize = 5;
+        let mut names = changed
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if changed.len() > SHOWN {
+            names.push_str(&format!(", and {} more", changed.len() - SHOWN));
+        }
+        eprintln!(
+            "stackwarden: {} bundled file(s) differ from the commit ({names}): labelled {label}",
+            changed.len()
+        );
+    }
+    Ok(label)
+}
+
 /// `publish`: validate, bundle, sign, upload, advance the pointer; the revision on stdout.
 async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     use crate::source::{Location, bundle, pointer::Publisher, publish};
@@ -1125,6 +1160,10 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         args.common.env.as_deref(),
         args.common.root.as_deref(),
     )?;
+    let commit = match args.commit.clone().filter(|c| !c.is_empty()) {
+        Some(commit) => Some(publisher_commit(commit, &built)?),
+        None => None,
+    };
     let (bucket, env, config) = delivery_target(&args.common, args.bucket.as_deref()).await?;
     if env != built.index.env {
         anyhow::bail!(
@@ -1146,7 +1185,7 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
             bundle: &built,
             key: &key,
             publisher: Publisher {
-                commit: args.commit.clone().filter(|c| !c.is_empty()),
+                commit,
                 run: args.run.clone().filter(|r| !r.is_empty()),
             },
             expires_in: args.expires_in,

@@ -5,9 +5,47 @@
 # the digest-pinned artifact from the stack's bucket through the instance role, checks its
 # SHA-256, and applies the host side once from the newest published revision; that apply
 # starts the daemon as Container/stackwarden declares it, which keeps the host from then on.
-# Run twice, it changes nothing. Every step is logged to the console and to
-# $STACKWARDEN_HOST_ROOT/stackwarden/bootstrap.log.
+# Run twice, it changes nothing; run twice at once, the second waits for the first. Every
+# step, and every failure (a step's own or any command's that stops the script), is logged to
+# the console and to $STACKWARDEN_HOST_ROOT/stackwarden/bootstrap.log.
 set -euo pipefail
+
+state=
+log_file=
+# Set once a failure is logged by `fail`, so the exit trap does not log it again.
+failure_logged=
+# The command that stopped the script (set -e), for the exit trap to name.
+last_error=
+# A download in progress, removed if the script stops before it is checked and kept.
+partial=
+
+log() {
+  local line
+  line="$(date -u +%Y-%m-%dT%H:%M:%SZ) stackwarden-bootstrap[$$]: $*"
+  printf '%s\n' "$line" >&2
+  # A log that cannot be written (a full disk) must not itself stop the step it reports.
+  if [[ -n $state && -d $state ]]; then printf '%s\n' "$line" >>"$log_file" || true; fi
+}
+
+fail() {
+  log "FAILED: $*"
+  failure_logged=1
+  exit 1
+}
+
+on_exit() {
+  local status=$?
+  if [[ -n $partial ]]; then rm -f "$partial"; fi
+  if [[ $status -ne 0 && -z $failure_logged ]]; then
+    log "FAILED: exit $status${last_error:+ at $last_error}; the steps after it did not run"
+  fi
+}
+trap 'last_error="line $LINENO: $BASH_COMMAND (exit $?)"' ERR
+trap on_exit EXIT
+# A run stopped by a signal exits through on_exit too, and so says so in the log.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 : "${STACKWARDEN_ENV:?}" "${STACKWARDEN_REGION:?}" "${STACKWARDEN_BUCKET:?}"
 : "${STACKWARDEN_PREFIX:?}" "${STACKWARDEN_HOST_ROOT:?}" "${STACKWARDEN_ARTIFACT:?}"
@@ -17,19 +55,17 @@ log_file=$state/bootstrap.log
 source_url=s3://$STACKWARDEN_BUCKET/$STACKWARDEN_PREFIX
 export AWS_REGION=$STACKWARDEN_REGION
 
-log() {
-  local line
-  line="$(date -u +%Y-%m-%dT%H:%M:%SZ) stackwarden-bootstrap: $*"
-  printf '%s\n' "$line" >&2
-  if [[ -d $state ]]; then printf '%s\n' "$line" >>"$log_file"; fi
-}
-
-fail() {
-  log "FAILED: $*"
-  exit 1
-}
-
 install -d -m 0755 "$state"
+
+# One run at a time (cloud-init and a person, a retry): two would fetch and apply at once.
+# The second waits for the first, then finds the daemon running and changes nothing. The
+# bound is far above a run's length (an install, a download, one apply).
+lock=$state/bootstrap.lock
+exec 9>>"$lock"
+if ! flock -n 9; then
+  log "waiting: another bootstrap run holds $lock"
+  flock -w 1800 9 || fail "another bootstrap run has held $lock for 30 minutes; nothing done"
+fi
 log "start: environment $STACKWARDEN_ENV, source $source_url, artifact $STACKWARDEN_ARTIFACT"
 
 # 1. Docker.
@@ -65,17 +101,19 @@ if [[ -f $artifact ]] && [[ $(sha256sum "$artifact" | cut -d' ' -f1) == "$STACKW
   log "artifact: already here, sha256 checked"
 else
   log "artifact: fetching $artifact_url"
-  rm -f "$artifact.part"
-  if ! aws s3 cp --only-show-errors "$artifact_url" "$artifact.part"; then
-    rm -f "$artifact.part"
+  # Under the lock no other run writes here: any partial download is a killed run's.
+  rm -f "$state"/artifact-*.part
+  # A file of this run's own, moved into place only once its digest is checked (the exit
+  # trap removes it otherwise).
+  partial=$(mktemp "$state/artifact-XXXXXXXX.part")
+  aws s3 cp --only-show-errors "$artifact_url" "$partial" ||
     fail "artifact: $artifact_url cannot be fetched (not published? run \`stackwarden publish --artifact FILE\` and pin its digest); nothing started"
-  fi
-  got=$(sha256sum "$artifact.part" | cut -d' ' -f1)
+  got=$(sha256sum "$partial" | cut -d' ' -f1)
   if [[ $got != "$STACKWARDEN_SHA256" ]]; then
-    rm -f "$artifact.part"
     fail "artifact: sha256 mismatch: the manifests pin $STACKWARDEN_SHA256, the bucket holds $got; nothing started"
   fi
-  mv "$artifact.part" "$artifact"
+  mv "$partial" "$artifact"
+  partial=
   log "artifact: fetched, sha256 checked"
 fi
 

@@ -37,6 +37,11 @@ pub struct Bundle {
     pub sha256: String,
     /// The files in it, by their path inside it, sorted (the index first excluded).
     pub files: Vec<String>,
+    /// The files it was read from, on disk, in the order of `files`: what a label saying
+    /// which commit it is must match (`provenance`).
+    pub read_from: Vec<PathBuf>,
+    /// The repository root it was built from.
+    pub root: PathBuf,
     /// The index.
     pub index: Index,
 }
@@ -254,10 +259,16 @@ pub fn build(dir: &Path, env: Option<&str>, root: Option<&Path>) -> Result<Bundl
     }
     let bytes = archive(&contents)?;
     let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    let (files, read_from) = wanted
+        .into_iter()
+        .map(|(name, (path, _))| (name, path))
+        .unzip();
     Ok(Bundle {
         bytes,
         sha256,
-        files: wanted.into_keys().collect(),
+        files,
+        read_from,
+        root: repo.root().to_path_buf(),
         index,
     })
 }

@@ -777,7 +777,13 @@ impl Remote {
                 return Ok(Err(self.oversized(size, want.size)));
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(state_err(&download))?;
+            if let Err(e) = file.write_all(&chunk).await {
+                // A full disk: nothing wrong with the revision. The partial file goes, so the
+                // space is back for the next poll, which downloads it again.
+                drop(file);
+                let _ = tokio::fs::remove_file(&download).await;
+                return Err(state_err(&download)(e));
+            }
         }
         file.sync_all().await.map_err(state_err(&download))?;
         drop(file);
@@ -803,15 +809,25 @@ impl Remote {
             std::fs::create_dir(&staging)?;
             let checked = unpack_and_validate(&download, &staging, &env, &limits);
             let _ = std::fs::remove_file(&download);
-            let manifests_in_staging = match checked? {
-                Ok(m) => m,
-                Err(reason) => {
+            // A write that failed (a full disk) leaves the revision unrefused, to be taken
+            // again at the next poll; what was unpacked so far goes, to give the space back.
+            let kept = checked.and_then(|checked| {
+                let Ok(m) = checked else { return Ok(checked) };
+                std::fs::write(staging.join(POINTER_FILE), &object)?;
+                std::fs::write(staging.join(ETAG_FILE), etag.unwrap_or_default())?;
+                Ok(Ok(m))
+            });
+            let manifests_in_staging = match kept {
+                Ok(Ok(m)) => m,
+                Ok(Err(reason)) => {
                     let _ = std::fs::remove_dir_all(&staging);
                     return Ok(Err(reason));
                 }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(e);
+                }
             };
-            std::fs::write(staging.join(POINTER_FILE), &object)?;
-            std::fs::write(staging.join(ETAG_FILE), etag.unwrap_or_default())?;
             let rel = manifests_in_staging
                 .strip_prefix(staging.join(TREE))
                 .map(Path::to_path_buf)

@@ -14,6 +14,7 @@ pub mod artifact;
 pub mod bundle;
 pub mod fetch;
 pub mod pointer;
+pub mod provenance;
 pub mod publish;
 pub mod signing;
 pub mod snapshot;

@@ -49,6 +49,10 @@ pub enum Hostility {
     /// Not UTF-8 (no manifest path needs that).
     #[error("a path that is not UTF-8")]
     NotUtf8,
+    /// A newline, tab, escape or other control character: no manifest path needs one, and
+    /// one would forge lines in logs, listings and the status page that show the name.
+    #[error("a path with a control character (a newline, a tab, an escape…)")]
+    ControlCharacter,
     /// Longer or deeper than [`Limits`] allow.
     #[error("a path longer or deeper than a bundle needs")]
     PathTooLong,
@@ -85,7 +89,8 @@ pub enum UnpackError {
     /// Not a tar.gz, or cut short.
     #[error("the archive is corrupt: {0}")]
     Corrupt(#[source] std::io::Error),
-    /// Writing the unpacked files failed.
+    /// Writing the unpacked files failed (a full disk, a quota): a problem of this host, not
+    /// of the archive, so never a reason to refuse the revision.
     #[error("writing {path}: {source}")]
     Write {
         /// Where.
@@ -111,6 +116,9 @@ pub fn check_path(raw: &[u8], limits: &Limits) -> Result<PathBuf, Hostility> {
         return Err(Hostility::PathTooLong);
     }
     let text = std::str::from_utf8(raw).map_err(|_| Hostility::NotUtf8)?;
+    if text.chars().any(char::is_control) {
+        return Err(Hostility::ControlCharacter);
+    }
     let path = Path::new(text);
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -159,9 +167,44 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
+/// Which side of a copy failed.
+enum Copy {
+    /// Reading the archive: it is cut short or corrupt, which is the archive's fault.
+    Read(std::io::Error),
+    /// Writing the file: a full disk, a quota, an I/O error, which are this host's.
+    Write(std::io::Error),
+}
+
+/// `std::io::copy`, telling a read error from a write error: a full state directory must
+/// never be taken for a corrupt archive, or a good revision would be refused for good.
+fn copy_entry(from: &mut impl Read, to: &mut impl std::io::Write) -> Result<u64, Copy> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        copied += n as u64;
+    }
+}
+
+/// The entry's name for a refusal: shortened, and with control characters escaped (`\n`), so
+/// the name of a hostile entry cannot add lines to the message that names it.
 fn shown(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    text.chars().take(200).collect()
+    let mut out = String::new();
+    for c in text.chars().take(200) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Unpacks the tar.gz read from `archive` into `dest` (created; it must not exist yet).
@@ -246,7 +289,10 @@ pub fn unpack(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Summar
                     Err(e) => return Err(clash(e, &path)),
                 };
                 let copied =
-                    std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
+                    copy_entry(&mut (&mut entry).take(size), &mut file).map_err(|e| match e {
+                        Copy::Read(e) => corrupt(e),
+                        Copy::Write(e) => write(&path)(e),
+                    })?;
                 if copied != size {
                     return Err(UnpackError::Corrupt(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -293,6 +339,55 @@ mod tests {
         assert_eq!(check_path(deep.as_bytes(), &l), Err(Hostility::PathTooLong));
         let long = "a".repeat(2000);
         assert_eq!(check_path(long.as_bytes(), &l), Err(Hostility::PathTooLong));
+    }
+
+    #[test]
+    fn a_name_with_a_newline_or_any_control_character_is_hostile() {
+        let l = Limits::default();
+        for raw in [
+            &b"manifests/a\nb.yaml"[..],
+            b"manifests/a\rb.yaml",
+            b"manifests/a\tb.yaml",
+            b"manifests/\x1b[31mred.yaml",
+            b"manifests/a\x7f.yaml",
+            "manifests/a\u{85}b.yaml".as_bytes(),
+        ] {
+            assert_eq!(
+                check_path(raw, &l),
+                Err(Hostility::ControlCharacter),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            check_path("manifests/grafana é.yaml".as_bytes(), &l),
+            Ok(PathBuf::from("manifests/grafana é.yaml")),
+            "printable non-ASCII names stay allowed"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_entry_on_one_line() {
+        let entries = vec![("manifests/a\nb.yaml".to_string(), b"x".to_vec())];
+        let bytes = super::super::bundle::archive(&entries).expect("archive");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let err = unpack(bytes.as_slice(), &out, &Limits::default()).expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                UnpackError::Hostile {
+                    why: Hostility::ControlCharacter,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "{message:?}");
+        assert!(message.contains(r"manifests/a\nb.yaml"), "{message}");
+        assert!(message.contains("control character"), "{message}");
+        let written: Vec<_> = std::fs::read_dir(&out).expect("out").flatten().collect();
+        assert!(written.is_empty(), "nothing unpacked: {written:?}");
     }
 
     #[test]

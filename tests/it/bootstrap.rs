@@ -405,6 +405,77 @@ async fn the_user_data_alone_converges_a_fresh_host_refuses_a_bad_artifact_and_i
     dk::cleanup(&docker, "observability", &CONTAINERS).await;
 }
 
+/// Issue 35: a step that stops the script through `set -e`, not through its own `fail`, left
+/// no trace in bootstrap.log, where a person looks first.
+#[tokio::test]
+async fn a_step_failing_unexpectedly_is_in_the_log_with_its_command() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+    let world = World::new().await;
+    world.apply_aws();
+    world.publish();
+    world.publish_artifact();
+    // Where the key file goes, a directory: writing the key fails, as a full or read-only
+    // disk would make it.
+    let trust = world.host_root.path().join("stackwarden/trust.pub");
+    std::fs::create_dir_all(&trust).unwrap();
+
+    let (out, _) = world.run_on_host(&world.user_data().await, ENGINE);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = world.log();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(failed.len(), 1, "one failure, logged once:\n{log}");
+    assert!(
+        failed[0].contains("$trust") && failed[0].contains("exit 1"),
+        "the log names the command that failed:\n{log}"
+    );
+    assert!(!log.contains("apply:"), "nothing after it ran:\n{log}");
+    assert_eq!(none_running(&docker).await, Vec::<String>::new());
+}
+
+/// Issue 35: two runs at once fetched into one shared `.part` file and applied together.
+/// Now the second waits for the first, then finds the host bootstrapped.
+#[tokio::test]
+async fn two_runs_at_once_take_turns_and_leave_no_partial_download() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+    let world = World::new().await;
+    world.apply_aws();
+    world.publish();
+    world.publish_artifact();
+    let user_data = world.user_data().await;
+
+    let (one, two) = std::thread::scope(|s| {
+        let one = s.spawn(|| world.run_on_host(&user_data, ENGINE).0);
+        let two = s.spawn(|| world.run_on_host(&user_data, ENGINE).0);
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(two.status.success(), "{}", text(&two));
+    let log = world.log();
+    let count = |step: &str| log.lines().filter(|l| l.contains(step)).count();
+    assert_eq!(count("artifact: fetching"), 1, "one download:\n{log}");
+    assert_eq!(count("apply: the host side"), 1, "one apply:\n{log}");
+    assert_eq!(
+        count("nothing changed"),
+        1,
+        "the other run found it done:\n{log}"
+    );
+    let state = world.host_root.path().join("stackwarden");
+    let partial: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert_eq!(partial, Vec::<String>::new(), "no download left behind");
+    let plan = world.plan_host();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    dk::cleanup(&docker, "observability", &CONTAINERS).await;
+}
+
 #[tokio::test]
 async fn an_instance_terminated_and_applied_again_comes_back_with_the_buckets_data_intact() {
     let _lock = dk::exclusive().await;

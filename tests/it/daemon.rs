@@ -475,6 +475,71 @@ async fn with_docker_gone_the_daemon_is_not_ready_and_converges_when_it_is_back(
     );
 }
 
+/// loki's memory limit as the engine has it.
+async fn memory_of(docker: &bollard::Docker, name: &str) -> Option<i64> {
+    dk::inspect(docker, name)
+        .await
+        .host_config
+        .and_then(|h| h.memory)
+}
+
+/// Issue 35: `docker update` changes a container in place (memory, restart policy, cpus,
+/// pids), which the engine reports as an `update` event. That event wakes a pass at once,
+/// as a start or a death does: the resync here is five minutes away, and the repair must not
+/// wait for it.
+#[tokio::test]
+async fn an_in_place_docker_update_is_repaired_from_its_event_long_before_the_resync() {
+    let _lock = dk::exclusive().await;
+    let docker = dk::docker().await;
+    dk::cleanup(&docker, "observability", &[]).await;
+    let moto = Moto::start(&[]).await;
+    let d = Daemon::start(DaemonOptions {
+        aws_endpoint: Some(&moto.endpoint),
+        scope: "host",
+        resync: "300s",
+        ..Default::default()
+    });
+    d.wait_until("the stack converges", CONVERGE, || converged(&d.status()));
+    // Settled: no pass for a while, so the next one is the update's.
+    let mut passes = d.passes();
+    d.wait_until("the passes settle", CONVERGE, || {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = d.passes();
+        std::mem::replace(&mut passes, now) == now
+    });
+    let declared = memory_of(&docker, "loki").await;
+    assert_eq!(declared, Some(384 << 20), "loki's declared memory");
+
+    let updated = Command::new("docker")
+        .args([
+            "update",
+            "--memory",
+            "200m",
+            "--memory-swap",
+            "200m",
+            "loki",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        updated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
+    let start = std::time::Instant::now();
+    let mut now = memory_of(&docker, "loki").await;
+    while now != declared && start.elapsed() < REPAIR {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        now = memory_of(&docker, "loki").await;
+    }
+    assert_eq!(
+        now,
+        declared,
+        "loki's memory was not put back within {REPAIR:?} (the resync is 300 s away)\n{}",
+        d.log_tail()
+    );
+}
+
 #[tokio::test]
 async fn two_daemons_one_acts_the_standby_takes_over_and_apply_defers() {
     let moto = Moto::start(&[]).await;

@@ -7,7 +7,7 @@ use crate::support::cli::{Cli, text};
 use crate::support::files::{copy_dir, edit_loki_memory, repo};
 use crate::support::moto::Moto;
 use stackwarden::source::fetch::{
-    MAX_EXPIRY_HORIZON, MAX_REVISION_JUMP, Options, Poll, Rejection, Remote,
+    FetchError, MAX_EXPIRY_HORIZON, MAX_REVISION_JUMP, Options, Poll, Rejection, Remote,
 };
 use stackwarden::source::pointer::{BundleRef, Pointer, Publisher, Time};
 use stackwarden::source::publish::{self, PublishError, Published, Request};
@@ -486,6 +486,121 @@ async fn an_unreachable_bucket_keeps_the_revision_in_force_and_following_resumes
     assert_eq!(back.status().last_error, None);
 }
 
+/// A tmpfs of a few pages mounted on a fresh directory (the tests run as root), unmounted
+/// when dropped: a real disk that fills, with the kernel's own ENOSPC.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk, then frees `room` bytes (whole pages) of it.
+    fn fill_leaving(&self, room: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let full = loop {
+            if let Err(e) = file.write_all(&chunk) {
+                break e;
+            }
+        };
+        assert_eq!(full.kind(), std::io::ErrorKind::StorageFull, "{full}");
+        const PAGE: u64 = 4096;
+        let len = file.metadata().unwrap().len() / PAGE * PAGE;
+        file.set_len(len - room.div_ceil(PAGE) * PAGE).unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Issue 35: a full state disk was reported as a hostile ("corrupt") archive, and the good
+/// revision was remembered as refused and never fetched again.
+#[tokio::test]
+async fn a_full_state_disk_refuses_nothing_and_the_revision_is_taken_once_space_is_freed() {
+    let world = World::new().await;
+    let published = world.publish(&repo().join("manifests")).await;
+    let disk = SmallDisk::mount(4 << 20);
+    let mut remote = Remote::open(
+        world.s3.clone(),
+        Options::new(
+            world.location.clone(),
+            disk.path().join("source"),
+            world.key.trusted(),
+        ),
+    )
+    .expect("the state directory opens");
+    // Room for the download, not for the unpacked tree (many times larger, a page a file).
+    let filler = disk.fill_leaving(published.pointer.bundle.size + 8192);
+
+    match remote.poll(SystemTime::now()).await {
+        Poll::Unreachable {
+            error: FetchError::State { source, .. },
+        } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}"),
+        other => panic!("a full disk is this host's problem, not the revision's: {other:?}"),
+    }
+    let status = remote.status();
+    assert_eq!(status.rejected, None, "nothing is refused");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left")),
+        "{status:?}"
+    );
+    assert!(remote.in_force().is_none());
+    let left: Vec<_> = std::fs::read_dir(disk.path().join("source"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "revisions" && n != "lock")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the partial revision gives its space back: {left:?}"
+    );
+
+    // Still full: still not refused, and asked again (no remembered refusal, no 304).
+    assert!(matches!(
+        remote.poll(SystemTime::now()).await,
+        Poll::Unreachable { .. }
+    ));
+    std::fs::remove_file(&filler).unwrap();
+    match remote.poll(SystemTime::now()).await {
+        Poll::Updated { revision: 1, .. } => {}
+        other => panic!("the revision is taken once there is room: {other:?}"),
+    }
+    assert_eq!(remote.status().last_error, None);
+    drop(remote);
+}
+
 #[tokio::test]
 async fn two_followers_sharing_a_state_directory_each_take_a_new_revision_intact() {
     // The old daemon and its successor, during a handoff, follow from one state directory.
@@ -570,6 +685,31 @@ async fn an_archive_with_a_symlink_is_refused() {
         b"",
     );
     hostile_is_refused(archive, "manifests/stack.yaml").await;
+}
+
+/// Issue 35: a name with a newline would forge lines wherever it is shown.
+#[tokio::test]
+async fn an_archive_with_a_newline_in_a_file_name_is_refused() {
+    let archive = raw_archive(b"manifests/a\nb.yaml", tar::EntryType::Regular, None, b"x");
+    let (world, mut remote) = in_force_at_one().await;
+    world.offer_archive(2, archive).await;
+    let reason = refused(remote.poll(SystemTime::now()).await);
+    match &reason {
+        Rejection::HostileArchive { entry, why } => {
+            assert_eq!(entry, r"manifests/a\nb.yaml", "{reason}");
+            assert!(why.contains("control character"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    still_at_one(&remote);
+    assert!(
+        !remote
+            .status()
+            .last_error
+            .clone()
+            .unwrap_or_default()
+            .contains('\n')
+    );
 }
 
 #[tokio::test]
@@ -1002,4 +1142,75 @@ async fn a_deleted_or_replayed_pointer_stops_publish_and_recovery_goes_on_from_t
         remote.poll(SystemTime::now()).await,
         Poll::Updated { revision: 3, .. }
     ));
+}
+
+/// `git` in `dir`, as a person would run it; its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 35: a publish from a work tree with uncommitted changes to what the bundle holds
+/// was labelled with HEAD's commit, which does not hold those bytes.
+#[tokio::test]
+async fn publish_from_a_dirty_tree_labels_the_revision_dirty_and_a_clean_one_with_its_commit() {
+    let world = World::new().await;
+    let keys = world.scratch.path().join("keys");
+    let keys = keys.to_str().unwrap();
+    let out = stackwarden(&world.moto, TESTING, &["keygen", "--out", keys]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let key = format!("{keys}/{}", signing::SECRET_KEY_FILE);
+    let checkout = world.scratch.path().join("checkout");
+    let manifests = copy_of_repo(&checkout);
+    git(&checkout, &["init", "-q"]);
+    git(&checkout, &["add", "."]);
+    git(&checkout, &["commit", "-q", "-m", "the reviewed state"]);
+    let head = git(&checkout, &["rev-parse", "HEAD"]);
+    let labelled = async || {
+        let out = stackwarden(
+            &world.moto,
+            TESTING,
+            &[
+                "publish",
+                "-f",
+                manifests.to_str().unwrap(),
+                "--env",
+                ENV,
+                "--bucket",
+                BUCKET,
+                "--key",
+                &key,
+                "--commit",
+                &head,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let object = world.get(&world.location.pointer_key()).await;
+        let pointer = stackwarden::source::pointer::peek(&object).unwrap();
+        (pointer.publisher.commit, text(&out))
+    };
+
+    // As committed: the commit itself.
+    let (commit, _) = labelled().await;
+    assert_eq!(commit.as_deref(), Some(head.as_str()));
+
+    // A file outside the bundle edited: still the commit.
+    std::fs::write(checkout.join("NOTES"), "not bundled\n").unwrap();
+    let (commit, _) = labelled().await;
+    assert_eq!(commit.as_deref(), Some(head.as_str()));
+
+    // A bundled source edited and not committed: the label says so, and publish names it.
+    let loki = checkout.join("config/loki.yaml");
+    let edited = std::fs::read_to_string(&loki).unwrap() + "# not committed\n";
+    std::fs::write(&loki, edited).unwrap();
+    let (commit, said) = labelled().await;
+    assert_eq!(commit, Some(format!("{head}-dirty")), "{said}");
+    assert!(said.contains("config/loki.yaml"), "{said}");
 }

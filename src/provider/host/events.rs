@@ -1,5 +1,5 @@
-//! The Docker events stream as a trigger: create, start, die, destroy and health changes of
-//! the stack's containers arrive at once instead of at the next resync. The engine keeps
+//! The Docker events stream as a trigger: create, start, die, destroy, in-place updates and
+//! health changes of the stack's containers arrive at once instead of at the next resync. The engine keeps
 //! events in memory only, so after the stream ends (engine restart) the watcher reconnects
 //! with backoff and sends [`HostEvent::Resync`]: the consumer must re-list everything.
 //! Events only say *when* to reconcile; what to do is always recomputed from scratch.
@@ -13,8 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Container actions that can mean drift.
-const ACTIONS: [&str; 5] = ["create", "start", "die", "destroy", "health_status"];
+/// Container actions that can mean drift. `update` is `docker update` changing a running
+/// container in place (memory, cpus, pids, restart policy): nothing else would say so before
+/// the resync.
+const ACTIONS: [&str; 6] = [
+    "create",
+    "start",
+    "die",
+    "destroy",
+    "health_status",
+    "update",
+];
 /// First reconnect delay; doubled up to [`BACKOFF_MAX`] while the engine stays away.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest reconnect delay: an engine back after a restart is noticed within this.
@@ -27,7 +36,7 @@ const CHANNEL: usize = 256;
 pub enum HostEvent {
     /// One of the stack's containers changed.
     Container {
-        /// `create`, `start`, `die`, `destroy`, `health_status: unhealthy`, …
+        /// `create`, `start`, `die`, `destroy`, `update`, `health_status: unhealthy`, …
         action: String,
         /// Container name.
         name: String,
