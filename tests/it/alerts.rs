@@ -146,7 +146,10 @@ async fn a_root_container_fires_drift_and_violation_and_both_resolve_after_the_r
     let drift = n
         .iter()
         .flat_map(|n| &n.alerts)
-        .find(|a| a.labels.get("alertname").map(String::as_str) == Some("StackDrift"))
+        .find(|a| {
+            a.labels.get("alertname").map(String::as_str) == Some("StackDrift")
+                && a.labels.get("resource").map(String::as_str) == Some("loki")
+        })
         .unwrap();
     for (k, v) in [
         ("stack", "observability"),

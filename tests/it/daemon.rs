@@ -507,7 +507,15 @@ async fn an_in_place_docker_update_is_repaired_from_its_event_long_before_the_re
         let now = d.passes();
         std::mem::replace(&mut passes, now) == now
     });
-    let declared = memory_of(&docker, "loki").await;
+    // A slow start may still be replacing loki after the passes settle: wait until it runs.
+    let mut declared = None;
+    for _ in 0..240 {
+        if dk::inspect_running(&docker, "loki").await {
+            declared = memory_of(&docker, "loki").await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(declared, Some(384 << 20), "loki's declared memory");
 
     let updated = Command::new("docker")
@@ -526,11 +534,19 @@ async fn an_in_place_docker_update_is_repaired_from_its_event_long_before_the_re
         "{}",
         String::from_utf8_lossy(&updated.stderr)
     );
+    // The repair may recreate loki: between its removal and its creation there is none.
+    let current = async || {
+        if dk::inspect_running(&docker, "loki").await {
+            memory_of(&docker, "loki").await
+        } else {
+            None
+        }
+    };
     let start = std::time::Instant::now();
-    let mut now = memory_of(&docker, "loki").await;
+    let mut now = current().await;
     while now != declared && start.elapsed() < REPAIR {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        now = memory_of(&docker, "loki").await;
+        now = current().await;
     }
     assert_eq!(
         now,

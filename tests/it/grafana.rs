@@ -356,7 +356,7 @@ fn validate_case(case: &Case) -> Output {
         std::fs::write(
             tmp.path().join("manifests/host/case.yaml"),
             format!(
-                "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case\nspec:\n  path: {host_path}\n  source: ../../case/{}\n",
+                "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case\nspec:\n  path: {host_path}\n  source: ../../case/{}\n  owner: 10001\n  group: 10001\n",
                 case.fixture
             ),
         )
@@ -460,7 +460,7 @@ fn content_grafana_cannot_see_is_a_warning_naming_the_mount_and_variable_to_add(
     .expect("write contact point");
     std::fs::write(
         tmp.path().join("manifests/host/case.yaml"),
-        "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-dashboard\nspec:\n  path: grafana/dashboards/extra.json\n  source: ../../case/extra.json\n---\napiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-pager\nspec:\n  path: grafana/provisioning/alerting/pager.yaml\n  source: ../../case/pager.yaml\n",
+        "apiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-dashboard\nspec:\n  path: grafana/dashboards/extra.json\n  source: ../../case/extra.json\n  owner: 10001\n  group: 10001\n---\napiVersion: stackwarden.io/v1\nkind: ConfigFile\nmetadata:\n  name: case-pager\nspec:\n  path: grafana/provisioning/alerting/pager.yaml\n  source: ../../case/pager.yaml\n  owner: 10001\n  group: 10001\n",
     )
     .expect("write case manifest");
     let out = stackwarden(tmp.path(), &["validate", "--env", "dev"]);
