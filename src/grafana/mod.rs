@@ -16,11 +16,12 @@ pub mod promql;
 pub mod provisioning;
 
 use crate::manifest::Diagnostic;
+use crate::manifest::repository::normalize;
 use crate::manifest::yaml;
 use crate::model::{Desired, SourceLocation};
 use catalogue::Catalogue;
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Host path prefix of the dashboards (the provider's directory on the host).
 pub const DASHBOARDS_DIR: &str = "grafana/dashboards/";
@@ -353,26 +354,6 @@ fn wiring(desired: &Desired, env_refs: &[alerting::EnvRef]) -> Vec<Diagnostic> {
                 ),
                 rule: None,
             });
-        }
-    }
-    out
-}
-
-/// Lexically resolves `.` and `..` so messages name `dashboards/home.json`, not
-/// `manifests/host/../../dashboards/home.json`.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                } else {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
         }
     }
     out

@@ -9,11 +9,12 @@
 //! them: what a config leaves unset is what the backend does by default, so an absent prefix
 //! is either a layout at the bucket's root (Loki, single-tenant) or an error.
 
+use super::repository::normalize;
 use crate::manifest::yaml::{self, Document};
 use crate::model::{ConfigFileSpec, Desired, Resource, SourceLocation};
 use serde_json::Value;
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 /// A backend that keeps its data in object storage. Its Container carries its name (the
 /// naming contract) and reads the config its `-config.file=` argument names.
@@ -782,26 +783,6 @@ fn check(desired: &Desired, layouts: &[(String, Layout)], reserved: &str) -> Vec
         }
     }
     errors
-}
-
-/// Lexically resolves `.` and `..`, so locations name `config/loki.yaml`, not
-/// `manifests/host/../../config/loki.yaml`.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                } else {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -133,6 +133,27 @@ impl Repository {
     }
 }
 
+/// Lexically resolves `.` and `..`, keeping a leading `..`, so messages name
+/// `dashboards/home.json` or `config/loki.yaml`, not `manifests/host/../../config/loki.yaml`.
+/// For showing paths; [`lexical`] is the one that confines them.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// `a/b/../c/./d` → `a/c/d`, without touching the disk (`..` at the top stays at the top).
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
