@@ -206,6 +206,15 @@ fn still_at_one(remote: &Remote) {
     assert_eq!(remote.status().revision, Some(1));
 }
 
+/// A bundle no object in the bucket holds, of `size` bytes: for refusals made from the
+/// pointer alone.
+fn absent_bundle(size: u64) -> BundleRef {
+    BundleRef {
+        sha256: "0".repeat(64),
+        size,
+    }
+}
+
 fn refused(poll: Poll) -> Rejection {
     match poll {
         Poll::Rejected { reason, .. } => reason,
@@ -378,10 +387,7 @@ async fn an_older_pointer_replayed_is_refused_as_a_rollback() {
 async fn a_pointer_jumping_far_ahead_is_refused_even_signed_with_the_real_key() {
     let (world, mut remote) = in_force_at_one().await;
     // Refused from the pointer alone: no bundle is ever downloaded for it.
-    let bundle = BundleRef {
-        sha256: "0".repeat(64),
-        size: 1,
-    };
+    let bundle = absent_bundle(1);
     for revision in [u64::MAX, 1 + MAX_REVISION_JUMP + 1] {
         world
             .offer(&world.pointer(revision, bundle.clone()), &world.key)
@@ -400,11 +406,7 @@ async fn a_pointer_jumping_far_ahead_is_refused_even_signed_with_the_real_key() 
 #[tokio::test]
 async fn a_pointer_fresh_beyond_the_horizon_is_refused() {
     let (world, mut remote) = in_force_at_one().await;
-    let bundle = BundleRef {
-        sha256: "0".repeat(64),
-        size: 1,
-    };
-    let mut pointer = world.pointer(2, bundle);
+    let mut pointer = world.pointer(2, absent_bundle(1));
     pointer.expires_at = Time(SystemTime::now() + MAX_EXPIRY_HORIZON + Duration::from_secs(86_400));
     world.offer(&pointer, &world.key).await;
     let reason = refused(remote.poll(SystemTime::now()).await);
@@ -734,10 +736,7 @@ async fn an_archive_of_a_hundred_thousand_entries_is_refused() {
 async fn a_bundle_claiming_two_gibibytes_is_refused_from_its_size_before_any_download() {
     let (world, mut remote) = in_force_at_one().await;
     // No such object exists: a download attempt would show as unreachable, not as too large.
-    let claim = BundleRef {
-        sha256: "0".repeat(64),
-        size: 2 << 30,
-    };
+    let claim = absent_bundle(2 << 30);
     world.offer(&world.pointer(2, claim), &world.key).await;
     let reason = refused(remote.poll(SystemTime::now()).await);
     assert_eq!(
